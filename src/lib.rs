@@ -2,3 +2,4 @@
 //! ZooKeeper as a passive third voter that sits in every quorum.
 
 pub mod types;
+pub mod witness;

@@ -1,0 +1,724 @@
+//! The witness, W: ZooKeeper as the third, passive Raft voter.
+//!
+//! W has no process. Each node reaches it through its own ZooKeeper session,
+//! and every change to W is ONE `multi()` that starts with
+//! `check(witness, version)` and (when the record changes) ends with
+//! `setData(witness, record)`; the WAL and snapshot znodes it touches are
+//! created or deleted inside the same multi. If the check fails, W is re-read
+//! and the request re-decided. The decisions themselves are the pure
+//! functions in [`rules`]; this file only carries them out.
+//!
+//! Layout under `/walship/<cluster>` (see [`record::Paths`]): `witness`,
+//! `wal/<first index>`, `snapshots/<id>/<chunk>`, `members/<id>`, `leader`.
+
+pub mod record;
+pub mod rules;
+pub mod session;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use zookeeper_client as zk;
+
+use self::record::Paths;
+use self::record::SnapshotRef;
+use self::record::WitnessRecord;
+use self::rules::AppendDecision;
+use self::rules::Slot;
+use self::session::ZkSession;
+use crate::types::genesis_entry;
+use crate::types::Entry;
+use crate::types::LogId;
+use crate::types::SnapshotMeta;
+use crate::types::TypeConfig;
+use crate::types::Vote;
+
+/// ZooKeeper refuses a request over `jute.maxbuffer` (1 MiB by default); one
+/// multi, with its framing, stays below this.
+pub const MAX_MULTI_BYTES: usize = 900 * 1024;
+/// A WAL deletion op costs well under 100 bytes; this many fit in any multi.
+const MAX_DELETES_PER_MULTI: usize = 2000;
+
+#[derive(thiserror::Error, Debug)]
+pub enum WitnessError {
+    #[error("ZooKeeper unreachable: {0}")]
+    Unreachable(String),
+    #[error("ZooKeeper did not answer {what} within {timeout_ms} ms (outcome unknown)")]
+    Timeout { what: String, timeout_ms: u64 },
+    #[error("ZooKeeper {what}: {source}")]
+    Zk { what: String, source: zk::Error },
+    /// W's record changed under us (another node wrote it): re-read, re-decide.
+    #[error("witness record changed concurrently")]
+    VersionMismatch,
+    #[error("corrupt znode {path}: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("{0}")]
+    Identity(String),
+}
+
+impl WitnessError {
+    pub fn corrupt(path: &str, reason: impl Into<String>) -> WitnessError {
+        WitnessError::Corrupt { path: path.to_string(), reason: reason.into() }
+    }
+    pub fn from_zk(what: &str, source: zk::Error) -> WitnessError {
+        match source {
+            zk::Error::ConnectionLoss | zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::NoHosts => {
+                WitnessError::Unreachable(format!("{what}: {source}"))
+            }
+            source => WitnessError::Zk { what: what.to_string(), source },
+        }
+    }
+    fn is_zk(&self, e: zk::Error) -> bool {
+        matches!(self, WitnessError::Zk { source, .. } if *source == e)
+    }
+    /// True when a write may or may not have happened.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, WitnessError::Timeout { .. } | WitnessError::Unreachable(_))
+    }
+}
+
+/// One write op inside a multi.
+enum Op {
+    Create(String, Vec<u8>),
+    Set(String, Vec<u8>),
+    Delete(String),
+}
+
+/// What this node last knew of W: its record, the record's znode version and
+/// the WAL segments (first index -> log ids, loaded lazily).
+#[derive(Clone, Debug)]
+struct View {
+    version: i32,
+    record: WitnessRecord,
+    segments: BTreeMap<u64, Option<Vec<LogId>>>,
+}
+
+impl View {
+    fn last_index(&self) -> Option<u64> {
+        self.record.last_log_id.map(|l| l.index)
+    }
+    /// First index of the segment holding `index`, if W's WAL holds it.
+    fn segment_of(&self, index: u64) -> Option<u64> {
+        if self.last_index().is_none_or(|last| index > last) {
+            return None;
+        }
+        self.segments.range(..=index).next_back().map(|(first, _)| *first)
+    }
+    fn slot(&self, index: u64) -> Slot {
+        if self.record.purged().is_some_and(|p| index <= p.index) {
+            return Slot::Purged;
+        }
+        match self.segment_of(index) {
+            None => Slot::Absent,
+            Some(first) => match &self.segments[&first] {
+                Some(ids) => ids.get((index - first) as usize).map(|l| Slot::Present(*l)).unwrap_or(Slot::Absent),
+                None => unreachable!("segment {first} consulted before it was loaded"),
+            },
+        }
+    }
+}
+
+/// Everything a node needs to adopt W's log (witness-protocol.md, "Adoption").
+pub struct WitnessLog {
+    pub record: WitnessRecord,
+    /// W's snapshot, when the caller asked for entries W has compacted.
+    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// W's entries after max(from, snapshot) up to `record.last_log_id`.
+    pub entries: Vec<Entry>,
+}
+
+/// One WAL segment as the inspector shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SegmentReport {
+    pub path: String,
+    pub first_index: u64,
+    pub last_index: Option<u64>,
+    pub terms: Vec<u64>,
+    pub bytes: usize,
+    pub error: Option<String>,
+}
+
+pub struct Witness {
+    zk: Arc<ZkSession>,
+    paths: Paths,
+    view: Mutex<Option<View>>,
+}
+
+impl Witness {
+    pub fn new(zk: Arc<ZkSession>, cluster: &str) -> Witness {
+        Witness { zk, paths: Paths::new(cluster), view: Mutex::new(None) }
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    pub fn session(&self) -> &Arc<ZkSession> {
+        &self.zk
+    }
+
+    /// W's last log id as this node last saw it (for status; not a decision).
+    pub fn cached_last_log_id(&self) -> Option<LogId> {
+        self.view.lock().expect("view lock").as_ref().and_then(|v| v.record.last_log_id)
+    }
+
+    // ---- genesis -------------------------------------------------------
+
+    /// Creates the cluster in ZooKeeper if it does not exist: W's record with
+    /// a fresh cluster id and the genesis entry as WAL segment 0, all in one
+    /// multi, so two nodes racing agree (the loser reads the winner's).
+    /// Returns W's record; a path holding something else is an error.
+    pub async fn bootstrap(&self) -> Result<WitnessRecord, WitnessError> {
+        let root = self.paths.root.clone();
+        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        self.zk.run(&format!("mkdir {root}"), |c| async move { c.mkdir(&root, &opts).await }).await?;
+        match self.read_record().await {
+            Ok((record, _)) => return Ok(record),
+            Err(e) if e.is_zk(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+        let genesis = genesis_entry();
+        let record = WitnessRecord {
+            cluster_id: new_cluster_id(),
+            vote: Vote::default(),
+            last_log_id: Some(genesis.log_id),
+            committed: Some(genesis.log_id),
+            snapshot: None,
+        };
+        let ops = vec![
+            Op::Create(self.paths.wal_dir(), vec![]),
+            Op::Create(self.paths.segment(0), record::encode_segment([&genesis])),
+            Op::Create(self.paths.snapshots_dir(), vec![]),
+            Op::Create(self.paths.witness(), record::encode_record(&record)),
+        ];
+        match self.multi("create the cluster (genesis)", None, ops).await {
+            Ok(_) => {
+                tracing::info!(cluster_id = record.cluster_id, path = self.paths.root, "created cluster genesis in ZooKeeper");
+                Ok(record)
+            }
+            Err(e) if e.is_zk(zk::Error::NodeExists) => Ok(self.read_record().await?.0),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ---- reads ---------------------------------------------------------
+
+    async fn read_record(&self) -> Result<(WitnessRecord, i32), WitnessError> {
+        let path = self.paths.witness();
+        let (bytes, stat) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&path).await }).await?;
+        let record = record::decode_record(&bytes, &self.paths.witness()).map_err(|e| {
+            WitnessError::Identity(format!(
+                "{} does not hold a walship witness record ({e}); is this ZooKeeper path used by something else?",
+                self.paths.witness()
+            ))
+        })?;
+        Ok((record, stat.version))
+    }
+
+    /// Reads W afresh: `sync` first, so a read served by a lagging ZooKeeper
+    /// server cannot show an older W than a write this node already saw.
+    async fn load_view(&self) -> Result<View, WitnessError> {
+        let root = self.paths.root.clone();
+        self.zk.run(&format!("sync {root}"), |c| async move { c.sync(&root).await }).await?;
+        let (record, version) = self.read_record().await?;
+        let wal = self.paths.wal_dir();
+        let children = self.zk.run(&format!("list {wal}"), |c| async move { c.list_children(&wal).await }).await?;
+        let purged = record.purged().map(|p| p.index);
+        let mut firsts: Vec<u64> = children.iter().filter_map(|n| record::parse_segment_name(n)).collect();
+        firsts.sort_unstable();
+        let mut segments = BTreeMap::new();
+        for (i, first) in firsts.iter().enumerate() {
+            // A segment whose every entry is inside the snapshot is garbage
+            // left for collection; it is not part of W's log.
+            let next = firsts.get(i + 1).copied();
+            let wholly_purged = purged.is_some_and(|p| next.is_some_and(|n| n - 1 <= p));
+            let beyond_last = record.last_log_id.is_none_or(|l| *first > l.index);
+            if !wholly_purged && !beyond_last {
+                segments.insert(*first, None);
+            }
+        }
+        Ok(View { version, record, segments })
+    }
+
+    async fn read_segment(&self, first: u64) -> Result<Vec<Entry>, WitnessError> {
+        let path = self.paths.segment(first);
+        let p = path.clone();
+        let (bytes, _) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&p).await }).await?;
+        record::decode_segment(&bytes, &path, first)
+    }
+
+    /// Loads the log ids of every segment overlapping `[from, to]`.
+    async fn load_segments(&self, view: &mut View, from: u64, to: u64) -> Result<(), WitnessError> {
+        let Some(start) = view.segment_of(from).or_else(|| view.segments.keys().next().copied()) else {
+            return Ok(());
+        };
+        let wanted: Vec<u64> = view
+            .segments
+            .range(start..=to)
+            .filter(|(_, ids)| ids.is_none())
+            .map(|(first, _)| *first)
+            .collect();
+        for first in wanted {
+            let entries = self.read_segment(first).await?;
+            view.segments.insert(first, Some(entries.iter().map(|e| e.log_id).collect()));
+        }
+        Ok(())
+    }
+
+    fn take_view(&self) -> Option<View> {
+        self.view.lock().expect("view lock").take()
+    }
+
+    fn put_view(&self, view: View) {
+        *self.view.lock().expect("view lock") = Some(view);
+    }
+
+    // ---- writes --------------------------------------------------------
+
+    /// Runs one multi. With `check_version`, the first op is
+    /// `check(witness, version)`, and its failure is `VersionMismatch`.
+    async fn multi(&self, what: &str, check_version: Option<i32>, ops: Vec<Op>) -> Result<Vec<zk::MultiWriteResult>, WitnessError> {
+        let witness = self.paths.witness();
+        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let res = self
+            .zk
+            .run(what, |c| async move {
+                let mut w = c.new_multi_writer();
+                if let Some(v) = check_version {
+                    w.add_check_version(&witness, v)?;
+                }
+                for op in &ops {
+                    match op {
+                        Op::Create(p, d) => w.add_create(p, d, &opts)?,
+                        Op::Set(p, d) => w.add_set_data(p, d, None)?,
+                        Op::Delete(p) => w.add_delete(p, None)?,
+                    }
+                }
+                match w.commit().await {
+                    Ok(r) => Ok(Ok(r)),
+                    Err(zk::MultiWriteError::OperationFailed { index: 0, source: zk::Error::BadVersion | zk::Error::NoNode })
+                        if check_version.is_some() =>
+                    {
+                        Ok(Err(()))
+                    }
+                    Err(e) => Err(zk::Error::from(e)),
+                }
+            })
+            .await?;
+        res.map_err(|()| WitnessError::VersionMismatch)
+    }
+
+    /// Runs `f` against W's current view, retrying on `VersionMismatch` with
+    /// a fresh view. The cached view is only put back after a success, so a
+    /// call cancelled mid-flight (openraft times RPCs out) or failed leaves
+    /// it empty and the next call re-reads W.
+    async fn with_view<T>(&self, what: &str, mut f: impl AsyncFnMut(&mut View) -> Result<T, WitnessError>) -> Result<T, WitnessError> {
+        for _ in 0..8 {
+            let mut view = match self.take_view() {
+                Some(v) => v,
+                None => self.load_view().await?,
+            };
+            match f(&mut view).await {
+                Ok(t) => {
+                    self.put_view(view);
+                    return Ok(t);
+                }
+                Err(WitnessError::VersionMismatch) => {
+                    tracing::debug!(what, "witness changed concurrently; re-reading");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(WitnessError::Unreachable(format!("{what}: witness kept changing under us")))
+    }
+
+    /// Writes W's record alone (a vote), guarded by the view's version.
+    async fn write_record(&self, view: &mut View, record: WitnessRecord, what: &str) -> Result<(), WitnessError> {
+        let res = self.multi(what, Some(view.version), vec![Op::Set(self.paths.witness(), record::encode_record(&record))]).await?;
+        view.version = set_version(&res)?;
+        view.record = record;
+        Ok(())
+    }
+
+    /// Vote(req), see [`rules::decide_vote`].
+    pub async fn vote(&self, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, WitnessError> {
+        // Votes are rare and usually follow the other node's writes: start fresh.
+        drop(self.take_view());
+        self.with_view("vote", async |view| {
+            let (resp, next) = rules::decide_vote(&view.record, &req);
+            if let Some(next) = next {
+                self.write_record(view, next, "witness vote").await?;
+            }
+            Ok(resp)
+        })
+        .await
+    }
+
+    /// AppendEntries(req), see [`rules::decide_append`].
+    pub async fn append_entries(&self, req: AppendEntriesRequest<TypeConfig>) -> Result<AppendEntriesResponse<u64>, WitnessError> {
+        let w = self;
+        let req = &req;
+        self.with_view("append", async |view| {
+            {
+                // Load the log ids the rules will consult.
+                let lo = req.prev_log_id.map(|p| p.index).or(req.entries.first().map(|e| e.log_id.index));
+                let hi = req.entries.last().map(|e| e.log_id.index).or(lo);
+                if let (Some(lo), Some(hi), Some(last)) = (lo, hi, view.last_index()) {
+                    w.load_segments(view, lo, hi.min(last)).await?;
+                }
+                let decision = rules::decide_append(&view.record, req, |i| view.slot(i));
+                match decision {
+                    AppendDecision::HigherVote(v) => Ok(AppendEntriesResponse::HigherVote(v)),
+                    AppendDecision::Conflict { record } => {
+                        if record != view.record {
+                            w.write_record(view, record, "witness vote (conflict)").await?;
+                        }
+                        Ok(AppendEntriesResponse::Conflict)
+                    }
+                    d if d.is_check_only(&view.record) => {
+                        // A heartbeat still goes through ZooKeeper's consensus, so
+                        // a deposed leader learns of it and cannot confirm a read.
+                        w.multi("witness heartbeat", Some(view.version), vec![]).await?;
+                        Ok(AppendEntriesResponse::Success)
+                    }
+                    AppendDecision::Accept { record, truncate_from, append } => {
+                        w.apply_append(view, record, truncate_from, append).await?;
+                        Ok(AppendEntriesResponse::Success)
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Carries out an accepted append: truncation and the first batch of
+    /// segments in one multi, further batches in further multis, each checked
+    /// and each leaving W a valid prefix of the leader's log.
+    async fn apply_append(
+        &self,
+        view: &mut View,
+        record: WitnessRecord,
+        truncate_from: Option<u64>,
+        append: Vec<Entry>,
+    ) -> Result<(), WitnessError> {
+        let mut ops = Vec::new();
+        let mut ops_bytes = 0usize;
+        if let Some(cut) = truncate_from {
+            let doomed: Vec<u64> = view.segments.range(cut..).map(|(f, _)| *f).collect();
+            for first in &doomed {
+                ops.push(Op::Delete(self.paths.segment(*first)));
+                view.segments.remove(first);
+            }
+            if let Some(first) = view.segment_of(cut.saturating_sub(1)).filter(|f| *f < cut) {
+                let mut kept = self.read_segment(first).await?;
+                kept.truncate((cut - first) as usize);
+                let bytes = record::encode_segment(&kept);
+                ops_bytes += bytes.len();
+                ops.push(Op::Set(self.paths.segment(first), bytes));
+                view.segments.insert(first, Some(kept.iter().map(|e| e.log_id).collect()));
+            }
+        }
+
+        // Pack entries into segments no bigger than one multi.
+        let mut batches: Vec<(Vec<Op>, Vec<(u64, Vec<LogId>)>, LogId)> = Vec::new();
+        let mut seg_bytes = record::encode_segment([]);
+        let mut seg_ids: Vec<LogId> = Vec::new();
+        let mut new_segs: Vec<(u64, Vec<LogId>)> = Vec::new();
+        let flush_segment = |ops: &mut Vec<Op>, seg_bytes: &mut Vec<u8>, seg_ids: &mut Vec<LogId>, new_segs: &mut Vec<(u64, Vec<LogId>)>| {
+            if let Some(first) = seg_ids.first() {
+                ops.push(Op::Create(self.paths.segment(first.index), std::mem::replace(seg_bytes, record::encode_segment([]))));
+                new_segs.push((first.index, std::mem::take(seg_ids)));
+            }
+        };
+        for e in &append {
+            let bytes = record::entry_bytes(e);
+            if ops_bytes + seg_bytes.len() + bytes.len() > MAX_MULTI_BYTES && !seg_ids.is_empty() {
+                flush_segment(&mut ops, &mut seg_bytes, &mut seg_ids, &mut new_segs);
+                let last = new_segs.last().and_then(|(_, ids)| ids.last().copied()).expect("segment not empty");
+                batches.push((std::mem::take(&mut ops), std::mem::take(&mut new_segs), last));
+                ops_bytes = 0;
+            }
+            seg_bytes.extend_from_slice(&bytes);
+            seg_ids.push(e.log_id);
+        }
+        flush_segment(&mut ops, &mut seg_bytes, &mut seg_ids, &mut new_segs);
+        let final_last = record.last_log_id.expect("an accepted append leaves W a last log id");
+        batches.push((ops, new_segs, final_last));
+
+        let n = batches.len();
+        for (i, (mut ops, new_segs, last)) in batches.into_iter().enumerate() {
+            let mut rec = record.clone();
+            if i + 1 < n {
+                rec.last_log_id = Some(last);
+                rec.committed = std::cmp::min(rec.committed, Some(last));
+            }
+            ops.push(Op::Set(self.paths.witness(), record::encode_record(&rec)));
+            let res = self.multi("witness append", Some(view.version), ops).await?;
+            view.version = set_version(&res)?;
+            view.record = rec;
+            for (first, ids) in new_segs {
+                view.segments.insert(first, Some(ids));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a snapshot as W's (from the leader's shipper or openraft's
+    /// snapshot replication to W) and drops the WAL segments it covers, in
+    /// the same multi that points W's record at it. Returns W's vote.
+    pub async fn install_snapshot(&self, vote: Vote, meta: SnapshotMeta, data: Vec<u8>) -> Result<Vote, WitnessError> {
+        let Some(snap_last) = meta.last_log_id else { return Ok(vote) };
+        // Upload the chunks first; unreferenced until the final multi.
+        let view = match self.take_view() {
+            Some(v) => v,
+            None => self.load_view().await?,
+        };
+        if !(vote >= view.record.vote) {
+            let v = view.record.vote;
+            self.put_view(view);
+            return Ok(v);
+        }
+        if view.record.purged() >= Some(snap_last) {
+            self.put_view(view);
+            return Ok(vote);
+        }
+        self.put_view(view);
+        let chunk_bytes = MAX_MULTI_BYTES - 1024;
+        let chunks: Vec<&[u8]> = if data.is_empty() { vec![&data[..]] } else { data.chunks(chunk_bytes).collect() };
+        let dir = self.paths.snapshot_dir(&meta.snapshot_id);
+        let d = dir.clone();
+        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        match self.zk.run(&format!("create {dir}"), |c| async move { c.create(&d, &[], &opts).await.map(|_| ()) }).await {
+            Ok(()) => {}
+            Err(e) if e.is_zk(zk::Error::NodeExists) => {}
+            Err(e) => return Err(e),
+        }
+        for (i, chunk) in chunks.iter().enumerate() {
+            let path = self.paths.chunk(&meta.snapshot_id, i as u32);
+            let bytes = record::encode_chunk(chunk);
+            match self.multi(&format!("create {path}"), None, vec![Op::Create(path.clone(), bytes.clone())]).await {
+                Ok(_) => {}
+                Err(e) if e.is_zk(zk::Error::NodeExists) => {
+                    self.multi(&format!("set {path}"), None, vec![Op::Set(path, bytes)]).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let sref = SnapshotRef {
+            meta: meta.clone(),
+            chunk_count: chunks.len() as u32,
+            size_bytes: data.len() as u64,
+            crc32: crc32fast::hash(&data),
+        };
+
+        let mut leftover: Vec<String> = Vec::new();
+        let result = self
+            .with_view("witness snapshot", async |view| {
+                let w = self;
+                let sref = sref.clone();
+                leftover.clear();
+                {
+                    if !(vote >= view.record.vote) {
+                        return Ok(view.record.vote);
+                    }
+                    if view.record.purged() >= Some(snap_last) {
+                        return Ok(vote);
+                    }
+                    let mut next = view.record.clone();
+                    let old = next.snapshot.replace(sref);
+                    if next.last_log_id < Some(snap_last) {
+                        next.last_log_id = Some(snap_last);
+                    }
+                    if next.committed < Some(snap_last) {
+                        next.committed = Some(snap_last);
+                    }
+                    // Keep the WAL after the snapshot only if it continues it.
+                    if view.last_index() >= Some(snap_last.index) {
+                        w.load_segments(view, snap_last.index, snap_last.index).await?;
+                    }
+                    let keeps_tail = view.slot(snap_last.index) == Slot::Present(snap_last);
+                    let firsts: Vec<u64> = view.segments.keys().copied().collect();
+                    let mut doomed = Vec::new();
+                    for (i, first) in firsts.iter().enumerate() {
+                        let last = firsts.get(i + 1).map(|n| n - 1).or(view.last_index()).unwrap_or(*first);
+                        if !keeps_tail || last <= snap_last.index {
+                            doomed.push(*first);
+                        }
+                    }
+                    if !keeps_tail {
+                        next.last_log_id = Some(snap_last);
+                    }
+                    let mut ops: Vec<Op> = Vec::new();
+                    for first in &doomed {
+                        let p = w.paths.segment(*first);
+                        if ops.len() < MAX_DELETES_PER_MULTI {
+                            ops.push(Op::Delete(p));
+                        } else {
+                            leftover.push(p);
+                        }
+                    }
+                    if let Some(old) = old {
+                        for i in 0..old.chunk_count {
+                            leftover.push(w.paths.chunk(&old.meta.snapshot_id, i));
+                        }
+                        leftover.push(w.paths.snapshot_dir(&old.meta.snapshot_id));
+                    }
+                    ops.push(Op::Set(w.paths.witness(), record::encode_record(&next)));
+                    let res = w.multi("witness snapshot", Some(view.version), ops).await?;
+                    view.version = set_version(&res)?;
+                    view.record = next;
+                    for first in doomed {
+                        view.segments.remove(&first);
+                    }
+                    Ok(vote)
+                }
+            })
+            .await?;
+        // Garbage behind the snapshot: not part of W's log any more, so
+        // deleting it needs no check; a failure only leaves garbage.
+        for path in leftover {
+            let p = path.clone();
+            if let Err(e) = self.zk.run(&format!("delete {path}"), |c| async move { c.delete(&p, None).await }).await {
+                if !e.is_zk(zk::Error::NoNode) {
+                    tracing::warn!(path, error = %e, "could not delete compacted znode");
+                }
+            }
+        }
+        tracing::info!(snapshot = %snap_last, bytes = data.len(), "snapshot stored in ZooKeeper");
+        Ok(result)
+    }
+
+    /// Reads W's log from `from_index` on for adoption, verifying every CRC.
+    /// If W has compacted past `from_index`, W's snapshot comes too. The read
+    /// is retried if W changes while it runs (the record's version is read
+    /// again at the end).
+    pub async fn read_log(&self, from_index: u64) -> Result<WitnessLog, WitnessError> {
+        for _ in 0..8 {
+            let view = self.load_view().await?;
+            let record = view.record.clone();
+            let mut snapshot = None;
+            let mut start = from_index;
+            if let Some(purged) = record.purged() {
+                if from_index <= purged.index {
+                    let sref = record.snapshot.as_ref().expect("purged implies a snapshot");
+                    match self.read_snapshot(sref).await {
+                        Ok(data) => snapshot = Some((sref.meta.clone(), data)),
+                        Err(e) if e.is_zk(zk::Error::NoNode) => continue, // replaced meanwhile
+                        Err(e) => return Err(e),
+                    }
+                }
+                start = start.max(purged.index + 1);
+            }
+            let mut entries = Vec::new();
+            let mut vanished = false;
+            if let Some(last) = record.last_log_id {
+                let firsts: Vec<u64> = view.segments.keys().copied().collect();
+                for (i, first) in firsts.iter().enumerate() {
+                    let seg_last = firsts.get(i + 1).map(|n| n - 1).unwrap_or(last.index);
+                    if seg_last < start {
+                        continue;
+                    }
+                    let seg = match self.read_segment(*first).await {
+                        Ok(s) => s,
+                        Err(e) if e.is_zk(zk::Error::NoNode) => {
+                            vanished = true;
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    entries.extend(seg.into_iter().filter(|e| e.log_id.index >= start && e.log_id.index <= seg_last));
+                }
+            }
+            let (_, version_after) = self.read_record().await?;
+            if vanished || version_after != view.version {
+                continue;
+            }
+            check_contiguous(&entries, start, record.last_log_id, &self.paths)?;
+            self.put_view(view);
+            return Ok(WitnessLog { record, snapshot, entries });
+        }
+        Err(WitnessError::Unreachable("W kept changing while it was being read".into()))
+    }
+
+    async fn read_snapshot(&self, sref: &SnapshotRef) -> Result<Vec<u8>, WitnessError> {
+        let mut data = Vec::with_capacity(sref.size_bytes as usize);
+        for i in 0..sref.chunk_count {
+            let path = self.paths.chunk(&sref.meta.snapshot_id, i);
+            let p = path.clone();
+            let (bytes, _) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&p).await }).await?;
+            data.extend_from_slice(record::decode_chunk(&bytes, &path)?);
+        }
+        let crc = crc32fast::hash(&data);
+        if data.len() as u64 != sref.size_bytes || crc != sref.crc32 {
+            return Err(WitnessError::corrupt(
+                &self.paths.snapshot_dir(&sref.meta.snapshot_id),
+                format!("snapshot is {} bytes crc {crc:08x}, record says {} bytes crc {:08x}", data.len(), sref.size_bytes, sref.crc32),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Every WAL segment with what it holds, for `walship wal inspect`.
+    /// Corrupt segments are reported, not skipped.
+    pub async fn inspect(&self) -> Result<(WitnessRecord, Vec<SegmentReport>), WitnessError> {
+        let (record, _) = self.read_record().await?;
+        let wal = self.paths.wal_dir();
+        let mut firsts: Vec<u64> = self
+            .zk
+            .run(&format!("list {wal}"), |c| async move { c.list_children(&wal).await })
+            .await?
+            .iter()
+            .filter_map(|n| record::parse_segment_name(n))
+            .collect();
+        firsts.sort_unstable();
+        let mut out = Vec::new();
+        for first in firsts {
+            let path = self.paths.segment(first);
+            let p = path.clone();
+            let (bytes, _) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&p).await }).await?;
+            let report = match record::decode_segment(&bytes, &path, first) {
+                Ok(es) => {
+                    let mut terms: Vec<u64> = es.iter().map(|e| e.log_id.leader_id.term).collect();
+                    terms.dedup();
+                    SegmentReport { path, first_index: first, last_index: es.last().map(|e| e.log_id.index), terms, bytes: bytes.len(), error: None }
+                }
+                Err(e) => SegmentReport { path, first_index: first, last_index: None, terms: vec![], bytes: bytes.len(), error: Some(e.to_string()) },
+            };
+            out.push(report);
+        }
+        Ok((record, out))
+    }
+}
+
+fn set_version(results: &[zk::MultiWriteResult]) -> Result<i32, WitnessError> {
+    match results.last() {
+        Some(zk::MultiWriteResult::SetData { stat }) => Ok(stat.version),
+        other => Err(WitnessError::Unreachable(format!("unexpected multi result {other:?}"))),
+    }
+}
+
+fn check_contiguous(entries: &[Entry], start: u64, last: Option<LogId>, paths: &Paths) -> Result<(), WitnessError> {
+    for (i, e) in entries.iter().enumerate() {
+        if e.log_id.index != start + i as u64 {
+            return Err(WitnessError::corrupt(&paths.wal_dir(), format!("gap in W's log: expected index {}, found {}", start + i as u64, e.log_id.index)));
+        }
+    }
+    let got_last = entries.last().map(|e| e.log_id);
+    match (got_last, last) {
+        (Some(g), Some(l)) if g != l => Err(WitnessError::corrupt(&paths.wal_dir(), format!("W's log ends at {g}, its record says {l}"))),
+        (None, Some(l)) if l.index >= start => Err(WitnessError::corrupt(&paths.wal_dir(), format!("W's log is missing entries {start}..={}", l.index))),
+        _ => Ok(()),
+    }
+}
+
+fn new_cluster_id() -> String {
+    use std::time::SystemTime;
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{:032x}", nanos ^ ((std::process::id() as u128) << 64))
+}

@@ -1,0 +1,280 @@
+//! One ZooKeeper session per node, kept alive for the life of the process.
+//!
+//! zookeeper-client's `Expired` is final, so this module owns the client and
+//! replaces it when the session dies: it builds a new client, re-creates the
+//! node's ephemeral znodes and bumps a generation counter that watch loops use
+//! to re-arm their (one-shot) watches. Every call goes through [`ZkSession::run`],
+//! which bounds it with a timeout: a ZooKeeper that does not answer is an error,
+//! never a hang.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use zookeeper_client as zk;
+
+use super::WitnessError;
+
+/// How a registered ephemeral znode is (re)claimed when it already exists
+/// under another session, e.g. one left behind by a kill -9.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The path is ours by name (`members/<id>`): replace whatever is there.
+    Replace,
+    /// `leader`: replace only a holder whose term (first field of the
+    /// payload, see `node::LeaderInfo`) is lower than ours.
+    ReplaceLowerTerm(u64),
+}
+
+#[derive(Clone, Debug)]
+struct Ephemeral {
+    data: Vec<u8>,
+    claim: Claim,
+}
+
+pub struct ZkSession {
+    hosts: String,
+    session_timeout_ms: u64,
+    op_timeout_ms: u64,
+    client: Mutex<Option<zk::Client>>,
+    /// Bumped every time a new session is established or an old one resumes
+    /// after a disconnect; watch loops re-arm on every change.
+    generation: watch::Sender<u64>,
+    ephemerals: Mutex<BTreeMap<String, Ephemeral>>,
+    /// Lets `claim_ephemeral` read the term of a `leader` payload without
+    /// this module knowing its format.
+    term_of: fn(&[u8]) -> Option<u64>,
+}
+
+impl ZkSession {
+    /// Connects (retrying until `connect_deadline_ms`) and starts the keeper
+    /// task that replaces the client whenever its session expires.
+    pub async fn connect(
+        hosts: &str,
+        session_timeout_ms: u64,
+        op_timeout_ms: u64,
+        connect_deadline_ms: u64,
+        term_of: fn(&[u8]) -> Option<u64>,
+    ) -> Result<Arc<ZkSession>, WitnessError> {
+        let (generation, _) = watch::channel(0);
+        let session = Arc::new(ZkSession {
+            hosts: hosts.to_string(),
+            session_timeout_ms,
+            op_timeout_ms,
+            client: Mutex::new(None),
+            generation,
+            ephemerals: Mutex::new(BTreeMap::new()),
+            term_of,
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(connect_deadline_ms);
+        let client = loop {
+            match session.new_client().await {
+                Ok(c) => break c,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, hosts, "cannot reach ZooKeeper yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let states = client.state_watcher();
+        *session.client.lock().expect("zk client lock") = Some(client);
+        tokio::spawn(Arc::clone(&session).keep(states));
+        Ok(session)
+    }
+
+    async fn new_client(&self) -> Result<zk::Client, WitnessError> {
+        let connect = zk::Client::connector()
+            .with_session_timeout(Duration::from_millis(self.session_timeout_ms))
+            .with_connection_timeout(Duration::from_millis(self.op_timeout_ms))
+            .connect(&self.hosts);
+        match tokio::time::timeout(Duration::from_millis(self.op_timeout_ms * 2), connect).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(WitnessError::Unreachable(format!("{}: {e}", self.hosts))),
+            Err(_) => Err(WitnessError::Unreachable(format!("{}: connect timed out", self.hosts))),
+        }
+    }
+
+    /// The keeper: follows the session state; on expiry builds a new client
+    /// and re-creates every registered ephemeral.
+    /// It holds only a state watcher, never a client: dropping the node's
+    /// clients must be able to close the session.
+    async fn keep(self: Arc<Self>, mut states: zk::StateWatcher) {
+        loop {
+            loop {
+                match states.changed().await {
+                    zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                        tracing::info!("ZooKeeper session resumed");
+                        self.generation.send_modify(|g| *g += 1);
+                    }
+                    zk::SessionState::Disconnected => tracing::warn!("ZooKeeper disconnected; session may resume"),
+                    zk::SessionState::Closed => return,
+                    s => {
+                        tracing::warn!(state = ?s, "ZooKeeper session lost; building a new one");
+                        break;
+                    }
+                }
+            }
+            *self.client.lock().expect("zk client lock") = None;
+            let client = loop {
+                if Arc::strong_count(&self) == 1 {
+                    return; // the node is shutting down
+                }
+                match self.new_client().await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ZooKeeper still unreachable");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            };
+            states = client.state_watcher();
+            tracing::info!(session_id = ?client.session_id(), "new ZooKeeper session");
+            *self.client.lock().expect("zk client lock") = Some(client);
+            let registered: Vec<(String, Ephemeral)> =
+                self.ephemerals.lock().expect("ephemerals lock").iter().map(|(p, e)| (p.clone(), e.clone())).collect();
+            for (path, e) in registered {
+                if let Err(err) = self.claim(&path, &e).await {
+                    tracing::warn!(path, error = %err, "could not re-create ephemeral znode");
+                }
+            }
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// The current client, or `Unreachable` while a new session is being built.
+    pub fn client(&self) -> Result<zk::Client, WitnessError> {
+        self.client
+            .lock()
+            .expect("zk client lock")
+            .clone()
+            .ok_or_else(|| WitnessError::Unreachable("no ZooKeeper session (reconnecting)".into()))
+    }
+
+    /// True while the session is connected (a write has a chance to succeed).
+    pub fn is_connected(&self) -> bool {
+        match self.client.lock().expect("zk client lock").as_ref() {
+            Some(c) => matches!(c.state(), zk::SessionState::SyncConnected),
+            None => false,
+        }
+    }
+
+    pub fn session_id(&self) -> Option<i64> {
+        self.client.lock().expect("zk client lock").as_ref().map(|c| c.session_id().0)
+    }
+
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.op_timeout_ms)
+    }
+
+    /// Runs one ZooKeeper call on the current client, bounded by the op timeout.
+    /// `what` names the operation and znode for error messages.
+    pub async fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T, WitnessError>
+    where
+        F: FnOnce(zk::Client) -> Fut,
+        Fut: Future<Output = Result<T, zk::Error>>,
+    {
+        self.run_within(what, self.op_timeout(), f).await
+    }
+
+    pub async fn run_within<T, F, Fut>(&self, what: &str, timeout: Duration, f: F) -> Result<T, WitnessError>
+    where
+        F: FnOnce(zk::Client) -> Fut,
+        Fut: Future<Output = Result<T, zk::Error>>,
+    {
+        let client = self.client()?;
+        match tokio::time::timeout(timeout, f(client)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(WitnessError::from_zk(what, e)),
+            Err(_) => Err(WitnessError::Timeout { what: what.to_string(), timeout_ms: timeout.as_millis() as u64 }),
+        }
+    }
+
+    /// Registers an ephemeral znode that must exist for as long as this node
+    /// wants it, across session losses, and creates it now.
+    pub async fn register_ephemeral(&self, path: &str, data: Vec<u8>, claim: Claim) -> Result<(), WitnessError> {
+        let e = Ephemeral { data, claim };
+        self.ephemerals.lock().expect("ephemerals lock").insert(path.to_string(), e.clone());
+        self.claim(path, &e).await
+    }
+
+    /// Stops maintaining an ephemeral and deletes it if this session owns it.
+    pub async fn unregister_ephemeral(&self, path: &str) -> Result<(), WitnessError> {
+        self.ephemerals.lock().expect("ephemerals lock").remove(path);
+        let Some(sid) = self.session_id() else { return Ok(()) };
+        let stat = self.run(&format!("stat {path}"), |c| async move { c.check_stat(path).await }).await?;
+        if let Some(stat) = stat {
+            if stat.ephemeral_owner == sid {
+                match self.run(&format!("delete {path}"), |c| async move { c.delete(path, Some(stat.version)).await }).await {
+                    Ok(()) | Err(WitnessError::Zk { source: zk::Error::NoNode | zk::Error::BadVersion, .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim(&self, path: &str, e: &Ephemeral) -> Result<(), WitnessError> {
+        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        for _ in 0..5 {
+            let data = e.data.clone();
+            let opts = opts.clone();
+            let created = self
+                .run(&format!("create {path}"), |c| async move { c.create(path, &data, &opts).await.map(|_| ()) })
+                .await;
+            match created {
+                Ok(()) => return Ok(()),
+                Err(WitnessError::Zk { source: zk::Error::NodeExists, .. }) => {}
+                Err(err) => return Err(err),
+            }
+            let got = self.run(&format!("get {path}"), |c| async move { c.get_data(path).await }).await;
+            let (old, stat) = match got {
+                Ok(v) => v,
+                Err(WitnessError::Zk { source: zk::Error::NoNode, .. }) => continue,
+                Err(err) => return Err(err),
+            };
+            if Some(stat.ephemeral_owner) == self.session_id() {
+                if old != e.data {
+                    let data = e.data.clone();
+                    self.run(&format!("set {path}"), |c| async move { c.set_data(path, &data, None).await.map(|_| ()) })
+                        .await?;
+                }
+                return Ok(());
+            }
+            if let Claim::ReplaceLowerTerm(term) = e.claim {
+                if (self.term_of)(&old).is_some_and(|held| held >= term) {
+                    return Err(WitnessError::Identity(format!("{path} is held at term >= {term} by another session")));
+                }
+            }
+            // Left by a dead session (kill -9 keeps it until the session times out).
+            tracing::info!(path, owner = stat.ephemeral_owner, "replacing a stale ephemeral znode");
+            match self.run(&format!("delete {path}"), |c| async move { c.delete(path, Some(stat.version)).await }).await {
+                Ok(()) | Err(WitnessError::Zk { source: zk::Error::NoNode | zk::Error::BadVersion, .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Err(WitnessError::Unreachable(format!("could not claim {path} after 5 attempts")))
+    }
+
+    /// Closes the session so its ephemerals vanish at once (graceful exit).
+    pub async fn close(&self) {
+        self.ephemerals.lock().expect("ephemerals lock").clear();
+        let client = self.client.lock().expect("zk client lock").take();
+        if let Some(client) = client {
+            let mut states = client.state_watcher();
+            drop(client);
+            // Dropping the last clone sends CloseSession; wait briefly for it.
+            let _ = tokio::time::timeout(Duration::from_millis(self.op_timeout_ms), async {
+                while !matches!(states.changed().await, zk::SessionState::Closed) {}
+            })
+            .await;
+        }
+    }
+}
