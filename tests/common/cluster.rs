@@ -1,0 +1,259 @@
+//! A whole walship deployment for one test: a private ZooKeeper and nodes 1 and 2,
+//! under a unique cluster name, in one test directory.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::api::{Api, Reply, Status};
+use super::dir::{sanitize, TestDir};
+use super::node::Node;
+use super::ports::free_addr;
+use super::wait::Deadline;
+use super::zk::Zk;
+
+/// Time for a fresh cluster to elect its first leader.
+pub const FIRST_LEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time for a node process to answer `/health/live` after it was started.
+pub const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per-request limit of the status polls used while waiting (a frozen node must
+/// not stall the wait).
+const POLL_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+const PORT_ATTEMPTS: usize = 5;
+
+static CLUSTER_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct Cluster {
+    /// Unique per test run: `<test>-<pid>-<counter>`.
+    pub name: String,
+    // Field order is drop order: processes die before their directory goes.
+    nodes: Vec<Node>,
+    pub zk: Zk,
+    dir: TestDir,
+}
+
+impl Cluster {
+    /// ZooKeeper and both nodes, each on a free port; returns once a leader can
+    /// serve linearizable reads.
+    pub async fn start(test_name: &str) -> Result<Cluster> {
+        let mut cluster = Cluster::start_stopped(test_name).await?;
+        for id in [1, 2] {
+            cluster.spawn_node(id).await?;
+        }
+        cluster.wait_for_leader(FIRST_LEADER_TIMEOUT).await?;
+        Ok(cluster)
+    }
+
+    /// ZooKeeper only; start nodes with `spawn_node`.
+    pub async fn start_stopped(test_name: &str) -> Result<Cluster> {
+        let dir = TestDir::new(test_name)?;
+        let zk = Zk::start(dir.path()).await?;
+        let name = format!(
+            "{}-{}-{}",
+            sanitize(test_name),
+            std::process::id(),
+            CLUSTER_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        Ok(Cluster { name, nodes: Vec::new(), zk, dir })
+    }
+
+    /// Start node `id` (1 or 2) for the first time, data dir `<dir>/node<id>`, and
+    /// wait until it is live. Retries on a new port if its port was taken.
+    pub async fn spawn_node(&mut self, id: u64) -> Result<()> {
+        if self.nodes.iter().any(|n| n.id() == id) {
+            bail!("node {id} already exists in this cluster; use node_mut({id}).restart()");
+        }
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let mut node = Node::spawn(id, &self.name, &self.zk.addr(), &data_dir, free_addr()?)?;
+        let mut attempt = 1;
+        loop {
+            match node.wait_live(LIVE_TIMEOUT).await {
+                Ok(()) => break,
+                Err(e) if attempt < PORT_ATTEMPTS && !node.is_running() && node.failed_on_addr_in_use() => {
+                    eprintln!("node {id}: {} was taken, retrying on another port ({e:#})", node.listen());
+                    node.set_listen(free_addr()?);
+                    node.restart()?;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.nodes.push(node);
+        self.nodes.sort_by_key(|n| n.id());
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Keep the test directory even if the test passes.
+    pub fn keep_dir(&mut self) {
+        self.dir.keep();
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        self.nodes.iter().find(|n| n.id() == id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.id() == id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+    }
+
+    /// The client for node `id` (a clone: hold it across `node_mut` calls).
+    pub fn api(&self, id: u64) -> Api {
+        self.node(id).api().clone()
+    }
+
+    /// Clients for every node, in id order.
+    pub fn apis(&self) -> Vec<Api> {
+        self.nodes.iter().map(|n| n.api().clone()).collect()
+    }
+
+    /// The other node's id.
+    pub fn other(id: u64) -> u64 {
+        assert!(id == 1 || id == 2, "node ids are 1 and 2, got {id}");
+        3 - id
+    }
+
+    /// `/v1/status` of every serving node (alive and not frozen).
+    pub async fn statuses(&mut self) -> Vec<(u64, Reply<Status>)> {
+        let mut out = Vec::new();
+        for node in self.nodes.iter_mut() {
+            if node.is_serving() {
+                let status = node.api().with_timeout(POLL_REQUEST_TIMEOUT).status().await;
+                out.push((node.id(), status));
+            }
+        }
+        out
+    }
+
+    /// The leader right now: the only serving node that claims to lead and
+    /// answers `/health/ready` with 200.
+    pub async fn leader(&mut self) -> Result<u64> {
+        let statuses = self.statuses().await;
+        let mut leaders = Vec::new();
+        for (id, status) in &statuses {
+            if let Reply::Success { value, .. } = status {
+                if value.is_leader() {
+                    let ready = self.node(*id).api().with_timeout(POLL_REQUEST_TIMEOUT).ready().await;
+                    if ready.is_success() {
+                        leaders.push(*id);
+                    }
+                }
+            }
+        }
+        match leaders.as_slice() {
+            [id] => Ok(*id),
+            [] => bail!("no ready leader; statuses: {}", show(&statuses)),
+            _ => bail!("several ready leaders {leaders:?}; statuses: {}", show(&statuses)),
+        }
+    }
+
+    /// Poll until exactly one serving node leads and is ready.
+    pub async fn wait_for_leader(&mut self, timeout: Duration) -> Result<u64> {
+        self.wait_for_leader_where(timeout, "a ready leader", |_| true).await
+    }
+
+    /// Poll until a node other than `old` leads and is ready.
+    pub async fn wait_for_new_leader(&mut self, old: u64, timeout: Duration) -> Result<u64> {
+        self.wait_for_leader_where(timeout, &format!("a ready leader other than node {old}"), |id| id != old)
+            .await
+    }
+
+    async fn wait_for_leader_where(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        accept: impl Fn(u64) -> bool,
+    ) -> Result<u64> {
+        let deadline = Deadline::after(timeout, what);
+        loop {
+            self.fail_if_a_node_died()?;
+            let last = match self.leader().await {
+                Ok(id) if accept(id) => return Ok(id),
+                Ok(id) => format!("node {id} leads"),
+                Err(e) => format!("{e:#}"),
+            };
+            deadline.tick(&last).await?;
+        }
+    }
+
+    /// Poll until every serving node has applied at least `index`.
+    pub async fn wait_applied(&mut self, index: u64, timeout: Duration) -> Result<()> {
+        let deadline = Deadline::after(timeout, format!("every serving node to apply index {index}"));
+        loop {
+            let statuses = self.statuses().await;
+            let behind: Vec<_> = statuses
+                .iter()
+                .filter(|(_, s)| match s {
+                    Reply::Success { value, .. } => value.applied_index.is_none_or(|a| a < index),
+                    _ => true,
+                })
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            deadline.tick(&show(&statuses)).await?;
+        }
+    }
+
+    /// A node process that exited by itself is a bug worth failing fast on.
+    fn fail_if_a_node_died(&mut self) -> Result<()> {
+        for node in self.nodes.iter_mut() {
+            if let Some(status) = node.exited() {
+                bail!(
+                    "node {} exited unexpectedly ({status}); {}:\n{}",
+                    node.id(),
+                    node.log_path().display(),
+                    node.log_tail(30)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The paths of every log file, for messages.
+    pub fn log_paths(&self) -> Vec<String> {
+        let mut paths = vec![self.zk.log_path().display().to_string()];
+        paths.extend(self.nodes.iter().map(|n| n.log_path().display().to_string()));
+        paths
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!(
+                    "----- last lines of node {} ({}) -----\n{}",
+                    node.id(),
+                    node.log_path().display(),
+                    node.log_tail(40)
+                );
+            }
+            eprintln!("----- cluster {} logs: {} -----", self.name, self.log_paths().join(" "));
+        }
+    }
+}
+
+fn show(statuses: &[(u64, Reply<Status>)]) -> String {
+    let parts: Vec<String> = statuses.iter().map(|(id, s)| format!("node {id}: {s}")).collect();
+    if parts.is_empty() {
+        "no serving node".to_string()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Convenience for tests: the context every harness error should carry.
+pub trait ClusterContext<T> {
+    fn in_cluster(self, cluster: &Cluster) -> Result<T>;
+}
+
+impl<T> ClusterContext<T> for Result<T> {
+    fn in_cluster(self, cluster: &Cluster) -> Result<T> {
+        self.with_context(|| format!("cluster {} (logs in {})", cluster.name, cluster.dir().display()))
+    }
+}

@@ -1,0 +1,242 @@
+//! A private, loopback-only ZooKeeper for one test: same configuration, classpath
+//! and java command as `zk/zk.sh`, on a free port, in `<test dir>/zk`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::ports::free_port;
+use super::process::{file_len, kill_and_reap, says_addr_in_use, signal, tail, wait_exit};
+use super::wait::Deadline;
+
+/// The shared configuration (see the reasoning in that file).
+const ZOO_CFG_TEMPLATE: &str = include_str!("../../zk/zoo.cfg.template");
+const LOG4J_PROPERTIES: &str = include_str!("../../zk/log4j.properties");
+const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
+/// Small heap and the serial collector: several servers share a 2-core CI box.
+const JVM_FLAGS: &[&str] = &["-Xms32m", "-Xmx256m", "-XX:+UseSerialGC", "-Djava.net.preferIPv4Stack=true"];
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+const PORT_ATTEMPTS: usize = 5;
+
+/// The classpath `zk/zk.sh classpath` prints: `$ZK_CLASSPATH`, or Debian's
+/// zookeeper.jar (its manifest names the other jars) with exactly one slf4j
+/// binding (log4j 1.2), never `/usr/share/java/*` (several bindings).
+pub fn zk_classpath() -> Result<String> {
+    if let Ok(cp) = std::env::var("ZK_CLASSPATH") {
+        if !cp.is_empty() {
+            return Ok(cp);
+        }
+    }
+    let jars = ["zookeeper.jar", "zookeeper-jute.jar", "slf4j-api.jar", "slf4j-log4j12.jar", "log4j-1.2.jar"];
+    let paths: Vec<String> = jars.iter().map(|j| format!("/usr/share/java/{j}")).collect();
+    for p in &paths {
+        if !Path::new(p).is_file() {
+            bail!("{p} not found: ZooKeeper is not installed (run `zk/zk.sh install`, or set ZK_CLASSPATH)");
+        }
+    }
+    Ok(paths.join(":"))
+}
+
+pub struct Zk {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    /// Length of zk.log when the current process started (to read only its lines).
+    log_offset: u64,
+}
+
+impl Zk {
+    /// Start a ZooKeeper in `<parent>/zk` on a free port; returns once it serves.
+    /// Retries on a new port if the chosen one was taken meanwhile.
+    pub async fn start(parent: &Path) -> Result<Zk> {
+        let dir = parent.join("zk");
+        std::fs::create_dir_all(dir.join("data")).with_context(|| format!("create {}", dir.display()))?;
+        let mut zk = Zk { dir, port: 0, child: None, log_offset: 0 };
+        let mut last_err = None;
+        for _ in 0..PORT_ATTEMPTS {
+            zk.port = free_port()?;
+            match zk.launch().await {
+                Ok(()) => return Ok(zk),
+                Err(e) if zk.port_was_taken() => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt")).context("ZooKeeper: no free port after retries")
+    }
+
+    /// `127.0.0.1:<port>`: the `--zk` argument for the nodes.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("zk.log")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGTERM, wait for the exit (SIGKILL after 15 s).
+    pub async fn stop(&mut self) -> Result<ExitStatus> {
+        let mut child = self.child.take().context("ZooKeeper is not running")?;
+        signal(&mut child, "TERM")?;
+        match wait_exit(&mut child, STOP_TIMEOUT, "ZooKeeper after SIGTERM").await {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                kill_and_reap(&mut child);
+                Err(e)
+            }
+        }
+    }
+
+    /// SIGKILL (a crash), wait for the exit.
+    pub async fn kill9(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("ZooKeeper is not running")?;
+        child.kill().context("SIGKILL ZooKeeper")?;
+        wait_exit(&mut child, STOP_TIMEOUT, "ZooKeeper after SIGKILL").await?;
+        Ok(())
+    }
+
+    /// Freeze (SIGSTOP) / thaw (SIGCONT) the server, e.g. to simulate a long GC pause.
+    pub fn sigstop(&mut self) -> Result<()> {
+        signal(self.child.as_mut().context("ZooKeeper is not running")?, "STOP")
+    }
+
+    pub fn sigcont(&mut self) -> Result<()> {
+        signal(self.child.as_mut().context("ZooKeeper is not running")?, "CONT")
+    }
+
+    /// Start again, same port and data, after `stop()` or `kill9()`.
+    pub async fn start_again(&mut self) -> Result<()> {
+        if self.is_running() {
+            bail!("ZooKeeper is still running (pid {:?})", self.pid());
+        }
+        self.launch().await
+    }
+
+    /// `stop()` (SIGTERM) then `start_again()`.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.start_again().await
+    }
+
+    /// `kill9()` then `start_again()`.
+    pub async fn restart_kill9(&mut self) -> Result<()> {
+        self.kill9().await?;
+        self.start_again().await
+    }
+
+    /// Send a four-letter word ("srvr", "ruok", "mntr", ...) and return the reply.
+    pub async fn four_letter(&self, word: &str) -> Result<String> {
+        four_letter(self.port, word).await
+    }
+
+    fn port_was_taken(&self) -> bool {
+        says_addr_in_use(&self.log_path(), self.log_offset)
+            || says_addr_in_use(&self.dir.join("zk.out"), 0)
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        let cp = zk_classpath()?;
+        let cfg = ZOO_CFG_TEMPLATE
+            .replace("@DATA_DIR@", &self.dir.join("data").display().to_string())
+            .replace("@CLIENT_PORT@", &self.port.to_string());
+        let cfg_path = self.dir.join("zoo.cfg");
+        std::fs::write(&cfg_path, cfg).with_context(|| format!("write {}", cfg_path.display()))?;
+        let log4j_path = self.dir.join("log4j.properties");
+        std::fs::write(&log4j_path, LOG4J_PROPERTIES)
+            .with_context(|| format!("write {}", log4j_path.display()))?;
+
+        let out_path = self.dir.join("zk.out");
+        let mut out = OpenOptions::new().create(true).append(true).open(&out_path)?;
+        writeln!(out, "=== walship test harness: starting ZooKeeper on 127.0.0.1:{} ===", self.port)?;
+        let err = out.try_clone()?;
+        self.log_offset = file_len(&self.log_path());
+
+        let child = Command::new(std::env::var("JAVA").unwrap_or_else(|_| "java".into()))
+            .args(JVM_FLAGS)
+            .arg(format!("-Dzookeeper.log.dir={}", self.dir.display()))
+            .arg(format!("-Dlog4j.configuration=file:{}", log4j_path.display()))
+            .arg("-cp")
+            .arg(&cp)
+            .arg(MAIN_CLASS)
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .context("spawn java (is a JRE installed? run `zk/zk.sh install`)")?;
+        self.child = Some(child);
+
+        let deadline = Deadline::after(START_TIMEOUT, format!("ZooKeeper on {} to serve", self.addr()));
+        loop {
+            let child = self.child.as_mut().expect("just set");
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                bail!(
+                    "ZooKeeper exited during start-up ({status}); {}:\n{}\n{}",
+                    self.log_path().display(),
+                    tail(&self.log_path(), self.log_offset, 20),
+                    tail(&out_path, 0, 10),
+                );
+            }
+            let last = match self.four_letter("srvr").await {
+                Ok(reply) if reply.contains("Mode:") => return Ok(()),
+                Ok(reply) => format!("srvr answered {reply:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            if let Err(e) = deadline.tick(&last).await {
+                if let Some(mut child) = self.child.take() {
+                    kill_and_reap(&mut child);
+                }
+                return Err(e.context(format!("see {}", self.log_path().display())));
+            }
+        }
+    }
+}
+
+impl Drop for Zk {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+}
+
+/// Send a four-letter word to 127.0.0.1:`port`; the whole reply (2 s limit).
+pub async fn four_letter(port: u16, word: &str) -> Result<String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(word.as_bytes()).await?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), exchange).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(e).with_context(|| format!("{word} to 127.0.0.1:{port}")),
+        Err(_) => bail!("{word} to 127.0.0.1:{port}: no reply within 2 s"),
+    }
+}
+
