@@ -3,3 +3,8 @@
 
 pub mod types;
 pub mod witness;
+pub mod network;
+pub mod node;
+pub mod api;
+pub mod cli;
+pub mod storage;

@@ -1,1 +1,55 @@
-fn main() {}
+//! `walship`: parses the command line and runs it; everything else is in the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use walship::cli::Cli;
+use walship::cli::Command;
+use walship::node::Node;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => {
+            let id = args.id;
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+                .init();
+            let _span = tracing::info_span!("node", id).entered();
+            match run_node(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("walship node: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run_node(args: walship::cli::NodeArgs) -> anyhow::Result<()> {
+    let cfg = args.into_config().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let node: Arc<Node> = Node::start(cfg).await?;
+    node.run_background().await?;
+    tracing::info!(listen = node.cfg.listen, "serving");
+    let app = walship::api::router(Arc::clone(&node));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    tracing::info!("stopping: closing the ZooKeeper session, then raft");
+    node.shutdown().await;
+    Ok(())
+}

@@ -143,6 +143,36 @@ pub struct SegmentReport {
     pub error: Option<String>,
 }
 
+/// Runs `$body` against W's current view (bound to `$view: &mut View`),
+/// retrying with a fresh view when W changed underneath (`VersionMismatch`).
+/// The cached view is only put back after a success, so a call cancelled
+/// mid-flight (openraft times RPCs out) or failed leaves it empty and the
+/// next call re-reads W.
+macro_rules! with_view {
+    ($self:ident, $what:expr, |$view:ident| $body:block) => {{
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut owned = match $self.take_view() {
+                Some(v) => v,
+                None => $self.load_view().await?,
+            };
+            let $view = &mut owned;
+            let r: Result<_, WitnessError> = async { $body }.await;
+            match r {
+                Ok(t) => {
+                    $self.put_view(owned);
+                    break Ok(t);
+                }
+                Err(WitnessError::VersionMismatch) if attempt < 8 => {
+                    tracing::debug!(what = $what, "witness changed concurrently; re-reading");
+                }
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
+
 pub struct Witness {
     zk: Arc<ZkSession>,
     paths: Paths,
@@ -177,6 +207,9 @@ impl Witness {
         let root = self.paths.root.clone();
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         self.zk.run(&format!("mkdir {root}"), |c| async move { c.mkdir(&root, &opts).await }).await?;
+        let members = self.paths.members_dir();
+        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        self.zk.run(&format!("mkdir {members}"), |c| async move { c.mkdir(&members, &opts).await }).await?;
         match self.read_record().await {
             Ok((record, _)) => return Ok(record),
             Err(e) if e.is_zk(zk::Error::NoNode) => {}
@@ -313,31 +346,6 @@ impl Witness {
         res.map_err(|()| WitnessError::VersionMismatch)
     }
 
-    /// Runs `f` against W's current view, retrying on `VersionMismatch` with
-    /// a fresh view. The cached view is only put back after a success, so a
-    /// call cancelled mid-flight (openraft times RPCs out) or failed leaves
-    /// it empty and the next call re-reads W.
-    async fn with_view<T>(&self, what: &str, mut f: impl AsyncFnMut(&mut View) -> Result<T, WitnessError>) -> Result<T, WitnessError> {
-        for _ in 0..8 {
-            let mut view = match self.take_view() {
-                Some(v) => v,
-                None => self.load_view().await?,
-            };
-            match f(&mut view).await {
-                Ok(t) => {
-                    self.put_view(view);
-                    return Ok(t);
-                }
-                Err(WitnessError::VersionMismatch) => {
-                    tracing::debug!(what, "witness changed concurrently; re-reading");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(WitnessError::Unreachable(format!("{what}: witness kept changing under us")))
-    }
-
     /// Writes W's record alone (a vote), guarded by the view's version.
     async fn write_record(&self, view: &mut View, record: WitnessRecord, what: &str) -> Result<(), WitnessError> {
         let res = self.multi(what, Some(view.version), vec![Op::Set(self.paths.witness(), record::encode_record(&record))]).await?;
@@ -350,21 +358,20 @@ impl Witness {
     pub async fn vote(&self, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, WitnessError> {
         // Votes are rare and usually follow the other node's writes: start fresh.
         drop(self.take_view());
-        self.with_view("vote", async |view| {
+        with_view!(self, "vote", |view| {
             let (resp, next) = rules::decide_vote(&view.record, &req);
             if let Some(next) = next {
                 self.write_record(view, next, "witness vote").await?;
             }
             Ok(resp)
         })
-        .await
     }
 
     /// AppendEntries(req), see [`rules::decide_append`].
     pub async fn append_entries(&self, req: AppendEntriesRequest<TypeConfig>) -> Result<AppendEntriesResponse<u64>, WitnessError> {
         let w = self;
         let req = &req;
-        self.with_view("append", async |view| {
+        with_view!(self, "append", |view| {
             {
                 // Load the log ids the rules will consult.
                 let lo = req.prev_log_id.map(|p| p.index).or(req.entries.first().map(|e| e.log_id.index));
@@ -394,7 +401,6 @@ impl Witness {
                 }
             }
         })
-        .await
     }
 
     /// Carries out an accepted append: truncation and the first batch of
@@ -518,9 +524,9 @@ impl Witness {
         };
 
         let mut leftover: Vec<String> = Vec::new();
-        let result = self
-            .with_view("witness snapshot", async |view| {
-                let w = self;
+        let w = self;
+        let result = with_view!(self, "witness snapshot", |view| {
+                let w = w;
                 let sref = sref.clone();
                 leftover.clear();
                 {
@@ -578,8 +584,7 @@ impl Witness {
                     }
                     Ok(vote)
                 }
-            })
-            .await?;
+            })?;
         // Garbage behind the snapshot: not part of W's log any more, so
         // deleting it needs no check; a failure only leaves garbage.
         for path in leftover {

@@ -1,0 +1,290 @@
+//! The client HTTP/JSON API. Any node accepts any request: a follower
+//! forwards to the leader (one hop; a forwarded request that lands on a
+//! non-leader is a 503). Status codes: 400 bad input, 413 too large, 503
+//! nothing was written (no leader, ZooKeeper unreachable), 504 outcome
+//! unknown (proposed, not confirmed in time). A 200 for a write means it is
+//! committed (hence in ZooKeeper, which sits in every quorum) and applied.
+
+mod error;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::Method;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::get;
+use axum::routing::post;
+use axum::Json;
+use axum::Router;
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError;
+use openraft::ServerState;
+use serde_json::json;
+
+pub use self::error::ApiError;
+use crate::node::Node;
+use crate::types::Request;
+
+pub const MAX_KEY_BYTES: usize = 1024;
+pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+/// Marks a request a follower forwarded, so it is never forwarded twice.
+const FORWARDED: &str = "x-walship-forwarded";
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/kv/*key", get(get_key).put(put_key).delete(delete_key))
+        .route("/v1/cas/*key", post(cas_key))
+        .route("/v1/status", get(status))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
+        .merge(crate::network::server::routes())
+        // Larger than any valid value, so oversize values get our JSON 413.
+        .layer(DefaultBodyLimit::max(4 * MAX_VALUE_BYTES))
+        .with_state(node)
+}
+
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("empty key"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ApiError::too_large(format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", key.len())));
+    }
+    Ok(())
+}
+
+fn check_value(v: &[u8]) -> Result<(), ApiError> {
+    if v.len() > MAX_VALUE_BYTES {
+        return Err(ApiError::too_large(format!("value is {} bytes; the limit is {MAX_VALUE_BYTES}", v.len())));
+    }
+    Ok(())
+}
+
+async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let res = async {
+        check_key(&key)?;
+        check_value(&body)?;
+        let req = Request::Set { key: key.clone(), value: body.to_vec() };
+        write(&node, req, &headers, Method::PUT, &format!("/v1/kv/{key}"), body.clone()).await
+    };
+    res.await.map(|(index, _)| Json(json!({ "index": index })).into_response()).unwrap_or_else(|e| e.into_response())
+}
+
+async fn delete_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    let res = async {
+        check_key(&key)?;
+        let req = Request::Delete { key: key.clone() };
+        write(&node, req, &headers, Method::DELETE, &format!("/v1/kv/{key}"), Bytes::new()).await
+    };
+    res.await.map(|(index, _)| Json(json!({ "index": index })).into_response()).unwrap_or_else(|e| e.into_response())
+}
+
+/// `{"expect": string|null, "value": string|null}`, both fields required.
+fn parse_cas(body: &[u8]) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), ApiError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
+    let field = |name: &str| -> Result<Option<Vec<u8>>, ApiError> {
+        match obj.get(name) {
+            None => Err(ApiError::bad_request(format!("missing field \"{name}\" (use null for absent)"))),
+            Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.as_bytes().to_vec())),
+            Some(_) => Err(ApiError::bad_request(format!("field \"{name}\" must be a string or null"))),
+        }
+    };
+    Ok((field("expect")?, field("value")?))
+}
+
+async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let res = async {
+        check_key(&key)?;
+        let (expect, value) = parse_cas(&body)?;
+        if let Some(v) = &value {
+            check_value(v)?;
+        }
+        let req = Request::Cas { key: key.clone(), expect, value };
+        write(&node, req, &headers, Method::POST, &format!("/v1/cas/{key}"), body.clone()).await
+    };
+    match res.await {
+        Ok((_, Some(resp))) => {
+            let current = resp.current.map(|c| String::from_utf8_lossy(&c).into_owned());
+            Json(json!({ "ok": resp.ok, "current": current })).into_response()
+        }
+        Ok((_, None)) => ApiError::internal("no CAS result").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Outcome of a write on this node: done, or it must go to the leader.
+enum Local<T> {
+    Done(T),
+    Forward(u64),
+}
+
+/// Proposes `req` if this node leads; otherwise forwards the original HTTP
+/// request. Returns (log index, response) when done here; a forwarded
+/// request's answer comes back as `ApiError::Forwarded` carrying the
+/// leader's response verbatim.
+async fn write(
+    node: &Arc<Node>,
+    req: Request,
+    headers: &HeaderMap,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Result<(u64, Option<crate::types::Response>), ApiError> {
+    match write_local(node, req).await? {
+        Local::Done(v) => Ok(v),
+        Local::Forward(leader) => Err(forward(node, leader, headers, method, path, body).await),
+    }
+}
+
+async fn write_local(node: &Arc<Node>, req: Request) -> Result<Local<(u64, Option<crate::types::Response>)>, ApiError> {
+    let raft = node.raft().ok_or_else(|| ApiError::unavailable("node is restarting its raft (adopting from ZooKeeper)"))?;
+    let state = raft.metrics().borrow().state;
+    if state == ServerState::Leader && !node.zk.is_connected() {
+        return Err(ApiError::unavailable("ZooKeeper is unreachable; nothing was written"));
+    }
+    let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
+    match tokio::time::timeout(timeout, raft.client_write(req)).await {
+        Err(_) => Err(ApiError::unknown(format!("not confirmed within {} ms; the write may or may not be applied", timeout.as_millis()))),
+        Ok(Ok(resp)) => Ok(Local::Done((resp.log_id.index, Some(resp.data)))),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => match f.leader_id {
+            Some(l) if l != node.cfg.id => Ok(Local::Forward(l)),
+            _ => Err(ApiError::unavailable("no leader at the moment; nothing was written")),
+        },
+        Ok(Err(e)) => Err(ApiError::unknown(format!("write failed after it may have been proposed: {e}"))),
+    }
+}
+
+/// Sends the client's request to the leader and relays its answer.
+async fn forward(node: &Arc<Node>, leader: u64, headers: &HeaderMap, method: Method, path: &str, body: Bytes) -> ApiError {
+    if headers.contains_key(FORWARDED) {
+        return ApiError::unavailable("leadership is changing; nothing was written");
+    }
+    let addr = match node.directory.addr(leader).await {
+        Ok(Some(a)) => a,
+        _ => return ApiError::unavailable(format!("leader {leader} is not reachable; nothing was written")),
+    };
+    let url = format!("http://{addr}{path}");
+    let timeout = Duration::from_millis(node.cfg.write_timeout_ms + 1000);
+    let sent = node
+        .http
+        .request(method, url)
+        .header(FORWARDED, node.cfg.id.to_string())
+        .timeout(timeout)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(resp) => {
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+            match resp.bytes().await {
+                Ok(b) => ApiError::Forwarded(status, content_type, b),
+                Err(e) => ApiError::unknown(format!("leader {leader} answered but the reply was cut: {e}")),
+            }
+        }
+        Err(e) if e.is_connect() => {
+            node.directory.invalidate(leader);
+            ApiError::unavailable(format!("cannot connect to leader {leader}: nothing was written"))
+        }
+        Err(e) => ApiError::unknown(format!("leader {leader} did not answer: {e}")),
+    }
+}
+
+async fn get_key(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(e) = check_key(&key) {
+        return e.into_response();
+    }
+    let stale = q.get("stale").is_some_and(|v| v == "true" || v == "1");
+    if !stale {
+        if let Err(e) = linearize(&node, &headers, &key).await {
+            return e.into_response();
+        }
+    }
+    match node.sm.get(&key) {
+        Some(v) => v.into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, format!("key {key:?} not found")).into_response(),
+    }
+}
+
+/// Waits until this node may answer a linearizable read: it leads, a quorum
+/// (ZooKeeper included) confirmed that just now, and it has applied up to
+/// that point. A follower sends the read to the leader instead.
+async fn linearize(node: &Arc<Node>, headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
+    let raft = node.raft().ok_or_else(|| ApiError::unavailable("node is restarting its raft"))?;
+    let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
+    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+        Err(_) => Err(ApiError::unavailable("could not confirm leadership in time")),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => match f.leader_id {
+            Some(l) if l != node.cfg.id => {
+                Err(forward(node, l, headers, Method::GET, &format!("/v1/kv/{key}"), Bytes::new()).await)
+            }
+            _ => Err(ApiError::unavailable("no leader at the moment")),
+        },
+        Ok(Err(e)) => Err(ApiError::unavailable(format!("cannot confirm leadership: {e}"))),
+    }
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Response {
+    let Some(raft) = node.raft() else {
+        return ApiError::unavailable("node is restarting its raft").into_response();
+    };
+    let m = raft.metrics().borrow().clone();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    Json(json!({
+        "id": node.cfg.id,
+        "cluster": node.cfg.cluster,
+        "role": role,
+        "term": m.current_term,
+        "leader": m.current_leader,
+        "last_log_index": m.last_log_index,
+        "applied_index": m.last_applied.map(|l| l.index),
+        "snapshot_index": m.snapshot.map(|l| l.index),
+        "witness_log_index": node.witness.cached_last_log_id().map(|l| l.index),
+        "zk_connected": node.zk.is_connected(),
+        "keys": node.sm.len(),
+    }))
+    .into_response()
+}
+
+/// 200 only while a linearizable request can be served through this node:
+/// ZooKeeper connected and a leader known (confirmed by a quorum if it is us).
+async fn ready(State(node): State<Arc<Node>>) -> Response {
+    let Some(raft) = node.raft() else {
+        return ApiError::unavailable("raft restarting").into_response();
+    };
+    let m = raft.metrics().borrow().clone();
+    let fresh_ms = node.cfg.election_timeout_ms;
+    let ok = node.zk.is_connected()
+        && match m.state {
+            ServerState::Leader => m.millis_since_quorum_ack.is_some_and(|ms| ms < fresh_ms),
+            _ => m.current_leader.is_some_and(|l| l != node.cfg.id),
+        };
+    if ok {
+        Json(json!({ "ready": true })).into_response()
+    } else {
+        ApiError::unavailable("not ready: no confirmed leader or ZooKeeper unreachable").into_response()
+    }
+}

@@ -1,0 +1,121 @@
+//! Outbound Raft RPC to the other node: HTTP POST with bincode bodies.
+//! Transport errors map to openraft's kinds here and only here: no address or
+//! connection refused is `Unreachable` (back off), anything else `Network`.
+
+use std::sync::Arc;
+
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::RemoteError;
+use openraft::error::StreamingError;
+use openraft::error::Unreachable;
+use openraft::network::RPCOption;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::directory::Directory;
+use super::server::SnapshotBody;
+use super::RpcError;
+use crate::types::NodeId;
+use crate::types::TypeConfig;
+use crate::types::Vote;
+
+pub struct PeerClient {
+    pub target: NodeId,
+    pub directory: Arc<Directory>,
+    pub http: reqwest::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Network(String),
+}
+
+impl PeerClient {
+    /// POSTs `body` to the peer's `route`; the reply is the bincode of the
+    /// peer Raft's `Result<Resp, E>`.
+    async fn call<Req: Serialize, Resp: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        route: &str,
+        body: &Req,
+        option: &RPCOption,
+    ) -> Result<Result<Resp, E>, SendError> {
+        let addr = match self.directory.addr(self.target).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Err(SendError::Unreachable(format!("node {} has no members znode (down)", self.target))),
+            Err(e) => return Err(SendError::Unreachable(format!("cannot look node {} up: {e}", self.target))),
+        };
+        let bytes = bincode::serialize(body).map_err(|e| SendError::Network(e.to_string()))?;
+        let res = self
+            .http
+            .post(format!("http://{addr}/raft/{route}"))
+            .timeout(option.hard_ttl())
+            .body(bytes)
+            .send()
+            .await;
+        let res = match res {
+            Ok(r) => r,
+            Err(e) => {
+                self.directory.invalidate(self.target);
+                return Err(if e.is_connect() { SendError::Unreachable(e.to_string()) } else { SendError::Network(e.to_string()) });
+            }
+        };
+        if !res.status().is_success() {
+            let status = res.status();
+            let text = res.text().await.unwrap_or_default();
+            return Err(SendError::Network(format!("node {} answered {status}: {text}", self.target)));
+        }
+        let bytes = res.bytes().await.map_err(|e| SendError::Network(e.to_string()))?;
+        bincode::deserialize(&bytes).map_err(|e| SendError::Network(format!("undecodable reply from node {}: {e}", self.target)))
+    }
+
+    fn rpc_error<E: std::error::Error>(&self, e: SendError) -> RPCError<NodeId, openraft::BasicNode, E> {
+        match e {
+            SendError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(m))),
+            SendError::Network(m) => RPCError::Network(NetworkError::new(&std::io::Error::other(m))),
+        }
+    }
+
+    pub async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        match self.call("append", &rpc, &option).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    pub async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
+        match self.call("vote", &rpc, &option).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    pub async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::Snapshot<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
+        let body = SnapshotBody { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
+        match self.call::<_, SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>("snapshot", &body, &option).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(fatal)) => Err(StreamingError::Network(NetworkError::new(&fatal))),
+            Err(SendError::Unreachable(m)) => Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m)))),
+            Err(SendError::Network(m)) => Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(m)))),
+        }
+    }
+}

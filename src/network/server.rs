@@ -1,0 +1,88 @@
+//! Inbound Raft RPC from the other node: decode, hand to the local Raft,
+//! encode its answer. Nothing protocol-related happens here.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::VoteRequest;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::node::Node;
+use crate::types::NodeId;
+use crate::types::SnapshotMeta;
+use crate::types::TypeConfig;
+use crate::types::Vote;
+
+/// A whole snapshot in one request (walship snapshots are in memory anyway).
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotBody {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+pub fn routes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+}
+
+fn bad_request(e: impl std::fmt::Display) -> Response {
+    (StatusCode::BAD_REQUEST, format!("undecodable raft rpc: {e}")).into_response()
+}
+
+fn encode<T: Serialize>(v: &T) -> Response {
+    match bincode::serialize(v) {
+        Ok(b) => b.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "raft is restarting").into_response()
+}
+
+async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match bincode::deserialize(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let Some(raft) = node.raft() else { return unavailable() };
+    let leader_vote = req.vote;
+    let res = raft.append_entries(req).await;
+    if let Ok(AppendEntriesResponse::Success | AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_)) = &res {
+        node.note_leader_contact(leader_vote);
+    }
+    encode(&res)
+}
+
+async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: VoteRequest<NodeId> = match bincode::deserialize(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let Some(raft) = node.raft() else { return unavailable() };
+    encode(&raft.vote(req).await)
+}
+
+async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: SnapshotBody = match bincode::deserialize(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let Some(raft) = node.raft() else { return unavailable() };
+    let snapshot = openraft::Snapshot { meta: req.meta, snapshot: Box::new(Cursor::new(req.data)) };
+    node.note_leader_contact(req.vote);
+    encode(&raft.install_full_snapshot(req.vote, snapshot).await)
+}

@@ -1,0 +1,67 @@
+//! openraft's view of W: a network client whose RPCs are ZooKeeper
+//! transactions, carried out by [`crate::witness::Witness`].
+
+use std::sync::Arc;
+
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::StreamingError;
+use openraft::error::Unreachable;
+use openraft::network::RPCOption;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+
+use super::RpcError;
+use crate::types::NodeId;
+use crate::types::TypeConfig;
+use crate::types::Vote;
+use crate::witness::Witness;
+use crate::witness::WitnessError;
+
+pub struct WitnessClient {
+    pub witness: Arc<Witness>,
+}
+
+/// ZooKeeper down means back off (Unreachable); anything else is retried
+/// at once (Network). A corrupt znode is logged loudly: it needs an operator.
+fn rpc_error(e: WitnessError) -> RpcError {
+    match e {
+        WitnessError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        WitnessError::Corrupt { .. } | WitnessError::Identity(_) => {
+            tracing::error!(error = %e, "witness refused: ZooKeeper holds bad data");
+            RPCError::Network(NetworkError::new(&e))
+        }
+        _ => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl WitnessClient {
+    pub async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        self.witness.append_entries(rpc).await.map_err(rpc_error)
+    }
+
+    pub async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
+        self.witness.vote(rpc).await.map_err(rpc_error)
+    }
+
+    pub async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::Snapshot<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
+        let data = snapshot.snapshot.into_inner();
+        match self.witness.install_snapshot(vote, snapshot.meta, data).await {
+            Ok(vote) => Ok(SnapshotResponse::new(vote)),
+            Err(e @ WitnessError::Unreachable(_)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
+        }
+    }
+}

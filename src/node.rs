@@ -1,0 +1,463 @@
+//! A walship node: wires local storage, the witness, the network and Raft
+//! together, and runs the protocol steps that live outside openraft
+//! (witness-protocol.md):
+//!
+//! 1. Genesis: create or find the cluster in ZooKeeper; refuse a data dir of
+//!    another cluster.
+//! 2. Adoption before Raft starts: make the local log equal to W's wherever
+//!    they differ (an empty disk rebuilds itself entirely from W).
+//! 3. Elections are ours: openraft's own election timer is off. The failover
+//!    loop watches for a lost leader (no contact, or the `leader` znode gone),
+//!    adopts W's log, and only then calls `trigger().elect()`.
+//! 4. The leader keeps the `leader` ephemeral znode and ships its snapshots to W.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::ServerState;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::network::directory::Directory;
+use crate::network::directory::MemberInfo;
+use crate::network::NetworkFactory;
+use crate::storage;
+use crate::storage::LogStore;
+use crate::storage::StateMachine;
+use crate::types::NodeId;
+use crate::types::Raft;
+use crate::types::Vote;
+use crate::witness::session::Claim;
+use crate::witness::session::ZkSession;
+use crate::witness::Witness;
+use crate::witness::WitnessLog;
+
+/// Everything `walship node` is told (see `cli`).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub cluster: String,
+    pub zk: String,
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// Address peers and clients use to reach this node (defaults to `listen`).
+    pub advertise: Option<String>,
+    pub heartbeat_interval_ms: u64,
+    /// No word from the leader for this long means it is gone.
+    pub election_timeout_ms: u64,
+    pub zk_session_timeout_ms: u64,
+    pub zk_op_timeout_ms: u64,
+    pub snapshot_every_entries: u64,
+    pub max_payload_entries: u64,
+    /// How long a client write may wait for its commit before it is a 504.
+    pub write_timeout_ms: u64,
+}
+
+/// The payload of the `leader` ephemeral znode.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub term: u64,
+    pub id: NodeId,
+    pub addr: String,
+}
+
+fn leader_term(bytes: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<LeaderInfo>(bytes).ok().map(|l| l.term)
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] storage::StoreError),
+    #[error(transparent)]
+    Witness(#[from] crate::witness::WitnessError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub zk: Arc<ZkSession>,
+    pub witness: Arc<Witness>,
+    pub directory: Arc<Directory>,
+    pub log: LogStore,
+    pub sm: StateMachine,
+    pub http: reqwest::Client,
+    raft: RwLock<Option<Raft>>,
+    network: NetworkFactory,
+    raft_config: Arc<openraft::Config>,
+    /// When this node last heard from a leader, and whose vote it carried.
+    last_contact: Mutex<(Instant, Option<Vote>)>,
+    /// Since when the `leader` znode has been seen missing, or naming a node
+    /// this one does not follow; None while it names our leader.
+    leader_znode_gone: Mutex<Option<Instant>>,
+    /// Wakes the failover loop early (the `leader` znode changed).
+    wake: Notify,
+    /// One adoption/election at a time.
+    failover_lock: tokio::sync::Mutex<()>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Node {
+    pub fn advertise_addr(&self) -> String {
+        self.cfg.advertise.clone().unwrap_or_else(|| self.cfg.listen.clone())
+    }
+
+    /// The running Raft, or None while it is being rebuilt by adoption.
+    pub fn raft(&self) -> Option<Raft> {
+        self.raft.read().expect("raft lock").clone()
+    }
+
+    pub fn note_leader_contact(&self, vote: Vote) {
+        *self.last_contact.lock().expect("contact lock") = (Instant::now(), Some(vote));
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts a node: storage, ZooKeeper, genesis, adoption, Raft; then the
+    /// background loops. Returns once the node is ready to serve HTTP.
+    pub async fn start(cfg: NodeConfig) -> Result<Arc<Node>, StartError> {
+        if !crate::types::NODE_IDS.contains(&cfg.id) {
+            return Err(StartError::Config(format!("--id must be 1 or 2, not {}", cfg.id)));
+        }
+        let meta = storage::open_or_init_meta(&cfg.data_dir, &cfg.cluster, cfg.id)?;
+        let log = LogStore::open(&cfg.data_dir).await?;
+        let sm = StateMachine::open(&cfg.data_dir).await?;
+
+        let zk = ZkSession::connect(&cfg.zk, cfg.zk_session_timeout_ms, cfg.zk_op_timeout_ms, 60_000, leader_term).await?;
+        let witness = Arc::new(Witness::new(Arc::clone(&zk), &cfg.cluster));
+        let record = witness.bootstrap().await?;
+        match meta {
+            Some(m) => m.ensure_cluster_id(&cfg.data_dir, &record.cluster_id)?,
+            None => storage::write_meta(
+                &cfg.data_dir,
+                &storage::NodeMeta { cluster: cfg.cluster.clone(), cluster_id: record.cluster_id.clone(), node_id: cfg.id },
+            )?,
+        }
+
+        let directory = Arc::new(Directory::new(Arc::clone(&zk), witness.paths().clone()));
+        let http = reqwest::Client::builder().tcp_nodelay(true).build().map_err(|e| StartError::Config(e.to_string()))?;
+        let network = NetworkFactory { directory: Arc::clone(&directory), witness: Arc::clone(&witness), http: http.clone() };
+        let raft_config = Arc::new(
+            openraft::Config {
+                cluster_name: cfg.cluster.clone(),
+                heartbeat_interval: cfg.heartbeat_interval_ms,
+                // openraft's own timer is switched off at run time; these only
+                // have to satisfy its validation (min > heartbeat).
+                election_timeout_min: cfg.election_timeout_ms,
+                election_timeout_max: cfg.election_timeout_ms * 2,
+                max_payload_entries: cfg.max_payload_entries,
+                snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every_entries),
+                max_in_snapshot_log_to_keep: 1000,
+                install_snapshot_timeout: 10_000,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?,
+        );
+
+        let node = Arc::new(Node {
+            cfg,
+            zk,
+            witness,
+            directory,
+            log,
+            sm,
+            http,
+            raft: RwLock::new(None),
+            network,
+            raft_config,
+            last_contact: Mutex::new((Instant::now(), None)),
+            leader_znode_gone: Mutex::new(None),
+            wake: Notify::new(),
+            failover_lock: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        });
+
+        // An empty disk rebuilds from W here; a kept disk drops any
+        // uncommitted suffix W does not share. Either way the node never
+        // starts Raft with less than W holds.
+        let wlog = node.read_witness_log().await?;
+        node.adopt(wlog).await?;
+        node.start_raft().await?;
+        Ok(node)
+    }
+
+    async fn start_raft(&self) -> Result<(), StartError> {
+        let raft = Raft::new(self.cfg.id, Arc::clone(&self.raft_config), self.network.clone(), self.log.clone(), self.sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        raft.runtime_config().elect(false);
+        *self.raft.write().expect("raft lock") = Some(raft);
+        Ok(())
+    }
+
+    /// Reads W's log from the first index this node might not share with W:
+    /// everything up to the local committed index is committed, hence in W.
+    async fn read_witness_log(&self) -> Result<WitnessLog, crate::witness::WitnessError> {
+        let from = match (self.log.committed(), self.log.purged()) {
+            (Some(c), _) => c.index + 1,
+            (None, Some(p)) => p.index + 1,
+            (None, None) => 0,
+        };
+        let from = from.min(self.log.last_log_id().map(|l| l.index + 1).unwrap_or(0));
+        self.witness.read_log(from).await
+    }
+
+    /// True if W holds something this node's log lacks or has otherwise.
+    fn needs_adoption(&self, w: &WitnessLog) -> bool {
+        if let Some((meta, _)) = &w.snapshot {
+            if meta.last_log_id > self.log.last_log_id() && meta.last_log_id > self.log.purged() {
+                return true;
+            }
+        }
+        w.entries.iter().any(|e| e.log_id.index > self.log.purged().map(|p| p.index).unwrap_or(0) && self.log.log_id_at(e.log_id.index) != Some(e.log_id))
+            || (self.log.last_log_id().is_none() && !w.entries.is_empty())
+    }
+
+    /// Makes the local log equal W's where they differ (Raft must not be running).
+    async fn adopt(&self, w: WitnessLog) -> Result<(), StartError> {
+        if !self.needs_adoption(&w) {
+            return Ok(());
+        }
+        let before = self.log.last_log_id();
+        if let Some((meta, data)) = w.snapshot {
+            if meta.last_log_id > self.log.last_log_id() && meta.last_log_id > self.log.purged() {
+                tracing::info!(snapshot = ?meta.last_log_id, bytes = data.len(), "adopting W's snapshot");
+                storage::install_snapshot_offline(&self.sm, &self.log, meta, data).await?;
+            }
+        }
+        let n = w.entries.len();
+        self.log.adopt_entries(w.entries).await?;
+        tracing::info!(entries = n, ?before, after = ?self.log.last_log_id(), witness_last = ?w.record.last_log_id, "adopted W's log");
+        Ok(())
+    }
+
+    /// The failover step: adopt W's log (restarting Raft over the changed
+    /// store, since openraft reads its storage only at start), then elect.
+    async fn failover(&self) -> Result<(), StartError> {
+        let _guard = self.failover_lock.lock().await;
+        let Some(raft) = self.raft() else { return Ok(()) };
+        if raft.metrics().borrow().state == ServerState::Leader {
+            return Ok(());
+        }
+        let w = self.read_witness_log().await?;
+        if self.needs_adoption(&w) {
+            let old = self.raft.write().expect("raft lock").take();
+            if let Some(old) = old {
+                if let Err(e) = old.shutdown().await {
+                    tracing::warn!(error = %e, "raft shutdown before adoption failed");
+                }
+            }
+            let adopted = self.adopt(w).await;
+            // Raft comes back even if adoption failed, so the node keeps serving.
+            self.start_raft().await?;
+            adopted?;
+        }
+        tracing::info!(last = ?self.log.last_log_id(), "standing for election");
+        if let Some(raft) = self.raft() {
+            raft.trigger().elect().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Registers this node's `members/<id>` znode and starts the loops.
+    pub async fn run_background(self: &Arc<Self>) -> Result<(), StartError> {
+        let me = MemberInfo { id: self.cfg.id, addr: self.advertise_addr() };
+        self.zk
+            .register_ephemeral(&self.witness.paths().member(self.cfg.id), serde_json::to_vec(&me).expect("json"), Claim::Replace)
+            .await?;
+        tokio::spawn(Arc::clone(self).failover_loop());
+        tokio::spawn(Arc::clone(self).leader_znode_watch());
+        tokio::spawn(Arc::clone(self).leader_duties_loop());
+        Ok(())
+    }
+
+    /// Decides when the leader is gone: no contact for an election timeout,
+    /// or its `leader` znode gone (its ZooKeeper session ended). Then adopts
+    /// and elects, at most once per election timeout.
+    async fn failover_loop(self: Arc<Self>) {
+        let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
+        let tick = Duration::from_millis(self.cfg.heartbeat_interval_ms.max(20));
+        let mut last_attempt: Option<Instant> = None;
+        while !self.is_stopping() {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.wake.notified() => {}
+            }
+            let Some(raft) = self.raft() else { continue };
+            let m = raft.metrics().borrow().clone();
+            if m.state == ServerState::Leader {
+                continue;
+            }
+            if !self.leader_lost() || last_attempt.is_some_and(|t| t.elapsed() < election_timeout) {
+                continue;
+            }
+            // Don't duel with a live peer that noticed at the same moment:
+            // the lower id goes first, the other waits a heartbeat and looks again.
+            if self.cfg.id != 1 && self.directory.addr(other(self.cfg.id)).await.ok().flatten().is_some() {
+                tokio::time::sleep(tick).await;
+                if !self.leader_lost() {
+                    continue;
+                }
+            }
+            let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
+            last_attempt = Some(Instant::now());
+            tracing::info!(leader = ?m.current_leader, contact_ms = contact_at.elapsed().as_millis() as u64, "leader lost; adopting W's log before electing");
+            if let Err(e) = self.failover().await {
+                tracing::warn!(error = %e, "failover attempt failed; will retry");
+            }
+        }
+    }
+
+    /// The leader is lost when it has been silent for an election timeout;
+    /// or its `leader` znode vanished (its ZooKeeper session closed or
+    /// expired) and it has also missed two heartbeats, as a leader that
+    /// exits on SIGTERM does; or the znode has been gone for an election
+    /// timeout even though the leader still talks to us (it lost ZooKeeper,
+    /// so it can commit nothing and must be replaced).
+    fn leader_lost(&self) -> bool {
+        let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
+        let heartbeat = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+        let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
+        let gone = *self.leader_znode_gone.lock().expect("znode lock");
+        contact_at.elapsed() > election_timeout
+            || gone.is_some_and(|since| contact_at.elapsed() > 2 * heartbeat || since.elapsed() > election_timeout)
+    }
+
+    /// Follows the `leader` znode with one-shot watches (re-armed after every
+    /// event and every new ZooKeeper session).
+    async fn leader_znode_watch(self: Arc<Self>) {
+        let path = self.witness.paths().leader();
+        let mut generation = self.zk.generation();
+        while !self.is_stopping() {
+            let p = path.clone();
+            let watched = self
+                .zk
+                .run(&format!("watch {path}"), |c| async move {
+                    match c.get_and_watch_data(&p).await {
+                        Ok((data, _, w)) => Ok((Some(data), w)),
+                        Err(zookeeper_client::Error::NoNode) => {
+                            let (_, w) = c.check_and_watch_stat(&p).await?;
+                            Ok((None, w))
+                        }
+                        Err(e) => Err(e),
+                    }
+                })
+                .await;
+            let watcher = match watched {
+                Ok((data, w)) => {
+                    let holder = data.as_deref().and_then(|d| serde_json::from_slice::<LeaderInfo>(d).ok());
+                    let term = self.raft().map(|r| r.metrics().borrow().current_term).unwrap_or(0);
+                    let mut gone = self.leader_znode_gone.lock().expect("znode lock");
+                    // Absent, or left by a leader of an older term: gone.
+                    // Naming a node we have not heard from yet is not.
+                    match holder {
+                        Some(h) if h.term >= term => *gone = None,
+                        _ => {
+                            gone.get_or_insert_with(Instant::now);
+                            self.wake.notify_one();
+                        }
+                    }
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot watch the leader znode");
+                    None
+                }
+            };
+            let refresh = tokio::time::sleep(Duration::from_millis(self.cfg.election_timeout_ms / 2));
+            match watcher {
+                Some(w) => tokio::select! {
+                    _ = w.changed() => {}
+                    _ = generation.changed() => {}
+                    _ = refresh => {}
+                },
+                None => tokio::select! {
+                    _ = generation.changed() => {}
+                    _ = refresh => {}
+                },
+            }
+        }
+    }
+
+    /// While leader: hold the `leader` znode and ship new snapshots to W.
+    async fn leader_duties_loop(self: Arc<Self>) {
+        let path = self.witness.paths().leader();
+        let mut held_term: Option<u64> = None;
+        let mut shipped: Option<crate::types::LogId> = None;
+        while !self.is_stopping() {
+            let Some(raft) = self.raft() else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let mut metrics = raft.metrics();
+            loop {
+                let m = metrics.borrow_and_update().clone();
+                if m.state == ServerState::Leader {
+                    if held_term != Some(m.current_term) {
+                        let info = LeaderInfo { term: m.current_term, id: self.cfg.id, addr: self.advertise_addr() };
+                        match self.zk.register_ephemeral(&path, serde_json::to_vec(&info).expect("json"), Claim::ReplaceLowerTerm(m.current_term)).await {
+                            Ok(()) => {
+                                tracing::info!(term = m.current_term, "leading; leader znode held");
+                                held_term = Some(m.current_term);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot claim the leader znode yet"),
+                        }
+                    }
+                    if m.snapshot.is_some() && m.snapshot > shipped {
+                        if let Ok(Some((meta, data))) = self.sm.current_snapshot_bytes().await {
+                            let last = meta.last_log_id;
+                            match self.witness.install_snapshot(m.vote, meta, data).await {
+                                Ok(_) => shipped = last,
+                                Err(e) => tracing::warn!(error = %e, "cannot ship the snapshot to ZooKeeper yet"),
+                            }
+                        }
+                    }
+                } else if held_term.take().is_some() {
+                    if let Err(e) = self.zk.unregister_ephemeral(&path).await {
+                        tracing::warn!(error = %e, "cannot drop the leader znode");
+                    }
+                }
+                let retry = held_term.is_none() && m.state == ServerState::Leader || (m.state == ServerState::Leader && m.snapshot > shipped);
+                let wait = if retry { Duration::from_millis(200) } else { Duration::from_secs(1) };
+                tokio::select! {
+                    r = metrics.changed() => if r.is_err() { break },
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                if self.is_stopping() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// SIGTERM: close the ZooKeeper session first, so the `leader` and
+    /// `members` znodes vanish at once and the other node takes over without
+    /// waiting for a session timeout; then stop Raft.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.zk.close().await;
+        let raft = self.raft.write().expect("raft lock").take();
+        if let Some(raft) = raft {
+            let _ = raft.shutdown().await;
+        }
+    }
+}
+
+pub fn other(id: NodeId) -> NodeId {
+    if id == 1 {
+        2
+    } else {
+        1
+    }
+}
