@@ -1,0 +1,37 @@
+//! Local durable storage of a node: the Raft log and vote ([`LogStore`]), the
+//! key-value state machine and its snapshots ([`StateMachine`]), and the
+//! data dir's identity ([`NodeMeta`]).
+//!
+//! Layout under `data_dir` (every byte read back is CRC-checked; damage other
+//! than a torn log tail is a start-up error naming the file):
+//!
+//! ```text
+//! node.meta                        cluster, cluster_id, node id (checked file)
+//! raft/LOCK                        flock held while a LogStore is open
+//! raft/state                       vote, committed id, purged id (checked file, atomic replace)
+//! raft/log/<first_index:020>.log   log segments: [len u32][crc32 u32][bincode Entry]...
+//! snapshot/current.snap            [magic][meta record][data blob] (atomic replace)
+//! ```
+
+mod adopt;
+mod error;
+mod frame;
+mod log_store;
+mod meta;
+mod segments;
+mod snapshot;
+mod state_machine;
+#[cfg(test)]
+mod tests;
+
+pub use adopt::install_snapshot_offline;
+pub use error::StoreError;
+pub use error::WIPE_HINT;
+pub use log_store::LogStore;
+pub use log_store::SEGMENT_MAX_BYTES_DEFAULT;
+pub use meta::meta_path;
+pub use meta::open_or_init_meta;
+pub use meta::read_meta;
+pub use meta::write_meta;
+pub use meta::NodeMeta;
+pub use state_machine::StateMachine;

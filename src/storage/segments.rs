@@ -1,0 +1,384 @@
+//! The Raft log's files: append-only segments `raft/log/<first_index:020>.log`
+//! of CRC'd entry records, and `raft/state` (vote, committed, purged). All
+//! blocking; the caller serializes access (the `LogStore`'s disk mutex).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::fs::File;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use super::error::Result;
+use super::error::StoreError;
+use super::frame;
+use super::frame::ScanEnd;
+use crate::types::Entry;
+use crate::types::LogId;
+use crate::types::Vote;
+
+const STATE_MAGIC: &[u8; 8] = b"WSHIPRS1";
+
+/// The small, rarely written part of the log store, replaced atomically.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    /// Entries up to this id are gone from the log (they are in a snapshot).
+    pub purged: Option<LogId>,
+}
+
+struct Segment {
+    first_index: u64,
+    path: PathBuf,
+    /// Byte offset of each record; record `k` holds index `first_index + k`.
+    record_offsets_bytes: Vec<u64>,
+    len_bytes: u64,
+}
+
+impl Segment {
+    fn next_index(&self) -> u64 {
+        self.first_index + self.record_offsets_bytes.len() as u64
+    }
+}
+
+pub struct Disk {
+    /// Held (flock) while open, so two processes never write one log.
+    _lock: File,
+    log_dir: PathBuf,
+    state_path: PathBuf,
+    segments: Vec<Segment>,
+    /// Open handle on the last segment, opened on first append.
+    active: Option<File>,
+    segment_max_bytes: u64,
+    hard: HardState,
+    /// Set after a failed write or fsync: the kernel may have dropped the
+    /// dirty pages, so nothing more is written until a restart re-reads the disk.
+    poisoned: Option<String>,
+}
+
+fn purged_index(hard: &HardState) -> Option<u64> {
+    hard.purged.map(|p| p.index)
+}
+
+impl Disk {
+    /// Opens (creating if needed) the log under `raft_dir`, verifying every
+    /// record; returns the non-purged entries. Only a torn tail of the last
+    /// segment is repaired (cut, with a warning); any other damage is an error.
+    pub fn open(raft_dir: &Path, segment_max_bytes: u64) -> Result<(Disk, BTreeMap<u64, Entry>)> {
+        let log_dir = raft_dir.join("log");
+        frame::create_dir_durable(raft_dir)?;
+        frame::create_dir_durable(&log_dir)?;
+        let lock_path = raft_dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(|e| StoreError::io("create", &lock_path, e))?;
+        lock.try_lock().map_err(|_| StoreError::InUse {
+            path: raft_dir.to_path_buf(),
+        })?;
+        let state_path = raft_dir.join("state");
+        let hard = match frame::read_checked_file(&state_path, STATE_MAGIC)? {
+            Some(p) => bincode::deserialize(&p).map_err(|e| {
+                StoreError::corrupt(&state_path, 0, format!("undecodable raft state: {e}"))
+            })?,
+            None => HardState::default(),
+        };
+        let mut disk = Disk {
+            _lock: lock,
+            log_dir,
+            state_path,
+            segments: Vec::new(),
+            active: None,
+            segment_max_bytes,
+            hard,
+            poisoned: None,
+        };
+        let entries = disk.load_segments()?;
+        Ok((disk, entries))
+    }
+
+    pub fn hard(&self) -> &HardState {
+        &self.hard
+    }
+
+    fn load_segments(&mut self) -> Result<BTreeMap<u64, Entry>> {
+        let purged = purged_index(&self.hard);
+        let mut found = Vec::new();
+        let dir_entries =
+            fs::read_dir(&self.log_dir).map_err(|e| StoreError::io("list", &self.log_dir, e))?;
+        for dir_entry in dir_entries {
+            let path = dir_entry
+                .map_err(|e| StoreError::io("list", &self.log_dir, e))?
+                .path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            match name
+                .strip_suffix(".log")
+                .filter(|d| d.len() == 20)
+                .map(str::parse::<u64>)
+            {
+                Some(Ok(first_index)) => found.push((first_index, path)),
+                _ if name.ends_with(".tmp") => fs::remove_file(&path)
+                    .map_err(|e| StoreError::io("remove leftover", &path, e))?,
+                _ => {
+                    tracing::warn!(path = %path.display(), "ignoring unexpected file in the log directory")
+                }
+            }
+        }
+        found.sort();
+
+        let mut entries = BTreeMap::new();
+        let count = found.len();
+        for (i, (first_index, path)) in found.into_iter().enumerate() {
+            let is_last = i + 1 == count;
+            let bytes = fs::read(&path).map_err(|e| StoreError::io("read", &path, e))?;
+            let mut offsets = Vec::new();
+            let end = frame::scan_records(&path, &bytes, 0, is_last, |offset, payload| {
+                let entry: Entry = bincode::deserialize(payload).map_err(|e| {
+                    StoreError::corrupt(&path, offset, format!("undecodable log entry: {e}"))
+                })?;
+                let want = first_index + offsets.len() as u64;
+                if entry.log_id.index != want {
+                    let reason =
+                        format!("record holds index {}, expected {want}", entry.log_id.index);
+                    return Err(StoreError::corrupt(&path, offset, reason));
+                }
+                offsets.push(offset);
+                if purged.is_none_or(|p| want > p) {
+                    entries.insert(want, entry);
+                }
+                Ok(())
+            })?;
+            let mut seg = Segment {
+                first_index,
+                path,
+                record_offsets_bytes: offsets,
+                len_bytes: bytes.len() as u64,
+            };
+            if let ScanEnd::TornTail { offset_bytes } = end {
+                // Only the last append can be unfinished, and it was never
+                // reported flushed, so dropping it loses nothing acknowledged.
+                tracing::warn!(
+                    path = %seg.path.display(),
+                    offset_bytes,
+                    cut_bytes = seg.len_bytes - offset_bytes,
+                    "cutting the torn tail of the log (an append interrupted by a crash)"
+                );
+                cut_file(&seg.path, offset_bytes)?;
+                seg.len_bytes = offset_bytes;
+            }
+            self.segments.push(seg);
+        }
+        self.check_continuity(&entries)?;
+
+        // Finish an interrupted purge, and drop segments left empty by a crash
+        // right after their creation (or by a torn-tail cut).
+        let before = self.segments.len();
+        self.segments.retain(|s| {
+            let dead = s.record_offsets_bytes.is_empty() || purged.is_some_and(|p| s.next_index() <= p + 1);
+            if dead {
+                if let Err(e) = fs::remove_file(&s.path) {
+                    tracing::warn!(path = %s.path.display(), error = %e, "cannot remove a dead log segment");
+                }
+            }
+            !dead
+        });
+        if self.segments.len() != before {
+            frame::sync_dir(&self.log_dir)?;
+        }
+        Ok(entries)
+    }
+
+    /// The kept entries must be one run without holes, starting right after
+    /// the purged id; segments holding kept entries must follow each other.
+    fn check_continuity(&self, entries: &BTreeMap<u64, Entry>) -> Result<()> {
+        let purged = purged_index(&self.hard);
+        let mut prev: Option<&Segment> = None;
+        for seg in &self.segments {
+            if seg.record_offsets_bytes.is_empty() {
+                continue;
+            }
+            if let Some(p) = prev {
+                let p_has_kept = purged.is_none_or(|pi| p.next_index() > pi + 1);
+                if p_has_kept && seg.first_index != p.next_index() {
+                    let reason = format!(
+                        "segment starts at index {}, but the previous one ends at {}",
+                        seg.first_index,
+                        p.next_index() - 1
+                    );
+                    return Err(StoreError::corrupt(&seg.path, 0, reason));
+                }
+            }
+            prev = Some(seg);
+        }
+        if let (Some(p), Some((&first, _))) = (purged, entries.first_key_value()) {
+            if first != p + 1 {
+                let reason =
+                    format!("first kept entry is {first}, but entries up to {p} were purged");
+                return Err(StoreError::corrupt(&self.state_path, 0, reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(why) => Err(StoreError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a write; an I/O failure poisons the store (see `poisoned`).
+    fn guarded<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.check_writable()?;
+        let res = op(self);
+        if let Err(e @ StoreError::Io { .. }) = &res {
+            self.poisoned = Some(e.to_string());
+            self.active = None;
+        }
+        res
+    }
+
+    pub fn save_hard(&mut self, hard: HardState) -> Result<()> {
+        self.guarded(|d| {
+            let payload = bincode::serialize(&hard).map_err(|source| StoreError::Encode {
+                what: "raft state",
+                source,
+            })?;
+            frame::write_checked_file(&d.state_path, STATE_MAGIC, &payload)?;
+            d.hard = hard;
+            Ok(())
+        })
+    }
+
+    /// Appends consecutive `entries` with one write and one fdatasync. The
+    /// caller has checked they continue the log (no hole, no overlap).
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let first_index = first.log_id.index;
+        self.guarded(|d| {
+            let rotate = match d.segments.last() {
+                None => true,
+                Some(s) => s.len_bytes >= d.segment_max_bytes || s.next_index() != first_index,
+            };
+            let mut created = false;
+            if rotate {
+                let path = d.log_dir.join(format!("{first_index:020}.log"));
+                let file = OpenOptions::new()
+                    .append(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| StoreError::io("create log segment", &path, e))?;
+                d.segments.push(Segment {
+                    first_index,
+                    path,
+                    record_offsets_bytes: Vec::new(),
+                    len_bytes: 0,
+                });
+                d.active = Some(file);
+                created = true;
+            }
+            let Some(seg) = d.segments.last_mut() else {
+                return Err(StoreError::Invariant("no log segment to append to".into()));
+            };
+            if d.active.is_none() {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&seg.path)
+                    .map_err(|e| StoreError::io("open log segment", &seg.path, e))?;
+                d.active = Some(file);
+            }
+            let mut buf = Vec::new();
+            let mut offsets = Vec::with_capacity(entries.len());
+            for e in entries {
+                offsets.push(seg.len_bytes + buf.len() as u64);
+                let payload = bincode::serialize(e).map_err(|source| StoreError::Encode {
+                    what: "log entry",
+                    source,
+                })?;
+                frame::encode_record(&mut buf, &payload, &seg.path)?;
+            }
+            if let Some(file) = d.active.as_mut() {
+                file.write_all(&buf)
+                    .map_err(|e| StoreError::io("write", &seg.path, e))?;
+                file.sync_data()
+                    .map_err(|e| StoreError::io("fdatasync", &seg.path, e))?;
+            }
+            if created {
+                frame::sync_dir(&d.log_dir)?;
+            }
+            seg.record_offsets_bytes.extend(offsets);
+            seg.len_bytes += buf.len() as u64;
+            Ok(())
+        })
+    }
+
+    /// Durably removes every record with index >= `index`. Later segments go
+    /// first, so a crash half way leaves a shorter log, never one with a hole.
+    pub fn truncate(&mut self, index: u64) -> Result<()> {
+        self.guarded(|d| {
+            d.active = None;
+            let mut removed = false;
+            while let Some(seg) = d.segments.last().filter(|s| s.first_index >= index) {
+                fs::remove_file(&seg.path)
+                    .map_err(|e| StoreError::io("remove log segment", &seg.path, e))?;
+                d.segments.pop();
+                removed = true;
+            }
+            if removed {
+                frame::sync_dir(&d.log_dir)?;
+            }
+            if let Some(seg) = d.segments.last_mut() {
+                if index < seg.next_index() {
+                    let k = (index - seg.first_index) as usize;
+                    let offset_bytes = seg.record_offsets_bytes[k];
+                    cut_file(&seg.path, offset_bytes)?;
+                    seg.record_offsets_bytes.truncate(k);
+                    seg.len_bytes = offset_bytes;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes the segment files holding only entries <= `upto_index`. The
+    /// purged id must already be saved: a crash half way leaves files whose
+    /// entries the next open skips and deletes.
+    pub fn remove_purged_segments(&mut self, upto_index: u64) -> Result<()> {
+        self.guarded(|d| {
+            let mut removed = 0;
+            for seg in &d.segments {
+                if seg.next_index() > upto_index + 1 {
+                    break;
+                }
+                fs::remove_file(&seg.path)
+                    .map_err(|e| StoreError::io("remove log segment", &seg.path, e))?;
+                removed += 1;
+            }
+            if removed > 0 {
+                if removed == d.segments.len() {
+                    d.active = None;
+                }
+                d.segments.drain(..removed);
+                frame::sync_dir(&d.log_dir)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn cut_file(path: &Path, len_bytes: u64) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::io("open", path, e))?;
+    f.set_len(len_bytes)
+        .map_err(|e| StoreError::io("truncate", path, e))?;
+    f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
+}

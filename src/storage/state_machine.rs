@@ -1,0 +1,317 @@
+//! `StateMachine`: the in-memory key-value map that applied entries build,
+//! persisted only through snapshots (`snapshot/current.snap`); after a
+//! restart openraft re-applies the log from the snapshot to the saved
+//! committed id.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+use std::time::SystemTime;
+use std::time::UNIX_EPOCH;
+
+use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
+use openraft::ErrorSubject;
+use openraft::ErrorVerb;
+use openraft::RaftSnapshotBuilder;
+use openraft::Snapshot;
+
+use super::error::Result;
+use super::error::StoreError;
+use super::frame;
+use super::snapshot;
+use super::snapshot::SmContent;
+use crate::types::Entry;
+use crate::types::LogId;
+use crate::types::Request;
+use crate::types::Response;
+use crate::types::SnapshotMeta;
+use crate::types::StorageError;
+use crate::types::StoredMembership;
+use crate::types::TypeConfig;
+
+/// The replicated key-value map. Cloning shares the same state machine.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<SmInner>,
+}
+
+struct SmInner {
+    snapshot_path: PathBuf,
+    content: RwLock<SmContent>,
+    /// Serializes snapshot file writes and reads (a build runs in its own
+    /// task and may race an install); holds the current snapshot's meta.
+    snapshot_meta: Mutex<Option<SnapshotMeta>>,
+}
+
+/// Applies one command to the map (the semantics clients see).
+fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Response {
+    match req {
+        Request::Set { key, value } => {
+            kv.insert(key, value.clone());
+            Response {
+                ok: true,
+                current: Some(value),
+            }
+        }
+        Request::Delete { key } => {
+            kv.remove(&key);
+            Response {
+                ok: true,
+                current: None,
+            }
+        }
+        Request::Cas { key, expect, value } => {
+            if kv.get(&key) != expect.as_ref() {
+                return Response {
+                    ok: false,
+                    current: kv.get(&key).cloned(),
+                };
+            }
+            match &value {
+                Some(v) => kv.insert(key, v.clone()),
+                None => kv.remove(&key),
+            };
+            Response {
+                ok: true,
+                current: value,
+            }
+        }
+    }
+}
+
+impl StateMachine {
+    /// Opens the state machine under `data_dir`, loading and verifying
+    /// `snapshot/current.snap` if there is one.
+    pub async fn open(data_dir: &Path) -> Result<Self> {
+        let snapshot_path = data_dir.join("snapshot").join("current.snap");
+        let path = snapshot_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<_> {
+            frame::create_dir_durable(path.parent().unwrap_or(&path))?;
+            let Some((meta, data)) = snapshot::read_file(&path)? else {
+                return Ok(None);
+            };
+            let content = snapshot::decode_data(&data, &meta, &path.display().to_string())
+                .map_err(|e| StoreError::corrupt(&path, 0, e.to_string()))?;
+            Ok(Some((meta, content)))
+        })
+        .await??;
+        let (meta, content) = match loaded {
+            Some((meta, content)) => (Some(meta), content),
+            None => (None, SmContent::default()),
+        };
+        let inner = SmInner {
+            snapshot_path,
+            content: RwLock::new(content),
+            snapshot_meta: Mutex::new(meta),
+        };
+        Ok(StateMachine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn content(&self) -> RwLockReadGuard<'_, SmContent> {
+        // Writers replace fields with ready values and cannot panic half way.
+        self.inner.content.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.content().kv.get(key).cloned()
+    }
+
+    pub fn applied(&self) -> Option<LogId> {
+        self.content().applied
+    }
+
+    pub fn membership(&self) -> StoredMembership {
+        self.content().membership.clone()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.content().kv.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.content().kv.is_empty()
+    }
+
+    /// The newest durable snapshot, verified, for shipping to ZooKeeper.
+    pub async fn current_snapshot_bytes(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = inner
+                .snapshot_meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            snapshot::read_file(&inner.snapshot_path)
+        })
+        .await?
+    }
+
+    /// Verifies `data` against `meta`, makes it the durable current snapshot,
+    /// then replaces the map. With `only_if_newer`, a snapshot not beyond the
+    /// applied id is ignored (returns false) so the state never goes back.
+    pub async fn install_snapshot_bytes(
+        &self,
+        meta: &SnapshotMeta,
+        data: Vec<u8>,
+        only_if_newer: bool,
+    ) -> Result<bool> {
+        if only_if_newer && meta.last_log_id <= self.applied() {
+            return Ok(false);
+        }
+        let inner = self.inner.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            let origin = format!("snapshot {}", meta.snapshot_id);
+            let content = snapshot::decode_data(&data, &meta, &origin)?;
+            let mut current = inner
+                .snapshot_meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            snapshot::write_file(&inner.snapshot_path, &meta, &data)?;
+            *current = Some(meta);
+            *inner.content.write().unwrap_or_else(|e| e.into_inner()) = content;
+            Ok(true)
+        })
+        .await?
+    }
+
+    async fn build(&self) -> Result<Snapshot<TypeConfig>> {
+        // A full copy, so apply is blocked only while copying, not while
+        // encoding and writing.
+        let content = self.content().clone();
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let data = snapshot::encode_data(&content)?;
+            let millis = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let snapshot_id = match content.applied {
+                Some(l) => format!(
+                    "{}-{}-{}-{millis}",
+                    l.leader_id.term, l.leader_id.node_id, l.index
+                ),
+                None => format!("none-{millis}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: content.applied,
+                last_membership: content.membership,
+                snapshot_id,
+            };
+            let mut current = inner
+                .snapshot_meta
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            // An install that ran meanwhile may have left a newer snapshot.
+            if current
+                .as_ref()
+                .is_none_or(|c| c.last_log_id <= meta.last_log_id)
+            {
+                snapshot::write_file(&inner.snapshot_path, &meta, &data)?;
+                *current = Some(meta.clone());
+            }
+            Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            })
+        })
+        .await?
+    }
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.content();
+        f.debug_struct("StateMachine")
+            .field("applied", &c.applied)
+            .field("keys", &c.kv.len())
+            .finish()
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    /// Writes the snapshot durably before returning it (openraft may then
+    /// purge the log it covers).
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        self.build()
+            .await
+            .map_err(|e| e.into_raft(ErrorSubject::Snapshot(None), ErrorVerb::Write))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let c = self.content();
+        Ok((c.applied, c.membership.clone()))
+    }
+
+    /// In memory only: durability comes from the log plus snapshots.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut c = self
+            .inner
+            .content
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut replies = Vec::new();
+        for entry in entries {
+            c.applied = Some(entry.log_id);
+            replies.push(match entry.payload {
+                EntryPayload::Blank => Response::default(),
+                EntryPayload::Normal(req) => apply_request(&mut c.kv, req),
+                EntryPayload::Membership(m) => {
+                    c.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Response::default()
+                }
+            });
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        self.install_snapshot_bytes(meta, snapshot.into_inner(), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                e.into_raft(
+                    ErrorSubject::Snapshot(Some(meta.signature())),
+                    ErrorVerb::Write,
+                )
+            })
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self
+            .current_snapshot_bytes()
+            .await
+            .map_err(|e| e.into_raft(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        Ok(current.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

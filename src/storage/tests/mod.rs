@@ -1,0 +1,74 @@
+//! Tests of the storage module: openraft's conformance suite, restarts,
+//! corruption, adoption and the state machine's semantics.
+
+mod adopt;
+mod apply;
+mod corruption;
+mod meta;
+mod restart;
+mod suite;
+
+use std::path::Path;
+use std::path::PathBuf;
+
+use openraft::storage::RaftLogStorageExt;
+use openraft::CommittedLeaderId;
+use openraft::EntryPayload;
+
+use super::LogStore;
+use super::StateMachine;
+use crate::types::Entry;
+use crate::types::LogId;
+use crate::types::Request;
+
+/// Segments this small rotate every few entries, so tests cross files.
+const SMALL_SEGMENT_BYTES: u64 = 256;
+
+fn lid(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn set(term: u64, index: u64, key: &str, value: &str) -> Entry {
+    let req = Request::Set {
+        key: key.to_string(),
+        value: value.as_bytes().to_vec(),
+    };
+    Entry {
+        log_id: lid(term, index),
+        payload: EntryPayload::Normal(req),
+    }
+}
+
+/// Entries `indexes` of `term`, each setting `k<index>` to `v<index>`.
+fn sets(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    indexes
+        .map(|i| set(term, i, &format!("k{i}"), &format!("v{i}")))
+        .collect()
+}
+
+async fn open_log(dir: &Path) -> LogStore {
+    LogStore::open_with_segment_max_bytes(dir, SMALL_SEGMENT_BYTES)
+        .await
+        .expect("open log")
+}
+
+async fn open_sm(dir: &Path) -> StateMachine {
+    StateMachine::open(dir).await.expect("open state machine")
+}
+
+async fn append(log: &mut LogStore, entries: Vec<Entry>) {
+    log.blocking_append(entries).await.expect("append");
+}
+
+fn log_ids(log: &LogStore) -> Vec<LogId> {
+    log.entries(..).iter().map(|e| e.log_id).collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("raft/log"))
+        .expect("list log dir")
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    files.sort();
+    files
+}
