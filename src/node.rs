@@ -238,6 +238,17 @@ impl Node {
         }
         let n = w.entries.len();
         self.log.adopt_entries(w.entries).await?;
+        // The adopted entries were accepted by W under W's vote; a local vote
+        // below it (say, this node's own from a term it led before it died)
+        // would make openraft restart as the leader of an older term over a
+        // log from a newer one. Taking W's vote is what a follower does when
+        // it accepts those entries from their leader.
+        if self.log.vote().is_none_or(|v| w.record.vote > v) {
+            let mut log = self.log.clone();
+            openraft::storage::RaftLogStorage::save_vote(&mut log, &w.record.vote)
+                .await
+                .map_err(|e| StartError::Raft(format!("saving W's vote: {e}")))?;
+        }
         tracing::info!(entries = n, ?before, after = ?self.log.last_log_id(), witness_last = ?w.record.last_log_id, "adopted W's log");
         Ok(())
     }

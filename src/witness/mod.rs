@@ -600,13 +600,21 @@ impl Witness {
     }
 
     /// Reads W's log from `from_index` on for adoption, verifying every CRC.
-    /// If W has compacted past `from_index`, W's snapshot comes too. The read
-    /// is retried if W changes while it runs (the record's version is read
-    /// again at the end).
+    /// If W has compacted past `from_index`, W's snapshot comes too.
+    ///
+    /// The segments are read one by one, so the read is only taken as W's log
+    /// if W's record has the same version afterwards. While a live leader
+    /// keeps appending that may never happen; after a few tries the read
+    /// falls back to the entries up to W's committed log id, which no later
+    /// change can alter (committed entries are never truncated), and the
+    /// leader replicates the rest.
     pub async fn read_log(&self, from_index: u64) -> Result<WitnessLog, WitnessError> {
-        for _ in 0..8 {
+        const WHOLE_LOG_TRIES: usize = 3;
+        for attempt in 0..WHOLE_LOG_TRIES + 5 {
             let view = self.load_view().await?;
             let record = view.record.clone();
+            let whole = attempt < WHOLE_LOG_TRIES;
+            let upto = if whole { record.last_log_id } else { std::cmp::max(record.committed, record.purged()) };
             let mut snapshot = None;
             let mut start = from_index;
             if let Some(purged) = record.purged() {
@@ -622,30 +630,35 @@ impl Witness {
             }
             let mut entries = Vec::new();
             let mut vanished = false;
-            if let Some(last) = record.last_log_id {
+            if let Some(upto) = upto {
                 let firsts: Vec<u64> = view.segments.keys().copied().collect();
                 for (i, first) in firsts.iter().enumerate() {
-                    let seg_last = firsts.get(i + 1).map(|n| n - 1).unwrap_or(last.index);
-                    if seg_last < start {
+                    let seg_last = firsts.get(i + 1).map(|n| n - 1).unwrap_or(u64::MAX).min(upto.index);
+                    if seg_last < start || *first > upto.index {
                         continue;
                     }
-                    let seg = match self.read_segment(*first).await {
-                        Ok(s) => s,
+                    match self.read_segment(*first).await {
+                        Ok(seg) => entries.extend(seg.into_iter().filter(|e| e.log_id.index >= start && e.log_id.index <= seg_last)),
                         Err(e) if e.is_zk(zk::Error::NoNode) => {
                             vanished = true;
                             break;
                         }
                         Err(e) => return Err(e),
-                    };
-                    entries.extend(seg.into_iter().filter(|e| e.log_id.index >= start && e.log_id.index <= seg_last));
+                    }
                 }
             }
-            let (_, version_after) = self.read_record().await?;
-            if vanished || version_after != view.version {
+            if vanished {
                 continue;
             }
-            check_contiguous(&entries, start, record.last_log_id, &self.paths)?;
-            self.put_view(view);
+            if whole && self.read_record().await?.1 != view.version {
+                continue;
+            }
+            check_contiguous(&entries, start, upto, &self.paths)?;
+            if whole {
+                self.put_view(view);
+            } else {
+                tracing::info!(upto = ?upto, witness_last = ?record.last_log_id, "W is busy; read its committed prefix only");
+            }
             return Ok(WitnessLog { record, snapshot, entries });
         }
         Err(WitnessError::Unreachable("W kept changing while it was being read".into()))
