@@ -10,7 +10,11 @@ use clap::Subcommand;
 use crate::node::NodeConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "walship", version, about = "Two-node Raft key-value store with ZooKeeper as the witness")]
+#[command(
+    name = "walship",
+    version,
+    about = "Two-node Raft key-value store with ZooKeeper as the witness"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -66,7 +70,13 @@ pub struct NodeArgs {
 }
 
 fn parse_cluster(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || s.starts_with('.') {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || s.starts_with('.')
+    {
         return Err("cluster name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'".into());
     }
     Ok(s.to_string())
@@ -81,7 +91,9 @@ impl NodeArgs {
             ));
         }
         if self.heartbeat_interval_ms == 0 || self.snapshot_every_entries == 0 || self.max_payload_entries == 0 {
-            return Err("--heartbeat-interval-ms, --snapshot-every-entries and --max-payload-entries must be positive".into());
+            return Err(
+                "--heartbeat-interval-ms, --snapshot-every-entries and --max-payload-entries must be positive".into(),
+            );
         }
         Ok(NodeConfig {
             id: self.id,

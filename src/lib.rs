@@ -1,10 +1,10 @@
 //! walship: a two-node key-value store replicated by Raft (openraft), with
 //! ZooKeeper as a passive third voter that sits in every quorum.
 
-pub mod types;
-pub mod witness;
-pub mod network;
-pub mod node;
 pub mod api;
 pub mod cli;
+pub mod network;
+pub mod node;
 pub mod storage;
+pub mod types;
+pub mod witness;

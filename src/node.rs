@@ -133,20 +133,38 @@ impl Node {
         let log = LogStore::open(&cfg.data_dir).await?;
         let sm = StateMachine::open(&cfg.data_dir).await?;
 
-        let zk = ZkSession::connect(&cfg.zk, cfg.zk_session_timeout_ms, cfg.zk_op_timeout_ms, 60_000, leader_term).await?;
+        let zk = ZkSession::connect(
+            &cfg.zk,
+            cfg.zk_session_timeout_ms,
+            cfg.zk_op_timeout_ms,
+            60_000,
+            leader_term,
+        )
+        .await?;
         let witness = Arc::new(Witness::new(Arc::clone(&zk), &cfg.cluster));
         let record = witness.bootstrap().await?;
         match meta {
             Some(m) => m.ensure_cluster_id(&cfg.data_dir, &record.cluster_id)?,
             None => storage::write_meta(
                 &cfg.data_dir,
-                &storage::NodeMeta { cluster: cfg.cluster.clone(), cluster_id: record.cluster_id.clone(), node_id: cfg.id },
+                &storage::NodeMeta {
+                    cluster: cfg.cluster.clone(),
+                    cluster_id: record.cluster_id.clone(),
+                    node_id: cfg.id,
+                },
             )?,
         }
 
         let directory = Arc::new(Directory::new(Arc::clone(&zk), witness.paths().clone()));
-        let http = reqwest::Client::builder().tcp_nodelay(true).build().map_err(|e| StartError::Config(e.to_string()))?;
-        let network = NetworkFactory { directory: Arc::clone(&directory), witness: Arc::clone(&witness), http: http.clone() };
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let network = NetworkFactory {
+            directory: Arc::clone(&directory),
+            witness: Arc::clone(&witness),
+            http: http.clone(),
+        };
         let raft_config = Arc::new(
             openraft::Config {
                 cluster_name: cfg.cluster.clone(),
@@ -193,9 +211,15 @@ impl Node {
     }
 
     async fn start_raft(&self) -> Result<(), StartError> {
-        let raft = Raft::new(self.cfg.id, Arc::clone(&self.raft_config), self.network.clone(), self.log.clone(), self.sm.clone())
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            self.cfg.id,
+            Arc::clone(&self.raft_config),
+            self.network.clone(),
+            self.log.clone(),
+            self.sm.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         raft.runtime_config().elect(false);
         *self.raft.write().expect("raft lock") = Some(raft);
         Ok(())
@@ -220,8 +244,10 @@ impl Node {
                 return true;
             }
         }
-        w.entries.iter().any(|e| e.log_id.index > self.log.purged().map(|p| p.index).unwrap_or(0) && self.log.log_id_at(e.log_id.index) != Some(e.log_id))
-            || (self.log.last_log_id().is_none() && !w.entries.is_empty())
+        w.entries.iter().any(|e| {
+            e.log_id.index > self.log.purged().map(|p| p.index).unwrap_or(0)
+                && self.log.log_id_at(e.log_id.index) != Some(e.log_id)
+        }) || (self.log.last_log_id().is_none() && !w.entries.is_empty())
     }
 
     /// Makes the local log equal W's where they differ (Raft must not be running).
@@ -276,16 +302,26 @@ impl Node {
         }
         tracing::info!(last = ?self.log.last_log_id(), "standing for election");
         if let Some(raft) = self.raft() {
-            raft.trigger().elect().await.map_err(|e| StartError::Raft(e.to_string()))?;
+            raft.trigger()
+                .elect()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
         }
         Ok(())
     }
 
     /// Registers this node's `members/<id>` znode and starts the loops.
     pub async fn run_background(self: &Arc<Self>) -> Result<(), StartError> {
-        let me = MemberInfo { id: self.cfg.id, addr: self.advertise_addr() };
+        let me = MemberInfo {
+            id: self.cfg.id,
+            addr: self.advertise_addr(),
+        };
         self.zk
-            .register_ephemeral(&self.witness.paths().member(self.cfg.id), serde_json::to_vec(&me).expect("json"), Claim::Replace)
+            .register_ephemeral(
+                &self.witness.paths().member(self.cfg.id),
+                serde_json::to_vec(&me).expect("json"),
+                Claim::Replace,
+            )
             .await?;
         tokio::spawn(Arc::clone(self).failover_loop());
         tokio::spawn(Arc::clone(self).leader_znode_watch());
@@ -367,7 +403,9 @@ impl Node {
                 .await;
             let watcher = match watched {
                 Ok((data, w)) => {
-                    let holder = data.as_deref().and_then(|d| serde_json::from_slice::<LeaderInfo>(d).ok());
+                    let holder = data
+                        .as_deref()
+                        .and_then(|d| serde_json::from_slice::<LeaderInfo>(d).ok());
                     let term = self.raft().map(|r| r.metrics().borrow().current_term).unwrap_or(0);
                     let mut gone = self.leader_znode_gone.lock().expect("znode lock");
                     // Absent, or left by a leader of an older term: gone.
@@ -416,8 +454,20 @@ impl Node {
                 let m = metrics.borrow_and_update().clone();
                 if m.state == ServerState::Leader {
                     if held_term != Some(m.current_term) {
-                        let info = LeaderInfo { term: m.current_term, id: self.cfg.id, addr: self.advertise_addr() };
-                        match self.zk.register_ephemeral(&path, serde_json::to_vec(&info).expect("json"), Claim::ReplaceLowerTerm(m.current_term)).await {
+                        let info = LeaderInfo {
+                            term: m.current_term,
+                            id: self.cfg.id,
+                            addr: self.advertise_addr(),
+                        };
+                        match self
+                            .zk
+                            .register_ephemeral(
+                                &path,
+                                serde_json::to_vec(&info).expect("json"),
+                                Claim::ReplaceLowerTerm(m.current_term),
+                            )
+                            .await
+                        {
                             Ok(()) => {
                                 tracing::info!(term = m.current_term, "leading; leader znode held");
                                 held_term = Some(m.current_term);
@@ -439,8 +489,12 @@ impl Node {
                         tracing::warn!(error = %e, "cannot drop the leader znode");
                     }
                 }
-                let retry = held_term.is_none() && m.state == ServerState::Leader || (m.state == ServerState::Leader && m.snapshot > shipped);
-                let wait = if retry { Duration::from_millis(200) } else { Duration::from_secs(1) };
+                let retry = m.state == ServerState::Leader && (held_term.is_none() || m.snapshot > shipped);
+                let wait = if retry {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_secs(1)
+                };
                 tokio::select! {
                     r = metrics.changed() => if r.is_err() { break },
                     _ = tokio::time::sleep(wait) => {}

@@ -37,10 +37,19 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// the HTTP API; keys are UTF-8 (they come from a URL path).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Set { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Set {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
     /// `expect == None`: the key must be absent. `value == None`: delete it.
-    Cas { key: String, expect: Option<Vec<u8>>, value: Option<Vec<u8>> },
+    Cas {
+        key: String,
+        expect: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// What applying a [`Request`] produced.

@@ -57,14 +57,20 @@ fn check_key(key: &str) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("empty key"));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(ApiError::too_large(format!("key is {} bytes; the limit is {MAX_KEY_BYTES}", key.len())));
+        return Err(ApiError::too_large(format!(
+            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
     }
     Ok(())
 }
 
 fn check_value(v: &[u8]) -> Result<(), ApiError> {
     if v.len() > MAX_VALUE_BYTES {
-        return Err(ApiError::too_large(format!("value is {} bytes; the limit is {MAX_VALUE_BYTES}", v.len())));
+        return Err(ApiError::too_large(format!(
+            "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+            v.len()
+        )));
     }
     Ok(())
 }
@@ -73,31 +79,63 @@ async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
     let res = async {
         check_key(&key)?;
         check_value(&body)?;
-        let req = Request::Set { key: key.clone(), value: body.to_vec() };
-        write(&node, req, &headers, Method::PUT, &format!("/v1/kv/{key}"), body.clone()).await
+        let req = Request::Set {
+            key: key.clone(),
+            value: body.to_vec(),
+        };
+        write(
+            &node,
+            req,
+            &headers,
+            Method::PUT,
+            &format!("/v1/kv/{key}"),
+            body.clone(),
+        )
+        .await
     };
-    res.await.map(|(index, _)| Json(json!({ "index": index })).into_response()).unwrap_or_else(|e| e.into_response())
+    res.await
+        .map(|(index, _)| Json(json!({ "index": index })).into_response())
+        .unwrap_or_else(|e| e.into_response())
 }
 
 async fn delete_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
     let res = async {
         check_key(&key)?;
         let req = Request::Delete { key: key.clone() };
-        write(&node, req, &headers, Method::DELETE, &format!("/v1/kv/{key}"), Bytes::new()).await
+        write(
+            &node,
+            req,
+            &headers,
+            Method::DELETE,
+            &format!("/v1/kv/{key}"),
+            Bytes::new(),
+        )
+        .await
     };
-    res.await.map(|(index, _)| Json(json!({ "index": index })).into_response()).unwrap_or_else(|e| e.into_response())
+    res.await
+        .map(|(index, _)| Json(json!({ "index": index })).into_response())
+        .unwrap_or_else(|e| e.into_response())
 }
 
 /// `{"expect": string|null, "value": string|null}`, both fields required.
-fn parse_cas(body: &[u8]) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), ApiError> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
+type Expect = Option<Vec<u8>>;
+
+fn parse_cas(body: &[u8]) -> Result<(Expect, Option<Vec<u8>>), ApiError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("body must be a JSON object"))?;
     let field = |name: &str| -> Result<Option<Vec<u8>>, ApiError> {
         match obj.get(name) {
-            None => Err(ApiError::bad_request(format!("missing field \"{name}\" (use null for absent)"))),
+            None => Err(ApiError::bad_request(format!(
+                "missing field \"{name}\" (use null for absent)"
+            ))),
             Some(serde_json::Value::Null) => Ok(None),
             Some(serde_json::Value::String(s)) => Ok(Some(s.as_bytes().to_vec())),
-            Some(_) => Err(ApiError::bad_request(format!("field \"{name}\" must be a string or null"))),
+            Some(_) => Err(ApiError::bad_request(format!(
+                "field \"{name}\" must be a string or null"
+            ))),
         }
     };
     Ok((field("expect")?, field("value")?))
@@ -110,8 +148,20 @@ async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
         if let Some(v) = &value {
             check_value(v)?;
         }
-        let req = Request::Cas { key: key.clone(), expect, value };
-        write(&node, req, &headers, Method::POST, &format!("/v1/cas/{key}"), body.clone()).await
+        let req = Request::Cas {
+            key: key.clone(),
+            expect,
+            value,
+        };
+        write(
+            &node,
+            req,
+            &headers,
+            Method::POST,
+            &format!("/v1/cas/{key}"),
+            body.clone(),
+        )
+        .await
     };
     match res.await {
         Ok((_, Some(resp))) => {
@@ -148,25 +198,39 @@ async fn write(
 }
 
 async fn write_local(node: &Arc<Node>, req: Request) -> Result<Local<(u64, Option<crate::types::Response>)>, ApiError> {
-    let raft = node.raft().ok_or_else(|| ApiError::unavailable("node is restarting its raft (adopting from ZooKeeper)"))?;
+    let raft = node
+        .raft()
+        .ok_or_else(|| ApiError::unavailable("node is restarting its raft (adopting from ZooKeeper)"))?;
     let state = raft.metrics().borrow().state;
     if state == ServerState::Leader && !node.zk.is_connected() {
         return Err(ApiError::unavailable("ZooKeeper is unreachable; nothing was written"));
     }
     let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
     match tokio::time::timeout(timeout, raft.client_write(req)).await {
-        Err(_) => Err(ApiError::unknown(format!("not confirmed within {} ms; the write may or may not be applied", timeout.as_millis()))),
+        Err(_) => Err(ApiError::unknown(format!(
+            "not confirmed within {} ms; the write may or may not be applied",
+            timeout.as_millis()
+        ))),
         Ok(Ok(resp)) => Ok(Local::Done((resp.log_id.index, Some(resp.data)))),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => match f.leader_id {
             Some(l) if l != node.cfg.id => Ok(Local::Forward(l)),
             _ => Err(ApiError::unavailable("no leader at the moment; nothing was written")),
         },
-        Ok(Err(e)) => Err(ApiError::unknown(format!("write failed after it may have been proposed: {e}"))),
+        Ok(Err(e)) => Err(ApiError::unknown(format!(
+            "write failed after it may have been proposed: {e}"
+        ))),
     }
 }
 
 /// Sends the client's request to the leader and relays its answer.
-async fn forward(node: &Arc<Node>, leader: u64, headers: &HeaderMap, method: Method, path: &str, body: Bytes) -> ApiError {
+async fn forward(
+    node: &Arc<Node>,
+    leader: u64,
+    headers: &HeaderMap,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> ApiError {
     if headers.contains_key(FORWARDED) {
         return ApiError::unavailable("leadership is changing; nothing was written");
     }
@@ -187,7 +251,11 @@ async fn forward(node: &Arc<Node>, leader: u64, headers: &HeaderMap, method: Met
     match sent {
         Ok(resp) => {
             let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             match resp.bytes().await {
                 Ok(b) => ApiError::Forwarded(status, content_type, b),
                 Err(e) => ApiError::unknown(format!("leader {leader} answered but the reply was cut: {e}")),
@@ -226,7 +294,9 @@ async fn get_key(
 /// (ZooKeeper included) confirmed that just now, and it has applied up to
 /// that point. A follower sends the read to the leader instead.
 async fn linearize(node: &Arc<Node>, headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
-    let raft = node.raft().ok_or_else(|| ApiError::unavailable("node is restarting its raft"))?;
+    let raft = node
+        .raft()
+        .ok_or_else(|| ApiError::unavailable("node is restarting its raft"))?;
     let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
     match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
         Err(_) => Err(ApiError::unavailable("could not confirm leadership in time")),

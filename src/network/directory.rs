@@ -33,7 +33,11 @@ pub struct Directory {
 
 impl Directory {
     pub fn new(zk: Arc<ZkSession>, paths: Paths) -> Directory {
-        Directory { zk, paths, cache: Mutex::new(HashMap::new()) }
+        Directory {
+            zk,
+            paths,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The node's address, from cache or ZooKeeper. `None` if the node has no
@@ -60,12 +64,18 @@ impl Directory {
     pub async fn lookup(&self, id: NodeId) -> Result<Option<MemberInfo>, WitnessError> {
         let path = self.paths.member(id);
         let p = path.clone();
-        let got = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&p).await }).await;
+        let got = self
+            .zk
+            .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
+            .await;
         match got {
             Ok((bytes, _)) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| WitnessError::corrupt(&path, format!("bad member record: {e}"))),
-            Err(WitnessError::Zk { source: zookeeper_client::Error::NoNode, .. }) => Ok(None),
+            Err(WitnessError::Zk {
+                source: zookeeper_client::Error::NoNode,
+                ..
+            }) => Ok(None),
             Err(e) => Err(e),
         }
     }

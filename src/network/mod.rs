@@ -37,9 +37,15 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, _node: &openraft::BasicNode) -> Client {
         if target == WITNESS_ID {
-            Client::Witness(witness::WitnessClient { witness: Arc::clone(&self.witness) })
+            Client::Witness(witness::WitnessClient {
+                witness: Arc::clone(&self.witness),
+            })
         } else {
-            Client::Peer(peer::PeerClient { target, directory: Arc::clone(&self.directory), http: self.http.clone() })
+            Client::Peer(peer::PeerClient {
+                target,
+                directory: Arc::clone(&self.directory),
+                http: self.http.clone(),
+            })
         }
     }
 }
@@ -69,12 +75,16 @@ impl openraft::RaftNetwork<TypeConfig> for Client {
         _option: openraft::network::RPCOption,
     ) -> Result<
         openraft::raft::InstallSnapshotResponse<NodeId>,
-        openraft::error::RPCError<NodeId, openraft::BasicNode, openraft::error::RaftError<NodeId, openraft::error::InstallSnapshotError>>,
+        openraft::error::RPCError<
+            NodeId,
+            openraft::BasicNode,
+            openraft::error::RaftError<NodeId, openraft::error::InstallSnapshotError>,
+        >,
     > {
         // Snapshots travel whole through `full_snapshot` below.
-        Err(openraft::error::RPCError::Network(openraft::error::NetworkError::new(&std::io::Error::other(
-            "chunked snapshot transfer is not used by walship",
-        ))))
+        Err(openraft::error::RPCError::Network(openraft::error::NetworkError::new(
+            &std::io::Error::other("chunked snapshot transfer is not used by walship"),
+        )))
     }
 
     async fn vote(
@@ -91,7 +101,10 @@ impl openraft::RaftNetwork<TypeConfig> for Client {
         snapshot: openraft::Snapshot<TypeConfig>,
         _cancel: impl std::future::Future<Output = openraft::error::ReplicationClosed> + Send + 'static,
         option: openraft::network::RPCOption,
-    ) -> Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
+    ) -> Result<
+        openraft::raft::SnapshotResponse<NodeId>,
+        openraft::error::StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>,
+    > {
         dispatch!(self, c => c.full_snapshot(vote, snapshot, option).await)
     }
 

@@ -50,8 +50,18 @@ impl PeerClient {
     ) -> Result<Result<Resp, E>, SendError> {
         let addr = match self.directory.addr(self.target).await {
             Ok(Some(a)) => a,
-            Ok(None) => return Err(SendError::Unreachable(format!("node {} has no members znode (down)", self.target))),
-            Err(e) => return Err(SendError::Unreachable(format!("cannot look node {} up: {e}", self.target))),
+            Ok(None) => {
+                return Err(SendError::Unreachable(format!(
+                    "node {} has no members znode (down)",
+                    self.target
+                )))
+            }
+            Err(e) => {
+                return Err(SendError::Unreachable(format!(
+                    "cannot look node {} up: {e}",
+                    self.target
+                )))
+            }
         };
         let bytes = bincode::serialize(body).map_err(|e| SendError::Network(e.to_string()))?;
         let res = self
@@ -65,16 +75,24 @@ impl PeerClient {
             Ok(r) => r,
             Err(e) => {
                 self.directory.invalidate(self.target);
-                return Err(if e.is_connect() { SendError::Unreachable(e.to_string()) } else { SendError::Network(e.to_string()) });
+                return Err(if e.is_connect() {
+                    SendError::Unreachable(e.to_string())
+                } else {
+                    SendError::Network(e.to_string())
+                });
             }
         };
         if !res.status().is_success() {
             let status = res.status();
             let text = res.text().await.unwrap_or_default();
-            return Err(SendError::Network(format!("node {} answered {status}: {text}", self.target)));
+            return Err(SendError::Network(format!(
+                "node {} answered {status}: {text}",
+                self.target
+            )));
         }
         let bytes = res.bytes().await.map_err(|e| SendError::Network(e.to_string()))?;
-        bincode::deserialize(&bytes).map_err(|e| SendError::Network(format!("undecodable reply from node {}: {e}", self.target)))
+        bincode::deserialize(&bytes)
+            .map_err(|e| SendError::Network(format!("undecodable reply from node {}: {e}", self.target)))
     }
 
     fn rpc_error<E: std::error::Error>(&self, e: SendError) -> RPCError<NodeId, openraft::BasicNode, E> {
@@ -96,7 +114,11 @@ impl PeerClient {
         }
     }
 
-    pub async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
+    pub async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
         match self.call("vote", &rpc, &option).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
@@ -110,11 +132,20 @@ impl PeerClient {
         snapshot: openraft::Snapshot<TypeConfig>,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
-        let body = SnapshotBody { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
-        match self.call::<_, SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>("snapshot", &body, &option).await {
+        let body = SnapshotBody {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        match self
+            .call::<_, SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>("snapshot", &body, &option)
+            .await
+        {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(fatal)) => Err(StreamingError::Network(NetworkError::new(&fatal))),
-            Err(SendError::Unreachable(m)) => Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m)))),
+            Err(SendError::Unreachable(m)) => {
+                Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m))))
+            }
             Err(SendError::Network(m)) => Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(m)))),
         }
     }

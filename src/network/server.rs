@@ -61,7 +61,10 @@ async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     let Some(raft) = node.raft() else { return unavailable() };
     let leader_vote = req.vote;
     let res = raft.append_entries(req).await;
-    if let Ok(AppendEntriesResponse::Success | AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_)) = &res {
+    if let Ok(
+        AppendEntriesResponse::Success | AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_),
+    ) = &res
+    {
         node.note_leader_contact(leader_vote);
     }
     encode(&res)
@@ -82,7 +85,10 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Err(e) => return bad_request(e),
     };
     let Some(raft) = node.raft() else { return unavailable() };
-    let snapshot = openraft::Snapshot { meta: req.meta, snapshot: Box::new(Cursor::new(req.data)) };
+    let snapshot = openraft::Snapshot {
+        meta: req.meta,
+        snapshot: Box::new(Cursor::new(req.data)),
+    };
     node.note_leader_contact(req.vote);
     encode(&raft.install_full_snapshot(req.vote, snapshot).await)
 }

@@ -47,7 +47,11 @@ impl WitnessClient {
         self.witness.append_entries(rpc).await.map_err(rpc_error)
     }
 
-    pub async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
+    pub async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
         self.witness.vote(rpc).await.map_err(rpc_error)
     }
 

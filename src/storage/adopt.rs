@@ -55,9 +55,7 @@ impl LogStore {
                     )));
                 }
                 let local = mem.entries.get(&at.index).map(|e| e.log_id);
-                if let (Some(local), Some(c)) =
-                    (local, mem.hard.committed.filter(|c| c.index >= at.index))
-                {
+                if let (Some(local), Some(c)) = (local, mem.hard.committed.filter(|c| c.index >= at.index)) {
                     return Err(StoreError::Invariant(format!(
                         "adopting {at} would overwrite {local}, at or below the committed {c}"
                     )));
@@ -109,11 +107,7 @@ impl LogStore {
                 .map_or(snapshot_last, |(_, e)| e.log_id.max(snapshot_last));
             // Everything in the snapshot is committed; a committed id beyond
             // the remaining log would make openraft re-apply missing entries.
-            hard.committed = Some(
-                hard.committed
-                    .map_or(snapshot_last, |c| c.max(snapshot_last))
-                    .min(last),
-            );
+            hard.committed = Some(hard.committed.map_or(snapshot_last, |c| c.max(snapshot_last)).min(last));
             disk.save_hard(hard.clone())?;
             disk.remove_purged_segments(snapshot_last.index)?;
             let mut mem = write(lock);

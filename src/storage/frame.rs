@@ -73,10 +73,7 @@ pub fn scan_records(
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
         let body = &rest[RECORD_HEADER_BYTES..];
         if body.len() < len {
-            return torn(&format!(
-                "record claims {len} bytes, only {} remain",
-                body.len()
-            ));
+            return torn(&format!("record claims {len} bytes, only {} remain", body.len()));
         }
         let payload = &body[..len];
         let actual = crc32fast::hash(payload);
@@ -119,11 +116,7 @@ pub fn read_checked_file(path: &Path, magic: &[u8; MAGIC_BYTES]) -> Result<Optio
     let body = &bytes[MAGIC_BYTES..];
     scan_records(path, body, MAGIC_BYTES as u64, false, |offset, p| {
         if payload.is_some() {
-            return Err(StoreError::corrupt(
-                path,
-                offset,
-                "trailing bytes after the record",
-            ));
+            return Err(StoreError::corrupt(path, offset, "trailing bytes after the record"));
         }
         payload = Some(p.to_vec());
         Ok(())
@@ -138,8 +131,7 @@ pub fn read_checked_file(path: &Path, magic: &[u8; MAGIC_BYTES]) -> Result<Optio
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     let mut f = File::create(&tmp).map_err(|e| StoreError::io("create", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| StoreError::io("write", &tmp, e))?;
+    f.write_all(bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
     f.sync_all().map_err(|e| StoreError::io("fsync", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, path).map_err(|e| StoreError::io("rename into place", path, e))?;

@@ -99,13 +99,9 @@ impl LogStore {
         Self::open_with_segment_max_bytes(data_dir, SEGMENT_MAX_BYTES_DEFAULT).await
     }
 
-    pub async fn open_with_segment_max_bytes(
-        data_dir: &Path,
-        segment_max_bytes: u64,
-    ) -> Result<Self> {
+    pub async fn open_with_segment_max_bytes(data_dir: &Path, segment_max_bytes: u64) -> Result<Self> {
         let raft_dir = data_dir.join("raft");
-        let (disk, entries) =
-            tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes)).await??;
+        let (disk, entries) = tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes)).await??;
         let mem = Mem {
             entries,
             hard: disk.hard().clone(),
@@ -136,9 +132,10 @@ impl LogStore {
     ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut disk = inner.disk.lock().map_err(|_| {
-                StoreError::Poisoned("a storage task panicked while writing".into())
-            })?;
+            let mut disk = inner
+                .disk
+                .lock()
+                .map_err(|_| StoreError::Poisoned("a storage task panicked while writing".into()))?;
             op(&mut disk, &inner.mem)
         })
         .await?
@@ -175,17 +172,10 @@ impl LogStore {
 
     /// Copies of the entries with index in `range`.
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Vec<Entry> {
-        self.mem()
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect()
+        self.mem().entries.range(range).map(|(_, e)| e.clone()).collect()
     }
 
-    async fn save_hard_with(
-        &self,
-        change: impl FnOnce(&mut HardState) + Send + 'static,
-    ) -> Result<()> {
+    async fn save_hard_with(&self, change: impl FnOnce(&mut HardState) + Send + 'static) -> Result<()> {
         self.run(move |disk, lock| {
             let mut hard = read(lock).hard.clone();
             change(&mut hard);
@@ -261,11 +251,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     /// Writes the whole batch with one write and one fdatasync, then reports
     /// it flushed: one fsync per call however many entries (group commit).
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -281,12 +267,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 // Entries at or below the purged id are already in the
                 // snapshot; openraft's suite appends such entries, and keeping
                 // them would put the log behind its own purged id.
-                let skip = purged.map_or(0, |p| {
-                    entries
-                        .iter()
-                        .take_while(|e| e.log_id.index <= p.index)
-                        .count()
-                });
+                let skip = purged.map_or(0, |p| entries.iter().take_while(|e| e.log_id.index <= p.index).count());
                 let entries = entries.split_off(skip);
                 let Some(first) = entries.first() else {
                     return Ok(());

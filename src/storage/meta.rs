@@ -33,14 +33,8 @@ impl NodeMeta {
         }
         Err(StoreError::ForeignDataDir {
             path: data_dir.to_path_buf(),
-            found: format!(
-                "cluster {:?} with cluster_id {:?}",
-                self.cluster, self.cluster_id
-            ),
-            expected: format!(
-                "in cluster {:?} with cluster_id {:?}",
-                self.cluster, cluster_id
-            ),
+            found: format!("cluster {:?} with cluster_id {:?}", self.cluster, self.cluster_id),
+            expected: format!("in cluster {:?} with cluster_id {:?}", self.cluster, cluster_id),
         })
     }
 }
@@ -64,11 +58,7 @@ pub fn read_meta(data_dir: &Path) -> Result<Option<NodeMeta>> {
 /// `node_id`. `None` means a fresh dir: the caller learns the cluster id from
 /// ZooKeeper and calls [`write_meta`] before it writes any Raft data. A dir
 /// holding Raft data but no `node.meta` is refused, since its owner is unknown.
-pub fn open_or_init_meta(
-    data_dir: &Path,
-    cluster: &str,
-    node_id: NodeId,
-) -> Result<Option<NodeMeta>> {
+pub fn open_or_init_meta(data_dir: &Path, cluster: &str, node_id: NodeId) -> Result<Option<NodeMeta>> {
     frame::create_dir_durable(data_dir)?;
     match read_meta(data_dir)? {
         Some(meta) if meta.cluster == cluster && meta.node_id == node_id => Ok(Some(meta)),

@@ -80,9 +80,8 @@ impl Disk {
         })?;
         let state_path = raft_dir.join("state");
         let hard = match frame::read_checked_file(&state_path, STATE_MAGIC)? {
-            Some(p) => bincode::deserialize(&p).map_err(|e| {
-                StoreError::corrupt(&state_path, 0, format!("undecodable raft state: {e}"))
-            })?,
+            Some(p) => bincode::deserialize(&p)
+                .map_err(|e| StoreError::corrupt(&state_path, 0, format!("undecodable raft state: {e}")))?,
             None => HardState::default(),
         };
         let mut disk = Disk {
@@ -106,24 +105,19 @@ impl Disk {
     fn load_segments(&mut self) -> Result<BTreeMap<u64, Entry>> {
         let purged = purged_index(&self.hard);
         let mut found = Vec::new();
-        let dir_entries =
-            fs::read_dir(&self.log_dir).map_err(|e| StoreError::io("list", &self.log_dir, e))?;
+        let dir_entries = fs::read_dir(&self.log_dir).map_err(|e| StoreError::io("list", &self.log_dir, e))?;
         for dir_entry in dir_entries {
-            let path = dir_entry
-                .map_err(|e| StoreError::io("list", &self.log_dir, e))?
-                .path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
+            let path = dir_entry.map_err(|e| StoreError::io("list", &self.log_dir, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             match name
                 .strip_suffix(".log")
                 .filter(|d| d.len() == 20)
                 .map(str::parse::<u64>)
             {
                 Some(Ok(first_index)) => found.push((first_index, path)),
-                _ if name.ends_with(".tmp") => fs::remove_file(&path)
-                    .map_err(|e| StoreError::io("remove leftover", &path, e))?,
+                _ if name.ends_with(".tmp") => {
+                    fs::remove_file(&path).map_err(|e| StoreError::io("remove leftover", &path, e))?
+                }
                 _ => {
                     tracing::warn!(path = %path.display(), "ignoring unexpected file in the log directory")
                 }
@@ -138,13 +132,11 @@ impl Disk {
             let bytes = fs::read(&path).map_err(|e| StoreError::io("read", &path, e))?;
             let mut offsets = Vec::new();
             let end = frame::scan_records(&path, &bytes, 0, is_last, |offset, payload| {
-                let entry: Entry = bincode::deserialize(payload).map_err(|e| {
-                    StoreError::corrupt(&path, offset, format!("undecodable log entry: {e}"))
-                })?;
+                let entry: Entry = bincode::deserialize(payload)
+                    .map_err(|e| StoreError::corrupt(&path, offset, format!("undecodable log entry: {e}")))?;
                 let want = first_index + offsets.len() as u64;
                 if entry.log_id.index != want {
-                    let reason =
-                        format!("record holds index {}, expected {want}", entry.log_id.index);
+                    let reason = format!("record holds index {}, expected {want}", entry.log_id.index);
                     return Err(StoreError::corrupt(&path, offset, reason));
                 }
                 offsets.push(offset);
@@ -217,8 +209,7 @@ impl Disk {
         }
         if let (Some(p), Some((&first, _))) = (purged, entries.first_key_value()) {
             if first != p + 1 {
-                let reason =
-                    format!("first kept entry is {first}, but entries up to {p} were purged");
+                let reason = format!("first kept entry is {first}, but entries up to {p} were purged");
                 return Err(StoreError::corrupt(&self.state_path, 0, reason));
             }
         }
@@ -326,8 +317,7 @@ impl Disk {
             d.active = None;
             let mut removed = false;
             while let Some(seg) = d.segments.last().filter(|s| s.first_index >= index) {
-                fs::remove_file(&seg.path)
-                    .map_err(|e| StoreError::io("remove log segment", &seg.path, e))?;
+                fs::remove_file(&seg.path).map_err(|e| StoreError::io("remove log segment", &seg.path, e))?;
                 d.segments.pop();
                 removed = true;
             }
@@ -357,8 +347,7 @@ impl Disk {
                 if seg.next_index() > upto_index + 1 {
                     break;
                 }
-                fs::remove_file(&seg.path)
-                    .map_err(|e| StoreError::io("remove log segment", &seg.path, e))?;
+                fs::remove_file(&seg.path).map_err(|e| StoreError::io("remove log segment", &seg.path, e))?;
                 removed += 1;
             }
             if removed > 0 {
@@ -378,7 +367,6 @@ fn cut_file(path: &Path, len_bytes: u64) -> Result<()> {
         .write(true)
         .open(path)
         .map_err(|e| StoreError::io("open", path, e))?;
-    f.set_len(len_bytes)
-        .map_err(|e| StoreError::io("truncate", path, e))?;
+    f.set_len(len_bytes).map_err(|e| StoreError::io("truncate", path, e))?;
     f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
 }

@@ -54,10 +54,7 @@ fn verify_data(data: &[u8]) -> Result<&[u8], (u64, String)> {
     if body.len() as u64 != body_len {
         return Err((
             8,
-            format!(
-                "snapshot body should be {body_len} bytes, is {}",
-                body.len()
-            ),
+            format!("snapshot body should be {body_len} bytes, is {}", body.len()),
         ));
     }
     let actual = crc32fast::hash(body);
@@ -78,8 +75,7 @@ pub fn decode_data(data: &[u8], meta: &SnapshotMeta, origin: &str) -> Result<SmC
         reason,
     };
     let body = verify_data(data).map_err(|(off, why)| bad(format!("at byte {off}: {why}")))?;
-    let content: SmContent =
-        bincode::deserialize(body).map_err(|e| bad(format!("undecodable: {e}")))?;
+    let content: SmContent = bincode::deserialize(body).map_err(|e| bad(format!("undecodable: {e}")))?;
     if content.applied != meta.last_log_id || content.membership != meta.last_membership {
         return Err(bad(format!(
             "data holds applied {:?} / membership {:?}, but its meta says {:?} / {:?}",
@@ -94,8 +90,7 @@ pub fn write_file(path: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
         what: "snapshot meta",
         source,
     })?;
-    let mut bytes =
-        Vec::with_capacity(8 + frame::RECORD_HEADER_BYTES + meta_bytes.len() + data.len());
+    let mut bytes = Vec::with_capacity(8 + frame::RECORD_HEADER_BYTES + meta_bytes.len() + data.len());
     bytes.extend_from_slice(FILE_MAGIC);
     frame::encode_record(&mut bytes, &meta_bytes, path)?;
     bytes.extend_from_slice(data);
@@ -130,12 +125,10 @@ pub fn read_file(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>> {
         meta_payload = Some(p.to_vec());
         Ok(())
     })?;
-    let meta_payload =
-        meta_payload.ok_or_else(|| StoreError::corrupt(path, 8, "missing meta record"))?;
+    let meta_payload = meta_payload.ok_or_else(|| StoreError::corrupt(path, 8, "missing meta record"))?;
     let meta: SnapshotMeta = bincode::deserialize(&meta_payload)
         .map_err(|e| StoreError::corrupt(path, 8, format!("undecodable snapshot meta: {e}")))?;
     let data = bytes.split_off(data_start);
-    verify_data(&data)
-        .map_err(|(off, why)| StoreError::corrupt(path, data_start as u64 + off, why))?;
+    verify_data(&data).map_err(|(off, why)| StoreError::corrupt(path, data_start as u64 + off, why))?;
     Ok(Some((meta, data)))
 }

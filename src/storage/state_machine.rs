@@ -110,9 +110,7 @@ impl StateMachine {
             content: RwLock::new(content),
             snapshot_meta: Mutex::new(meta),
         };
-        Ok(StateMachine {
-            inner: Arc::new(inner),
-        })
+        Ok(StateMachine { inner: Arc::new(inner) })
     }
 
     fn content(&self) -> RwLockReadGuard<'_, SmContent> {
@@ -145,10 +143,7 @@ impl StateMachine {
     pub async fn current_snapshot_bytes(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let _guard = inner
-                .snapshot_meta
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let _guard = inner.snapshot_meta.lock().unwrap_or_else(|e| e.into_inner());
             snapshot::read_file(&inner.snapshot_path)
         })
         .await?
@@ -171,10 +166,7 @@ impl StateMachine {
         tokio::task::spawn_blocking(move || {
             let origin = format!("snapshot {}", meta.snapshot_id);
             let content = snapshot::decode_data(&data, &meta, &origin)?;
-            let mut current = inner
-                .snapshot_meta
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut current = inner.snapshot_meta.lock().unwrap_or_else(|e| e.into_inner());
             snapshot::write_file(&inner.snapshot_path, &meta, &data)?;
             *current = Some(meta);
             *inner.content.write().unwrap_or_else(|e| e.into_inner()) = content;
@@ -194,10 +186,7 @@ impl StateMachine {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
             let snapshot_id = match content.applied {
-                Some(l) => format!(
-                    "{}-{}-{}-{millis}",
-                    l.leader_id.term, l.leader_id.node_id, l.index
-                ),
+                Some(l) => format!("{}-{}-{}-{millis}", l.leader_id.term, l.leader_id.node_id, l.index),
                 None => format!("none-{millis}"),
             };
             let meta = SnapshotMeta {
@@ -205,15 +194,9 @@ impl StateMachine {
                 last_membership: content.membership,
                 snapshot_id,
             };
-            let mut current = inner
-                .snapshot_meta
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut current = inner.snapshot_meta.lock().unwrap_or_else(|e| e.into_inner());
             // An install that ran meanwhile may have left a newer snapshot.
-            if current
-                .as_ref()
-                .is_none_or(|c| c.last_log_id <= meta.last_log_id)
-            {
+            if current.as_ref().is_none_or(|c| c.last_log_id <= meta.last_log_id) {
                 snapshot::write_file(&inner.snapshot_path, &meta, &data)?;
                 *current = Some(meta.clone());
             }
@@ -260,11 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut c = self
-            .inner
-            .content
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut c = self.inner.content.write().unwrap_or_else(|e| e.into_inner());
         let mut replies = Vec::new();
         for entry in entries {
             c.applied = Some(entry.log_id);
@@ -296,12 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.install_snapshot_bytes(meta, snapshot.into_inner(), false)
             .await
             .map(|_| ())
-            .map_err(|e| {
-                e.into_raft(
-                    ErrorSubject::Snapshot(Some(meta.signature())),
-                    ErrorVerb::Write,
-                )
-            })
+            .map_err(|e| e.into_raft(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -63,14 +63,20 @@ pub enum WitnessError {
 
 impl WitnessError {
     pub fn corrupt(path: &str, reason: impl Into<String>) -> WitnessError {
-        WitnessError::Corrupt { path: path.to_string(), reason: reason.into() }
+        WitnessError::Corrupt {
+            path: path.to_string(),
+            reason: reason.into(),
+        }
     }
     pub fn from_zk(what: &str, source: zk::Error) -> WitnessError {
         match source {
             zk::Error::ConnectionLoss | zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::NoHosts => {
                 WitnessError::Unreachable(format!("{what}: {source}"))
             }
-            source => WitnessError::Zk { what: what.to_string(), source },
+            source => WitnessError::Zk {
+                what: what.to_string(),
+                source,
+            },
         }
     }
     fn is_zk(&self, e: zk::Error) -> bool {
@@ -81,6 +87,10 @@ impl WitnessError {
         matches!(self, WitnessError::Timeout { .. } | WitnessError::Unreachable(_))
     }
 }
+
+/// One multi of an append: its ops, the segments it creates (first index,
+/// log ids) and the last log id it leaves W with.
+type Batch = (Vec<Op>, Vec<(u64, Vec<LogId>)>, LogId);
 
 /// One write op inside a multi.
 enum Op {
@@ -116,7 +126,10 @@ impl View {
         match self.segment_of(index) {
             None => Slot::Absent,
             Some(first) => match &self.segments[&first] {
-                Some(ids) => ids.get((index - first) as usize).map(|l| Slot::Present(*l)).unwrap_or(Slot::Absent),
+                Some(ids) => ids
+                    .get((index - first) as usize)
+                    .map(|l| Slot::Present(*l))
+                    .unwrap_or(Slot::Absent),
                 None => unreachable!("segment {first} consulted before it was loaded"),
             },
         }
@@ -181,7 +194,11 @@ pub struct Witness {
 
 impl Witness {
     pub fn new(zk: Arc<ZkSession>, cluster: &str) -> Witness {
-        Witness { zk, paths: Paths::new(cluster), view: Mutex::new(None) }
+        Witness {
+            zk,
+            paths: Paths::new(cluster),
+            view: Mutex::new(None),
+        }
     }
 
     pub fn paths(&self) -> &Paths {
@@ -194,7 +211,11 @@ impl Witness {
 
     /// W's last log id as this node last saw it (for status; not a decision).
     pub fn cached_last_log_id(&self) -> Option<LogId> {
-        self.view.lock().expect("view lock").as_ref().and_then(|v| v.record.last_log_id)
+        self.view
+            .lock()
+            .expect("view lock")
+            .as_ref()
+            .and_then(|v| v.record.last_log_id)
     }
 
     // ---- genesis -------------------------------------------------------
@@ -206,10 +227,16 @@ impl Witness {
     pub async fn bootstrap(&self) -> Result<WitnessRecord, WitnessError> {
         let root = self.paths.root.clone();
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        self.zk.run(&format!("mkdir {root}"), |c| async move { c.mkdir(&root, &opts).await }).await?;
+        self.zk
+            .run(&format!("mkdir {root}"), |c| async move { c.mkdir(&root, &opts).await })
+            .await?;
         let members = self.paths.members_dir();
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        self.zk.run(&format!("mkdir {members}"), |c| async move { c.mkdir(&members, &opts).await }).await?;
+        self.zk
+            .run(&format!("mkdir {members}"), |c| async move {
+                c.mkdir(&members, &opts).await
+            })
+            .await?;
         match self.read_record().await {
             Ok((record, _)) => return Ok(record),
             Err(e) if e.is_zk(zk::Error::NoNode) => {}
@@ -231,7 +258,11 @@ impl Witness {
         ];
         match self.multi("create the cluster (genesis)", None, ops).await {
             Ok(_) => {
-                tracing::info!(cluster_id = record.cluster_id, path = self.paths.root, "created cluster genesis in ZooKeeper");
+                tracing::info!(
+                    cluster_id = record.cluster_id,
+                    path = self.paths.root,
+                    "created cluster genesis in ZooKeeper"
+                );
                 Ok(record)
             }
             Err(e) if e.is_zk(zk::Error::NodeExists) => Ok(self.read_record().await?.0),
@@ -243,7 +274,10 @@ impl Witness {
 
     async fn read_record(&self) -> Result<(WitnessRecord, i32), WitnessError> {
         let path = self.paths.witness();
-        let (bytes, stat) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&path).await }).await?;
+        let (bytes, stat) = self
+            .zk
+            .run(&format!("get {path}"), |c| async move { c.get_data(&path).await })
+            .await?;
         let record = record::decode_record(&bytes, &self.paths.witness()).map_err(|e| {
             WitnessError::Identity(format!(
                 "{} does not hold a walship witness record ({e}); is this ZooKeeper path used by something else?",
@@ -257,10 +291,15 @@ impl Witness {
     /// server cannot show an older W than a write this node already saw.
     async fn load_view(&self) -> Result<View, WitnessError> {
         let root = self.paths.root.clone();
-        self.zk.run(&format!("sync {root}"), |c| async move { c.sync(&root).await }).await?;
+        self.zk
+            .run(&format!("sync {root}"), |c| async move { c.sync(&root).await })
+            .await?;
         let (record, version) = self.read_record().await?;
         let wal = self.paths.wal_dir();
-        let children = self.zk.run(&format!("list {wal}"), |c| async move { c.list_children(&wal).await }).await?;
+        let children = self
+            .zk
+            .run(&format!("list {wal}"), |c| async move { c.list_children(&wal).await })
+            .await?;
         let purged = record.purged().map(|p| p.index);
         let mut firsts: Vec<u64> = children.iter().filter_map(|n| record::parse_segment_name(n)).collect();
         firsts.sort_unstable();
@@ -275,13 +314,20 @@ impl Witness {
                 segments.insert(*first, None);
             }
         }
-        Ok(View { version, record, segments })
+        Ok(View {
+            version,
+            record,
+            segments,
+        })
     }
 
     async fn read_segment(&self, first: u64) -> Result<Vec<Entry>, WitnessError> {
         let path = self.paths.segment(first);
         let p = path.clone();
-        let (bytes, _) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&p).await }).await?;
+        let (bytes, _) = self
+            .zk
+            .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
+            .await?;
         record::decode_segment(&bytes, &path, first)
     }
 
@@ -298,7 +344,8 @@ impl Witness {
             .collect();
         for first in wanted {
             let entries = self.read_segment(first).await?;
-            view.segments.insert(first, Some(entries.iter().map(|e| e.log_id).collect()));
+            view.segments
+                .insert(first, Some(entries.iter().map(|e| e.log_id).collect()));
         }
         Ok(())
     }
@@ -315,7 +362,12 @@ impl Witness {
 
     /// Runs one multi. With `check_version`, the first op is
     /// `check(witness, version)`, and its failure is `VersionMismatch`.
-    async fn multi(&self, what: &str, check_version: Option<i32>, ops: Vec<Op>) -> Result<Vec<zk::MultiWriteResult>, WitnessError> {
+    async fn multi(
+        &self,
+        what: &str,
+        check_version: Option<i32>,
+        ops: Vec<Op>,
+    ) -> Result<Vec<zk::MultiWriteResult>, WitnessError> {
         let witness = self.paths.witness();
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         let res = self
@@ -334,11 +386,10 @@ impl Witness {
                 }
                 match w.commit().await {
                     Ok(r) => Ok(Ok(r)),
-                    Err(zk::MultiWriteError::OperationFailed { index: 0, source: zk::Error::BadVersion | zk::Error::NoNode })
-                        if check_version.is_some() =>
-                    {
-                        Ok(Err(()))
-                    }
+                    Err(zk::MultiWriteError::OperationFailed {
+                        index: 0,
+                        source: zk::Error::BadVersion | zk::Error::NoNode,
+                    }) if check_version.is_some() => Ok(Err(())),
                     Err(e) => Err(zk::Error::from(e)),
                 }
             })
@@ -348,7 +399,13 @@ impl Witness {
 
     /// Writes W's record alone (a vote), guarded by the view's version.
     async fn write_record(&self, view: &mut View, record: WitnessRecord, what: &str) -> Result<(), WitnessError> {
-        let res = self.multi(what, Some(view.version), vec![Op::Set(self.paths.witness(), record::encode_record(&record))]).await?;
+        let res = self
+            .multi(
+                what,
+                Some(view.version),
+                vec![Op::Set(self.paths.witness(), record::encode_record(&record))],
+            )
+            .await?;
         view.version = set_version(&res)?;
         view.record = record;
         Ok(())
@@ -368,13 +425,19 @@ impl Witness {
     }
 
     /// AppendEntries(req), see [`rules::decide_append`].
-    pub async fn append_entries(&self, req: AppendEntriesRequest<TypeConfig>) -> Result<AppendEntriesResponse<u64>, WitnessError> {
+    pub async fn append_entries(
+        &self,
+        req: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<u64>, WitnessError> {
         let w = self;
         let req = &req;
         with_view!(self, "append", |view| {
             {
                 // Load the log ids the rules will consult.
-                let lo = req.prev_log_id.map(|p| p.index).or(req.entries.first().map(|e| e.log_id.index));
+                let lo = req
+                    .prev_log_id
+                    .map(|p| p.index)
+                    .or(req.entries.first().map(|e| e.log_id.index));
                 let hi = req.entries.last().map(|e| e.log_id.index).or(lo);
                 if let (Some(lo), Some(hi), Some(last)) = (lo, hi, view.last_index()) {
                     w.load_segments(view, lo, hi.min(last)).await?;
@@ -394,7 +457,11 @@ impl Witness {
                         w.multi("witness heartbeat", Some(view.version), vec![]).await?;
                         Ok(AppendEntriesResponse::Success)
                     }
-                    AppendDecision::Accept { record, truncate_from, append } => {
+                    AppendDecision::Accept {
+                        record,
+                        truncate_from,
+                        append,
+                    } => {
                         w.apply_append(view, record, truncate_from, append).await?;
                         Ok(AppendEntriesResponse::Success)
                     }
@@ -427,18 +494,25 @@ impl Witness {
                 let bytes = record::encode_segment(&kept);
                 ops_bytes += bytes.len();
                 ops.push(Op::Set(self.paths.segment(first), bytes));
-                view.segments.insert(first, Some(kept.iter().map(|e| e.log_id).collect()));
+                view.segments
+                    .insert(first, Some(kept.iter().map(|e| e.log_id).collect()));
             }
         }
 
         // Pack entries into segments no bigger than one multi.
-        let mut batches: Vec<(Vec<Op>, Vec<(u64, Vec<LogId>)>, LogId)> = Vec::new();
+        let mut batches: Vec<Batch> = Vec::new();
         let mut seg_bytes = record::encode_segment([]);
         let mut seg_ids: Vec<LogId> = Vec::new();
         let mut new_segs: Vec<(u64, Vec<LogId>)> = Vec::new();
-        let flush_segment = |ops: &mut Vec<Op>, seg_bytes: &mut Vec<u8>, seg_ids: &mut Vec<LogId>, new_segs: &mut Vec<(u64, Vec<LogId>)>| {
+        let flush_segment = |ops: &mut Vec<Op>,
+                             seg_bytes: &mut Vec<u8>,
+                             seg_ids: &mut Vec<LogId>,
+                             new_segs: &mut Vec<(u64, Vec<LogId>)>| {
             if let Some(first) = seg_ids.first() {
-                ops.push(Op::Create(self.paths.segment(first.index), std::mem::replace(seg_bytes, record::encode_segment([]))));
+                ops.push(Op::Create(
+                    self.paths.segment(first.index),
+                    std::mem::replace(seg_bytes, record::encode_segment([])),
+                ));
                 new_segs.push((first.index, std::mem::take(seg_ids)));
             }
         };
@@ -446,7 +520,10 @@ impl Witness {
             let bytes = record::entry_bytes(e);
             if ops_bytes + seg_bytes.len() + bytes.len() > MAX_MULTI_BYTES && !seg_ids.is_empty() {
                 flush_segment(&mut ops, &mut seg_bytes, &mut seg_ids, &mut new_segs);
-                let last = new_segs.last().and_then(|(_, ids)| ids.last().copied()).expect("segment not empty");
+                let last = new_segs
+                    .last()
+                    .and_then(|(_, ids)| ids.last().copied())
+                    .expect("segment not empty");
                 batches.push((std::mem::take(&mut ops), std::mem::take(&mut new_segs), last));
                 ops_bytes = 0;
             }
@@ -479,13 +556,15 @@ impl Witness {
     /// snapshot replication to W) and drops the WAL segments it covers, in
     /// the same multi that points W's record at it. Returns W's vote.
     pub async fn install_snapshot(&self, vote: Vote, meta: SnapshotMeta, data: Vec<u8>) -> Result<Vote, WitnessError> {
-        let Some(snap_last) = meta.last_log_id else { return Ok(vote) };
+        let Some(snap_last) = meta.last_log_id else {
+            return Ok(vote);
+        };
         // Upload the chunks first; unreferenced until the final multi.
         let view = match self.take_view() {
             Some(v) => v,
             None => self.load_view().await?,
         };
-        if !(vote >= view.record.vote) {
+        if !rules::vote_reaches(&vote, &view.record.vote) {
             let v = view.record.vote;
             self.put_view(view);
             return Ok(v);
@@ -496,11 +575,21 @@ impl Witness {
         }
         self.put_view(view);
         let chunk_bytes = MAX_MULTI_BYTES - 1024;
-        let chunks: Vec<&[u8]> = if data.is_empty() { vec![&data[..]] } else { data.chunks(chunk_bytes).collect() };
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![&data[..]]
+        } else {
+            data.chunks(chunk_bytes).collect()
+        };
         let dir = self.paths.snapshot_dir(&meta.snapshot_id);
         let d = dir.clone();
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        match self.zk.run(&format!("create {dir}"), |c| async move { c.create(&d, &[], &opts).await.map(|_| ()) }).await {
+        match self
+            .zk
+            .run(&format!("create {dir}"), |c| async move {
+                c.create(&d, &[], &opts).await.map(|_| ())
+            })
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.is_zk(zk::Error::NodeExists) => {}
             Err(e) => return Err(e),
@@ -508,10 +597,18 @@ impl Witness {
         for (i, chunk) in chunks.iter().enumerate() {
             let path = self.paths.chunk(&meta.snapshot_id, i as u32);
             let bytes = record::encode_chunk(chunk);
-            match self.multi(&format!("create {path}"), None, vec![Op::Create(path.clone(), bytes.clone())]).await {
+            match self
+                .multi(
+                    &format!("create {path}"),
+                    None,
+                    vec![Op::Create(path.clone(), bytes.clone())],
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.is_zk(zk::Error::NodeExists) => {
-                    self.multi(&format!("set {path}"), None, vec![Op::Set(path, bytes)]).await?;
+                    self.multi(&format!("set {path}"), None, vec![Op::Set(path, bytes)])
+                        .await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -526,70 +623,73 @@ impl Witness {
         let mut leftover: Vec<String> = Vec::new();
         let w = self;
         let result = with_view!(self, "witness snapshot", |view| {
-                let w = w;
-                let sref = sref.clone();
-                leftover.clear();
-                {
-                    if !(vote >= view.record.vote) {
-                        return Ok(view.record.vote);
-                    }
-                    if view.record.purged() >= Some(snap_last) {
-                        return Ok(vote);
-                    }
-                    let mut next = view.record.clone();
-                    let old = next.snapshot.replace(sref);
-                    if next.last_log_id < Some(snap_last) {
-                        next.last_log_id = Some(snap_last);
-                    }
-                    if next.committed < Some(snap_last) {
-                        next.committed = Some(snap_last);
-                    }
-                    // Keep the WAL after the snapshot only if it continues it.
-                    if view.last_index() >= Some(snap_last.index) {
-                        w.load_segments(view, snap_last.index, snap_last.index).await?;
-                    }
-                    let keeps_tail = view.slot(snap_last.index) == Slot::Present(snap_last);
-                    let firsts: Vec<u64> = view.segments.keys().copied().collect();
-                    let mut doomed = Vec::new();
-                    for (i, first) in firsts.iter().enumerate() {
-                        let last = firsts.get(i + 1).map(|n| n - 1).or(view.last_index()).unwrap_or(*first);
-                        if !keeps_tail || last <= snap_last.index {
-                            doomed.push(*first);
-                        }
-                    }
-                    if !keeps_tail {
-                        next.last_log_id = Some(snap_last);
-                    }
-                    let mut ops: Vec<Op> = Vec::new();
-                    for first in &doomed {
-                        let p = w.paths.segment(*first);
-                        if ops.len() < MAX_DELETES_PER_MULTI {
-                            ops.push(Op::Delete(p));
-                        } else {
-                            leftover.push(p);
-                        }
-                    }
-                    if let Some(old) = old {
-                        for i in 0..old.chunk_count {
-                            leftover.push(w.paths.chunk(&old.meta.snapshot_id, i));
-                        }
-                        leftover.push(w.paths.snapshot_dir(&old.meta.snapshot_id));
-                    }
-                    ops.push(Op::Set(w.paths.witness(), record::encode_record(&next)));
-                    let res = w.multi("witness snapshot", Some(view.version), ops).await?;
-                    view.version = set_version(&res)?;
-                    view.record = next;
-                    for first in doomed {
-                        view.segments.remove(&first);
-                    }
-                    Ok(vote)
+            let sref = sref.clone();
+            leftover.clear();
+            {
+                if !rules::vote_reaches(&vote, &view.record.vote) {
+                    return Ok(view.record.vote);
                 }
-            })?;
+                if view.record.purged() >= Some(snap_last) {
+                    return Ok(vote);
+                }
+                let mut next = view.record.clone();
+                let old = next.snapshot.replace(sref);
+                if next.last_log_id < Some(snap_last) {
+                    next.last_log_id = Some(snap_last);
+                }
+                if next.committed < Some(snap_last) {
+                    next.committed = Some(snap_last);
+                }
+                // Keep the WAL after the snapshot only if it continues it.
+                if view.last_index() >= Some(snap_last.index) {
+                    w.load_segments(view, snap_last.index, snap_last.index).await?;
+                }
+                let keeps_tail = view.slot(snap_last.index) == Slot::Present(snap_last);
+                let firsts: Vec<u64> = view.segments.keys().copied().collect();
+                let mut doomed = Vec::new();
+                for (i, first) in firsts.iter().enumerate() {
+                    let last = firsts.get(i + 1).map(|n| n - 1).or(view.last_index()).unwrap_or(*first);
+                    if !keeps_tail || last <= snap_last.index {
+                        doomed.push(*first);
+                    }
+                }
+                if !keeps_tail {
+                    next.last_log_id = Some(snap_last);
+                }
+                let mut ops: Vec<Op> = Vec::new();
+                for first in &doomed {
+                    let p = w.paths.segment(*first);
+                    if ops.len() < MAX_DELETES_PER_MULTI {
+                        ops.push(Op::Delete(p));
+                    } else {
+                        leftover.push(p);
+                    }
+                }
+                if let Some(old) = old {
+                    for i in 0..old.chunk_count {
+                        leftover.push(w.paths.chunk(&old.meta.snapshot_id, i));
+                    }
+                    leftover.push(w.paths.snapshot_dir(&old.meta.snapshot_id));
+                }
+                ops.push(Op::Set(w.paths.witness(), record::encode_record(&next)));
+                let res = w.multi("witness snapshot", Some(view.version), ops).await?;
+                view.version = set_version(&res)?;
+                view.record = next;
+                for first in doomed {
+                    view.segments.remove(&first);
+                }
+                Ok(vote)
+            }
+        })?;
         // Garbage behind the snapshot: not part of W's log any more, so
         // deleting it needs no check; a failure only leaves garbage.
         for path in leftover {
             let p = path.clone();
-            if let Err(e) = self.zk.run(&format!("delete {path}"), |c| async move { c.delete(&p, None).await }).await {
+            if let Err(e) = self
+                .zk
+                .run(&format!("delete {path}"), |c| async move { c.delete(&p, None).await })
+                .await
+            {
                 if !e.is_zk(zk::Error::NoNode) {
                     tracing::warn!(path, error = %e, "could not delete compacted znode");
                 }
@@ -614,7 +714,11 @@ impl Witness {
             let view = self.load_view().await?;
             let record = view.record.clone();
             let whole = attempt < WHOLE_LOG_TRIES;
-            let upto = if whole { record.last_log_id } else { std::cmp::max(record.committed, record.purged()) };
+            let upto = if whole {
+                record.last_log_id
+            } else {
+                std::cmp::max(record.committed, record.purged())
+            };
             let mut snapshot = None;
             let mut start = from_index;
             if let Some(purged) = record.purged() {
@@ -638,7 +742,10 @@ impl Witness {
                         continue;
                     }
                     match self.read_segment(*first).await {
-                        Ok(seg) => entries.extend(seg.into_iter().filter(|e| e.log_id.index >= start && e.log_id.index <= seg_last)),
+                        Ok(seg) => entries.extend(
+                            seg.into_iter()
+                                .filter(|e| e.log_id.index >= start && e.log_id.index <= seg_last),
+                        ),
                         Err(e) if e.is_zk(zk::Error::NoNode) => {
                             vanished = true;
                             break;
@@ -659,9 +766,15 @@ impl Witness {
             } else {
                 tracing::info!(upto = ?upto, witness_last = ?record.last_log_id, "W is busy; read its committed prefix only");
             }
-            return Ok(WitnessLog { record, snapshot, entries });
+            return Ok(WitnessLog {
+                record,
+                snapshot,
+                entries,
+            });
         }
-        Err(WitnessError::Unreachable("W kept changing while it was being read".into()))
+        Err(WitnessError::Unreachable(
+            "W kept changing while it was being read".into(),
+        ))
     }
 
     async fn read_snapshot(&self, sref: &SnapshotRef) -> Result<Vec<u8>, WitnessError> {
@@ -669,14 +782,22 @@ impl Witness {
         for i in 0..sref.chunk_count {
             let path = self.paths.chunk(&sref.meta.snapshot_id, i);
             let p = path.clone();
-            let (bytes, _) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&p).await }).await?;
+            let (bytes, _) = self
+                .zk
+                .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
+                .await?;
             data.extend_from_slice(record::decode_chunk(&bytes, &path)?);
         }
         let crc = crc32fast::hash(&data);
         if data.len() as u64 != sref.size_bytes || crc != sref.crc32 {
             return Err(WitnessError::corrupt(
                 &self.paths.snapshot_dir(&sref.meta.snapshot_id),
-                format!("snapshot is {} bytes crc {crc:08x}, record says {} bytes crc {:08x}", data.len(), sref.size_bytes, sref.crc32),
+                format!(
+                    "snapshot is {} bytes crc {crc:08x}, record says {} bytes crc {:08x}",
+                    data.len(),
+                    sref.size_bytes,
+                    sref.crc32
+                ),
             ));
         }
         Ok(data)
@@ -699,14 +820,31 @@ impl Witness {
         for first in firsts {
             let path = self.paths.segment(first);
             let p = path.clone();
-            let (bytes, _) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(&p).await }).await?;
+            let (bytes, _) = self
+                .zk
+                .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
+                .await?;
             let report = match record::decode_segment(&bytes, &path, first) {
                 Ok(es) => {
                     let mut terms: Vec<u64> = es.iter().map(|e| e.log_id.leader_id.term).collect();
                     terms.dedup();
-                    SegmentReport { path, first_index: first, last_index: es.last().map(|e| e.log_id.index), terms, bytes: bytes.len(), error: None }
+                    SegmentReport {
+                        path,
+                        first_index: first,
+                        last_index: es.last().map(|e| e.log_id.index),
+                        terms,
+                        bytes: bytes.len(),
+                        error: None,
+                    }
                 }
-                Err(e) => SegmentReport { path, first_index: first, last_index: None, terms: vec![], bytes: bytes.len(), error: Some(e.to_string()) },
+                Err(e) => SegmentReport {
+                    path,
+                    first_index: first,
+                    last_index: None,
+                    terms: vec![],
+                    bytes: bytes.len(),
+                    error: Some(e.to_string()),
+                },
             };
             out.push(report);
         }
@@ -724,19 +862,35 @@ fn set_version(results: &[zk::MultiWriteResult]) -> Result<i32, WitnessError> {
 fn check_contiguous(entries: &[Entry], start: u64, last: Option<LogId>, paths: &Paths) -> Result<(), WitnessError> {
     for (i, e) in entries.iter().enumerate() {
         if e.log_id.index != start + i as u64 {
-            return Err(WitnessError::corrupt(&paths.wal_dir(), format!("gap in W's log: expected index {}, found {}", start + i as u64, e.log_id.index)));
+            return Err(WitnessError::corrupt(
+                &paths.wal_dir(),
+                format!(
+                    "gap in W's log: expected index {}, found {}",
+                    start + i as u64,
+                    e.log_id.index
+                ),
+            ));
         }
     }
     let got_last = entries.last().map(|e| e.log_id);
     match (got_last, last) {
-        (Some(g), Some(l)) if g != l => Err(WitnessError::corrupt(&paths.wal_dir(), format!("W's log ends at {g}, its record says {l}"))),
-        (None, Some(l)) if l.index >= start => Err(WitnessError::corrupt(&paths.wal_dir(), format!("W's log is missing entries {start}..={}", l.index))),
+        (Some(g), Some(l)) if g != l => Err(WitnessError::corrupt(
+            &paths.wal_dir(),
+            format!("W's log ends at {g}, its record says {l}"),
+        )),
+        (None, Some(l)) if l.index >= start => Err(WitnessError::corrupt(
+            &paths.wal_dir(),
+            format!("W's log is missing entries {start}..={}", l.index),
+        )),
         _ => Ok(()),
     }
 }
 
 fn new_cluster_id() -> String {
     use std::time::SystemTime;
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     format!("{:032x}", nanos ^ ((std::process::id() as u128) << 64))
 }

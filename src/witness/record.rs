@@ -61,13 +61,19 @@ fn crc_frame(magic: &[u8; 4], payload: &[u8]) -> Vec<u8> {
 
 fn crc_unframe<'a>(magic: &[u8; 4], bytes: &'a [u8], path: &str) -> Result<&'a [u8], WitnessError> {
     if bytes.len() < 8 || &bytes[..4] != magic {
-        return Err(WitnessError::corrupt(path, "bad magic: not a walship znode of this kind"));
+        return Err(WitnessError::corrupt(
+            path,
+            "bad magic: not a walship znode of this kind",
+        ));
     }
     let want = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
     let payload = &bytes[8..];
     let got = crc32fast::hash(payload);
     if got != want {
-        return Err(WitnessError::corrupt(path, format!("crc32 mismatch: stored {want:08x}, computed {got:08x}")));
+        return Err(WitnessError::corrupt(
+            path,
+            format!("crc32 mismatch: stored {want:08x}, computed {got:08x}"),
+        ));
     }
     Ok(payload)
 }
@@ -118,7 +124,10 @@ pub fn decode_segment(bytes: &[u8], path: &str, first_index: u64) -> Result<Vec<
     while !rest.is_empty() {
         let at = bytes.len() - rest.len();
         if rest.len() < 8 {
-            return Err(WitnessError::corrupt(path, format!("truncated record header at byte {at}")));
+            return Err(WitnessError::corrupt(
+                path,
+                format!("truncated record header at byte {at}"),
+            ));
         }
         let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
         let want = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
@@ -137,7 +146,10 @@ pub fn decode_segment(bytes: &[u8], path: &str, first_index: u64) -> Result<Vec<
             .map_err(|err| WitnessError::corrupt(path, format!("undecodable record at byte {at}: {err}")))?;
         let expected = first_index + entries.len() as u64;
         if e.log_id.index != expected {
-            return Err(WitnessError::corrupt(path, format!("record at byte {at} has index {}, expected {expected}", e.log_id.index)));
+            return Err(WitnessError::corrupt(
+                path,
+                format!("record at byte {at} has index {}, expected {expected}", e.log_id.index),
+            ));
         }
         entries.push(e);
         rest = &rest[8 + len..];
@@ -156,7 +168,9 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(cluster: &str) -> Paths {
-        Paths { root: format!("/walship/{cluster}") }
+        Paths {
+            root: format!("/walship/{cluster}"),
+        }
     }
     pub fn witness(&self) -> String {
         format!("{}/witness", self.root)

@@ -22,13 +22,22 @@ pub enum Slot {
     Absent,
 }
 
+/// `a >= b` in openraft's partial order of votes; false when incomparable
+/// (two candidates of one term), which is exactly when W must refuse.
+pub fn vote_reaches(a: &Vote, b: &Vote) -> bool {
+    matches!(
+        a.partial_cmp(b),
+        Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+    )
+}
+
 /// Vote(req): grant iff `req.vote >= W.vote` and `req.last_log_id >=
 /// W.last_log_id`; then W.vote := req.vote. openraft's `Vote` is only
 /// partially ordered (two candidates of one term are incomparable), so `>=`
 /// is openraft's own comparison, exactly as a node would apply it.
 /// Returns the reply and, when granted, the record to write.
 pub fn decide_vote(w: &WitnessRecord, req: &VoteRequest<u64>) -> (VoteResponse<u64>, Option<WitnessRecord>) {
-    if req.last_log_id >= w.last_log_id && req.vote >= w.vote {
+    if req.last_log_id >= w.last_log_id && vote_reaches(&req.vote, &w.vote) {
         let mut next = w.clone();
         next.vote = req.vote;
         (VoteResponse::new(req.vote, w.last_log_id, true), Some(next))
@@ -46,7 +55,11 @@ pub enum AppendDecision {
     Conflict { record: WitnessRecord },
     /// Make W's log: keep up to `truncate_from - 1` (if set), then append
     /// `append`; then write `record`.
-    Accept { record: WitnessRecord, truncate_from: Option<u64>, append: Vec<Entry> },
+    Accept {
+        record: WitnessRecord,
+        truncate_from: Option<u64>,
+        append: Vec<Entry>,
+    },
 }
 
 impl AppendDecision {
@@ -67,7 +80,7 @@ pub fn decide_append(
     req: &AppendEntriesRequest<TypeConfig>,
     slot: impl Fn(u64) -> Slot,
 ) -> AppendDecision {
-    if !(req.vote >= w.vote) {
+    if !vote_reaches(&req.vote, &w.vote) {
         return AppendDecision::HigherVote(w.vote);
     }
     let mut next = w.clone();
@@ -103,8 +116,6 @@ pub fn decide_append(
     }
     if let Some(last) = append.last() {
         next.last_log_id = Some(last.log_id);
-    } else if truncate_from.is_none() {
-        // Nothing new: W's log is unchanged.
     }
     // A follower commits up to what the leader committed, but never past the
     // last entry this request proved W shares with the leader.
@@ -113,7 +124,11 @@ pub fn decide_append(
     if committed > next.committed {
         next.committed = committed;
     }
-    AppendDecision::Accept { record: next, truncate_from, append }
+    AppendDecision::Accept {
+        record: next,
+        truncate_from,
+        append,
+    }
 }
 
 #[cfg(test)]
@@ -127,10 +142,19 @@ mod tests {
         LogId::new(CommittedLeaderId::new(term, 1), index)
     }
     fn entry(term: u64, index: u64) -> Entry {
-        Entry { log_id: lid(term, index), payload: EntryPayload::Blank }
+        Entry {
+            log_id: lid(term, index),
+            payload: EntryPayload::Blank,
+        }
     }
     fn rec(vote: Vote, last: Option<LogId>) -> WitnessRecord {
-        WitnessRecord { cluster_id: "c".into(), vote, last_log_id: last, committed: None, snapshot: None }
+        WitnessRecord {
+            cluster_id: "c".into(),
+            vote,
+            last_log_id: last,
+            committed: None,
+            snapshot: None,
+        }
     }
     /// W's log: index -> term, with indexes <= purged compacted.
     fn log(terms: &[(u64, u64)], purged: Option<u64>) -> impl Fn(u64) -> Slot + '_ {
@@ -138,11 +162,25 @@ mod tests {
             if purged.is_some_and(|p| i <= p) {
                 return Slot::Purged;
             }
-            terms.iter().find(|(idx, _)| *idx == i).map(|(idx, t)| Slot::Present(lid(*t, *idx))).unwrap_or(Slot::Absent)
+            terms
+                .iter()
+                .find(|(idx, _)| *idx == i)
+                .map(|(idx, t)| Slot::Present(lid(*t, *idx)))
+                .unwrap_or(Slot::Absent)
         }
     }
-    fn append_req(vote: Vote, prev: Option<LogId>, entries: Vec<Entry>, commit: Option<LogId>) -> AppendEntriesRequest<TypeConfig> {
-        AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: commit }
+    fn append_req(
+        vote: Vote,
+        prev: Option<LogId>,
+        entries: Vec<Entry>,
+        commit: Option<LogId>,
+    ) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote,
+            prev_log_id: prev,
+            entries,
+            leader_commit: commit,
+        }
     }
 
     // Table: (W vote, W last, req vote, req last) -> granted. Raft §5.2/5.4.1.
@@ -150,13 +188,19 @@ mod tests {
     fn vote_table() {
         let v = |t, n| Vote::new(t, n);
         let cases = [
-            (v(1, 1), Some(lid(1, 5)), v(2, 2), Some(lid(1, 5)), true),  // higher term, equal log
+            (v(1, 1), Some(lid(1, 5)), v(2, 2), Some(lid(1, 5)), true), // higher term, equal log
             (v(1, 1), Some(lid(1, 5)), v(2, 2), Some(lid(1, 4)), false), // log behind W
-            (v(1, 1), Some(lid(1, 5)), v(2, 2), Some(lid(2, 3)), true),  // higher last term wins
+            (v(1, 1), Some(lid(1, 5)), v(2, 2), Some(lid(2, 3)), true), // higher last term wins
             (v(2, 1), Some(lid(1, 5)), v(2, 2), Some(lid(1, 9)), false), // same term, other candidate: incomparable
-            (v(2, 1), Some(lid(1, 5)), v(2, 1), Some(lid(1, 5)), true),  // same candidate asks again
-            (v(3, 1), None, v(2, 2), Some(lid(1, 9)), false),            // lower term
-            (Vote::default(), Some(LogId::default()), v(1, 1), Some(LogId::default()), true), // first election after genesis
+            (v(2, 1), Some(lid(1, 5)), v(2, 1), Some(lid(1, 5)), true), // same candidate asks again
+            (v(3, 1), None, v(2, 2), Some(lid(1, 9)), false),           // lower term
+            (
+                Vote::default(),
+                Some(LogId::default()),
+                v(1, 1),
+                Some(LogId::default()),
+                true,
+            ), // first election after genesis
         ];
         for (i, (wv, wl, rv, rl, granted)) in cases.into_iter().enumerate() {
             let w = rec(wv, wl);
@@ -176,7 +220,11 @@ mod tests {
         let w = rec(Vote::new_committed(3, 2), Some(lid(3, 7)));
         for v in [Vote::new_committed(2, 1), Vote::new_committed(3, 1), Vote::new(3, 1)] {
             let d = decide_append(&w, &append_req(v, Some(lid(3, 7)), vec![], None), log(&[(7, 3)], None));
-            assert_eq!(d, AppendDecision::HigherVote(w.vote), "stale leader {v} must be told W's vote");
+            assert_eq!(
+                d,
+                AppendDecision::HigherVote(w.vote),
+                "stale leader {v} must be told W's vote"
+            );
         }
     }
 
@@ -198,11 +246,23 @@ mod tests {
         let w = rec(Vote::new_committed(2, 1), Some(lid(2, 6)));
         let terms = [(4, 1), (5, 2), (6, 2)];
         let v = Vote::new_committed(3, 2);
-        let req = append_req(v, Some(lid(1, 4)), vec![entry(2, 5), entry(3, 6), entry(3, 7)], Some(lid(2, 5)));
+        let req = append_req(
+            v,
+            Some(lid(1, 4)),
+            vec![entry(2, 5), entry(3, 6), entry(3, 7)],
+            Some(lid(2, 5)),
+        );
         match decide_append(&w, &req, log(&terms, None)) {
-            AppendDecision::Accept { record, truncate_from, append } => {
+            AppendDecision::Accept {
+                record,
+                truncate_from,
+                append,
+            } => {
                 assert_eq!(truncate_from, Some(6));
-                assert_eq!(append.iter().map(|e| e.log_id).collect::<Vec<_>>(), vec![lid(3, 6), lid(3, 7)]);
+                assert_eq!(
+                    append.iter().map(|e| e.log_id).collect::<Vec<_>>(),
+                    vec![lid(3, 6), lid(3, 7)]
+                );
                 assert_eq!(record.last_log_id, Some(lid(3, 7)));
                 assert_eq!(record.committed, Some(lid(2, 5)));
                 assert_eq!(record.vote, v);
@@ -242,7 +302,9 @@ mod tests {
         w.last_log_id = Some(lid(2, 10));
         let req = append_req(w.vote, Some(lid(1, 3)), vec![entry(1, 4), entry(2, 11)], None);
         match decide_append(&w, &req, log(&[(10, 2)], Some(8))) {
-            AppendDecision::Accept { append, truncate_from, .. } => {
+            AppendDecision::Accept {
+                append, truncate_from, ..
+            } => {
                 assert_eq!(truncate_from, None);
                 assert_eq!(append.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![11]);
             }

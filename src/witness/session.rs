@@ -134,8 +134,13 @@ impl ZkSession {
             states = client.state_watcher();
             tracing::info!(session_id = ?client.session_id(), "new ZooKeeper session");
             *self.client.lock().expect("zk client lock") = Some(client);
-            let registered: Vec<(String, Ephemeral)> =
-                self.ephemerals.lock().expect("ephemerals lock").iter().map(|(p, e)| (p.clone(), e.clone())).collect();
+            let registered: Vec<(String, Ephemeral)> = self
+                .ephemerals
+                .lock()
+                .expect("ephemerals lock")
+                .iter()
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect();
             for (path, e) in registered {
                 if let Err(err) = self.claim(&path, &e).await {
                     tracing::warn!(path, error = %err, "could not re-create ephemeral znode");
@@ -163,7 +168,11 @@ impl ZkSession {
     }
 
     pub fn session_id(&self) -> Option<i64> {
-        self.client.lock().expect("zk client lock").as_ref().map(|c| c.session_id().0)
+        self.client
+            .lock()
+            .expect("zk client lock")
+            .as_ref()
+            .map(|c| c.session_id().0)
     }
 
     pub fn generation(&self) -> watch::Receiver<u64> {
@@ -193,7 +202,10 @@ impl ZkSession {
         match tokio::time::timeout(timeout, f(client)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(WitnessError::from_zk(what, e)),
-            Err(_) => Err(WitnessError::Timeout { what: what.to_string(), timeout_ms: timeout.as_millis() as u64 }),
+            Err(_) => Err(WitnessError::Timeout {
+                what: what.to_string(),
+                timeout_ms: timeout.as_millis() as u64,
+            }),
         }
     }
 
@@ -201,7 +213,10 @@ impl ZkSession {
     /// wants it, across session losses, and creates it now.
     pub async fn register_ephemeral(&self, path: &str, data: Vec<u8>, claim: Claim) -> Result<(), WitnessError> {
         let e = Ephemeral { data, claim };
-        self.ephemerals.lock().expect("ephemerals lock").insert(path.to_string(), e.clone());
+        self.ephemerals
+            .lock()
+            .expect("ephemerals lock")
+            .insert(path.to_string(), e.clone());
         self.claim(path, &e).await
     }
 
@@ -209,11 +224,22 @@ impl ZkSession {
     pub async fn unregister_ephemeral(&self, path: &str) -> Result<(), WitnessError> {
         self.ephemerals.lock().expect("ephemerals lock").remove(path);
         let Some(sid) = self.session_id() else { return Ok(()) };
-        let stat = self.run(&format!("stat {path}"), |c| async move { c.check_stat(path).await }).await?;
+        let stat = self
+            .run(&format!("stat {path}"), |c| async move { c.check_stat(path).await })
+            .await?;
         if let Some(stat) = stat {
             if stat.ephemeral_owner == sid {
-                match self.run(&format!("delete {path}"), |c| async move { c.delete(path, Some(stat.version)).await }).await {
-                    Ok(()) | Err(WitnessError::Zk { source: zk::Error::NoNode | zk::Error::BadVersion, .. }) => {}
+                match self
+                    .run(&format!("delete {path}"), |c| async move {
+                        c.delete(path, Some(stat.version)).await
+                    })
+                    .await
+                {
+                    Ok(())
+                    | Err(WitnessError::Zk {
+                        source: zk::Error::NoNode | zk::Error::BadVersion,
+                        ..
+                    }) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -227,40 +253,65 @@ impl ZkSession {
             let data = e.data.clone();
             let opts = opts.clone();
             let created = self
-                .run(&format!("create {path}"), |c| async move { c.create(path, &data, &opts).await.map(|_| ()) })
+                .run(&format!("create {path}"), |c| async move {
+                    c.create(path, &data, &opts).await.map(|_| ())
+                })
                 .await;
             match created {
                 Ok(()) => return Ok(()),
-                Err(WitnessError::Zk { source: zk::Error::NodeExists, .. }) => {}
+                Err(WitnessError::Zk {
+                    source: zk::Error::NodeExists,
+                    ..
+                }) => {}
                 Err(err) => return Err(err),
             }
-            let got = self.run(&format!("get {path}"), |c| async move { c.get_data(path).await }).await;
+            let got = self
+                .run(&format!("get {path}"), |c| async move { c.get_data(path).await })
+                .await;
             let (old, stat) = match got {
                 Ok(v) => v,
-                Err(WitnessError::Zk { source: zk::Error::NoNode, .. }) => continue,
+                Err(WitnessError::Zk {
+                    source: zk::Error::NoNode,
+                    ..
+                }) => continue,
                 Err(err) => return Err(err),
             };
             if Some(stat.ephemeral_owner) == self.session_id() {
                 if old != e.data {
                     let data = e.data.clone();
-                    self.run(&format!("set {path}"), |c| async move { c.set_data(path, &data, None).await.map(|_| ()) })
-                        .await?;
+                    self.run(&format!("set {path}"), |c| async move {
+                        c.set_data(path, &data, None).await.map(|_| ())
+                    })
+                    .await?;
                 }
                 return Ok(());
             }
             if let Claim::ReplaceLowerTerm(term) = e.claim {
                 if (self.term_of)(&old).is_some_and(|held| held >= term) {
-                    return Err(WitnessError::Identity(format!("{path} is held at term >= {term} by another session")));
+                    return Err(WitnessError::Identity(format!(
+                        "{path} is held at term >= {term} by another session"
+                    )));
                 }
             }
             // Left by a dead session (kill -9 keeps it until the session times out).
             tracing::info!(path, owner = stat.ephemeral_owner, "replacing a stale ephemeral znode");
-            match self.run(&format!("delete {path}"), |c| async move { c.delete(path, Some(stat.version)).await }).await {
-                Ok(()) | Err(WitnessError::Zk { source: zk::Error::NoNode | zk::Error::BadVersion, .. }) => {}
+            match self
+                .run(&format!("delete {path}"), |c| async move {
+                    c.delete(path, Some(stat.version)).await
+                })
+                .await
+            {
+                Ok(())
+                | Err(WitnessError::Zk {
+                    source: zk::Error::NoNode | zk::Error::BadVersion,
+                    ..
+                }) => {}
                 Err(err) => return Err(err),
             }
         }
-        Err(WitnessError::Unreachable(format!("could not claim {path} after 5 attempts")))
+        Err(WitnessError::Unreachable(format!(
+            "could not claim {path} after 5 attempts"
+        )))
     }
 
     /// Closes the session so its ephemerals vanish at once (graceful exit).

@@ -22,9 +22,7 @@ async fn adopt_truncates_a_conflicting_suffix_and_appends_the_rest() {
         let mut log = open_log(dir.path()).await;
         append(&mut log, vec![genesis_entry()]).await;
         append(&mut log, sets(1, 1..=8)).await;
-        log.save_committed(Some(lid(1, 3)))
-            .await
-            .expect("committed");
+        log.save_committed(Some(lid(1, 3))).await.expect("committed");
         // W: the same 0..=3, then term 2 from index 4 on.
         let mut w = vec![genesis_entry()];
         w.extend(sets(1, 1..=3));
@@ -44,18 +42,11 @@ async fn adopt_into_an_empty_log_and_skip_what_is_present_or_purged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open_log(dir.path()).await;
     assert!(log.is_empty());
-    log.adopt_entries(sets(1, 0..=4))
-        .await
-        .expect("adopt into empty");
+    log.adopt_entries(sets(1, 0..=4)).await.expect("adopt into empty");
     log.purge(lid(1, 2)).await.expect("purge");
     // Overlaps purged and present entries: only 5..=6 are new.
-    log.adopt_entries(sets(1, 1..=6))
-        .await
-        .expect("adopt again");
-    assert_eq!(
-        log_ids(&log),
-        (3..=6).map(|i| lid(1, i)).collect::<Vec<_>>()
-    );
+    log.adopt_entries(sets(1, 1..=6)).await.expect("adopt again");
+    assert_eq!(log_ids(&log), (3..=6).map(|i| lid(1, i)).collect::<Vec<_>>());
     assert_eq!(log.purged(), Some(lid(1, 2)));
 }
 
@@ -70,9 +61,7 @@ async fn adopt_refuses_holes_and_rewriting_committed_entries() {
     assert!(matches!(hole, StoreError::Invariant(_)), "{hole}");
 
     append(&mut log, sets(1, 0..=5)).await;
-    log.save_committed(Some(lid(1, 4)))
-        .await
-        .expect("committed");
+    log.save_committed(Some(lid(1, 4))).await.expect("committed");
     let err = log
         .adopt_entries(sets(2, 3..=6))
         .await
@@ -89,16 +78,8 @@ async fn install_snapshot_offline_drops_a_diverged_log() {
     let mut w_entries = vec![genesis_entry()];
     w_entries.extend(sets(2, 1..=6));
     w_sm.apply(w_entries).await.expect("apply");
-    w_sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
-    let (meta, data) = w_sm
-        .current_snapshot_bytes()
-        .await
-        .expect("read")
-        .expect("a snapshot");
+    w_sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let (meta, data) = w_sm.current_snapshot_bytes().await.expect("read").expect("a snapshot");
     assert_eq!(meta.last_log_id, Some(lid(2, 6)));
 
     // The node's own log diverged at index 6 (term 1) and committed up to 5.
@@ -107,9 +88,7 @@ async fn install_snapshot_offline_drops_a_diverged_log() {
         let mut log = open_log(dir.path()).await;
         let sm = open_sm(dir.path()).await;
         append(&mut log, sets(1, 0..=8)).await;
-        log.save_committed(Some(lid(1, 5)))
-            .await
-            .expect("committed");
+        log.save_committed(Some(lid(1, 5))).await.expect("committed");
         install_snapshot_offline(&sm, &log, meta.clone(), data)
             .await
             .expect("install");
@@ -119,18 +98,11 @@ async fn install_snapshot_offline_drops_a_diverged_log() {
     let mut sm = open_sm(dir.path()).await;
     assert_eq!(log.purged(), Some(lid(2, 6)));
     assert_eq!(log.last_log_id(), Some(lid(2, 6)));
-    assert_eq!(
-        log.read_committed().await.expect("committed"),
-        Some(lid(2, 6))
-    );
+    assert_eq!(log.read_committed().await.expect("committed"), Some(lid(2, 6)));
     assert_eq!(sm.applied(), Some(lid(2, 6)));
     assert_eq!(sm.get("k6"), Some(b"v6".to_vec()));
     assert_eq!(
-        sm.get_current_snapshot()
-            .await
-            .expect("read")
-            .expect("snapshot")
-            .meta,
+        sm.get_current_snapshot().await.expect("read").expect("snapshot").meta,
         meta
     );
 }
@@ -140,28 +112,15 @@ async fn install_snapshot_offline_keeps_a_matching_suffix() {
     let w_dir = tempfile::tempdir().expect("tempdir");
     let mut w_sm = open_sm(w_dir.path()).await;
     w_sm.apply(sets(1, 0..=4)).await.expect("apply");
-    w_sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
-    let (meta, data) = w_sm
-        .current_snapshot_bytes()
-        .await
-        .expect("read")
-        .expect("a snapshot");
+    w_sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let (meta, data) = w_sm.current_snapshot_bytes().await.expect("read").expect("a snapshot");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open_log(dir.path()).await;
     let sm = open_sm(dir.path()).await;
     append(&mut log, sets(1, 0..=7)).await;
-    install_snapshot_offline(&sm, &log, meta, data)
-        .await
-        .expect("install");
-    assert_eq!(
-        log_ids(&log),
-        (5..=7).map(|i| lid(1, i)).collect::<Vec<_>>()
-    );
+    install_snapshot_offline(&sm, &log, meta, data).await.expect("install");
+    assert_eq!(log_ids(&log), (5..=7).map(|i| lid(1, i)).collect::<Vec<_>>());
     assert_eq!(log.purged(), Some(lid(1, 4)));
     assert_eq!(sm.len(), 5);
 }

@@ -87,10 +87,7 @@ async fn flipped_byte_in_an_earlier_segment() {
     let err = LogStore::open_with_segment_max_bytes(dir.path(), SMALL_SEGMENT_BYTES)
         .await
         .expect_err("must fail");
-    assert!(
-        err.to_string().contains("byte offset 0: crc32 mismatch"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("byte offset 0: crc32 mismatch"), "{err}");
     assert_names(err, &first);
 }
 
@@ -130,10 +127,7 @@ async fn torn_tail_of_the_last_segment_is_cut() {
     let mut log = open_log(dir.path()).await;
     assert_eq!(log_ids(&log), before[..before.len() - 1].to_vec());
     let cut_len = std::fs::metadata(&last).expect("stat").len();
-    assert!(
-        cut_len < len - 3,
-        "the partial record is removed from the file"
-    );
+    assert!(cut_len < len - 3, "the partial record is removed from the file");
 
     // The log goes on from there, and the file reads back clean.
     append(&mut log, sets(2, 11..=11)).await;
@@ -178,11 +172,7 @@ async fn flipped_byte_in_the_snapshot_file() {
     {
         let mut sm = open_sm(dir.path()).await;
         sm.apply(sets(1, 0..=5)).await.expect("apply");
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
     }
     let snap = dir.path().join("snapshot/current.snap");
     let len = std::fs::metadata(&snap).expect("stat").len() as usize;
@@ -211,12 +201,7 @@ async fn bad_snapshot_data_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut sm = open_sm(dir.path()).await;
     sm.apply(sets(1, 0..=3)).await.expect("apply");
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .expect("build");
+    let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
     let mut data = snap.snapshot.into_inner();
     let n = data.len();
     data[n - 1] ^= 1;

@@ -19,16 +19,10 @@ async fn fresh_dir_then_own_dir_then_foreign_dirs() {
         node_id: 1,
     };
     write_meta(&data_dir, &meta).expect("write");
-    assert_eq!(
-        open_or_init_meta(&data_dir, "c", 1).expect("own"),
-        Some(meta.clone())
-    );
+    assert_eq!(open_or_init_meta(&data_dir, "c", 1).expect("own"), Some(meta.clone()));
 
     let other_node = open_or_init_meta(&data_dir, "c", 2).expect_err("node 2 on node 1's dir");
-    assert!(
-        matches!(other_node, StoreError::ForeignDataDir { .. }),
-        "{other_node}"
-    );
+    assert!(matches!(other_node, StoreError::ForeignDataDir { .. }), "{other_node}");
     assert!(
         other_node.to_string().contains("node 1 of cluster \"c\""),
         "{other_node}"
@@ -38,8 +32,7 @@ async fn fresh_dir_then_own_dir_then_foreign_dirs() {
         matches!(other_cluster, StoreError::ForeignDataDir { .. }),
         "{other_cluster}"
     );
-    meta.ensure_cluster_id(&data_dir, "id-1")
-        .expect("same incarnation");
+    meta.ensure_cluster_id(&data_dir, "id-1").expect("same incarnation");
     let reincarnated = meta
         .ensure_cluster_id(&data_dir, "id-2")
         .expect_err("another incarnation");

@@ -27,17 +27,10 @@ async fn log_vote_committed_purged_and_snapshot_survive() {
         }
         assert!(segment_files(dir.path()).len() > 3, "small segments rotate");
         log.save_vote(&Vote::new(2, 1)).await.expect("vote");
-        log.save_committed(Some(lid(2, 15)))
-            .await
-            .expect("committed");
+        log.save_committed(Some(lid(2, 15))).await.expect("committed");
 
         sm.apply(log.entries(..=12)).await.expect("apply");
-        let snap = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
         sm.apply(log.entries(13..=15)).await.expect("apply");
         let files_before = segment_files(dir.path()).len();
         log.purge(lid(2, 12)).await.expect("purge");
@@ -51,17 +44,11 @@ async fn log_vote_committed_purged_and_snapshot_survive() {
     let mut log = open_log(dir.path()).await;
     let mut sm = open_sm(dir.path()).await;
     assert!(!log.is_empty());
-    assert_eq!(
-        log_ids(&log),
-        (13..=20).map(|i| lid(2, i)).collect::<Vec<_>>()
-    );
+    assert_eq!(log_ids(&log), (13..=20).map(|i| lid(2, i)).collect::<Vec<_>>());
     assert_eq!(log.purged(), Some(lid(2, 12)));
     assert_eq!(log.last_log_id(), Some(lid(2, 20)));
     assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(2, 1)));
-    assert_eq!(
-        log.read_committed().await.expect("committed"),
-        Some(lid(2, 15))
-    );
+    assert_eq!(log.read_committed().await.expect("committed"), Some(lid(2, 15)));
 
     // The map comes back from the snapshot; openraft re-applies 13..=15.
     assert_eq!(sm.applied(), Some(lid(2, 12)));
@@ -92,10 +79,7 @@ async fn truncate_is_durable_across_segments() {
         }
         let files = segment_files(dir.path()).len();
         log.truncate(lid(1, 7)).await.expect("truncate");
-        assert!(
-            segment_files(dir.path()).len() < files,
-            "later segments are deleted"
-        );
+        assert!(segment_files(dir.path()).len() < files, "later segments are deleted");
         append(&mut log, sets(2, 7..=8)).await;
     }
     let log = open_log(dir.path()).await;
@@ -128,9 +112,7 @@ async fn genesis_seeded_store_matches_the_witness_design() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let log = open_log(dir.path()).await;
-        log.adopt_entries(vec![genesis_entry()])
-            .await
-            .expect("seed");
+        log.adopt_entries(vec![genesis_entry()]).await.expect("seed");
     }
     let mut log = open_log(dir.path()).await;
     let mut sm = open_sm(dir.path()).await;
@@ -148,11 +130,6 @@ async fn genesis_seeded_store_matches_the_witness_design() {
 async fn a_log_is_opened_only_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _log = open_log(dir.path()).await;
-    let err = super::super::LogStore::open(dir.path())
-        .await
-        .expect_err("second open");
-    assert!(
-        matches!(err, super::super::StoreError::InUse { .. }),
-        "{err}"
-    );
+    let err = super::super::LogStore::open(dir.path()).await.expect_err("second open");
+    assert!(matches!(err, super::super::StoreError::InUse { .. }), "{err}");
 }

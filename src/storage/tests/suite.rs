@@ -13,13 +13,8 @@ struct DiskBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for DiskBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
-        let dir = tempfile::tempdir().map_err(|e| {
-            StorageError::from_io_error(
-                openraft::ErrorSubject::Store,
-                openraft::ErrorVerb::Write,
-                e,
-            )
-        })?;
+        let dir = tempfile::tempdir()
+            .map_err(|e| StorageError::from_io_error(openraft::ErrorSubject::Store, openraft::ErrorVerb::Write, e))?;
         // Tiny segments so the suite's truncates and purges cross files.
         let log = LogStore::open_with_segment_max_bytes(dir.path(), 64).await?;
         let sm = StateMachine::open(dir.path()).await?;
