@@ -22,8 +22,8 @@ pub enum Slot {
     Absent,
 }
 
-/// `a >= b` in openraft's partial order of votes; false when incomparable
-/// (two candidates of one term), which is exactly when W must refuse.
+/// `a >= b` in openraft's order of votes (a partial order in general;
+/// false when incomparable, which is exactly when a voter must refuse).
 pub fn vote_reaches(a: &Vote, b: &Vote) -> bool {
     matches!(
         a.partial_cmp(b),
@@ -32,9 +32,8 @@ pub fn vote_reaches(a: &Vote, b: &Vote) -> bool {
 }
 
 /// Vote(req): grant iff `req.vote >= W.vote` and `req.last_log_id >=
-/// W.last_log_id`; then W.vote := req.vote. openraft's `Vote` is only
-/// partially ordered (two candidates of one term are incomparable), so `>=`
-/// is openraft's own comparison, exactly as a node would apply it.
+/// W.last_log_id`; then W.vote := req.vote. The comparison is openraft's
+/// own, exactly as a node would apply it.
 /// Returns the reply and, when granted, the record to write.
 pub fn decide_vote(w: &WitnessRecord, req: &VoteRequest<u64>) -> (VoteResponse<u64>, Option<WitnessRecord>) {
     if req.last_log_id >= w.last_log_id && vote_reaches(&req.vote, &w.vote) {
@@ -191,7 +190,9 @@ mod tests {
             (v(1, 1), Some(lid(1, 5)), v(2, 2), Some(lid(1, 5)), true), // higher term, equal log
             (v(1, 1), Some(lid(1, 5)), v(2, 2), Some(lid(1, 4)), false), // log behind W
             (v(1, 1), Some(lid(1, 5)), v(2, 2), Some(lid(2, 3)), true), // higher last term wins
-            (v(2, 1), Some(lid(1, 5)), v(2, 2), Some(lid(1, 9)), false), // same term, other candidate: incomparable
+            // openraft's default leader ids order by (term, node id): a higher id of the same term wins.
+            (v(2, 1), Some(lid(1, 5)), v(2, 2), Some(lid(1, 9)), true),
+            (v(2, 2), Some(lid(1, 5)), v(2, 1), Some(lid(1, 9)), false),
             (v(2, 1), Some(lid(1, 5)), v(2, 1), Some(lid(1, 5)), true), // same candidate asks again
             (v(3, 1), None, v(2, 2), Some(lid(1, 9)), false),           // lower term
             (
