@@ -33,13 +33,17 @@ fn writer(targets: Vec<Api>, prefix: &str) -> Writer {
 /// each node's own state machine once it has applied everything.
 async fn verify_everywhere(c: &mut Cluster, log: &WriterLog, ids: &[u64]) -> Result<()> {
     for &id in ids {
-        log.verify(&c.api(id)).await.with_context(|| format!("linearizable reads through node {id}"))?;
+        log.verify(&c.api(id))
+            .await
+            .with_context(|| format!("linearizable reads through node {id}"))?;
     }
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
     let applied = c.api(leader).status().await.into_result()?.applied_index.unwrap_or(0);
     c.wait_applied(applied, CATCH_UP_TIMEOUT).await?;
     for &id in ids {
-        log.verify_stale(&c.api(id)).await.with_context(|| format!("local state of node {id}"))?;
+        log.verify_stale(&c.api(id))
+            .await
+            .with_context(|| format!("local state of node {id}"))?;
     }
     Ok(())
 }
@@ -55,14 +59,25 @@ async fn s1_follower_kill9_and_restart() -> Result<()> {
     w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
 
     c.node_mut(follower).kill9().await?;
-    w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await.context("writes stopped while the follower was dead").in_cluster(&c)?;
+    w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT)
+        .await
+        .context("writes stopped while the follower was dead")
+        .in_cluster(&c)?;
     c.node_mut(follower).restart()?;
     c.node_mut(follower).wait_live(CATCH_UP_TIMEOUT).await?;
     w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
     let log = w.stop().await?;
 
-    assert_eq!(log.rejected(), 0, "no write to the leader may be refused while only the follower died");
-    assert_eq!(c.wait_for_leader(FAILOVER_TIMEOUT).await?, leader, "the leader must not change when the follower dies");
+    assert_eq!(
+        log.rejected(),
+        0,
+        "no write to the leader may be refused while only the follower died"
+    );
+    assert_eq!(
+        c.wait_for_leader(FAILOVER_TIMEOUT).await?,
+        leader,
+        "the leader must not change when the follower dies"
+    );
     verify_everywhere(&mut c, &log, &[1, 2]).await.in_cluster(&c)
 }
 
@@ -79,7 +94,10 @@ async fn s2_leader_kill9_failover_and_rejoin() -> Result<()> {
     c.node_mut(old).kill9().await?;
     let new = c.wait_for_new_leader(old, FAILOVER_TIMEOUT).await.in_cluster(&c)?;
     assert_eq!(new, survivor);
-    w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await.context("the survivor did not acknowledge writes").in_cluster(&c)?;
+    w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT)
+        .await
+        .context("the survivor did not acknowledge writes")
+        .in_cluster(&c)?;
 
     c.node_mut(old).restart()?;
     c.node_mut(old).wait_live(CATCH_UP_TIMEOUT).await?;
@@ -128,14 +146,26 @@ async fn s3_leader_sigstop_then_sigcont() -> Result<()> {
     // refused, unknown, or truly committed (then it shows up below).
     let direct = c.api(old).put("s3-direct", "after-sigcont").await;
     w_other.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
-    w_old.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await.context("the resumed node never served writes again").in_cluster(&c)?;
+    w_old
+        .wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT)
+        .await
+        .context("the resumed node never served writes again")
+        .in_cluster(&c)?;
     let log_other = w_other.stop().await?;
     let log_old = w_old.stop().await?;
 
-    assert_eq!(c.wait_for_leader(FAILOVER_TIMEOUT).await?, other, "the resumed node must not lead again on its own");
+    assert_eq!(
+        c.wait_for_leader(FAILOVER_TIMEOUT).await?,
+        other,
+        "the resumed node must not lead again on its own"
+    );
     if direct.is_success() {
         let got = c.api(other).get("s3-direct").await.into_result()?;
-        assert_eq!(got.as_deref(), Some("after-sigcont"), "the resumed old leader acknowledged a write the new leader does not have");
+        assert_eq!(
+            got.as_deref(),
+            Some("after-sigcont"),
+            "the resumed old leader acknowledged a write the new leader does not have"
+        );
     }
     for log in [&log_other, &log_old] {
         verify_everywhere(&mut c, log, &[1, 2]).await.in_cluster(&c)?;
@@ -164,8 +194,14 @@ async fn s4_empty_disk_rebirth_beside_live_node() -> Result<()> {
 
     // The reborn node alone (with W) must now serve every acknowledged write.
     c.node_mut(leader).kill9().await?;
-    assert_eq!(c.wait_for_new_leader(leader, FAILOVER_TIMEOUT).await.in_cluster(&c)?, reborn);
-    log.verify(&c.api(reborn)).await.context("the reborn node lost writes").in_cluster(&c)
+    assert_eq!(
+        c.wait_for_new_leader(leader, FAILOVER_TIMEOUT).await.in_cluster(&c)?,
+        reborn
+    );
+    log.verify(&c.api(reborn))
+        .await
+        .context("the reborn node lost writes")
+        .in_cluster(&c)
 }
 
 /// S5: both nodes die; one is reborn alone with an empty disk and rebuilds
@@ -183,7 +219,10 @@ async fn s5_both_die_one_reborn_empty_alone() -> Result<()> {
     c.node_mut(2).restart()?;
     c.node_mut(2).wait_live(CATCH_UP_TIMEOUT).await?;
     assert_eq!(c.wait_for_leader(FAILOVER_TIMEOUT).await.in_cluster(&c)?, 2);
-    log.verify(&c.api(2)).await.context("node 2 rebuilt from ZooKeeper lost writes").in_cluster(&c)?;
+    log.verify(&c.api(2))
+        .await
+        .context("node 2 rebuilt from ZooKeeper lost writes")
+        .in_cluster(&c)?;
 
     // And it keeps working: a new write is acknowledged and readable.
     let idx = c.api(2).put("s5-after", "yes").await.into_result()?;
