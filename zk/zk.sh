@@ -155,7 +155,7 @@ cmd_start() {
     while :; do
         if [[ -s "$dir/zk.pid" ]]; then
             pid="$(cat "$dir/zk.pid")"
-            if ! kill -0 "$pid" 2>/dev/null; then
+            if ! alive "$pid"; then
                 echo "zk.sh: ZooKeeper exited during start-up; last lines of $dir/zk.out and zk.log:" >&2
                 tail -n 20 "$dir/zk.out" "$dir/zk.log" >&2 2>/dev/null || true
                 exit 1
@@ -177,6 +177,14 @@ cmd_start() {
     done
 }
 
+# Alive and not a zombie (a zombie has exited; its parent has not reaped it yet).
+alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+    [[ -n "$state" && "$state" != Z ]]
+}
+
 # Signal the server and wait (with a deadline) until the process is gone.
 stop_with() {
     local dir="$1" sig="$2" pid deadline
@@ -187,8 +195,9 @@ stop_with() {
     fi
     kill "-$sig" "$pid" 2>/dev/null || true
     deadline=$((SECONDS + ZK_STOP_TIMEOUT_S))
-    while kill -0 "$pid" 2>/dev/null; do
+    while alive "$pid"; do
         if ((SECONDS >= deadline)); then
+            [[ "$sig" == KILL ]] && die "pid $pid still alive after SIGKILL"
             echo "zk.sh: pid $pid ignored SIG$sig for ${ZK_STOP_TIMEOUT_S}s; sending SIGKILL" >&2
             kill -KILL "$pid" 2>/dev/null || true
             deadline=$((SECONDS + 5))
