@@ -40,7 +40,10 @@ async fn zookeeper_starts_serves_survives_restarts_and_stops() -> Result<()> {
     drop(client);
 
     let status = zk.stop().await?;
-    assert!(zk.four_letter("srvr").await.is_err(), "still answering after SIGTERM ({status})");
+    assert!(
+        zk.four_letter("srvr").await.is_err(),
+        "still answering after SIGTERM ({status})"
+    );
     zk.start_again().await?;
     assert_eq!(zk.port(), port, "a restart keeps the port");
     assert_eq!(connect(&zk).await?.get_data("/harness").await?.0, b"durable");

@@ -67,7 +67,10 @@ impl<T> Reply<T> {
 
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Reply<U> {
         match self {
-            Reply::Success { status, value } => Reply::Success { status, value: f(value) },
+            Reply::Success { status, value } => Reply::Success {
+                status,
+                value: f(value),
+            },
             Reply::Failed { status, error } => Reply::Failed { status, error },
             Reply::NoResponse { error } => Reply::NoResponse { error },
         }
@@ -142,12 +145,19 @@ impl Api {
             .connect_timeout(Duration::from_secs(2))
             .build()
             .expect("reqwest client with default TLS-less config");
-        Api { http, base: format!("http://{addr}"), timeout: REQUEST_TIMEOUT }
+        Api {
+            http,
+            base: format!("http://{addr}"),
+            timeout: REQUEST_TIMEOUT,
+        }
     }
 
     /// The same client with another per-request limit.
     pub fn with_timeout(&self, timeout: Duration) -> Api {
-        Api { timeout, ..self.clone() }
+        Api {
+            timeout,
+            ..self.clone()
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -173,13 +183,19 @@ impl Api {
 
     /// `GET /v1/kv/{key}?stale=true`: the node's local state, no leader check.
     pub async fn get_stale(&self, key: &str) -> Reply<Option<String>> {
-        decode_value(self.send(Method::GET, &format!("{}?stale=true", kv_path(key)), None).await)
+        decode_value(
+            self.send(Method::GET, &format!("{}?stale=true", kv_path(key)), None)
+                .await,
+        )
     }
 
     /// `POST /v1/cas/{key}`; `None` means "absent" (expect) or "delete" (value).
     pub async fn cas(&self, key: &str, expect: Option<&str>, value: Option<&str>) -> Reply<CasResult> {
         let body = json!({ "expect": expect, "value": value }).to_string().into_bytes();
-        decode_json(self.send(Method::POST, &format!("/v1/cas/{}", encode_key(key)), Some(body)).await)
+        decode_json(
+            self.send(Method::POST, &format!("/v1/cas/{}", encode_key(key)), Some(body))
+                .await,
+        )
     }
 
     pub async fn status(&self) -> Reply<Status> {
@@ -199,13 +215,19 @@ impl Api {
     /// Any request; the status and raw body whatever the status (for 400/413 tests).
     pub async fn raw(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Reply<(u16, Vec<u8>)> {
         match self.send(method, path_and_query, body).await {
-            Ok((status, bytes)) => Reply::Success { status: status.as_u16(), value: (status.as_u16(), bytes) },
+            Ok((status, bytes)) => Reply::Success {
+                status: status.as_u16(),
+                value: (status.as_u16(), bytes),
+            },
             Err(error) => Reply::NoResponse { error },
         }
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(StatusCode, Vec<u8>), String> {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path)).timeout(self.timeout);
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .timeout(self.timeout);
         if let Some(body) = body {
             req = req.body(body);
         }
@@ -257,7 +279,10 @@ fn decode_json<T: for<'de> Deserialize<'de>>(reply: Result<(StatusCode, Vec<u8>)
                 error: format!("undecodable body ({e}): {}", String::from_utf8_lossy(&bytes)),
             },
         },
-        Ok((status, bytes)) => Reply::Failed { status: status.as_u16(), error: error_message(&bytes) },
+        Ok((status, bytes)) => Reply::Failed {
+            status: status.as_u16(),
+            error: error_message(&bytes),
+        },
     }
 }
 
@@ -265,11 +290,23 @@ fn decode_value(reply: Result<(StatusCode, Vec<u8>), String>) -> Reply<Option<St
     match reply {
         Err(error) => Reply::NoResponse { error },
         Ok((StatusCode::OK, bytes)) => match String::from_utf8(bytes) {
-            Ok(value) => Reply::Success { status: 200, value: Some(value) },
-            Err(e) => Reply::Failed { status: 200, error: format!("value is not UTF-8: {e}") },
+            Ok(value) => Reply::Success {
+                status: 200,
+                value: Some(value),
+            },
+            Err(e) => Reply::Failed {
+                status: 200,
+                error: format!("value is not UTF-8: {e}"),
+            },
         },
-        Ok((StatusCode::NOT_FOUND, _)) => Reply::Success { status: 404, value: None },
-        Ok((status, bytes)) => Reply::Failed { status: status.as_u16(), error: error_message(&bytes) },
+        Ok((StatusCode::NOT_FOUND, _)) => Reply::Success {
+            status: 404,
+            value: None,
+        },
+        Ok((status, bytes)) => Reply::Failed {
+            status: status.as_u16(),
+            error: error_message(&bytes),
+        },
     }
 }
 
@@ -277,7 +314,10 @@ fn expect_200(reply: Result<(StatusCode, Vec<u8>), String>) -> Reply<()> {
     match reply {
         Err(error) => Reply::NoResponse { error },
         Ok((StatusCode::OK, _)) => Reply::Success { status: 200, value: () },
-        Ok((status, bytes)) => Reply::Failed { status: status.as_u16(), error: error_message(&bytes) },
+        Ok((status, bytes)) => Reply::Failed {
+            status: status.as_u16(),
+            error: error_message(&bytes),
+        },
     }
 }
 

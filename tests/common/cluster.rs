@@ -55,7 +55,12 @@ impl Cluster {
             std::process::id(),
             CLUSTER_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        Ok(Cluster { name, nodes: Vec::new(), zk, dir })
+        Ok(Cluster {
+            name,
+            nodes: Vec::new(),
+            zk,
+            dir,
+        })
     }
 
     /// Start node `id` (1 or 2) for the first time, data dir `<dir>/node<id>`, and
@@ -71,7 +76,10 @@ impl Cluster {
             match node.wait_live(LIVE_TIMEOUT).await {
                 Ok(()) => break,
                 Err(e) if attempt < PORT_ATTEMPTS && !node.is_running() && node.failed_on_addr_in_use() => {
-                    eprintln!("node {id}: {} was taken, retrying on another port ({e:#})", node.listen());
+                    eprintln!(
+                        "node {id}: {} was taken, retrying on another port ({e:#})",
+                        node.listen()
+                    );
                     node.set_listen(free_addr()?);
                     node.restart()?;
                     attempt += 1;
@@ -94,11 +102,17 @@ impl Cluster {
     }
 
     pub fn node(&self, id: u64) -> &Node {
-        self.nodes.iter().find(|n| n.id() == id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+        self.nodes
+            .iter()
+            .find(|n| n.id() == id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }
 
     pub fn node_mut(&mut self, id: u64) -> &mut Node {
-        self.nodes.iter_mut().find(|n| n.id() == id).unwrap_or_else(|| panic!("no node {id} in this cluster"))
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id() == id)
+            .unwrap_or_else(|| panic!("no node {id} in this cluster"))
     }
 
     /// The client for node `id` (a clone: hold it across `node_mut` calls).
@@ -158,8 +172,10 @@ impl Cluster {
 
     /// Poll until a node other than `old` leads and is ready.
     pub async fn wait_for_new_leader(&mut self, old: u64, timeout: Duration) -> Result<u64> {
-        self.wait_for_leader_where(timeout, &format!("a ready leader other than node {old}"), |id| id != old)
-            .await
+        self.wait_for_leader_where(timeout, &format!("a ready leader other than node {old}"), |id| {
+            id != old
+        })
+        .await
     }
 
     async fn wait_for_leader_where(

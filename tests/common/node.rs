@@ -67,8 +67,7 @@ impl Node {
     }
 
     fn launch(&mut self) -> Result<()> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("create {}", self.data_dir.display()))?;
+        std::fs::create_dir_all(&self.data_dir).with_context(|| format!("create {}", self.data_dir.display()))?;
         self.log_offset = file_len(&self.log_path);
         let mut log = OpenOptions::new()
             .create(true)
@@ -91,7 +90,13 @@ impl Node {
             .arg(&self.data_dir)
             .args(["--listen", &self.listen.to_string()]);
         // Flags only: the developer's shell must not leak settings into a test.
-        for var in ["WALSHIP_ID", "WALSHIP_CLUSTER", "WALSHIP_ZK", "WALSHIP_DATA_DIR", "WALSHIP_LISTEN"] {
+        for var in [
+            "WALSHIP_ID",
+            "WALSHIP_CLUSTER",
+            "WALSHIP_ZK",
+            "WALSHIP_DATA_DIR",
+            "WALSHIP_LISTEN",
+        ] {
             cmd.env_remove(var);
         }
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
@@ -172,16 +177,27 @@ impl Node {
 
     /// SIGKILL and reap.
     pub async fn kill9(&mut self) -> Result<()> {
-        let mut child = self.child.take().with_context(|| format!("node {} is not running", self.id))?;
+        let mut child = self
+            .child
+            .take()
+            .with_context(|| format!("node {} is not running", self.id))?;
         child.kill().with_context(|| format!("SIGKILL node {}", self.id))?;
         self.frozen = false;
-        wait_exit(&mut child, Duration::from_secs(10), &format!("node {} after SIGKILL", self.id)).await?;
+        wait_exit(
+            &mut child,
+            Duration::from_secs(10),
+            &format!("node {} after SIGKILL", self.id),
+        )
+        .await?;
         Ok(())
     }
 
     /// SIGSTOP: the process freezes (its ZooKeeper session will expire).
     pub fn sigstop(&mut self) -> Result<()> {
-        let child = self.child.as_mut().with_context(|| format!("node {} is not running", self.id))?;
+        let child = self
+            .child
+            .as_mut()
+            .with_context(|| format!("node {} is not running", self.id))?;
         signal(child, "STOP")?;
         self.frozen = true;
         Ok(())
@@ -189,7 +205,10 @@ impl Node {
 
     /// SIGCONT after `sigstop`.
     pub fn sigcont(&mut self) -> Result<()> {
-        let child = self.child.as_mut().with_context(|| format!("node {} is not running", self.id))?;
+        let child = self
+            .child
+            .as_mut()
+            .with_context(|| format!("node {} is not running", self.id))?;
         signal(child, "CONT")?;
         self.frozen = false;
         Ok(())
@@ -198,7 +217,10 @@ impl Node {
     /// SIGTERM and wait for the exit; its status (the contract: a clean exit).
     /// Error (and SIGKILL) if it is still running after 30 s.
     pub async fn sigterm(&mut self) -> Result<ExitStatus> {
-        let mut child = self.child.take().with_context(|| format!("node {} is not running", self.id))?;
+        let mut child = self
+            .child
+            .take()
+            .with_context(|| format!("node {} is not running", self.id))?;
         if self.frozen {
             signal(&mut child, "CONT")?;
             self.frozen = false;
@@ -217,7 +239,11 @@ impl Node {
     /// It must have been stopped first (`kill9`, `sigterm`), or have exited.
     pub fn restart(&mut self) -> Result<()> {
         if self.is_running() {
-            bail!("node {} is still running (pid {:?}); kill9() or sigterm() it first", self.id, self.pid());
+            bail!(
+                "node {} is still running (pid {:?}); kill9() or sigterm() it first",
+                self.id,
+                self.pid()
+            );
         }
         self.child = None;
         self.launch()
@@ -230,8 +256,7 @@ impl Node {
             bail!("node {} is still running; stop it before wiping its data dir", self.id);
         }
         if self.data_dir.exists() {
-            std::fs::remove_dir_all(&self.data_dir)
-                .with_context(|| format!("remove {}", self.data_dir.display()))?;
+            std::fs::remove_dir_all(&self.data_dir).with_context(|| format!("remove {}", self.data_dir.display()))?;
         }
         std::fs::create_dir_all(&self.data_dir).with_context(|| format!("create {}", self.data_dir.display()))
     }
@@ -261,7 +286,12 @@ impl Node {
         let deadline = Deadline::after(timeout, format!("node {} /health/ready", self.id));
         loop {
             if let Some(status) = self.exited() {
-                bail!("node {} exited ({status}); {}:\n{}", self.id, self.log_path.display(), self.log_tail(30));
+                bail!(
+                    "node {} exited ({status}); {}:\n{}",
+                    self.id,
+                    self.log_path.display(),
+                    self.log_tail(30)
+                );
             }
             let last = match self.api.ready().await {
                 Reply::Success { .. } => return Ok(()),

@@ -24,7 +24,10 @@ pub fn signal(child: &mut Child, signal: &str) -> Result<()> {
         .output()
         .context("run sh -c kill")?;
     if !out.status.success() {
-        bail!("kill -s {signal} {pid}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "kill -s {signal} {pid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

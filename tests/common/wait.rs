@@ -30,7 +30,11 @@ impl Deadline {
     /// A deadline `timeout` from now for waiting on `what` (used in the error).
     pub fn after(timeout: Duration, what: impl Into<String>) -> Deadline {
         let start = Instant::now();
-        Deadline { what: what.into(), start, end: start + timeout }
+        Deadline {
+            what: what.into(),
+            start,
+            end: start + timeout,
+        }
     }
 
     pub fn expired(&self) -> bool {

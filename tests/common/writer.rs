@@ -144,7 +144,10 @@ impl Writer {
 }
 
 async fn run(targets: Vec<Api>, options: WriterOptions, stop: Arc<AtomicBool>, progress: Arc<Progress>) -> WriterLog {
-    let targets: Vec<Api> = targets.iter().map(|a| a.with_timeout(options.request_timeout)).collect();
+    let targets: Vec<Api> = targets
+        .iter()
+        .map(|a| a.with_timeout(options.request_timeout))
+        .collect();
     let mut log = WriterLog::default();
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) && options.max_writes.is_none_or(|max| seq < max) {
@@ -160,14 +163,25 @@ async fn run(targets: Vec<Api>, options: WriterOptions, stop: Arc<AtomicBool>, p
         let outcome = match &reply {
             Reply::Success { value: index, .. } => Outcome::Acked { index: *index },
             r if r.outcome_unknown() => Outcome::Unknown,
-            r => Outcome::Rejected { status: r.status().unwrap_or(0) },
+            r => Outcome::Rejected {
+                status: r.status().unwrap_or(0),
+            },
         };
         match outcome {
             Outcome::Acked { .. } => progress.acked.fetch_add(1, Ordering::Relaxed),
             Outcome::Rejected { .. } => progress.rejected.fetch_add(1, Ordering::Relaxed),
             Outcome::Unknown => progress.unknown.fetch_add(1, Ordering::Relaxed),
         };
-        log.ops.push(Op { seq, key, value, target, start, end, outcome, detail: reply.to_string() });
+        log.ops.push(Op {
+            seq,
+            key,
+            value,
+            target,
+            start,
+            end,
+            outcome,
+            detail: reply.to_string(),
+        });
         seq += 1;
         if !matches!(outcome, Outcome::Acked { .. }) {
             tokio::time::sleep(options.backoff).await;
@@ -198,7 +212,10 @@ impl Expected {
 
 impl WriterLog {
     pub fn acked(&self) -> usize {
-        self.ops.iter().filter(|o| matches!(o.outcome, Outcome::Acked { .. })).count()
+        self.ops
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Acked { .. }))
+            .count()
     }
 
     pub fn unknown(&self) -> usize {
@@ -206,7 +223,10 @@ impl WriterLog {
     }
 
     pub fn rejected(&self) -> usize {
-        self.ops.iter().filter(|o| matches!(o.outcome, Outcome::Rejected { .. })).count()
+        self.ops
+            .iter()
+            .filter(|o| matches!(o.outcome, Outcome::Rejected { .. }))
+            .count()
     }
 
     /// Per key, what a final read may return.

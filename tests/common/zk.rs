@@ -20,7 +20,12 @@ const ZOO_CFG_TEMPLATE: &str = include_str!("../../zk/zoo.cfg.template");
 const LOG4J_PROPERTIES: &str = include_str!("../../zk/log4j.properties");
 const MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
 /// Small heap and the serial collector: several servers share a 2-core CI box.
-const JVM_FLAGS: &[&str] = &["-Xms32m", "-Xmx256m", "-XX:+UseSerialGC", "-Djava.net.preferIPv4Stack=true"];
+const JVM_FLAGS: &[&str] = &[
+    "-Xms32m",
+    "-Xmx256m",
+    "-XX:+UseSerialGC",
+    "-Djava.net.preferIPv4Stack=true",
+];
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -35,7 +40,13 @@ pub fn zk_classpath() -> Result<String> {
             return Ok(cp);
         }
     }
-    let jars = ["zookeeper.jar", "zookeeper-jute.jar", "slf4j-api.jar", "slf4j-log4j12.jar", "log4j-1.2.jar"];
+    let jars = [
+        "zookeeper.jar",
+        "zookeeper-jute.jar",
+        "slf4j-api.jar",
+        "slf4j-log4j12.jar",
+        "log4j-1.2.jar",
+    ];
     let paths: Vec<String> = jars.iter().map(|j| format!("/usr/share/java/{j}")).collect();
     for p in &paths {
         if !Path::new(p).is_file() {
@@ -59,7 +70,12 @@ impl Zk {
     pub async fn start(parent: &Path) -> Result<Zk> {
         let dir = parent.join("zk");
         std::fs::create_dir_all(dir.join("data")).with_context(|| format!("create {}", dir.display()))?;
-        let mut zk = Zk { dir, port: 0, child: None, log_offset: 0 };
+        let mut zk = Zk {
+            dir,
+            port: 0,
+            child: None,
+            log_offset: 0,
+        };
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
             zk.port = free_port()?;
@@ -153,8 +169,7 @@ impl Zk {
     }
 
     fn port_was_taken(&self) -> bool {
-        says_addr_in_use(&self.log_path(), self.log_offset)
-            || says_addr_in_use(&self.dir.join("zk.out"), 0)
+        says_addr_in_use(&self.log_path(), self.log_offset) || says_addr_in_use(&self.dir.join("zk.out"), 0)
     }
 
     async fn launch(&mut self) -> Result<()> {
@@ -165,12 +180,15 @@ impl Zk {
         let cfg_path = self.dir.join("zoo.cfg");
         std::fs::write(&cfg_path, cfg).with_context(|| format!("write {}", cfg_path.display()))?;
         let log4j_path = self.dir.join("log4j.properties");
-        std::fs::write(&log4j_path, LOG4J_PROPERTIES)
-            .with_context(|| format!("write {}", log4j_path.display()))?;
+        std::fs::write(&log4j_path, LOG4J_PROPERTIES).with_context(|| format!("write {}", log4j_path.display()))?;
 
         let out_path = self.dir.join("zk.out");
         let mut out = OpenOptions::new().create(true).append(true).open(&out_path)?;
-        writeln!(out, "=== walship test harness: starting ZooKeeper on 127.0.0.1:{} ===", self.port)?;
+        writeln!(
+            out,
+            "=== walship test harness: starting ZooKeeper on 127.0.0.1:{} ===",
+            self.port
+        )?;
         let err = out.try_clone()?;
         self.log_offset = file_len(&self.log_path());
 
@@ -239,4 +257,3 @@ pub async fn four_letter(port: u16, word: &str) -> Result<String> {
         Err(_) => bail!("{word} to 127.0.0.1:{port}: no reply within 2 s"),
     }
 }
-
