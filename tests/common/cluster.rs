@@ -10,6 +10,7 @@ use super::api::{Api, Reply, Status};
 use super::dir::{sanitize, TestDir};
 use super::node::Node;
 use super::ports::free_addr;
+use super::process::tail;
 use super::wait::Deadline;
 use super::zk::Zk;
 
@@ -38,17 +39,21 @@ impl Cluster {
     /// serve linearizable reads.
     pub async fn start(test_name: &str) -> Result<Cluster> {
         let mut cluster = Cluster::start_stopped(test_name).await?;
-        for id in [1, 2] {
-            cluster.spawn_node(id).await?;
+        let started = async {
+            for id in [1, 2] {
+                cluster.spawn_node(id).await?;
+            }
+            cluster.wait_for_leader(FIRST_LEADER_TIMEOUT).await
         }
-        cluster.wait_for_leader(FIRST_LEADER_TIMEOUT).await?;
+        .await;
+        started.in_cluster(&cluster)?;
         Ok(cluster)
     }
 
     /// ZooKeeper only; start nodes with `spawn_node`.
     pub async fn start_stopped(test_name: &str) -> Result<Cluster> {
         let dir = TestDir::new(test_name)?;
-        let zk = Zk::start(dir.path()).await?;
+        let zk = dir.keep_on_error(Zk::start(dir.path()).await)?;
         let name = format!(
             "{}-{}-{}",
             sanitize(test_name),
@@ -230,6 +235,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// The last lines of each node's log, on stderr (shown for failed tests).
+    pub fn print_log_tails(&self) {
+        for node in &self.nodes {
+            eprintln!(
+                "----- last lines of node {} ({}) -----\n{}",
+                node.id(),
+                node.log_path().display(),
+                tail(node.log_path(), 0, 40)
+            );
+        }
+        eprintln!("----- cluster {} logs: {} -----", self.name, self.log_paths().join(" "));
+    }
+
     /// The paths of every log file, for messages.
     pub fn log_paths(&self) -> Vec<String> {
         let mut paths = vec![self.zk.log_path().display().to_string()];
@@ -241,15 +259,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for node in &self.nodes {
-                eprintln!(
-                    "----- last lines of node {} ({}) -----\n{}",
-                    node.id(),
-                    node.log_path().display(),
-                    node.log_tail(40)
-                );
-            }
-            eprintln!("----- cluster {} logs: {} -----", self.name, self.log_paths().join(" "));
+            self.print_log_tails();
         }
     }
 }
@@ -263,13 +273,19 @@ fn show(statuses: &[(u64, Reply<Status>)]) -> String {
     }
 }
 
-/// Convenience for tests: the context every harness error should carry.
+/// For tests that return `Result`: on `Err`, name the cluster and its log
+/// directory in the error, and keep that directory (a test failing by `Err` does
+/// not panic, so the directory would otherwise be deleted).
 pub trait ClusterContext<T> {
     fn in_cluster(self, cluster: &Cluster) -> Result<T>;
 }
 
 impl<T> ClusterContext<T> for Result<T> {
     fn in_cluster(self, cluster: &Cluster) -> Result<T> {
+        if self.is_err() {
+            cluster.dir.keep_on_drop();
+            cluster.print_log_tails();
+        }
         self.with_context(|| format!("cluster {} (logs in {})", cluster.name, cluster.dir().display()))
     }
 }

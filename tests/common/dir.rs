@@ -1,7 +1,10 @@
 //! The per-test directory: deleted when the test passes, kept (and its path
-//! printed) when it panics or when `WALSHIP_KEEP_LOGS` is set.
+//! printed) when it panics, when `keep_on_drop` was called (e.g. by
+//! `ClusterContext::in_cluster` on an error, so tests that fail by returning `Err`
+//! keep their logs too), or when `WALSHIP_KEEP_LOGS` is set.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use tempfile::TempDir;
@@ -10,6 +13,7 @@ pub struct TestDir {
     /// `None` once kept.
     dir: Option<TempDir>,
     path: PathBuf,
+    keep_requested: AtomicBool,
 }
 
 impl TestDir {
@@ -25,11 +29,28 @@ impl TestDir {
             .tempdir_in(&base)
             .with_context(|| format!("create a temp dir in {}", base.display()))?;
         let path = dir.path().to_path_buf();
-        Ok(TestDir { dir: Some(dir), path })
+        Ok(TestDir {
+            dir: Some(dir),
+            path,
+            keep_requested: AtomicBool::new(false),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Keep the directory when it is dropped (the test is failing by an `Err`).
+    pub fn keep_on_drop(&self) {
+        self.keep_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Wrap a test step: on `Err`, keep the directory and name it in the error.
+    pub fn keep_on_error<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.keep_on_drop();
+        }
+        result.with_context(|| format!("test files in {}", self.path.display()))
     }
 
     /// Keep the directory whatever the outcome.
@@ -43,7 +64,7 @@ impl TestDir {
 impl Drop for TestDir {
     fn drop(&mut self) {
         let keep_asked = std::env::var("WALSHIP_KEEP_LOGS").is_ok_and(|v| !v.is_empty() && v != "0");
-        if std::thread::panicking() || keep_asked {
+        if std::thread::panicking() || keep_asked || self.keep_requested.load(Ordering::Relaxed) {
             self.keep();
             eprintln!("walship test files kept in {}", self.path.display());
         }
