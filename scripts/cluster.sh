@@ -270,49 +270,84 @@ request_block() { # method url [data]
     printf 'noproxy = "*"\nmax-time = 10\nsilent\nshow-error\nwrite-out = "\\n@@@ %%{http_code} %%{url_effective}\\n"\n'
 }
 
-# write <prefix> <count> <node ids...>: PUT <prefix>-000001.. round-robin over the nodes.
+RETRIED=0 # requests retried after a transient answer (503/504/5xx/no response)
+
+# send_until_definitive <kind> <cfg builder args...>: the requests listed in
+# $RUN_DIR/tmp/pending ("method<TAB>url<TAB>data" per line) are sent in one curl
+# batch; those without a definitive answer (writes: 200; reads: 200 or 404) are
+# sent again until none is left or the deadline passes. Retrying is safe: reads
+# are idempotent and every write puts the same value again. Definitive answers
+# go to $RUN_DIR/tmp/answers ("key<TAB>status<TAB>body").
+send_until_definitive() {
+    local kind="$1" deadline=$((SECONDS + TIMEOUT_S)) cfg="$RUN_DIR/tmp/batch.cfg" method u data left
+    local pending="$RUN_DIR/tmp/pending" answers="$RUN_DIR/tmp/answers" out="$RUN_DIR/tmp/batch.out"
+    : >"$answers"
+    while :; do
+        exec 4>"$cfg"
+        while IFS=$'\t' read -r method u data; do
+            if [[ "$method" == PUT ]]; then request_block PUT "$u" "$data" >&4; else request_block GET "$u" >&4; fi
+        done <"$pending"
+        exec 4>&-
+        sed -i '1{/^next$/d}' "$cfg"
+        run_batch "$cfg" >"$out" || true
+        if [[ "$kind" == write ]]; then
+            awk -F'\t' '$2 == 200' "$out" >>"$answers"
+            awk -F'\t' '$2 != 200 { print $1 }' "$out" >"$out.retry"
+        else
+            awk -F'\t' '$2 == 200 || $2 == 404' "$out" >>"$answers"
+            awk -F'\t' '$2 != 200 && $2 != 404 { print $1 }' "$out" >"$out.retry"
+        fi
+        left="$(wc -l <"$out.retry")"
+        ((left == 0)) && return 0
+        if ((SECONDS >= deadline)); then
+            echo "cluster.sh: $left requests still without a definitive answer after ${TIMEOUT_S}s; last answers (key, status, body):" >&2
+            awk -F'\t' -v kind="$kind" '(kind == "write" && $2 != 200) || (kind != "write" && $2 != 200 && $2 != 404)' "$out" | head -n 5 >&2
+            exit 1
+        fi
+        RETRIED=$((RETRIED + left))
+        echo "cluster.sh: retrying $left ${kind}s after transient answers, e.g.: $(awk -F'\t' '$2 != 200 && $2 != 404' "$out" | head -n 1)" >&2
+        # Keep only the pending lines whose key must be retried.
+        awk -F'\t' 'NR == FNR { retry[$1] = 1; next } { n = split($2, a, "/"); k = a[n]; sub(/\?.*/, "", k); if (k in retry) print }' \
+            "$out.retry" "$pending" >"$pending.next"
+        mv "$pending.next" "$pending"
+        sleep 0.2
+    done
+}
+
+# write_keys <prefix> <count> <node ids...>: PUT <prefix>-000001.. round-robin over the nodes.
 write_keys() {
-    local prefix="$1" count="$2" i key value id cfg="$RUN_DIR/tmp/write.cfg" ok
+    local prefix="$1" count="$2" i key value id
     shift 2
     local nodes=("$@")
-    exec 4>"$cfg"
+    exec 5>"$RUN_DIR/tmp/pending"
     for ((i = 1; i <= count; i++)); do
         printf -v key '%s-%06d' "$prefix" "$i"
         value="$key-$TOKEN"
         id="${nodes[$((i % ${#nodes[@]}))]}"
-        request_block PUT "http://127.0.0.1:${PORT[$id]}/v1/kv/$key" "$value" >&4
+        printf 'PUT\thttp://127.0.0.1:%s/v1/kv/%s\t%s\n' "${PORT[$id]}" "$key" "$value" >&5
         EXPECT[$key]="$value"
     done
-    exec 4>&-
-    sed -i '1{/^next$/d}' "$cfg"
-    run_batch "$cfg" >"$RUN_DIR/tmp/write.out" || true
-    ok="$(awk -F'\t' '$2 == 200' "$RUN_DIR/tmp/write.out" | wc -l)"
-    if ((ok != count)); then
-        echo "cluster.sh: $((count - ok)) of $count writes not acknowledged; first failures (key, status, body):" >&2
-        awk -F'\t' '$2 != 200' "$RUN_DIR/tmp/write.out" | head -n 5 >&2
-        exit 1
-    fi
+    exec 5>&-
+    send_until_definitive write
 }
 
-# verify <node id> [stale]: read every expected key from the node and compare.
+# verify_keys <node id> [stale]: read every expected key from the node and compare.
 verify_keys() {
-    local id="$1" query="" cfg="$RUN_DIR/tmp/read.cfg" key code body bad=0 n=0
+    local id="$1" query="" key code body bad=0 n=0
     [[ "${2:-}" == stale ]] && query="?stale=true"
-    local base="http://127.0.0.1:${PORT[$id]}/v1/kv"
-    exec 4>"$cfg"
+    exec 5>"$RUN_DIR/tmp/pending"
     for key in "${!EXPECT[@]}"; do
-        request_block GET "$base/$key$query" >&4
+        printf 'GET\thttp://127.0.0.1:%s/v1/kv/%s%s\t\n' "${PORT[$id]}" "$key" "$query" >&5
     done
-    exec 4>&-
-    sed -i '1{/^next$/d}' "$cfg"
-    run_batch "$cfg" >"$RUN_DIR/tmp/read.out" || true
+    exec 5>&-
+    send_until_definitive read
     while IFS=$'\t' read -r key code body; do
         n=$((n + 1))
         if [[ "$code" != 200 || "$body" != "${EXPECT[$key]-}" ]]; then
             ((bad < 5)) && echo "cluster.sh: node $id: $key: HTTP $code '$body', expected '${EXPECT[$key]-}'" >&2
             bad=$((bad + 1))
         fi
-    done <"$RUN_DIR/tmp/read.out"
+    done <"$RUN_DIR/tmp/answers"
     ((n == ${#EXPECT[@]})) || die "node $id: $n answers for ${#EXPECT[@]} reads"
     ((bad == 0)) || die "node $id: $bad of $n keys wrong (${2:-linearizable} reads)"
 }
@@ -376,6 +411,7 @@ walship cluster '$CLUSTER': OK
   writes       $KEYS through nodes 1+2, then $MORE after the failover; ${#EXPECT[@]} keys verified on both nodes
   failover     leader node $OLD killed -9; node $SURVIVOR led after ${FAILOVER_MS} ms
   rejoin       node $OLD restarted, caught up in ${CATCHUP_MS} ms
+  retries      $RETRIED requests retried after a transient 503/504/no answer
   ZooKeeper    127.0.0.1:$ZK_PORT   (zk/zk.sh status $RUN_DIR/zk)
   node 1       $(url 1)   log $RUN_DIR/node1.log
   node 2       $(url 2)   log $RUN_DIR/node2.log
