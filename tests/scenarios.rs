@@ -178,7 +178,7 @@ async fn s3_leader_sigstop_then_sigcont() -> Result<()> {
 /// then the other dies, and the reborn node must hold everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s4_empty_disk_rebirth_beside_live_node() -> Result<()> {
-    let mut c = Cluster::start("s4").await?;
+    let mut c = Cluster::start_with("s4", &["--snapshot-every-entries", "50"]).await?;
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
     let reborn = Cluster::other(leader);
     let w = writer(vec![c.api(leader)], "s4");
@@ -208,7 +208,8 @@ async fn s4_empty_disk_rebirth_beside_live_node() -> Result<()> {
 /// itself from ZooKeeper only (snapshot and WAL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s5_both_die_one_reborn_empty_alone() -> Result<()> {
-    let mut c = Cluster::start("s5").await?;
+    // Small snapshots, so W holds a snapshot plus the WAL after it.
+    let mut c = Cluster::start_with("s5", &["--snapshot-every-entries", "40"]).await?;
     let w = writer(c.apis(), "s5");
     w.wait_for_more_acks(STEP_ACKS * 4, CATCH_UP_TIMEOUT).await?;
     c.node_mut(1).kill9().await?;
@@ -219,6 +220,12 @@ async fn s5_both_die_one_reborn_empty_alone() -> Result<()> {
     c.node_mut(2).restart()?;
     c.node_mut(2).wait_live(CATCH_UP_TIMEOUT).await?;
     assert_eq!(c.wait_for_leader(FAILOVER_TIMEOUT).await.in_cluster(&c)?, 2);
+    let log_text = std::fs::read_to_string(c.node(2).log_path())?;
+    assert!(
+        log_text.contains("adopting W's snapshot"),
+        "node 2 should have rebuilt from W's snapshot; see {}",
+        c.node(2).log_path().display()
+    );
     log.verify(&c.api(2))
         .await
         .context("node 2 rebuilt from ZooKeeper lost writes")

@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use anyhow::Result;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
@@ -28,7 +27,10 @@ fn lid(term: u64, node: u64, index: u64) -> LogId {
 fn entry(term: u64, node: u64, index: u64, value_bytes: usize) -> Entry {
     Entry {
         log_id: lid(term, node, index),
-        payload: EntryPayload::Normal(Request::Set { key: format!("k{index}"), value: vec![b'v'; value_bytes] }),
+        payload: EntryPayload::Normal(Request::Set {
+            key: format!("k{index}"),
+            value: vec![b'v'; value_bytes],
+        }),
     }
 }
 
@@ -38,7 +40,12 @@ fn append(
     entries: Vec<Entry>,
     commit: Option<LogId>,
 ) -> AppendEntriesRequest<TypeConfig> {
-    AppendEntriesRequest { vote, prev_log_id: prev, entries, leader_commit: commit }
+    AppendEntriesRequest {
+        vote,
+        prev_log_id: prev,
+        entries,
+        leader_commit: commit,
+    }
 }
 
 async fn witness(zk: &common::Zk, cluster: &str) -> Result<Witness> {
@@ -55,7 +62,11 @@ struct Fixture {
 async fn fixture(name: &str) -> Result<Fixture> {
     let dir = common::TestDir::new(name)?;
     let zk = common::Zk::start(dir.path()).await?;
-    Ok(Fixture { zk, _dir: dir, cluster: format!("{name}-{}", std::process::id()) })
+    Ok(Fixture {
+        zk,
+        _dir: dir,
+        cluster: format!("{name}-{}", std::process::id()),
+    })
 }
 
 /// Two nodes racing to create the cluster agree on one genesis.
@@ -68,7 +79,11 @@ async fn genesis_race_agrees() -> Result<()> {
     assert_eq!(ra.cluster_id, rb.cluster_id);
     assert_eq!(ra.last_log_id, Some(LogId::default()));
     let log = a.read_log(0).await?;
-    assert_eq!(log.entries, vec![genesis_entry()], "W's log starts with the genesis membership");
+    assert_eq!(
+        log.entries,
+        vec![genesis_entry()],
+        "W's log starts with the genesis membership"
+    );
     Ok(())
 }
 
@@ -85,7 +100,9 @@ async fn votes_and_fencing() -> Result<()> {
     let r = n1.vote(VoteRequest::new(Vote::new(1, 1), g)).await?;
     assert!(r.vote_granted);
     let v1 = Vote::new_committed(1, 1);
-    let ok = n1.append_entries(append(v1, g, vec![entry(1, 1, 1, 10), entry(1, 1, 2, 10)], g)).await?;
+    let ok = n1
+        .append_entries(append(v1, g, vec![entry(1, 1, 1, 10), entry(1, 1, 2, 10)], g))
+        .await?;
     assert_eq!(ok, AppendEntriesResponse::Success);
 
     // Node 2 with a shorter log cannot win W, even in a higher term.
@@ -95,13 +112,19 @@ async fn votes_and_fencing() -> Result<()> {
     // With the log, it wins; node 1 is then fenced.
     let r = n2.vote(VoteRequest::new(Vote::new(2, 2), Some(lid(1, 1, 2)))).await?;
     assert!(r.vote_granted);
-    let stale = n1.append_entries(append(v1, Some(lid(1, 1, 2)), vec![entry(1, 1, 3, 10)], None)).await?;
+    let stale = n1
+        .append_entries(append(v1, Some(lid(1, 1, 2)), vec![entry(1, 1, 3, 10)], None))
+        .await?;
     assert_eq!(stale, AppendEntriesResponse::HigherVote(Vote::new(2, 2)));
     // A stale heartbeat is refused too, so the old leader cannot confirm a read.
     let hb = n1.append_entries(append(v1, Some(lid(1, 1, 2)), vec![], None)).await?;
     assert!(matches!(hb, AppendEntriesResponse::HigherVote(_)));
     let log = n2.read_log(0).await?;
-    assert_eq!(log.record.last_log_id, Some(lid(1, 1, 2)), "the fenced append must leave no trace");
+    assert_eq!(
+        log.record.last_log_id,
+        Some(lid(1, 1, 2)),
+        "the fenced append must leave no trace"
+    );
     Ok(())
 }
 
@@ -116,19 +139,51 @@ async fn conflict_and_truncation() -> Result<()> {
     let g = Some(LogId::default());
     let v1 = Vote::new_committed(1, 1);
     let es: Vec<Entry> = (1..=5).map(|i| entry(1, 1, i, 10)).collect();
-    assert_eq!(n1.append_entries(append(v1, g, es[..3].to_vec(), None)).await?, AppendEntriesResponse::Success);
-    assert_eq!(n1.append_entries(append(v1, Some(lid(1, 1, 3)), es[3..].to_vec(), None)).await?, AppendEntriesResponse::Success);
+    assert_eq!(
+        n1.append_entries(append(v1, g, es[..3].to_vec(), None)).await?,
+        AppendEntriesResponse::Success
+    );
+    assert_eq!(
+        n1.append_entries(append(v1, Some(lid(1, 1, 3)), es[3..].to_vec(), None))
+            .await?,
+        AppendEntriesResponse::Success
+    );
 
     let v2 = Vote::new_committed(2, 2);
     // prev beyond W's log, or with another term: Conflict.
-    assert_eq!(n2.append_entries(append(v2, Some(lid(2, 2, 9)), vec![], None)).await?, AppendEntriesResponse::Conflict);
-    assert_eq!(n2.append_entries(append(v2, Some(lid(2, 2, 4)), vec![], None)).await?, AppendEntriesResponse::Conflict);
+    assert_eq!(
+        n2.append_entries(append(v2, Some(lid(2, 2, 9)), vec![], None)).await?,
+        AppendEntriesResponse::Conflict
+    );
+    assert_eq!(
+        n2.append_entries(append(v2, Some(lid(2, 2, 4)), vec![], None)).await?,
+        AppendEntriesResponse::Conflict
+    );
     // Entries 3.. conflict from index 4: 4 and 5 go, 4' 5' 6' come.
-    let new: Vec<Entry> = vec![entry(1, 1, 3, 10), entry(2, 2, 4, 10), entry(2, 2, 5, 10), entry(2, 2, 6, 10)];
-    assert_eq!(n2.append_entries(append(v2, Some(lid(1, 1, 2)), new, Some(lid(1, 1, 3)))).await?, AppendEntriesResponse::Success);
+    let new: Vec<Entry> = vec![
+        entry(1, 1, 3, 10),
+        entry(2, 2, 4, 10),
+        entry(2, 2, 5, 10),
+        entry(2, 2, 6, 10),
+    ];
+    assert_eq!(
+        n2.append_entries(append(v2, Some(lid(1, 1, 2)), new, Some(lid(1, 1, 3))))
+            .await?,
+        AppendEntriesResponse::Success
+    );
     let log = n1.read_log(1).await?;
     let ids: Vec<LogId> = log.entries.iter().map(|e| e.log_id).collect();
-    assert_eq!(ids, vec![lid(1, 1, 1), lid(1, 1, 2), lid(1, 1, 3), lid(2, 2, 4), lid(2, 2, 5), lid(2, 2, 6)]);
+    assert_eq!(
+        ids,
+        vec![
+            lid(1, 1, 1),
+            lid(1, 1, 2),
+            lid(1, 1, 3),
+            lid(2, 2, 4),
+            lid(2, 2, 5),
+            lid(2, 2, 6)
+        ]
+    );
     assert_eq!(log.record.committed, Some(lid(1, 1, 3)));
     Ok(())
 }
@@ -143,12 +198,18 @@ async fn big_batch_is_split_under_jute_maxbuffer() -> Result<()> {
     let g = Some(LogId::default());
     assert!(n1.vote(VoteRequest::new(Vote::new(1, 1), g)).await?.vote_granted);
     let es: Vec<Entry> = (1..=8).map(|i| entry(1, 1, i, 400 * 1024)).collect();
-    let r = n1.append_entries(append(Vote::new_committed(1, 1), g, es.clone(), None)).await?;
+    let r = n1
+        .append_entries(append(Vote::new_committed(1, 1), g, es.clone(), None))
+        .await?;
     assert_eq!(r, AppendEntriesResponse::Success);
     let log = n1.read_log(1).await?;
     assert_eq!(log.entries, es);
     let (_, segments) = n1.inspect().await?;
-    assert!(segments.len() >= 5, "3.2 MB must span several segments, got {}", segments.len());
+    assert!(
+        segments.len() >= 5,
+        "3.2 MB must span several segments, got {}",
+        segments.len()
+    );
     assert!(segments.iter().all(|s| s.bytes < 1024 * 1024 && s.error.is_none()));
     Ok(())
 }
@@ -165,7 +226,8 @@ async fn snapshot_compacts_the_wal() -> Result<()> {
     assert!(n1.vote(VoteRequest::new(Vote::new(1, 1), g)).await?.vote_granted);
     let mut prev = g;
     for i in 1..=10 {
-        n1.append_entries(append(v1, prev, vec![entry(1, 1, i, 10)], prev)).await?;
+        n1.append_entries(append(v1, prev, vec![entry(1, 1, i, 10)], prev))
+            .await?;
         prev = Some(lid(1, 1, i));
     }
     let meta = walship::types::SnapshotMeta {
@@ -176,12 +238,21 @@ async fn snapshot_compacts_the_wal() -> Result<()> {
     let data = vec![7u8; 2 * 1024 * 1024 + 17];
     n1.install_snapshot(v1, meta.clone(), data.clone()).await?;
     let (record, segments) = n1.inspect().await?;
-    assert_eq!(record.snapshot.as_ref().map(|s| s.meta.last_log_id), Some(Some(lid(1, 1, 6))));
-    assert!(segments.iter().all(|s| s.last_index.unwrap_or(0) > 6), "segments behind the snapshot remain: {segments:?}");
+    assert_eq!(
+        record.snapshot.as_ref().map(|s| s.meta.last_log_id),
+        Some(Some(lid(1, 1, 6)))
+    );
+    assert!(
+        segments.iter().all(|s| s.last_index.unwrap_or(0) > 6),
+        "segments behind the snapshot remain: {segments:?}"
+    );
     let log = n1.read_log(0).await?;
     let (m, d) = log.snapshot.expect("a reader from index 0 needs the snapshot");
     assert_eq!((m.snapshot_id, d), (meta.snapshot_id, data));
-    assert_eq!(log.entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+    assert_eq!(
+        log.entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        vec![7, 8, 9, 10]
+    );
     Ok(())
 }
 
@@ -194,7 +265,8 @@ async fn corrupt_segment_is_reported_never_applied() -> Result<()> {
     n1.bootstrap().await?;
     let g = Some(LogId::default());
     assert!(n1.vote(VoteRequest::new(Vote::new(1, 1), g)).await?.vote_granted);
-    n1.append_entries(append(Vote::new_committed(1, 1), g, vec![entry(1, 1, 1, 100)], None)).await?;
+    n1.append_entries(append(Vote::new_committed(1, 1), g, vec![entry(1, 1, 1, 100)], None))
+        .await?;
     let path = n1.paths().segment(1);
     let raw = zookeeper_client::Client::connect(&f.zk.addr()).await?;
     let (mut bytes, _) = raw.get_data(&path).await?;
@@ -211,7 +283,11 @@ async fn corrupt_segment_is_reported_never_applied() -> Result<()> {
         other => panic!("corruption not detected: {:?}", other.map(|l| l.entries.len())),
     }
     let (_, segments) = fresh.inspect().await?;
-    let bad: Vec<_> = segments.iter().filter(|s| s.error.is_some()).map(|s| s.path.clone()).collect();
+    let bad: Vec<_> = segments
+        .iter()
+        .filter(|s| s.error.is_some())
+        .map(|s| s.path.clone())
+        .collect();
     assert_eq!(bad, vec![path]);
     Ok(())
 }
@@ -231,7 +307,10 @@ async fn heartbeat_is_a_check_only_multi() -> Result<()> {
     let witness_path = n1.paths().witness();
     let (_, before) = raw.get_data(&witness_path).await?;
     for _ in 0..5 {
-        assert_eq!(n1.append_entries(append(v, Some(lid(1, 1, 1)), vec![], g)).await?, AppendEntriesResponse::Success);
+        assert_eq!(
+            n1.append_entries(append(v, Some(lid(1, 1, 1)), vec![], g)).await?,
+            AppendEntriesResponse::Success
+        );
     }
     let (_, after) = raw.get_data(&witness_path).await?;
     assert_eq!(before.version, after.version, "heartbeats must not rewrite W's record");

@@ -32,13 +32,21 @@ pub struct Cluster {
     nodes: Vec<Node>,
     pub zk: Zk,
     dir: TestDir,
+    /// Flags given to every node of this cluster.
+    node_args: Vec<String>,
 }
 
 impl Cluster {
     /// ZooKeeper and both nodes, each on a free port; returns once a leader can
     /// serve linearizable reads.
     pub async fn start(test_name: &str) -> Result<Cluster> {
+        Cluster::start_with(test_name, &[]).await
+    }
+
+    /// Like `start`, with more `walship node` flags for both nodes.
+    pub async fn start_with(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
         let mut cluster = Cluster::start_stopped(test_name).await?;
+        cluster.node_args = node_args.iter().map(|a| a.to_string()).collect();
         let started = async {
             for id in [1, 2] {
                 cluster.spawn_node(id).await?;
@@ -65,6 +73,7 @@ impl Cluster {
             nodes: Vec::new(),
             zk,
             dir,
+            node_args: Vec::new(),
         })
     }
 
@@ -75,7 +84,14 @@ impl Cluster {
             bail!("node {id} already exists in this cluster; use node_mut({id}).restart()");
         }
         let data_dir = self.dir.path().join(format!("node{id}"));
-        let mut node = Node::spawn(id, &self.name, &self.zk.addr(), &data_dir, free_addr()?)?;
+        let mut node = Node::spawn_with(
+            id,
+            &self.name,
+            &self.zk.addr(),
+            &data_dir,
+            free_addr()?,
+            &self.node_args,
+        )?;
         let mut attempt = 1;
         loop {
             match node.wait_live(LIVE_TIMEOUT).await {

@@ -36,6 +36,8 @@ pub struct Node {
     starts: u32,
     /// Length of the log when the current process started.
     log_offset: u64,
+    /// More `walship node` flags (tuning), passed on every start.
+    extra_args: Vec<String>,
 }
 
 impl Node {
@@ -43,6 +45,18 @@ impl Node {
     /// <data_dir> --listen <listen>` with RUST_LOG (default `info`). Returns at once;
     /// see `wait_live`.
     pub fn spawn(id: u64, cluster: &str, zk: &str, data_dir: &Path, listen: SocketAddr) -> Result<Node> {
+        Node::spawn_with(id, cluster, zk, data_dir, listen, &[])
+    }
+
+    /// `spawn` with more `walship node` flags, kept for every restart.
+    pub fn spawn_with(
+        id: u64,
+        cluster: &str,
+        zk: &str,
+        data_dir: &Path,
+        listen: SocketAddr,
+        extra_args: &[String],
+    ) -> Result<Node> {
         let name = data_dir
             .file_name()
             .with_context(|| format!("data dir {} has no file name", data_dir.display()))?
@@ -61,6 +75,7 @@ impl Node {
             frozen: false,
             starts: 0,
             log_offset: 0,
+            extra_args: extra_args.to_vec(),
         };
         node.launch()?;
         Ok(node)
@@ -88,7 +103,8 @@ impl Node {
             .args(["--zk", &self.zk])
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--listen", &self.listen.to_string()]);
+            .args(["--listen", &self.listen.to_string()])
+            .args(&self.extra_args);
         // Flags only: the developer's shell must not leak settings into a test.
         for var in [
             "WALSHIP_ID",
@@ -111,6 +127,11 @@ impl Node {
         self.child = Some(child);
         self.frozen = false;
         Ok(())
+    }
+
+    /// Flags added to every later start (e.g. `--snapshot-every-entries 50`).
+    pub fn set_extra_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
     }
 
     pub fn id(&self) -> u64 {
