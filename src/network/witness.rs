@@ -38,13 +38,22 @@ fn rpc_error(e: WitnessError) -> RpcError {
     }
 }
 
+fn joined<T>(r: Result<Result<T, WitnessError>, tokio::task::JoinError>) -> Result<T, RpcError> {
+    match r {
+        Ok(r) => r.map_err(rpc_error),
+        Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+    }
+}
+
 impl WitnessClient {
     pub async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
-        self.witness.append_entries(rpc).await.map_err(rpc_error)
+        // Spawned, so openraft's RPC timeout abandons the wait, not the change.
+        let w = Arc::clone(&self.witness);
+        joined(tokio::spawn(async move { w.append_entries(rpc).await }).await)
     }
 
     pub async fn vote(
@@ -52,7 +61,8 @@ impl WitnessClient {
         rpc: VoteRequest<NodeId>,
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
-        self.witness.vote(rpc).await.map_err(rpc_error)
+        let w = Arc::clone(&self.witness);
+        joined(tokio::spawn(async move { w.vote(rpc).await }).await)
     }
 
     pub async fn full_snapshot(

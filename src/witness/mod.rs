@@ -130,7 +130,7 @@ impl View {
                     .get((index - first) as usize)
                     .map(|l| Slot::Present(*l))
                     .unwrap_or(Slot::Absent),
-                None => unreachable!("segment {first} consulted before it was loaded"),
+                None => Slot::Unloaded,
             },
         }
     }
@@ -161,12 +161,19 @@ pub struct SegmentReport {
 /// The cached view is only put back after a success, so a call cancelled
 /// mid-flight (openraft times RPCs out) or failed leaves it empty and the
 /// next call re-reads W.
+///
+/// The view's lock is held for the whole call, I/O included, on purpose:
+/// a node's changes to W must happen one at a time anyway (each is checked
+/// against the version the previous one produced), and the callers run these
+/// in spawned tasks, so an RPC timeout in openraft never cancels a change
+/// half-way and the next call finds the view warm.
 macro_rules! with_view {
     ($self:ident, $what:expr, |$view:ident| $body:block) => {{
+        let mut guard = $self.view.lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut owned = match $self.take_view() {
+            let mut owned = match guard.take() {
                 Some(v) => v,
                 None => $self.load_view().await?,
             };
@@ -174,7 +181,8 @@ macro_rules! with_view {
             let r: Result<_, WitnessError> = async { $body }.await;
             match r {
                 Ok(t) => {
-                    $self.put_view(owned);
+                    *$self.last_seen.lock().expect("last_seen lock") = owned.record.last_log_id;
+                    *guard = Some(owned);
                     break Ok(t);
                 }
                 Err(WitnessError::VersionMismatch) if attempt < 8 => {
@@ -189,7 +197,9 @@ macro_rules! with_view {
 pub struct Witness {
     zk: Arc<ZkSession>,
     paths: Paths,
-    view: Mutex<Option<View>>,
+    view: tokio::sync::Mutex<Option<View>>,
+    /// W's last log id as last seen, for status (never for a decision).
+    last_seen: Mutex<Option<LogId>>,
 }
 
 impl Witness {
@@ -197,7 +207,8 @@ impl Witness {
         Witness {
             zk,
             paths: Paths::new(cluster),
-            view: Mutex::new(None),
+            view: tokio::sync::Mutex::new(None),
+            last_seen: Mutex::new(None),
         }
     }
 
@@ -211,11 +222,7 @@ impl Witness {
 
     /// W's last log id as this node last saw it (for status; not a decision).
     pub fn cached_last_log_id(&self) -> Option<LogId> {
-        self.view
-            .lock()
-            .expect("view lock")
-            .as_ref()
-            .and_then(|v| v.record.last_log_id)
+        *self.last_seen.lock().expect("last_seen lock")
     }
 
     // ---- genesis -------------------------------------------------------
@@ -331,6 +338,46 @@ impl Witness {
         record::decode_segment(&bytes, &path, first)
     }
 
+    /// Reads many segments with ZooKeeper multi-reads (one round trip per
+    /// `SEGMENTS_PER_READ`), each batch also reading W's record so the caller
+    /// can tell whether W changed in between: returns the segments (None for
+    /// one that no longer exists) and the record versions seen.
+    async fn read_segments(&self, firsts: &[u64]) -> Result<(Vec<Option<Vec<Entry>>>, Vec<i32>), WitnessError> {
+        const SEGMENTS_PER_READ: usize = 64;
+        let mut out = Vec::with_capacity(firsts.len());
+        let mut versions = Vec::new();
+        for batch in firsts.chunks(SEGMENTS_PER_READ) {
+            let witness = self.paths.witness();
+            let paths: Vec<String> = batch.iter().map(|f| self.paths.segment(*f)).collect();
+            let results = self
+                .zk
+                .run(&format!("multi-read {} segments", batch.len()), |c| async move {
+                    let mut r = c.new_multi_reader();
+                    r.add_get_data(&witness)?;
+                    for p in &paths {
+                        r.add_get_data(p)?;
+                    }
+                    r.commit().await
+                })
+                .await?;
+            let mut results = results.into_iter();
+            match results.next() {
+                Some(zk::MultiReadResult::Data { stat, .. }) => versions.push(stat.version),
+                other => return Err(WitnessError::corrupt(&self.paths.witness(), format!("unreadable: {other:?}"))),
+            }
+            for (first, r) in batch.iter().zip(results) {
+                let path = self.paths.segment(*first);
+                match r {
+                    zk::MultiReadResult::Data { data, .. } => out.push(Some(record::decode_segment(&data, &path, *first)?)),
+                    zk::MultiReadResult::Error { err: zk::Error::NoNode } => out.push(None),
+                    zk::MultiReadResult::Error { err } => return Err(WitnessError::from_zk(&format!("get {path}"), err)),
+                    _ => return Err(WitnessError::corrupt(&path, "unexpected multi-read reply")),
+                }
+            }
+        }
+        Ok((out, versions))
+    }
+
     /// Loads the log ids of every segment overlapping `[from, to]`.
     async fn load_segments(&self, view: &mut View, from: u64, to: u64) -> Result<(), WitnessError> {
         let Some(start) = view.segment_of(from).or_else(|| view.segments.keys().next().copied()) else {
@@ -348,14 +395,6 @@ impl Witness {
                 .insert(first, Some(entries.iter().map(|e| e.log_id).collect()));
         }
         Ok(())
-    }
-
-    fn take_view(&self) -> Option<View> {
-        self.view.lock().expect("view lock").take()
-    }
-
-    fn put_view(&self, view: View) {
-        *self.view.lock().expect("view lock") = Some(view);
     }
 
     // ---- writes --------------------------------------------------------
@@ -414,7 +453,7 @@ impl Witness {
     /// Vote(req), see [`rules::decide_vote`].
     pub async fn vote(&self, req: VoteRequest<u64>) -> Result<VoteResponse<u64>, WitnessError> {
         // Votes are rare and usually follow the other node's writes: start fresh.
-        drop(self.take_view());
+        self.view.lock().await.take();
         with_view!(self, "vote", |view| {
             let (resp, next) = rules::decide_vote(&view.record, &req);
             if let Some(next) = next {
@@ -433,17 +472,14 @@ impl Witness {
         let req = &req;
         with_view!(self, "append", |view| {
             {
-                // Load the log ids the rules will consult.
-                let lo = req
-                    .prev_log_id
-                    .map(|p| p.index)
-                    .or(req.entries.first().map(|e| e.log_id.index));
-                let hi = req.entries.last().map(|e| e.log_id.index).or(lo);
-                if let (Some(lo), Some(hi), Some(last)) = (lo, hi, view.last_index()) {
-                    w.load_segments(view, lo, hi.min(last)).await?;
-                }
-                let decision = rules::decide_append(&view.record, req, |i| view.slot(i));
+                let decision = loop {
+                    match rules::decide_append(&view.record, req, |i| view.slot(i)) {
+                        AppendDecision::Load(index) => w.load_segments(view, index, index).await?,
+                        d => break d,
+                    }
+                };
                 match decision {
+                    AppendDecision::Load(_) => unreachable!("loaded above"),
                     AppendDecision::HigherVote(v) => Ok(AppendEntriesResponse::HigherVote(v)),
                     AppendDecision::Conflict { record } => {
                         if record != view.record {
@@ -560,20 +596,15 @@ impl Witness {
             return Ok(vote);
         };
         // Upload the chunks first; unreferenced until the final multi.
-        let view = match self.take_view() {
-            Some(v) => v,
-            None => self.load_view().await?,
-        };
-        if !rules::vote_reaches(&vote, &view.record.vote) {
-            let v = view.record.vote;
-            self.put_view(view);
-            return Ok(v);
+        // A cheap early refusal before uploading megabytes; the final multi
+        // checks again.
+        let (record, _) = self.read_record().await?;
+        if !rules::vote_reaches(&vote, &record.vote) {
+            return Ok(record.vote);
         }
-        if view.record.purged() >= Some(snap_last) {
-            self.put_view(view);
+        if record.purged() >= Some(snap_last) {
             return Ok(vote);
         }
-        self.put_view(view);
         let chunk_bytes = MAX_MULTI_BYTES - 1024;
         let chunks: Vec<&[u8]> = if data.is_empty() {
             vec![&data[..]]
@@ -732,37 +763,32 @@ impl Witness {
                 }
                 start = start.max(purged.index + 1);
             }
-            let mut entries = Vec::new();
-            let mut vanished = false;
+            let mut wanted: Vec<(u64, u64)> = Vec::new();
             if let Some(upto) = upto {
                 let firsts: Vec<u64> = view.segments.keys().copied().collect();
                 for (i, first) in firsts.iter().enumerate() {
                     let seg_last = firsts.get(i + 1).map(|n| n - 1).unwrap_or(u64::MAX).min(upto.index);
-                    if seg_last < start || *first > upto.index {
-                        continue;
-                    }
-                    match self.read_segment(*first).await {
-                        Ok(seg) => entries.extend(
-                            seg.into_iter()
-                                .filter(|e| e.log_id.index >= start && e.log_id.index <= seg_last),
-                        ),
-                        Err(e) if e.is_zk(zk::Error::NoNode) => {
-                            vanished = true;
-                            break;
-                        }
-                        Err(e) => return Err(e),
+                    if seg_last >= start && *first <= upto.index {
+                        wanted.push((*first, seg_last));
                     }
                 }
             }
-            if vanished {
+            let firsts: Vec<u64> = wanted.iter().map(|(f, _)| *f).collect();
+            let (segments, versions) = self.read_segments(&firsts).await?;
+            if segments.iter().any(|s| s.is_none()) {
+                continue; // compacted or truncated meanwhile
+            }
+            if whole && versions.iter().any(|v| *v != view.version) {
                 continue;
             }
-            if whole && self.read_record().await?.1 != view.version {
-                continue;
+            let mut entries = Vec::new();
+            for (seg, (_, seg_last)) in segments.into_iter().flatten().zip(&wanted) {
+                entries.extend(seg.into_iter().filter(|e| e.log_id.index >= start && e.log_id.index <= *seg_last));
             }
             check_contiguous(&entries, start, upto, &self.paths)?;
             if whole {
-                self.put_view(view);
+                *self.last_seen.lock().expect("last_seen lock") = view.record.last_log_id;
+                *self.view.lock().await = Some(view);
             } else {
                 tracing::info!(upto = ?upto, witness_last = ?record.last_log_id, "W is busy; read its committed prefix only");
             }

@@ -20,6 +20,8 @@ pub enum Slot {
     Purged,
     Present(LogId),
     Absent,
+    /// W holds it, but this node has not read that segment yet.
+    Unloaded,
 }
 
 /// `a >= b` in openraft's order of votes (a partial order in general;
@@ -52,6 +54,8 @@ pub enum AppendDecision {
     HigherVote(Vote),
     /// `prev_log_id` is not in W's log; `record` carries the adopted vote.
     Conflict { record: WitnessRecord },
+    /// The rules need W's entry at this index: load its segment and ask again.
+    Load(u64),
     /// Make W's log: keep up to `truncate_from - 1` (if set), then append
     /// `append`; then write `record`.
     Accept {
@@ -73,7 +77,14 @@ impl AppendDecision {
 /// W.vote := req.vote; if `prev_log_id` is not in W's log answer Conflict;
 /// else delete W's entries from the first one that conflicts and append the
 /// rest (entries W already holds with the same log id are kept, as Raft
-/// requires). `slot(i)` looks W's log up; the caller has loaded what it needs.
+/// requires). `slot(i)` looks W's log up; `Unloaded` makes the decision
+/// `Load(i)`, and the caller loads that segment and asks again.
+///
+/// By Raft's log matching property, if W holds the request's entry at index
+/// i then it holds all of the request's entries before i; so the first
+/// conflicting entry is found by binary search, with a handful of lookups
+/// however long the request (a new leader's first append can carry
+/// thousands of entries W already has).
 pub fn decide_append(
     w: &WitnessRecord,
     req: &AppendEntriesRequest<TypeConfig>,
@@ -90,29 +101,41 @@ pub fn decide_append(
             Slot::Purged => true,
             Slot::Present(have) => have == prev,
             Slot::Absent => false,
+            Slot::Unloaded => return AppendDecision::Load(prev.index),
         };
         if !ok {
             return AppendDecision::Conflict { record: next };
         }
     }
 
-    let mut truncate_from = None;
-    let mut append = Vec::new();
-    for (i, e) in req.entries.iter().enumerate() {
+    // Position in `req.entries` of the first entry W does not hold as is.
+    let holds = |i: usize| -> Result<bool, u64> {
+        let e = &req.entries[i];
         match slot(e.log_id.index) {
-            Slot::Purged => continue,
-            Slot::Present(have) if have == e.log_id => continue,
-            Slot::Present(_) => {
-                truncate_from = Some(e.log_id.index);
-                append = req.entries[i..].to_vec();
-                break;
-            }
-            Slot::Absent => {
-                append = req.entries[i..].to_vec();
-                break;
-            }
+            Slot::Purged => Ok(true),
+            Slot::Present(have) => Ok(have == e.log_id),
+            Slot::Absent => Ok(false),
+            Slot::Unloaded => Err(e.log_id.index),
+        }
+    };
+    let (mut lo, mut hi) = (0usize, req.entries.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match holds(mid) {
+            Ok(true) => lo = mid + 1,
+            Ok(false) => hi = mid,
+            Err(index) => return AppendDecision::Load(index),
         }
     }
+    let append = req.entries[lo..].to_vec();
+    let truncate_from = match append.first() {
+        Some(e) => match slot(e.log_id.index) {
+            Slot::Present(_) => Some(e.log_id.index),
+            Slot::Unloaded => return AppendDecision::Load(e.log_id.index),
+            Slot::Purged | Slot::Absent => None,
+        },
+        None => None,
+    };
     if let Some(last) = append.last() {
         next.last_log_id = Some(last.log_id);
     }

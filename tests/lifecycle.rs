@@ -1,0 +1,171 @@
+//! The HTTP contract's error answers and a node's life cycle: SIGTERM,
+//! a data dir of another cluster, a node reborn at another address, and
+//! ZooKeeper restarted under a running cluster (S8).
+
+mod common;
+
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use anyhow::Result;
+use common::cluster::ClusterContext;
+use common::Cluster;
+use common::Deadline;
+use common::Reply;
+use reqwest::Method;
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn error_of(reply: &Reply<(u16, Vec<u8>)>) -> (u16, String) {
+    match reply {
+        Reply::Success { value: (status, body), .. } => {
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            (*status, v.get("error").and_then(|e| e.as_str()).unwrap_or("").to_string())
+        }
+        other => panic!("no response: {other}"),
+    }
+}
+
+/// Bad input gets a clear error, changes nothing, through leader and follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
+    let mut c = Cluster::start("api-errors").await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    for id in [leader, Cluster::other(leader)] {
+        let api = c.api(id);
+        let cases: Vec<(Method, String, Option<Vec<u8>>, u16)> = vec![
+            (Method::PUT, format!("/v1/kv/{}", "k".repeat(1025)), Some(b"v".to_vec()), 413),
+            (Method::PUT, "/v1/kv/big".into(), Some(vec![b'x'; 512 * 1024 + 1]), 413),
+            (Method::POST, "/v1/cas/c".into(), Some(b"not json".to_vec()), 400),
+            (Method::POST, "/v1/cas/c".into(), Some(br#"{"expect": null}"#.to_vec()), 400),
+            (Method::POST, "/v1/cas/c".into(), Some(br#"{"expect": 1, "value": "x"}"#.to_vec()), 400),
+            (Method::GET, "/v1/kv/absent".into(), None, 404),
+        ];
+        for (method, path, body, want) in cases {
+            let r = api.raw(method.clone(), &path, body).await;
+            let (status, error) = error_of(&r);
+            assert_eq!(status, want, "{method} {} via node {id}", &path[..path.len().min(40)]);
+            assert!(!error.is_empty(), "{method} {path:.40}: the error must say why");
+        }
+        // A value of exactly the limit is fine.
+        api.put(&format!("max-{id}"), vec![b'm'; 512 * 1024]).await.into_result()?;
+    }
+    for key in ["big", "c"] {
+        assert_eq!(c.api(leader).get(key).await.into_result()?, None, "a refused write left {key} behind");
+    }
+    // CAS semantics: absent -> create, wrong expectation -> no change, delete.
+    let api = c.api(Cluster::other(leader));
+    assert!(api.cas("c", None, Some("one")).await.into_result()?.ok);
+    let r = api.cas("c", Some("two"), Some("three")).await.into_result()?;
+    assert!(!r.ok);
+    assert_eq!(r.current.as_deref(), Some("one"));
+    assert!(api.cas("c", Some("one"), None).await.into_result()?.ok);
+    assert_eq!(api.get("c").await.into_result()?, None);
+    Ok(())
+}
+
+/// SIGTERM on the leader: a clean exit that closes its ZooKeeper session,
+/// so the other node takes over well before a session timeout (4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_cleanly_and_hands_over() -> Result<()> {
+    let mut c = Cluster::start("sigterm").await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    c.api(leader).put("before", "1").await.into_result()?;
+    let started = Instant::now();
+    let status = c.node_mut(leader).sigterm().await?;
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    let new = c.wait_for_new_leader(leader, TIMEOUT).await.in_cluster(&c)?;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "hand-over took {took:?}: the leader znode did not vanish with the session");
+    assert_eq!(c.api(new).get("before").await.into_result()?.as_deref(), Some("1"));
+    Ok(())
+}
+
+/// A data dir that belongs to another cluster is refused with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_data_dir_is_refused() -> Result<()> {
+    let mut a = Cluster::start("foreign-a").await?;
+    a.wait_for_leader(TIMEOUT).await?;
+    a.api(1).put("mine", "a").await.into_result()?;
+    a.node_mut(1).sigterm().await?;
+    let data_dir = a.node(1).data_dir().to_path_buf();
+
+    let b = Cluster::start_stopped("foreign-b").await?;
+    let listen = common::ports::free_addr()?;
+    let mut intruder = common::Node::spawn(1, &b.name, &b.zk.addr(), &data_dir, listen)?;
+    let deadline = Deadline::after(TIMEOUT, "the foreign node to exit");
+    let status = loop {
+        if let Some(s) = intruder.exited() {
+            break s;
+        }
+        deadline.tick(&"still running").await?;
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(intruder.log_path())?;
+    assert!(log.contains("another cluster") || log.contains("belongs to"), "unclear refusal:\n{log}");
+    Ok(())
+}
+
+/// A node reborn at another address is found through its members znode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reborn_at_another_address_is_reached() -> Result<()> {
+    let mut c = Cluster::start("readdress").await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    let follower = Cluster::other(leader);
+    c.node_mut(follower).kill9().await?;
+    c.api(leader).put("while-away", "x").await.into_result()?;
+    let node = c.node_mut(follower);
+    node.set_listen(common::ports::free_addr()?);
+    node.restart()?;
+    node.wait_live(TIMEOUT).await?;
+    let applied = c.api(leader).status().await.into_result()?.applied_index.unwrap_or(0);
+    c.wait_applied(applied, TIMEOUT).await.in_cluster(&c)?;
+    assert_eq!(c.api(follower).get_stale("while-away").await.into_result()?.as_deref(), Some("x"));
+    // And it can lead from its new address.
+    c.node_mut(leader).kill9().await?;
+    assert_eq!(c.wait_for_new_leader(leader, TIMEOUT).await.in_cluster(&c)?, follower);
+    assert_eq!(c.api(follower).get("while-away").await.into_result()?.as_deref(), Some("x"));
+    Ok(())
+}
+
+/// S8: ZooKeeper stopped, then started. Writes fail with a clear 503 or an
+/// honest 504 meanwhile; nothing acknowledged is lost; service resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s8_zookeeper_restart() -> Result<()> {
+    let mut c = Cluster::start("s8").await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        c.api(leader).put(&format!("s8-{i}"), format!("v{i}")).await.into_result()?;
+        acked.push(i);
+    }
+    c.zk.stop().await?;
+    // The ZooKeeper session notices the loss within its ping interval.
+    let deadline = Deadline::after(TIMEOUT, "a 503 while ZooKeeper is down");
+    loop {
+        let r = c.api(leader).with_timeout(Duration::from_secs(8)).put("s8-during", "x").await;
+        if r.status() == Some(503) {
+            let e = format!("{r}");
+            assert!(e.contains("ZooKeeper"), "the 503 must name ZooKeeper: {e}");
+            break;
+        }
+        assert!(!r.is_success(), "a write was acknowledged while ZooKeeper was down: {r}");
+        deadline.tick(&r).await?;
+    }
+    c.zk.start_again().await?;
+    let new = c.wait_for_leader(Duration::from_secs(40)).await.in_cluster(&c)?;
+    let deadline = Deadline::after(Duration::from_secs(40), "writes to resume");
+    loop {
+        let r = c.api(new).put("s8-after", "y").await;
+        if r.is_success() {
+            break;
+        }
+        deadline.tick(&r).await?;
+    }
+    for i in acked {
+        let got = c.api(new).get(&format!("s8-{i}")).await.into_result().context("read after ZooKeeper restart")?;
+        assert_eq!(got, Some(format!("v{i}")));
+    }
+    Ok(())
+}
