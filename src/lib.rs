@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod storage;
 pub mod types;
 pub mod witness;

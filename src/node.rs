@@ -103,6 +103,8 @@ pub struct Node {
     /// One adoption/election at a time.
     failover_lock: tokio::sync::Mutex<()>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Group commit of client requests; set once the node is in an Arc.
+    proposer: std::sync::OnceLock<crate::proposer::Proposer>,
 }
 
 impl Node {
@@ -113,6 +115,10 @@ impl Node {
     /// The running Raft, or None while it is being rebuilt by adoption.
     pub fn raft(&self) -> Option<Raft> {
         self.raft.read().expect("raft lock").clone()
+    }
+
+    pub fn proposer(&self) -> &crate::proposer::Proposer {
+        self.proposer.get().expect("proposer is set in Node::start")
     }
 
     pub fn note_leader_contact(&self, vote: Vote) {
@@ -199,7 +205,9 @@ impl Node {
             wake: Notify::new(),
             failover_lock: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            proposer: std::sync::OnceLock::new(),
         });
+        let _ = node.proposer.set(crate::proposer::Proposer::start(&node));
 
         // An empty disk rebuilds from W here; a kept disk drops any
         // uncommitted suffix W does not share. Either way the node never

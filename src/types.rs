@@ -15,8 +15,8 @@ pub const NODE_IDS: [NodeId; 2] = [1, 2];
 openraft::declare_raft_types!(
     /// walship's openraft type configuration.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Batch,
+        R = Vec<Response>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -50,6 +50,19 @@ pub enum Request {
         expect: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
     },
+}
+
+/// One Raft entry's payload: the client requests group-committed together
+/// (one fsync, one ZooKeeper multi for many writes), applied in order.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Batch {
+    pub ops: Vec<Request>,
+}
+
+impl Batch {
+    pub fn one(req: Request) -> Batch {
+        Batch { ops: vec![req] }
+    }
 }
 
 /// What applying a [`Request`] produced.

@@ -27,10 +27,10 @@ fn lid(term: u64, node: u64, index: u64) -> LogId {
 fn entry(term: u64, node: u64, index: u64, value_bytes: usize) -> Entry {
     Entry {
         log_id: lid(term, node, index),
-        payload: EntryPayload::Normal(Request::Set {
+        payload: EntryPayload::Normal(walship::types::Batch::one(Request::Set {
             key: format!("k{index}"),
             value: vec![b'v'; value_bytes],
-        }),
+        })),
     }
 }
 

@@ -25,13 +25,12 @@ use axum::routing::get;
 use axum::routing::post;
 use axum::Json;
 use axum::Router;
-use openraft::error::ClientWriteError;
-use openraft::error::RaftError;
 use openraft::ServerState;
 use serde_json::json;
 
 pub use self::error::ApiError;
 use crate::node::Node;
+use crate::proposer::ProposeError;
 use crate::types::Request;
 
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -198,27 +197,12 @@ async fn write(
 }
 
 async fn write_local(node: &Arc<Node>, req: Request) -> Result<Local<(u64, Option<crate::types::Response>)>, ApiError> {
-    let raft = node
-        .raft()
-        .ok_or_else(|| ApiError::unavailable("node is restarting its raft (adopting from ZooKeeper)"))?;
-    let state = raft.metrics().borrow().state;
-    if state == ServerState::Leader && !node.zk.is_connected() {
-        return Err(ApiError::unavailable("ZooKeeper is unreachable; nothing was written"));
-    }
-    let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
-    match tokio::time::timeout(timeout, raft.client_write(req)).await {
-        Err(_) => Err(ApiError::unknown(format!(
-            "not confirmed within {} ms; the write may or may not be applied",
-            timeout.as_millis()
-        ))),
-        Ok(Ok(resp)) => Ok(Local::Done((resp.log_id.index, Some(resp.data)))),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => match f.leader_id {
-            Some(l) if l != node.cfg.id => Ok(Local::Forward(l)),
-            _ => Err(ApiError::unavailable("no leader at the moment; nothing was written")),
-        },
-        Ok(Err(e)) => Err(ApiError::unknown(format!(
-            "write failed after it may have been proposed: {e}"
-        ))),
+    match node.proposer().write(req).await {
+        Ok((index, resp)) => Ok(Local::Done((index, Some(resp)))),
+        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg.id => Ok(Local::Forward(l)),
+        Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment; nothing was written")),
+        Err(ProposeError::Unavailable(m)) => Err(ApiError::unavailable(m)),
+        Err(ProposeError::Unknown(m)) => Err(ApiError::unknown(m)),
     }
 }
 
@@ -294,20 +278,13 @@ async fn get_key(
 /// (ZooKeeper included) confirmed that just now, and it has applied up to
 /// that point. A follower sends the read to the leader instead.
 async fn linearize(node: &Arc<Node>, headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
-    let raft = node
-        .raft()
-        .ok_or_else(|| ApiError::unavailable("node is restarting its raft"))?;
-    let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
-    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
-        Err(_) => Err(ApiError::unavailable("could not confirm leadership in time")),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => match f.leader_id {
-            Some(l) if l != node.cfg.id => {
-                Err(forward(node, l, headers, Method::GET, &format!("/v1/kv/{key}"), Bytes::new()).await)
-            }
-            _ => Err(ApiError::unavailable("no leader at the moment")),
-        },
-        Ok(Err(e)) => Err(ApiError::unavailable(format!("cannot confirm leadership: {e}"))),
+    match node.proposer().linearize().await {
+        Ok(()) => Ok(()),
+        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg.id => {
+            Err(forward(node, l, headers, Method::GET, &format!("/v1/kv/{key}"), Bytes::new()).await)
+        }
+        Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment")),
+        Err(ProposeError::Unavailable(m) | ProposeError::Unknown(m)) => Err(ApiError::unavailable(m)),
     }
 }
 

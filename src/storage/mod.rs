@@ -34,4 +34,7 @@ pub use meta::open_or_init_meta;
 pub use meta::read_meta;
 pub use meta::write_meta;
 pub use meta::NodeMeta;
+pub use snapshot::decode_data as decode_snapshot_data;
+pub use snapshot::SmContent;
+pub use state_machine::apply_request;
 pub use state_machine::StateMachine;

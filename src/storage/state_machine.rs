@@ -49,8 +49,9 @@ struct SmInner {
     snapshot_meta: Mutex<Option<SnapshotMeta>>,
 }
 
-/// Applies one command to the map (the semantics clients see).
-fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Response {
+/// Applies one command to the map (the semantics clients see). Public so
+/// that `walship wal verify` rebuilds the map from W exactly as nodes do.
+pub fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Response {
     match req {
         Request::Set { key, value } => {
             kv.insert(key, value.clone());
@@ -238,7 +239,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     /// In memory only: durability comes from the log plus snapshots.
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -248,11 +249,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             c.applied = Some(entry.log_id);
             replies.push(match entry.payload {
-                EntryPayload::Blank => Response::default(),
-                EntryPayload::Normal(req) => apply_request(&mut c.kv, req),
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(batch) => batch.ops.into_iter().map(|req| apply_request(&mut c.kv, req)).collect(),
                 EntryPayload::Membership(m) => {
                     c.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Response::default()
+                    Vec::new()
                 }
             });
         }

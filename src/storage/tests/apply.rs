@@ -13,7 +13,7 @@ use crate::types::Response;
 fn cmd(index: u64, req: Request) -> Entry {
     Entry {
         log_id: lid(1, index),
-        payload: EntryPayload::Normal(req),
+        payload: EntryPayload::Normal(crate::types::Batch::one(req)),
     }
 }
 
@@ -85,36 +85,36 @@ async fn set_delete_cas() {
         .await
         .expect("apply");
     let want = vec![
-        Response::default(),
-        Response {
+        vec![],
+        vec![Response {
             ok: true,
             current: val("a"),
-        },
-        Response {
+        }],
+        vec![Response {
             ok: false,
             current: val("a"),
-        },
-        Response {
+        }],
+        vec![Response {
             ok: true,
             current: val("b"),
-        },
-        Response {
+        }],
+        vec![Response {
             ok: false,
             current: val("b"),
-        },
-        Response {
+        }],
+        vec![Response {
             ok: true,
             current: None,
-        },
-        Response {
+        }],
+        vec![Response {
             ok: true,
             current: val("d"),
-        },
-        Response {
+        }],
+        vec![Response {
             ok: true,
             current: None,
-        },
-        Response::default(),
+        }],
+        vec![],
     ];
     assert_eq!(replies, want);
     assert_eq!(sm.get("k"), None);

@@ -35,7 +35,7 @@ fn set(term: u64, index: u64, key: &str, value: &str) -> Entry {
     };
     Entry {
         log_id: lid(term, index),
-        payload: EntryPayload::Normal(req),
+        payload: EntryPayload::Normal(crate::types::Batch::one(req)),
     }
 }
 

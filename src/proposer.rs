@@ -1,0 +1,197 @@
+//! Group commit: many concurrent client requests become one Raft entry.
+//!
+//! openraft appends (and so fsyncs) each `client_write` on its own, and its
+//! replication to W costs one ZooKeeper multi per round trip. Putting every
+//! request that arrives while earlier batches are in flight into the next
+//! entry makes one fsync and one multi carry many writes. Up to
+//! `MAX_INFLIGHT_BATCHES` entries are proposed concurrently (pipelining).
+//!
+//! Linearizable reads are batched the same way: one `ensure_linearizable`
+//! round (a quorum heartbeat, ZooKeeper included) answers every read that
+//! arrived before the round started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::CheckIsLeaderError;
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::sync::Semaphore;
+
+use crate::node::Node;
+use crate::types::Batch;
+use crate::types::NodeId;
+use crate::types::Request;
+use crate::types::Response;
+
+/// Entries in flight at once; more requests wait and join a bigger batch.
+const MAX_INFLIGHT_BATCHES: usize = 4;
+/// Payload bytes per entry (well under ZooKeeper's 1 MiB request limit; a
+/// single larger request still goes alone).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+const MAX_BATCH_OPS: usize = 4096;
+
+/// Why a proposal did not produce a result here.
+#[derive(Debug, Clone)]
+pub enum ProposeError {
+    /// This node does not lead; the leader if known.
+    NotLeader(Option<NodeId>),
+    /// Nothing was written.
+    Unavailable(String),
+    /// Proposed, not confirmed: it may or may not be applied.
+    Unknown(String),
+}
+
+type Reply = oneshot::Sender<Result<(u64, Response), ProposeError>>;
+
+struct Pending {
+    req: Request,
+    bytes: usize,
+    reply: Reply,
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    writes: mpsc::UnboundedSender<Pending>,
+    reads: mpsc::UnboundedSender<oneshot::Sender<Result<(), ProposeError>>>,
+}
+
+impl Proposer {
+    /// Starts the batching tasks. They hold only a weak reference to the
+    /// node, so they end when the node is dropped.
+    pub fn start(node: &Arc<Node>) -> Proposer {
+        let (writes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(Arc::downgrade(node), rx));
+        let (reads, rx) = mpsc::unbounded_channel();
+        tokio::spawn(read_loop(Arc::downgrade(node), rx));
+        Proposer { writes, reads }
+    }
+
+    /// Commits `req` (in some batch) and returns its log index and result.
+    pub async fn write(&self, req: Request) -> Result<(u64, Response), ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        let bytes = request_bytes(&req);
+        self.writes
+            .send(Pending { req, bytes, reply: tx })
+            .map_err(|_| ProposeError::Unavailable("node is shutting down".into()))?;
+        rx.await.unwrap_or_else(|_| Err(ProposeError::Unknown("the batch was dropped".into())))
+    }
+
+    /// Returns once this node may serve a linearizable read: a quorum
+    /// confirmed its leadership after this call began, and it has applied
+    /// everything committed before that.
+    pub async fn linearize(&self) -> Result<(), ProposeError> {
+        let (tx, rx) = oneshot::channel();
+        self.reads
+            .send(tx)
+            .map_err(|_| ProposeError::Unavailable("node is shutting down".into()))?;
+        rx.await.unwrap_or_else(|_| Err(ProposeError::Unavailable("the read round was dropped".into())))
+    }
+}
+
+fn request_bytes(req: &Request) -> usize {
+    match req {
+        Request::Set { key, value } => key.len() + value.len() + 16,
+        Request::Delete { key } => key.len() + 8,
+        Request::Cas { key, expect, value } => {
+            key.len() + expect.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len) + 24
+        }
+    }
+}
+
+async fn write_loop(node: std::sync::Weak<Node>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+    while let Some(first) = rx.recv().await {
+        // Wait for a slot first: requests keep queueing meanwhile and all
+        // join this batch.
+        let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else { return };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while bytes < MAX_BATCH_BYTES && batch.len() < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.bytes;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(node) = node.upgrade() else { return };
+        tokio::spawn(async move {
+            let _permit = permit;
+            commit_batch(&node, batch).await;
+        });
+    }
+}
+
+async fn commit_batch(node: &Node, batch: Vec<Pending>) {
+    let (ops, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().map(|p| (p.req, p.reply)).unzip();
+    let outcome = propose(node, Batch { ops }).await;
+    match outcome {
+        Ok((index, responses)) => {
+            for (reply, resp) in replies.into_iter().zip(responses) {
+                let _ = reply.send(Ok((index, resp)));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+async fn propose(node: &Node, batch: Batch) -> Result<(u64, Vec<Response>), ProposeError> {
+    let raft = node
+        .raft()
+        .ok_or_else(|| ProposeError::Unavailable("node is restarting its raft (adopting from ZooKeeper)".into()))?;
+    if raft.metrics().borrow().state == openraft::ServerState::Leader && !node.zk.is_connected() {
+        return Err(ProposeError::Unavailable("ZooKeeper is unreachable; nothing was written".into()));
+    }
+    let n = batch.ops.len();
+    let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
+    match tokio::time::timeout(timeout, raft.client_write(batch)).await {
+        Err(_) => Err(ProposeError::Unknown(format!(
+            "not confirmed within {} ms; the write may or may not be applied",
+            timeout.as_millis()
+        ))),
+        Ok(Ok(resp)) if resp.data.len() == n => Ok((resp.log_id.index, resp.data)),
+        Ok(Ok(resp)) => Err(ProposeError::Unknown(format!(
+            "applied batch returned {} results for {n} requests",
+            resp.data.len()
+        ))),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader(f.leader_id)),
+        Ok(Err(e)) => Err(ProposeError::Unknown(format!("write failed after it may have been proposed: {e}"))),
+    }
+}
+
+async fn read_loop(
+    node: std::sync::Weak<Node>,
+    mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), ProposeError>>>,
+) {
+    while let Some(first) = rx.recv().await {
+        // Everyone queued now arrived before this round starts.
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let Some(node) = node.upgrade() else { return };
+        let outcome = confirm(&node).await;
+        for w in waiters {
+            let _ = w.send(outcome.clone());
+        }
+    }
+}
+
+async fn confirm(node: &Node) -> Result<(), ProposeError> {
+    let raft = node.raft().ok_or_else(|| ProposeError::Unavailable("node is restarting its raft".into()))?;
+    let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
+    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+        Err(_) => Err(ProposeError::Unavailable("could not confirm leadership in time".into())),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader(f.leader_id)),
+        Ok(Err(e)) => Err(ProposeError::Unavailable(format!("cannot confirm leadership: {e}"))),
+    }
+}
