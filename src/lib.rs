@@ -6,6 +6,7 @@ pub mod cli;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod soak;
 pub mod storage;
 pub mod types;
 pub mod witness;
