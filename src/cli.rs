@@ -24,6 +24,51 @@ pub struct Cli {
 pub enum Command {
     /// Run a node.
     Node(NodeArgs),
+    /// Read-only tools over what ZooKeeper holds for a cluster.
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalCommand {
+    /// Show W's record, snapshot and WAL segments with CRC verdicts and any gap.
+    /// Exit 0: all good; 1: corruption or a gap found; 2: bad usage,
+    /// ZooKeeper unreachable or no such cluster.
+    Inspect(WalInspectArgs),
+    /// Confirm from ZooKeeper alone that every acknowledged write of a history
+    /// file (JSON Lines, see `walship::history`) holds its last acknowledged value.
+    /// Exit 0: all present; 1: a write missing or wrong, or W corrupt; 2: bad
+    /// usage or history, ZooKeeper unreachable or no such cluster.
+    Verify(WalVerifyArgs),
+}
+
+/// Which ZooKeeper and which cluster a `walship wal` command reads.
+#[derive(Args, Debug, Clone)]
+pub struct ZkTarget {
+    /// ZooKeeper connect string, host:port[,host:port...].
+    #[arg(long, env = "WALSHIP_ZK")]
+    pub zk: String,
+    /// Cluster name (its state is under /walship/<name>).
+    #[arg(long, env = "WALSHIP_CLUSTER", value_parser = parse_cluster)]
+    pub cluster: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WalInspectArgs {
+    #[command(flatten)]
+    pub target: ZkTarget,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WalVerifyArgs {
+    #[command(flatten)]
+    pub target: ZkTarget,
+    /// The workload's history file (JSON Lines).
+    #[arg(long)]
+    pub history: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

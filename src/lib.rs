@@ -3,10 +3,12 @@
 
 pub mod api;
 pub mod cli;
+pub mod history;
 pub mod network;
 pub mod node;
 pub mod proposer;
 pub mod soak;
 pub mod storage;
 pub mod types;
+pub mod wal;
 pub mod witness;

@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Wal(cmd) => walship::wal::run(cmd).await,
     }
 }
 

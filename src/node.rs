@@ -35,6 +35,7 @@ use crate::types::Vote;
 use crate::witness::session::Claim;
 use crate::witness::session::ZkSession;
 use crate::witness::Witness;
+use crate::witness::WitnessError;
 use crate::witness::WitnessLog;
 
 /// Everything `walship node` is told (see `cli`).
@@ -57,6 +58,9 @@ pub struct NodeConfig {
     /// How long a client write may wait for its commit before it is a 504.
     pub write_timeout_ms: u64,
 }
+
+/// Corruption found in W during failover is logged at most this often.
+const CORRUPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// The payload of the `leader` ephemeral znode.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -344,6 +348,8 @@ impl Node {
         let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
         let tick = Duration::from_millis(self.cfg.heartbeat_interval_ms.max(20));
         let mut last_attempt: Option<Instant> = None;
+        // When corruption in W was last logged, and attempts since (see below).
+        let mut corrupt_logged: Option<(Instant, u64)> = None;
         while !self.is_stopping() {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -368,8 +374,21 @@ impl Node {
             let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
             last_attempt = Some(Instant::now());
             tracing::info!(leader = ?m.current_leader, contact_ms = contact_at.elapsed().as_millis() as u64, "leader lost; adopting W's log before electing");
-            if let Err(e) = self.failover().await {
-                tracing::warn!(error = %e, "failover attempt failed; will retry");
+            match self.failover().await {
+                Ok(()) => corrupt_logged = None,
+                // A corrupt znode in W stops adoption (nothing of it is
+                // applied) until someone repairs it: keep retrying, and say
+                // so at ERROR with the path, but at most every
+                // CORRUPT_LOG_EVERY rather than on every attempt.
+                Err(StartError::Witness(e @ WitnessError::Corrupt { .. })) => match &mut corrupt_logged {
+                    Some((at, skipped)) if at.elapsed() < CORRUPT_LOG_EVERY => *skipped += 1,
+                    _ => {
+                        let skipped = corrupt_logged.map_or(0, |(_, n)| n);
+                        tracing::error!(error = %e, attempts_not_logged = skipped, "cannot adopt W's log: corrupt data in ZooKeeper, never applied; will retry");
+                        corrupt_logged = Some((Instant::now(), 0));
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "failover attempt failed; will retry"),
             }
         }
     }

@@ -11,6 +11,7 @@
 //! Layout under `/walship/<cluster>` (see [`record::Paths`]): `witness`,
 //! `wal/<first index>`, `snapshots/<id>/<chunk>`, `members/<id>`, `leader`.
 
+pub mod inspect;
 pub mod record;
 pub mod rules;
 pub mod session;
@@ -154,6 +155,8 @@ pub struct SegmentReport {
     pub terms: Vec<u64>,
     pub bytes: usize,
     pub error: Option<String>,
+    /// Set when the segment is not part of W's log (see [`inspect::classify_segments`]).
+    pub garbage: Option<inspect::Garbage>,
 }
 
 /// Runs `$body` against W's current view (bound to `$view: &mut View`),
@@ -829,52 +832,18 @@ impl Witness {
         Ok(data)
     }
 
-    /// Every WAL segment with what it holds, for `walship wal inspect`.
-    /// Corrupt segments are reported, not skipped.
+    /// Every WAL segment with what it holds (see [`Witness::inspect_all`]
+    /// for the snapshot and the gaps too). Corrupt segments are reported, not
+    /// skipped; a record that does not decode is an error.
     pub async fn inspect(&self) -> Result<(WitnessRecord, Vec<SegmentReport>), WitnessError> {
-        let (record, _) = self.read_record().await?;
-        let wal = self.paths.wal_dir();
-        let mut firsts: Vec<u64> = self
-            .zk
-            .run(&format!("list {wal}"), |c| async move { c.list_children(&wal).await })
-            .await?
-            .iter()
-            .filter_map(|n| record::parse_segment_name(n))
-            .collect();
-        firsts.sort_unstable();
-        let mut out = Vec::new();
-        for first in firsts {
-            let path = self.paths.segment(first);
-            let p = path.clone();
-            let (bytes, _) = self
-                .zk
-                .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
-                .await?;
-            let report = match record::decode_segment(&bytes, &path, first) {
-                Ok(es) => {
-                    let mut terms: Vec<u64> = es.iter().map(|e| e.log_id.leader_id.term).collect();
-                    terms.dedup();
-                    SegmentReport {
-                        path,
-                        first_index: first,
-                        last_index: es.last().map(|e| e.log_id.index),
-                        terms,
-                        bytes: bytes.len(),
-                        error: None,
-                    }
-                }
-                Err(e) => SegmentReport {
-                    path,
-                    first_index: first,
-                    last_index: None,
-                    terms: vec![],
-                    bytes: bytes.len(),
-                    error: Some(e.to_string()),
-                },
-            };
-            out.push(report);
+        let i = self.inspect_all().await?;
+        match (i.record, i.record_error) {
+            (Some(record), _) => Ok((record, i.segments)),
+            (None, reason) => Err(WitnessError::corrupt(
+                &i.record_path,
+                reason.unwrap_or_else(|| "undecodable".into()),
+            )),
         }
-        Ok((record, out))
     }
 }
 
