@@ -543,6 +543,9 @@ impl Node {
         if let Some(raft) = raft {
             let _ = raft.shutdown().await;
         }
+        if let Err(e) = self.log.flush_committed().await {
+            tracing::warn!(error = %e, "could not save the committed id on exit");
+        }
     }
 }
 

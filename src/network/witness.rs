@@ -38,6 +38,8 @@ fn rpc_error(e: WitnessError) -> RpcError {
     }
 }
 
+// The error type is openraft's (its trait returns it); boxing is not ours to choose.
+#[allow(clippy::result_large_err)]
 fn joined<T>(r: Result<Result<T, WitnessError>, tokio::task::JoinError>) -> Result<T, RpcError> {
     match r {
         Ok(r) => r.map_err(rpc_error),
@@ -53,7 +55,11 @@ impl WitnessClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         // Spawned, so openraft's RPC timeout abandons the wait, not the change.
         let w = Arc::clone(&self.witness);
-        joined(tokio::spawn(async move { w.append_entries(rpc).await }).await)
+        let started = std::time::Instant::now();
+        let entries = rpc.entries.len();
+        let res = joined(tokio::spawn(async move { w.append_entries(rpc).await }).await);
+        tracing::debug!(entries, elapsed_us = started.elapsed().as_micros() as u64, ok = res.is_ok(), "append to W");
+        res
     }
 
     pub async fn vote(

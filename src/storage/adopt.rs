@@ -38,6 +38,7 @@ impl LogStore {
     /// entry or to leave a hole. Only while no `Raft` runs on this store.
     pub async fn adopt_entries(&self, entries: Vec<Entry>) -> Result<()> {
         check_consecutive(&entries)?;
+        let committed = self.committed();
         self.run(move |disk, lock| {
             let (k, conflict) = {
                 let mem = read(lock);
@@ -55,7 +56,7 @@ impl LogStore {
                     )));
                 }
                 let local = mem.entries.get(&at.index).map(|e| e.log_id);
-                if let (Some(local), Some(c)) = (local, mem.hard.committed.filter(|c| c.index >= at.index)) {
+                if let (Some(local), Some(c)) = (local, committed.filter(|c| c.index >= at.index)) {
                     return Err(StoreError::Invariant(format!(
                         "adopting {at} would overwrite {local}, at or below the committed {c}"
                     )));

@@ -45,7 +45,16 @@ struct Inner {
     /// What readers see. Invariant: equal to what `disk` holds once each
     /// write returns; updated only after the write is durable.
     mem: RwLock<Mem>,
+    /// The newest committed id openraft reported, and when one was last
+    /// written to disk. openraft saves it on every commit advance; writing
+    /// the state file (two fsyncs) each time would bound the commit rate,
+    /// and the saved value is only a restart hint (re-apply up to it), so
+    /// it is written at most once per `COMMITTED_FLUSH_INTERVAL` and with
+    /// every other state write.
+    committed: Mutex<(Option<LogId>, std::time::Instant)>,
 }
+
+const COMMITTED_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Default)]
 pub(super) struct Mem {
@@ -110,6 +119,7 @@ impl LogStore {
             inner: Arc::new(Inner {
                 disk: Mutex::new(disk),
                 mem: RwLock::new(mem),
+                committed: Mutex::new((None, std::time::Instant::now())),
             }),
         })
     }
@@ -166,8 +176,15 @@ impl LogStore {
         self.mem().hard.vote
     }
 
+    /// Writes the newest committed id now (a clean shutdown calls this).
+    pub async fn flush_committed(&self) -> Result<()> {
+        self.inner.committed.lock().unwrap_or_else(|e| e.into_inner()).1 = std::time::Instant::now();
+        self.save_hard_with(|_| {}).await
+    }
+
     pub fn committed(&self) -> Option<LogId> {
-        self.mem().hard.committed
+        let hint = self.inner.committed.lock().unwrap_or_else(|e| e.into_inner()).0;
+        std::cmp::max(self.mem().hard.committed, hint)
     }
 
     /// Copies of the entries with index in `range`.
@@ -176,8 +193,11 @@ impl LogStore {
     }
 
     async fn save_hard_with(&self, change: impl FnOnce(&mut HardState) + Send + 'static) -> Result<()> {
+        let committed = self.inner.committed.lock().unwrap_or_else(|e| e.into_inner()).0;
         self.run(move |disk, lock| {
             let mut hard = read(lock).hard.clone();
+            // Every state write also carries the newest committed hint.
+            hard.committed = std::cmp::max(hard.committed, committed);
             change(&mut hard);
             if hard != read(lock).hard {
                 disk.save_hard(hard.clone())?;
@@ -240,7 +260,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// snapshot. `append` returns only after its fsync, so this never points
     /// past the durable log.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.save_hard_with(move |h| h.committed = committed)
+        let flush = {
+            let mut c = self.inner.committed.lock().unwrap_or_else(|e| e.into_inner());
+            c.0 = committed;
+            c.1.elapsed() >= COMMITTED_FLUSH_INTERVAL
+        };
+        if !flush {
+            return Ok(());
+        }
+        self.inner.committed.lock().unwrap_or_else(|e| e.into_inner()).1 = std::time::Instant::now();
+        self.save_hard_with(|_| {})
             .await
             .map_err(|e| e.into_raft(ErrorSubject::Store, ErrorVerb::Write))
     }

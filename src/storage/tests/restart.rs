@@ -28,6 +28,8 @@ async fn log_vote_committed_purged_and_snapshot_survive() {
         assert!(segment_files(dir.path()).len() > 3, "small segments rotate");
         log.save_vote(&Vote::new(2, 1)).await.expect("vote");
         log.save_committed(Some(lid(2, 15))).await.expect("committed");
+        // save_committed writes at most once a second; a clean stop flushes.
+        log.flush_committed().await.expect("flush committed");
 
         sm.apply(log.entries(..=12)).await.expect("apply");
         let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
