@@ -93,10 +93,10 @@ pub struct NodeArgs {
     pub advertise: Option<String>,
     /// Leader heartbeat period; also openraft's per-RPC timeout to ZooKeeper,
     /// so it must stay above ZooKeeper's p99 multi latency.
-    #[arg(long, env = "WALSHIP_HEARTBEAT_MS", default_value_t = 100)]
+    #[arg(long, env = "WALSHIP_HEARTBEAT_MS", default_value_t = 200)]
     pub heartbeat_interval_ms: u64,
     /// Silence from the leader for this long starts a failover.
-    #[arg(long, env = "WALSHIP_ELECTION_TIMEOUT_MS", default_value_t = 600)]
+    #[arg(long, env = "WALSHIP_ELECTION_TIMEOUT_MS", default_value_t = 1000)]
     pub election_timeout_ms: u64,
     #[arg(long, env = "WALSHIP_ZK_SESSION_TIMEOUT_MS", default_value_t = 4000)]
     pub zk_session_timeout_ms: u64,

@@ -360,12 +360,17 @@ impl Node {
             if m.state == ServerState::Leader {
                 continue;
             }
-            if !self.leader_lost() || last_attempt.is_some_and(|t| t.elapsed() < election_timeout) {
+            if last_attempt.is_some_and(|t| t.elapsed() < election_timeout) {
+                continue;
+            }
+            let gone = self.leader_process_gone(m.current_leader).await;
+            if !gone && !self.leader_lost() {
                 continue;
             }
             // Don't duel with a live peer that noticed at the same moment:
-            // the lower id goes first, the other waits a heartbeat and looks again.
-            if self.cfg.id != 1 && self.directory.addr(other(self.cfg.id)).await.ok().flatten().is_some() {
+            // the lower id goes first, the other waits a heartbeat and looks
+            // again. (When the leader's process is gone, there is no peer.)
+            if !gone && self.cfg.id != 1 && self.directory.addr(other(self.cfg.id)).await.ok().flatten().is_some() {
                 tokio::time::sleep(tick).await;
                 if !self.leader_lost() {
                     continue;
@@ -406,6 +411,25 @@ impl Node {
         let gone = *self.leader_znode_gone.lock().expect("znode lock");
         contact_at.elapsed() > election_timeout
             || gone.is_some_and(|since| contact_at.elapsed() > 2 * heartbeat || since.elapsed() > election_timeout)
+    }
+
+    /// Fast path for a dead leader: a connection refused at its address means
+    /// no process listens there (kill -9, crash, or SIGTERM closing its
+    /// listener), so there is no point in waiting out the election timeout.
+    /// Electing while the leader is in fact alive would still be safe (W
+    /// fences it); this only decides how soon we try.
+    async fn leader_process_gone(&self, leader: Option<NodeId>) -> bool {
+        let Some(leader) = leader.filter(|l| *l != self.cfg.id) else { return false };
+        let Ok(Some(addr)) = self.directory.addr(leader).await else { return false };
+        let probe_ms = self.cfg.heartbeat_interval_ms.max(20);
+        match tokio::time::timeout(Duration::from_millis(probe_ms), tokio::net::TcpStream::connect(&addr)).await {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                self.directory.invalidate(leader);
+                tracing::info!(leader, addr, "leader's address refuses connections: its process is gone");
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Follows the `leader` znode with one-shot watches (re-armed after every

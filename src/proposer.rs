@@ -32,6 +32,8 @@ const MAX_INFLIGHT_BATCHES: usize = 4;
 /// single larger request still goes alone).
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 const MAX_BATCH_OPS: usize = 4096;
+/// Pause between leadership rounds that missed a quorum.
+const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Why a proposal did not produce a result here.
 #[derive(Debug, Clone)]
@@ -185,13 +187,25 @@ async fn read_loop(
     }
 }
 
+/// One leadership confirmation. A round that misses ZooKeeper (a slow
+/// multi under load) is retried until the deadline rather than failing the
+/// reads at once: nothing is written, so retrying is always safe.
 async fn confirm(node: &Node) -> Result<(), ProposeError> {
-    let raft = node.raft().ok_or_else(|| ProposeError::Unavailable("node is restarting its raft".into()))?;
-    let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
-    match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
-        Err(_) => Err(ProposeError::Unavailable("could not confirm leadership in time".into())),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader(f.leader_id)),
-        Ok(Err(e)) => Err(ProposeError::Unavailable(format!("cannot confirm leadership: {e}"))),
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(node.cfg.write_timeout_ms);
+    loop {
+        let raft = node.raft().ok_or_else(|| ProposeError::Unavailable("node is restarting its raft".into()))?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let err = match tokio::time::timeout(left, raft.ensure_linearizable()).await {
+            Err(_) => return Err(ProposeError::Unavailable("could not confirm leadership in time".into())),
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                return Err(ProposeError::NotLeader(f.leader_id))
+            }
+            Ok(Err(e)) => e,
+        };
+        if tokio::time::Instant::now() + CONFIRM_RETRY_PAUSE >= deadline {
+            return Err(ProposeError::Unavailable(format!("cannot confirm leadership: {err}")));
+        }
+        tokio::time::sleep(CONFIRM_RETRY_PAUSE).await;
     }
 }
