@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod faultproxy;
 pub mod history;
 pub mod network;
 pub mod node;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use walship::faultproxy::{CutMode, FaultProxy, ProxyStats};
 
 use super::api::{Api, Reply, Status};
 use super::dir::{sanitize, TestDir};
@@ -34,6 +35,13 @@ pub struct Cluster {
     dir: TestDir,
     /// Flags given to every node of this cluster.
     node_args: Vec<String>,
+    /// Set by `start_partitionable`: every node gets a `FaultProxy` in front
+    /// of it and advertises the proxy's address.
+    partitionable: bool,
+    /// Node id → the proxy all traffic *to* that node from its peer goes
+    /// through (Raft RPC and forwarded client requests). Empty unless
+    /// `partitionable`.
+    proxies: std::collections::BTreeMap<u64, FaultProxy>,
 }
 
 impl Cluster {
@@ -46,6 +54,31 @@ impl Cluster {
     /// Like `start`, with more `walship node` flags for both nodes.
     pub async fn start_with(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
         let mut cluster = Cluster::start_stopped(test_name).await?;
+        cluster.node_args = node_args.iter().map(|a| a.to_string()).collect();
+        let started = async {
+            for id in [1, 2] {
+                cluster.spawn_node(id).await?;
+            }
+            cluster.wait_for_leader(FIRST_LEADER_TIMEOUT).await
+        }
+        .await;
+        started.in_cluster(&cluster)?;
+        Ok(cluster)
+    }
+
+    /// Like `start`, but each node advertises (in its `members/<id>` znode)
+    /// the address of a fault-injecting proxy that forwards to its real
+    /// `--listen`. So every byte between the two nodes goes through a proxy
+    /// and `cut_nodes` really separates them, while ZooKeeper and the test's
+    /// own clients (which use the real listen addresses) are untouched.
+    pub async fn start_partitionable(test_name: &str) -> Result<Cluster> {
+        Cluster::start_partitionable_with(test_name, &[]).await
+    }
+
+    /// `start_partitionable` with more `walship node` flags for both nodes.
+    pub async fn start_partitionable_with(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
+        let mut cluster = Cluster::start_stopped(test_name).await?;
+        cluster.partitionable = true;
         cluster.node_args = node_args.iter().map(|a| a.to_string()).collect();
         let started = async {
             for id in [1, 2] {
@@ -74,6 +107,8 @@ impl Cluster {
             zk,
             dir,
             node_args: Vec::new(),
+            partitionable: false,
+            proxies: Default::default(),
         })
     }
 
@@ -84,14 +119,20 @@ impl Cluster {
             bail!("node {id} already exists in this cluster; use node_mut({id}).restart()");
         }
         let data_dir = self.dir.path().join(format!("node{id}"));
-        let mut node = Node::spawn_with(
-            id,
-            &self.name,
-            &self.zk.addr(),
-            &data_dir,
-            free_addr()?,
-            &self.node_args,
-        )?;
+        let listen = free_addr()?;
+        let mut args = self.node_args.clone();
+        if self.partitionable {
+            let proxy = match self.proxies.remove(&id) {
+                Some(p) => p,
+                None => FaultProxy::start(([127, 0, 0, 1], 0).into(), listen)
+                    .await
+                    .with_context(|| format!("start the fault proxy for node {id}"))?,
+            };
+            proxy.set_upstream(listen);
+            args.extend(["--advertise".to_string(), proxy.addr().to_string()]);
+            self.proxies.insert(id, proxy);
+        }
+        let mut node = Node::spawn_with(id, &self.name, &self.zk.addr(), &data_dir, listen, &args)?;
         let mut attempt = 1;
         loop {
             match node.wait_live(LIVE_TIMEOUT).await {
@@ -102,6 +143,9 @@ impl Cluster {
                         node.listen()
                     );
                     node.set_listen(free_addr()?);
+                    if let Some(proxy) = self.proxies.get(&id) {
+                        proxy.set_upstream(node.listen());
+                    }
                     node.restart()?;
                     attempt += 1;
                 }
@@ -111,6 +155,44 @@ impl Cluster {
         self.nodes.push(node);
         self.nodes.sort_by_key(|n| n.id());
         Ok(())
+    }
+
+    /// The proxy in front of node `id` (partitionable clusters only). A test
+    /// that moves the node with `Node::set_listen` must `set_upstream` it.
+    pub fn proxy(&self, id: u64) -> &FaultProxy {
+        self.proxies
+            .get(&id)
+            .unwrap_or_else(|| panic!("node {id} has no proxy: use Cluster::start_partitionable"))
+    }
+
+    /// Cuts the two nodes off from each other, in both directions, at once:
+    /// open connections between them are dropped (`Refuse`) or frozen
+    /// (`Blackhole`), new ones fail the same way. ZooKeeper is untouched.
+    pub fn cut_nodes(&self, mode: CutMode) {
+        for id in [1, 2] {
+            self.proxy(id).cut(mode);
+        }
+    }
+
+    /// A one-way cut: every call the peer makes *to* node `id` fails (request
+    /// and answer ride the same connection), while the calls node `id` makes
+    /// to the peer still go through. Cutting the follower's side this way
+    /// stops the leader's heartbeats but lets the follower's vote requests
+    /// reach the leader.
+    pub fn cut_node_inbound(&self, id: u64, mode: CutMode) {
+        self.proxy(id).cut(mode);
+    }
+
+    /// Lets traffic between the nodes through again (both directions).
+    pub fn heal_nodes(&self) {
+        for proxy in self.proxies.values() {
+            proxy.heal();
+        }
+    }
+
+    /// Each proxy's counters, by the id of the node behind it.
+    pub fn proxy_stats(&self) -> Vec<(u64, ProxyStats)> {
+        self.proxies.iter().map(|(id, p)| (*id, p.stats())).collect()
     }
 
     pub fn dir(&self) -> &std::path::Path {

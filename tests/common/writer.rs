@@ -37,6 +37,9 @@ pub struct WriterOptions {
     pub backoff: Duration,
     /// Stop by itself after this many attempts (`None`: until `stop`).
     pub max_writes: Option<u64>,
+    /// `Some(d)`: start a write at most every `d` (a light, steady load);
+    /// `None`: as fast as the cluster answers.
+    pub interval: Option<Duration>,
 }
 
 impl WriterOptions {
@@ -47,6 +50,7 @@ impl WriterOptions {
             request_timeout: Duration::from_secs(10),
             backoff: Duration::from_millis(20),
             max_writes: None,
+            interval: None,
         }
     }
 }
@@ -185,6 +189,9 @@ async fn run(targets: Vec<Api>, options: WriterOptions, stop: Arc<AtomicBool>, p
         seq += 1;
         if !matches!(outcome, Outcome::Acked { .. }) {
             tokio::time::sleep(options.backoff).await;
+        }
+        if let Some(interval) = options.interval {
+            tokio::time::sleep(interval.saturating_sub(start.elapsed())).await;
         }
     }
     log
