@@ -27,6 +27,11 @@ pub enum Command {
     /// Read-only tools over what ZooKeeper holds for a cluster.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Die-and-reborn soak: ZooKeeper and both nodes under a concurrent workload
+    /// while seeded faults cycle; checks that no acknowledged write is lost and
+    /// that every key's history is linearizable. Exit 0: pass; 1: a violation,
+    /// stall or crash; 2: bad flags or unreachable --zk; 130/143: interrupted.
+    Soak(crate::soak::SoakArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -15,7 +15,7 @@
 //! | `expect`      | cas: the value expected (`null` = the key must be absent); else `null` |
 //! | `result`      | `"ok"` answered; `"fail"` definitely not done (503, 4xx, refused before sending); `"unknown"` may or may not have happened (504, timeout, connection cut after sending) |
 //! | `cas_ok`      | cas with result ok: whether it swapped; else `null` |
-//! | `read`        | get with result ok: the value read (`null` = absent); else `null` |
+//! | `read`        | get with result ok: the value read (`null` = absent); cas with result ok: the value the node reported after it (its `current`; optional); else `null` |
 //! | `client`      | the workload client (one operation at a time per client) |
 //! | `invoke_ns`   | when the request was sent, ns on one monotonic clock shared by all clients |
 //! | `complete_ns` | when the answer (or the give-up) came, same clock |

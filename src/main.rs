@@ -10,7 +10,7 @@ use walship::node::Node;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| exit_on_bad_flags(e));
     match cli.command {
         Command::Node(args) => {
             let id = args.id;
@@ -32,7 +32,26 @@ async fn main() -> ExitCode {
             }
         }
         Command::Wal(cmd) => walship::wal::run(cmd).await,
+        Command::Soak(args) => walship::soak::run(args).await,
     }
+}
+
+/// clap's own handling (usage, help, exit 2), except that `walship soak`
+/// rejects a bad flag with one line.
+fn exit_on_bad_flags(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    let soak = std::env::args().nth(1).is_some_and(|a| a == "soak");
+    let shows_help = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if soak && !shows_help {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        eprintln!("walship soak: {first} (see walship soak --help)");
+        std::process::exit(2);
+    }
+    e.exit()
 }
 
 async fn run_node(args: walship::cli::NodeArgs) -> anyhow::Result<()> {

@@ -312,7 +312,7 @@ pub fn check(ops: &[Operation], budget: usize) -> Verdict {
     let mut order: Vec<usize> = (0..2 * n).collect();
     let key = |e: usize| {
         let o = &ops[e / 2];
-        if e % 2 == 0 {
+        if e.is_multiple_of(2) {
             (o.invoke, 0u8)
         } else {
             (o.complete.unwrap_or(u64::MAX).max(o.invoke), 1u8)
@@ -361,7 +361,7 @@ pub fn check(ops: &[Operation], budget: usize) -> Verdict {
         if required_left == 0 {
             return Verdict::Linearizable;
         }
-        if entry != NIL && entry % 2 == 0 {
+        if entry != NIL && entry.is_multiple_of(2) {
             let i = entry / 2;
             let in_turn = after_same[i] == NIL || placed_already(&linearized, after_same[i]);
             if let Some(new_state) = apply(state, steps[i]).filter(|_| in_turn) {

@@ -1,5 +1,484 @@
-//! `walship soak`: the die-and-reborn soak (scenario S10 of witness-protocol.md).
-//! This first slice holds the linearizability checker and the seeded RNG.
+//! `walship soak`: the die-and-reborn soak (scenario S10 of
+//! witness-protocol.md). It starts ZooKeeper and both nodes, drives a
+//! concurrent workload over a small key space, and cycles seeded faults
+//! (kill -9 of the leader or the follower with the disk kept or wiped,
+//! SIGSTOP of the leader, a ZooKeeper restart, a cut between the nodes),
+//! waiting after each for the cluster to serve again. At the end it checks
+//! that every acknowledged write survived (through each node and from
+//! ZooKeeper alone) and that each key's history is linearizable, prints a
+//! summary, and exits 0 only if both hold.
+//!
+//! This file is the orchestration; each other role has its own file:
+//! `args` (flags), `procs` (processes), `cluster` (the cluster and its
+//! waits), `client` (the HTTP API and outcome classes), `workload`,
+//! `faults`, `history` (the JSON Lines history), `check` (the two checks),
+//! `lincheck` (the linearizability checker), `summary`, `rng`.
+//!
+//! Exit status: 0 pass; 1 a violation, a stall or a crash; 2 bad flags or
+//! an unreachable `--zk` (one line on stderr); 130/143 interrupted by
+//! SIGINT/SIGTERM, after stopping everything it started and printing the
+//! summary so far.
 
+mod args;
+pub mod check;
+pub mod client;
+pub mod cluster;
+pub mod faults;
+pub mod history;
 pub mod lincheck;
+pub mod procs;
 pub mod rng;
+pub mod summary;
+pub mod workload;
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Context;
+use anyhow::Result;
+
+pub use self::args::parse_duration;
+pub use self::args::SoakArgs;
+use self::cluster::ClusterConfig;
+use self::cluster::SoakCluster;
+use self::faults::FaultKind;
+use self::faults::Schedule;
+use self::history::Clock;
+use self::history::HistoryWriter;
+use self::history::Recorder;
+use self::summary::Linearizability;
+use self::summary::Summary;
+use self::workload::Workload;
+use self::workload::WorkloadConfig;
+
+/// Acknowledged writes to wait for between cycles (so faults hit a cluster
+/// under load), with their deadline.
+const WRITES_BETWEEN_CYCLES: u64 = 100;
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `run` has started, so an interrupt can stop it.
+#[derive(Default)]
+struct State {
+    cluster: Option<SoakCluster>,
+    workload: Option<Workload>,
+    writer: Option<HistoryWriter>,
+    recorder: Option<Recorder>,
+    summary: Summary,
+}
+
+/// Everything decided from the flags before anything starts.
+struct Plan {
+    cycles: Option<u64>,
+    duration: Option<Duration>,
+    clients: u32,
+    keys: u32,
+    seed: u64,
+    run_dir: PathBuf,
+    history: PathBuf,
+    zk: Option<String>,
+    kinds: Vec<FaultKind>,
+    bin: PathBuf,
+}
+
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("walship soak: {msg}");
+    ExitCode::from(2)
+}
+
+pub async fn run(args: SoakArgs) -> ExitCode {
+    let plan = match plan(args) {
+        Ok(p) => p,
+        Err(msg) => return usage(msg),
+    };
+    if let Some(zk) = &plan.zk {
+        if let Err(e) = zk_reachable(zk).await {
+            return usage(format!("cannot reach ZooKeeper at {zk}: {e}"));
+        }
+    }
+    let mut state = State::default();
+    state.summary.seed = plan.seed;
+    state.summary.kinds = plan.kinds.clone();
+    state.summary.history_path = plan.history.clone();
+    state.summary.workload_clients = plan.clients;
+    if plan.zk.is_some() {
+        state.summary.skipped.push((
+            FaultKind::ZkRestart,
+            "ZooKeeper given with --zk is not the soak's to restart".into(),
+        ));
+    }
+    println!(
+        "walship soak: seed {}, {}, {} clients over {} keys, faults: {}",
+        plan.seed,
+        match (plan.cycles, plan.duration) {
+            (Some(c), Some(d)) => format!("{c} cycles or {}", summary::show_duration(d)),
+            (Some(c), None) => format!("{c} cycles"),
+            (None, Some(d)) => format!("for {}", summary::show_duration(d)),
+            (None, None) => unreachable!("plan sets one"),
+        },
+        plan.clients,
+        plan.keys,
+        plan.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "walship soak: run dir {}, history {}",
+        plan.run_dir.display(),
+        plan.history.display()
+    );
+
+    let started = Instant::now();
+    let signal = wait_for_signal();
+    let outcome = tokio::select! {
+        r = drive(&plan, &mut state, started) => Ok(r),
+        sig = signal => Err(sig),
+    };
+    state.summary.elapsed = started.elapsed();
+    match outcome {
+        Ok(r) => {
+            if let Err(e) = r {
+                state.summary.problems.push(format!("{e:#}"));
+            }
+            // Stopped early (a stall or a crash): stop the clients first.
+            if let Some(w) = state.workload.take() {
+                w.abort();
+            }
+            if let Some(mut c) = state.cluster.take() {
+                c.stop_all().await;
+            }
+            drop(state.recorder.take());
+            if let Some(w) = state.writer.take() {
+                state.summary.records = w.snapshot();
+                if let Ok(Ok(records)) = tokio::time::timeout(Duration::from_secs(5), w.finish()).await {
+                    state.summary.records = records;
+                }
+            }
+            // Stopped early: the history so far is still worth checking.
+            if state.summary.linearizability.is_none() && !state.summary.records.is_empty() {
+                if let Ok(lin) = judge(state.summary.records.clone()).await {
+                    state.summary.linearizability = Some(lin);
+                }
+            }
+            print!("{}", state.summary.render());
+            println!(
+                "logs: {}/node1.log, node2.log{}",
+                plan.run_dir.display(),
+                if plan.zk.is_none() { ", zk/zk.log" } else { "" }
+            );
+            if state.summary.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(sig) => {
+            eprintln!("walship soak: {sig}: stopping ZooKeeper and both nodes");
+            if let Some(w) = state.workload.take() {
+                w.abort();
+            }
+            if let Some(mut c) = state.cluster.take() {
+                c.stop_all().await;
+            }
+            drop(state.recorder.take());
+            if let Some(w) = state.writer.take() {
+                state.summary.records = w.snapshot();
+                // The aborted clients drop their recorders as they unwind.
+                if let Ok(Ok(records)) = tokio::time::timeout(Duration::from_secs(5), w.finish()).await {
+                    state.summary.records = records;
+                }
+            }
+            state.summary.interrupted = Some(sig);
+            print!("{}", state.summary.render());
+            ExitCode::from(if sig == "SIGTERM" { 143 } else { 130 })
+        }
+    }
+}
+
+fn plan(args: SoakArgs) -> Result<Plan, String> {
+    if let Some(zk) = &args.zk {
+        args::check_zk_addr(zk)?;
+    }
+    let bin = match args.bin {
+        Some(b) if b.is_file() => b,
+        Some(b) => return Err(format!("--bin {}: no such file", b.display())),
+        None => std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?,
+    };
+    let mut kinds = args.kinds.unwrap_or_else(|| FaultKind::ALL.to_vec());
+    kinds.sort();
+    kinds.dedup();
+    if args.zk.is_some() {
+        kinds.retain(|k| *k != FaultKind::ZkRestart);
+        if kinds.is_empty() {
+            return Err("--kinds zk-restart needs the soak's own ZooKeeper (drop --zk)".into());
+        }
+    }
+    let cycles = args.cycles.or(match args.duration {
+        None => Some(args::DEFAULT_CYCLES),
+        Some(_) => None,
+    });
+    let seed = args.seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        (t ^ (std::process::id() as u64) << 32) % 1_000_000_000
+    });
+    let run_dir = prepare_run_dir(&args.run_dir)?;
+    let history = args.history.unwrap_or_else(|| run_dir.join("history.jsonl"));
+    Ok(Plan {
+        cycles,
+        duration: args.duration,
+        clients: args.clients,
+        keys: args.keys,
+        seed,
+        run_dir,
+        history,
+        zk: args.zk,
+        kinds,
+        bin,
+    })
+}
+
+/// Creates the run dir and wipes what a previous soak left in it.
+fn prepare_run_dir(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    if dir.parent().is_none() || Some(&dir) == home.as_ref() {
+        return Err(format!(
+            "refusing to use {} as the run dir (parts of it are wiped)",
+            dir.display()
+        ));
+    }
+    for sub in ["zk", "node1", "node2"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| format!("cannot clear {}: {e}", p.display()))?;
+        }
+    }
+    for log in ["node1.log", "node2.log"] {
+        let _ = std::fs::remove_file(dir.join(log));
+    }
+    Ok(dir)
+}
+
+/// A TCP connection and a ZooKeeper session, within 5 s.
+async fn zk_reachable(zk: &str) -> Result<(), String> {
+    let first = zk.split(',').next().unwrap_or(zk);
+    match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(first)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("TCP connect timed out".into()),
+    }
+    let connect = zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(4))
+        .connect(zk);
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(client)) => {
+            drop(client);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no ZooKeeper session within 5 s".into()),
+    }
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// The soak proper; everything it starts goes into `state`.
+async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
+    let cluster_name = format!("soak-{}-{}", plan.seed, std::process::id());
+    state.summary.cluster = cluster_name.clone();
+    let cfg = ClusterConfig {
+        run_dir: plan.run_dir.clone(),
+        bin: plan.bin.clone(),
+        zk: plan.zk.clone(),
+        cluster: cluster_name,
+    };
+    println!("[{:>6}] starting ZooKeeper and nodes 1 and 2", elapsed(started));
+    // Filled in as soon as it exists, so an interrupt stops what started.
+    let cluster = SoakCluster::start(&cfg).await?;
+    let cluster = state.cluster.insert(cluster);
+    let leader = cluster.wait_leader(Duration::from_secs(90), |_| true).await?;
+    println!(
+        "[{:>6}] ZooKeeper {}, node {leader} leads; starting {} clients",
+        elapsed(started),
+        cluster.zk_addr,
+        plan.clients
+    );
+
+    let clock = Clock::start();
+    let (writer, recorder) = HistoryWriter::create(&plan.history)?;
+    state.writer = Some(writer);
+    let wcfg = WorkloadConfig {
+        clients: plan.clients,
+        keys: plan.keys,
+        seed: plan.seed,
+    };
+    let wl = Workload::start(&wcfg, cluster.clients.clone(), recorder.clone(), clock);
+    let prober = faults::Prober::new(&cluster.clients, recorder.clone(), clock);
+    state.recorder = Some(recorder);
+    let wl = state.workload.insert(wl);
+    wait_progress(cluster, wl, WRITES_BETWEEN_CYCLES).await?;
+
+    let mut schedule = Schedule::new(plan.seed, plan.kinds.clone());
+    let deadline = plan.duration.map(|d| started + d);
+    let mut n = 0u64;
+    loop {
+        if plan.cycles.is_some_and(|c| n >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        n += 1;
+        let kind = schedule.next_kind();
+        let report = faults::run_cycle(kind, cluster, &prober)
+            .await
+            .with_context(|| format!("cycle {n} ({kind}) did not recover"))?;
+        let c = &wl.counters;
+        println!(
+            "[{:>6}] cycle {n:>3}{} {:<18} {:<8} failover {:>5} ms, node {} leads; {} ops, {} writes acked  ({:.1} s)",
+            elapsed(started),
+            plan.cycles.map(|c| format!("/{c}")).unwrap_or_default(),
+            kind.name(),
+            report.target.map(|t| format!("node {t}")).unwrap_or_else(|| "-".into()),
+            report.failover_ms,
+            report.leader_after,
+            c.ops(),
+            c.acked(),
+            report.took.as_secs_f64()
+        );
+        state.summary.cycles.push(report);
+        wait_progress(cluster, wl, WRITES_BETWEEN_CYCLES).await?;
+    }
+
+    println!("[{:>6}] stopping the workload; final reads", elapsed(started));
+    drop(prober);
+    state.workload.take().expect("started above").stop().await;
+    let recorder = state.recorder.take().expect("started above");
+    let (lin_reads, problems) = check::final_reads(cluster, plan.keys, plan.clients, &recorder, clock).await?;
+    drop(recorder);
+    state.summary.problems.extend(problems);
+    let records = state.writer.take().expect("started above").finish().await?;
+    let allowed = check::allowed_finals(&records);
+
+    // (1) durability: linearizable reads through each node, local reads on
+    // each node once caught up, and ZooKeeper alone.
+    let mut violations = Vec::new();
+    for (i, values) in lin_reads.iter().enumerate() {
+        let v = check::against_allowed(&format!("node {} (linearizable)", i + 1), plan.keys, values, &allowed);
+        state.summary.durable.push(format!(
+            "node {} linearizable reads: {}",
+            i + 1,
+            verdict_word(v.len(), values.len())
+        ));
+        violations.extend(v);
+    }
+    cluster.wait_caught_up(Duration::from_secs(60)).await?;
+    for i in 0..2usize {
+        let (values, problems) = check::stale_reads(cluster, i, plan.keys).await;
+        state.summary.problems.extend(problems);
+        let mut v = check::against_allowed(&format!("node {} (local)", i + 1), plan.keys, &values, &allowed);
+        for (key, value) in &values {
+            if lin_reads[0].get(key).is_some_and(|l| l != value) {
+                v.push(format!(
+                    "node {} (local): {key} holds {value:?}, the final linearizable read returned {:?}",
+                    i + 1,
+                    lin_reads[0][key]
+                ));
+            }
+        }
+        state.summary.durable.push(format!(
+            "node {} local reads:        {}",
+            i + 1,
+            verdict_word(v.len(), values.len())
+        ));
+        violations.extend(v);
+    }
+    let (zk_ok, zk_text) = check::zookeeper_alone(&plan.bin, &cluster.zk_addr, &cluster.name, &plan.history).await;
+    let zk_line = zk_text.lines().last().unwrap_or("").to_string();
+    match zk_ok {
+        Some(true) => state
+            .summary
+            .durable
+            .push(format!("ZooKeeper alone (wal verify): ok - {zk_line}")),
+        Some(false) => {
+            state
+                .summary
+                .durable
+                .push("ZooKeeper alone (wal verify): FAILED".to_string());
+            violations.extend(zk_text.lines().map(|l| format!("wal verify: {l}")));
+        }
+        None => state
+            .summary
+            .problems
+            .push(format!("walship wal verify could not check ZooKeeper: {zk_text}")),
+    }
+    state.summary.durability_violations = violations;
+
+    // (2) linearizability, key by key.
+    let lin = judge(records.clone()).await?;
+    state.summary.linearizability = Some(lin);
+    state.summary.records = records;
+    Ok(())
+}
+
+/// Runs the linearizability checker over every key (off the async threads).
+async fn judge(records: Vec<history::OpRecord>) -> Result<Linearizability> {
+    let check_started = Instant::now();
+    let checked = tokio::task::spawn_blocking(move || check::linearizability(&records)).await?;
+    let mut lin = Linearizability {
+        keys: checked.len(),
+        took: check_started.elapsed(),
+        ..Default::default()
+    };
+    for (key, verdict, ops) in checked {
+        lin.ops += ops;
+        match verdict {
+            lincheck::Verdict::Linearizable => lin.ok += 1,
+            v @ lincheck::Verdict::Undecided { .. } => lin.undecided.push(format!("{key}: {v}")),
+            v => lin.violations.push(format!("{key}: {v}")),
+        }
+    }
+    Ok(lin)
+}
+
+fn verdict_word(bad: usize, read: usize) -> String {
+    if bad == 0 {
+        format!("ok ({read} keys)")
+    } else {
+        format!("{bad} VIOLATIONS ({read} keys)")
+    }
+}
+
+/// Waits until the workload acknowledged `more` writes (the cluster serves).
+async fn wait_progress(cluster: &mut SoakCluster, wl: &Workload, more: u64) -> Result<()> {
+    let target = wl.counters.acked() + more;
+    let end = Instant::now() + PROGRESS_TIMEOUT;
+    while wl.counters.acked() < target {
+        cluster.check_crashes()?;
+        if Instant::now() >= end {
+            anyhow::bail!(
+                "the workload got no {more} writes acknowledged within {PROGRESS_TIMEOUT:?} (acked {})",
+                wl.counters.acked()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Ok(())
+}
+
+fn elapsed(started: Instant) -> String {
+    format!("{:.1}s", started.elapsed().as_secs_f64())
+}

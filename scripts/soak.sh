@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# walship: the die-and-reborn soak. A thin wrapper around `walship soak`:
+# installs ZooKeeper if it is missing (zk/zk.sh install; needs root or sudo),
+# builds the binary (`cargo build`, unless --bin names one), and execs
+#
+#   walship soak [flags]
+#
+# with every flag passed through. The common ones:
+#
+#   --cycles N         fault cycles (default 12, about a minute)
+#   --duration 2m      run this long instead (90s, 2m, 1h)
+#   --clients N        concurrent workload clients (default 8)
+#   --keys N           key space (default 32)
+#   --seed S           reproduce a fault sequence (printed at start)
+#   --kinds a,b        only these faults: kill-leader, kill-leader-wipe, kill-follower,
+#                      kill-follower-wipe, freeze-leader, zk-restart, cut
+#   --run-dir DIR      data and logs (default ./.walship-soak)
+#   --history FILE     the history, JSON Lines (default <run-dir>/history.jsonl)
+#   --zk HOST:PORT     use an existing ZooKeeper instead of starting one
+#   --bin PATH         a prebuilt walship binary (no build)
+#
+# `walship soak --help` lists them all. Exit status: 0 pass, 1 a lost or wrong
+# acknowledged write, a non-linearizable history, a stall or a crash, 2 bad
+# flags or unreachable --zk, 130/143 interrupted (everything it started is
+# stopped first, and the summary so far printed).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+BIN=""
+OWN_ZK=1
+prev=""
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help)
+            sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        --bin=*) BIN="${arg#*=}" ;;
+        --zk | --zk=*) OWN_ZK=0 ;;
+    esac
+    [[ "$prev" == --bin ]] && BIN="$arg"
+    prev="$arg"
+done
+
+if ((OWN_ZK)); then
+    "$ROOT/zk/zk.sh" install >&2
+fi
+
+if [[ -z "$BIN" ]]; then
+    command -v cargo >/dev/null 2>&1 || { echo "soak.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
+    (cd "$ROOT" && cargo build --bin walship) >&2
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/walship"
+fi
+[[ -x "$BIN" ]] || { echo "soak.sh: walship binary not found or not executable: $BIN" >&2; exit 2; }
+
+exec "$BIN" soak "$@"

@@ -1,0 +1,113 @@
+//! `walship soak` flags, and the checks clap cannot do. Every rejection is one
+//! line on stderr and exit status 2.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::faults::FaultKind;
+
+/// Cycles when neither `--cycles` nor `--duration` is given: under a minute.
+pub const DEFAULT_CYCLES: u64 = 12;
+
+#[derive(Args, Debug, Clone)]
+pub struct SoakArgs {
+    /// Fault cycles to run (default 12 when --duration is not given either).
+    #[arg(long, value_parser = parse_positive)]
+    pub cycles: Option<u64>,
+    /// Run for this long instead (or as well: whichever ends first), e.g. 90s, 2m, 1h.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Concurrent workload clients, each one operation at a time.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub clients: u32,
+    /// Size of the key space; small, so writes, CAS and reads contend.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub keys: u32,
+    /// Seed of the fault sequence and the workload (printed at start; default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Where ZooKeeper's and the nodes' data and logs go (its zk/, node1/, node2/ are wiped first).
+    #[arg(long, default_value = ".walship-soak")]
+    pub run_dir: PathBuf,
+    /// The history file (JSON Lines; default <run-dir>/history.jsonl).
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Use this ZooKeeper (host:port) instead of starting one; zk-restart is then skipped.
+    #[arg(long)]
+    pub zk: Option<String>,
+    /// Only these fault kinds, comma-separated: kill-leader, kill-leader-wipe, kill-follower,
+    /// kill-follower-wipe, freeze-leader, zk-restart, cut.
+    #[arg(long, value_delimiter = ',', value_parser = FaultKind::parse)]
+    pub kinds: Option<Vec<FaultKind>>,
+    /// The walship binary to run the nodes with (default: this one).
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+}
+
+/// A whole number above zero.
+pub fn parse_positive(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// `90`, `90s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (e.g. 90s, 2m, 1h)"))?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" | "min" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("'{s}' has an unknown unit '{unit}' (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// `host:port` with a port.
+pub fn check_zk_addr(s: &str) -> Result<(), String> {
+    for part in s.split(',') {
+        let Some((host, port)) = part.rsplit_once(':') else {
+            return Err(format!("--zk '{s}': expected host:port"));
+        };
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("--zk '{s}': expected host:port with a port in 1..65535"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("2x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn zk_addresses() {
+        assert!(check_zk_addr("127.0.0.1:2181").is_ok());
+        assert!(check_zk_addr("a:1,b:2").is_ok());
+        assert!(check_zk_addr("localhost").is_err());
+        assert!(check_zk_addr("h:0").is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! The verdict's two checks.
+//!
+//! 1. Durability: every acknowledged write is present with its last
+//!    acknowledged value (or that of a later write of unknown outcome), as
+//!    [`History::allowed_finals`] defines it, read three ways: a
+//!    linearizable GET through each node, a local (`?stale=true`) GET on each
+//!    node once both have caught up, and ZooKeeper alone (`walship wal verify
+//!    --history`, which rebuilds the map from W's snapshot and WAL).
+//! 2. Linearizability: each key's history of puts, deletes, CAS and
+//!    linearizable reads (the final reads included) is checked by
+//!    [`super::lincheck`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use super::client::Answer;
+use super::cluster::SoakCluster;
+use super::history::Clock;
+use super::history::OpKind;
+use super::history::OpRecord;
+use super::history::Outcome;
+use super::history::Recorder;
+use super::lincheck;
+use super::workload::key_name;
+use crate::history::AllowedFinal;
+use crate::history::History;
+
+const READ_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The key the final barrier write goes to (recorded like any write).
+pub const BARRIER_KEY: &str = "soak-barrier";
+
+/// After the workload stopped: one acknowledged write through the leader,
+/// so every entry proposed before it is decided, then a linearizable read
+/// of every key through each node, all recorded in the history as client
+/// `final_client` (node 1) and `final_client + 1` (node 2). Returns the
+/// value node `n` read for each key, and problems (reads that never
+/// succeeded).
+pub async fn final_reads(
+    cluster: &mut SoakCluster,
+    keys: u32,
+    final_client: u32,
+    recorder: &Recorder,
+    clock: Clock,
+) -> Result<(Vec<BTreeMap<String, Option<String>>>, Vec<String>)> {
+    let leader = cluster.wait_leader(READ_DEADLINE, |_| true).await?;
+    let end = Instant::now() + READ_DEADLINE;
+    let mut problems = Vec::new();
+    loop {
+        let client = &cluster.clients[(leader - 1) as usize];
+        let invoke_ns = clock.now_ns();
+        let a = client.put(BARRIER_KEY, "barrier").await;
+        let result = outcome(&a);
+        recorder.record(OpRecord {
+            op: OpKind::Put,
+            key: BARRIER_KEY.into(),
+            value: Some("barrier".into()),
+            expect: None,
+            result,
+            cas_ok: None,
+            read: None,
+            client: final_client,
+            invoke_ns,
+            complete_ns: clock.now_ns(),
+        });
+        if a.is_ok() {
+            break;
+        }
+        if Instant::now() >= end {
+            problems.push(format!("the barrier write was never acknowledged: {a:?}"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut out = Vec::new();
+    for n in 0..2u32 {
+        let client = cluster.clients[n as usize].clone();
+        let mut read = BTreeMap::new();
+        for k in 0..keys as u64 {
+            let key = key_name(k);
+            let end = Instant::now() + READ_DEADLINE;
+            loop {
+                let invoke_ns = clock.now_ns();
+                let a = client.get(&key, false).await;
+                let mut op = OpRecord {
+                    op: OpKind::Get,
+                    key: key.clone(),
+                    value: None,
+                    expect: None,
+                    result: outcome(&a),
+                    cas_ok: None,
+                    read: None,
+                    client: final_client + n,
+                    invoke_ns,
+                    complete_ns: clock.now_ns(),
+                };
+                if let Answer::Ok(v) = &a {
+                    op.read = v.clone();
+                    read.insert(key.clone(), v.clone());
+                }
+                recorder.record(op);
+                if a.is_ok() {
+                    break;
+                }
+                if Instant::now() >= end {
+                    problems.push(format!(
+                        "node {}: linearizable read of {key} never succeeded: {a:?}",
+                        n + 1
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        out.push(read);
+    }
+    Ok((out, problems))
+}
+
+fn outcome<T>(a: &Answer<T>) -> Outcome {
+    match a {
+        Answer::Ok(_) => Outcome::Ok,
+        Answer::Fail(_) => Outcome::Fail,
+        Answer::Unknown(_) => Outcome::Unknown,
+    }
+}
+
+/// Durability of one node's view: every key of the key space against what
+/// the history allows (a key never written must be absent).
+pub fn against_allowed(
+    what: &str,
+    keys: u32,
+    values: &BTreeMap<String, Option<String>>,
+    allowed: &BTreeMap<String, AllowedFinal>,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    for k in 0..keys as u64 {
+        let key = key_name(k);
+        let Some(v) = values.get(&key) else { continue };
+        let ok = match allowed.get(&key) {
+            Some(a) => a.allows(v.as_deref()),
+            None => v.is_none(),
+        };
+        if !ok {
+            let expected: Vec<String> = allowed
+                .get(&key)
+                .map(|a| a.values.iter().map(|v| format!("{v:?}")).collect())
+                .unwrap_or_else(|| vec!["None".into()]);
+            bad.push(format!(
+                "{what}: {key} holds {v:?}; the history allows only {}",
+                expected.join(" or ")
+            ));
+        }
+    }
+    bad
+}
+
+/// After both nodes caught up: a local read of every key on node `n` must
+/// equal what the linearizable reads returned.
+pub async fn stale_reads(
+    cluster: &SoakCluster,
+    n: usize,
+    keys: u32,
+) -> (BTreeMap<String, Option<String>>, Vec<String>) {
+    let client = &cluster.clients[n];
+    let mut values = BTreeMap::new();
+    let mut problems = Vec::new();
+    for k in 0..keys as u64 {
+        let key = key_name(k);
+        match client.get(&key, true).await {
+            Answer::Ok(v) => {
+                values.insert(key, v);
+            }
+            other => problems.push(format!("node {}: local read of {key} failed: {other:?}", n + 1)),
+        }
+    }
+    (values, problems)
+}
+
+/// `walship wal verify --history` against ZooKeeper alone: (passed, its output).
+pub async fn zookeeper_alone(bin: &Path, zk: &str, cluster: &str, history: &Path) -> (Option<bool>, String) {
+    let out = tokio::process::Command::new(bin)
+        .args(["wal", "verify", "--zk", zk, "--cluster", cluster, "--history"])
+        .arg(history)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await;
+    match out {
+        Ok(o) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let verdict = match o.status.code() {
+                Some(0) => Some(true),
+                Some(1) => Some(false),
+                _ => None, // could not look
+            };
+            (verdict, text.trim_end().to_string())
+        }
+        Err(e) => (None, format!("cannot run {} wal verify: {e}", bin.display())),
+    }
+}
+
+/// Linearizability, key by key: (key, verdict, operations checked).
+pub fn linearizability(records: &[OpRecord]) -> Vec<(String, lincheck::Verdict, usize)> {
+    let mut by_key: BTreeMap<&str, Vec<lincheck::Operation>> = BTreeMap::new();
+    for r in records {
+        if let Some(op) = to_operation(r) {
+            by_key.entry(&r.key).or_default().push(op);
+        }
+    }
+    by_key
+        .into_iter()
+        .map(|(key, ops)| {
+            let v = lincheck::check(&ops, lincheck::DEFAULT_BUDGET);
+            (key.to_string(), v, ops.len())
+        })
+        .collect()
+}
+
+/// A history record as the checker sees it; `None` for what says nothing
+/// (failed operations, unanswered reads).
+pub fn to_operation(r: &OpRecord) -> Option<lincheck::Operation> {
+    use lincheck::Input;
+    use lincheck::Output;
+    let input = match r.op {
+        OpKind::Put => Input::Put(r.value.clone()?),
+        OpKind::Delete => Input::Delete,
+        OpKind::Cas => Input::Cas {
+            expect: r.expect.clone(),
+            value: r.value.clone(),
+        },
+        OpKind::Get => Input::Get,
+    };
+    let (output, complete) = match (r.result, r.op) {
+        (Outcome::Fail, _) | (Outcome::Unknown, OpKind::Get) => return None,
+        (Outcome::Unknown, _) => (Output::Unknown, None),
+        (Outcome::Ok, OpKind::Get) => (Output::Read(r.read.clone()), Some(r.complete_ns)),
+        (Outcome::Ok, OpKind::Cas) => (
+            Output::Cas {
+                ok: r.cas_ok.unwrap_or(false),
+                // The soak records the node's "current" in `read`.
+                current: Some(r.read.clone()),
+            },
+            Some(r.complete_ns),
+        ),
+        (Outcome::Ok, _) => (Output::Written, Some(r.complete_ns)),
+    };
+    Some(lincheck::Operation {
+        client: r.client,
+        input,
+        output,
+        invoke: r.invoke_ns,
+        complete,
+    })
+}
+
+/// `History::allowed_finals` over records in memory.
+pub fn allowed_finals(records: &[OpRecord]) -> BTreeMap<String, AllowedFinal> {
+    History { ops: records.to_vec() }.allowed_finals()
+}

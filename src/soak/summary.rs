@@ -1,0 +1,251 @@
+//! The soak's summary: what ran, what the workload saw, failover times, the
+//! two checks, and the verdict. Printed at the end, and on Ctrl-C with what
+//! there is so far.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::faults::CycleReport;
+use super::faults::FaultKind;
+use super::history::OpKind;
+use super::history::OpRecord;
+use super::history::Outcome;
+
+#[derive(Default)]
+pub struct Summary {
+    pub seed: u64,
+    pub cluster: String,
+    pub elapsed: Duration,
+    pub history_path: PathBuf,
+    pub kinds: Vec<FaultKind>,
+    /// Kinds left out, and why.
+    pub skipped: Vec<(FaultKind, String)>,
+    pub cycles: Vec<CycleReport>,
+    /// Workload operations (the final check's own reads excluded).
+    pub workload_clients: u32,
+    pub records: Vec<OpRecord>,
+    /// One line per durability source ("node 1, linearizable: ok").
+    pub durable: Vec<String>,
+    pub durability_violations: Vec<String>,
+    /// Per key: linearizable or not, and the operations checked.
+    pub linearizability: Option<Linearizability>,
+    /// Anything that stopped the soak early (a stall, a crash).
+    pub problems: Vec<String>,
+    /// Set on Ctrl-C / SIGTERM.
+    pub interrupted: Option<&'static str>,
+}
+
+#[derive(Default)]
+pub struct Linearizability {
+    pub keys: usize,
+    pub ok: usize,
+    pub undecided: Vec<String>,
+    pub violations: Vec<String>,
+    pub ops: usize,
+    pub took: Duration,
+}
+
+impl Summary {
+    pub fn passed(&self) -> bool {
+        self.interrupted.is_none()
+            && self.problems.is_empty()
+            && self.durability_violations.is_empty()
+            && self
+                .linearizability
+                .as_ref()
+                .is_some_and(|l| l.violations.is_empty() && l.undecided.is_empty())
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let verdict = if self.interrupted.is_some() {
+            "INTERRUPTED"
+        } else if self.passed() {
+            "PASS"
+        } else {
+            "FAIL"
+        };
+        let _ = writeln!(s, "\nwalship soak: {verdict}");
+        let _ = writeln!(
+            s,
+            "  seed          {} (--seed {} repeats this fault sequence)",
+            self.seed, self.seed
+        );
+        let _ = writeln!(
+            s,
+            "  ran           {} cycles in {}, cluster {}",
+            self.cycles.len(),
+            show_duration(self.elapsed),
+            self.cluster
+        );
+        let mut per_kind: BTreeMap<FaultKind, usize> = self.kinds.iter().map(|k| (*k, 0)).collect();
+        for c in &self.cycles {
+            *per_kind.entry(c.kind).or_default() += 1;
+        }
+        let kinds: Vec<String> = per_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(s, "  cycles        {}", kinds.join(", "));
+        for (k, why) in &self.skipped {
+            let _ = writeln!(s, "  skipped       {k}: {why}");
+        }
+        let w = self.workload();
+        let _ = writeln!(
+            s,
+            "  writes        attempted {}, acknowledged {} (cas: {} swapped, {} refused), failed {}, unknown {}",
+            w.writes, w.acked, w.cas_swapped, w.cas_refused, w.failed, w.unknown
+        );
+        let _ = writeln!(
+            s,
+            "  reads         {} linearizable reads: {} answered, {} failed or unanswered",
+            w.reads, w.reads_ok, w.reads_bad
+        );
+        let mut ms: Vec<u64> = self.cycles.iter().map(|c| c.failover_ms).collect();
+        ms.sort_unstable();
+        if ms.is_empty() {
+            let _ = writeln!(s, "  failover      no faults completed");
+        } else {
+            let _ = writeln!(
+                s,
+                "  failover ms   min {}, median {}, p99 {}, max {}  (fault -> next acknowledged write, {} faults)",
+                ms[0],
+                rank(&ms, 50),
+                rank(&ms, 99),
+                ms[ms.len() - 1],
+                ms.len()
+            );
+        }
+        for line in &self.durable {
+            let _ = writeln!(s, "  durable       {line}");
+        }
+        for v in self.durability_violations.iter().take(20) {
+            let _ = writeln!(s, "  VIOLATION     {v}");
+        }
+        match &self.linearizability {
+            Some(l) => {
+                let _ = writeln!(
+                    s,
+                    "  linearizable  {} of {} keys ({} operations checked in {} ms; {} violations, {} undecided)",
+                    l.ok,
+                    l.keys,
+                    l.ops,
+                    l.took.as_millis(),
+                    l.violations.len(),
+                    l.undecided.len()
+                );
+                for v in l.violations.iter().chain(&l.undecided).take(20) {
+                    let _ = writeln!(s, "  VIOLATION     {v}");
+                }
+            }
+            None => {
+                let _ = writeln!(s, "  linearizable  not checked");
+            }
+        }
+        for p in &self.problems {
+            let _ = writeln!(s, "  PROBLEM       {p}");
+        }
+        let _ = writeln!(
+            s,
+            "  history       {} ({} operations)",
+            self.history_path.display(),
+            self.records.len()
+        );
+        let why = match (self.interrupted, self.passed()) {
+            (Some(sig), _) => format!("INTERRUPTED by {sig}: the checks did not run; the numbers above are so far"),
+            (None, true) => "PASS: every acknowledged write present; every key's history linearizable".into(),
+            (None, false) => {
+                let mut reasons = Vec::new();
+                if !self.durability_violations.is_empty() {
+                    reasons.push(format!(
+                        "{} lost or wrong acknowledged writes",
+                        self.durability_violations.len()
+                    ));
+                }
+                if let Some(l) = &self.linearizability {
+                    if !l.violations.is_empty() {
+                        reasons.push(format!("{} keys not linearizable", l.violations.len()));
+                    }
+                    if !l.undecided.is_empty() {
+                        reasons.push(format!("{} keys undecided", l.undecided.len()));
+                    }
+                }
+                if !self.problems.is_empty() {
+                    reasons.push(format!("{} problems", self.problems.len()));
+                }
+                format!("FAIL: {}", reasons.join(", "))
+            }
+        };
+        let _ = writeln!(s, "  verdict       {why}");
+        s
+    }
+
+    fn workload(&self) -> WorkloadCounts {
+        let mut w = WorkloadCounts::default();
+        for r in self.records.iter().filter(|r| r.client < self.workload_clients) {
+            if r.op == OpKind::Get {
+                w.reads += 1;
+                if r.result == Outcome::Ok {
+                    w.reads_ok += 1;
+                } else {
+                    w.reads_bad += 1;
+                }
+                continue;
+            }
+            w.writes += 1;
+            match r.result {
+                Outcome::Ok => w.acked += 1,
+                Outcome::Fail => w.failed += 1,
+                Outcome::Unknown => w.unknown += 1,
+            }
+            match r.cas_ok {
+                Some(true) => w.cas_swapped += 1,
+                Some(false) => w.cas_refused += 1,
+                None => {}
+            }
+        }
+        w
+    }
+}
+
+#[derive(Default)]
+struct WorkloadCounts {
+    writes: u64,
+    acked: u64,
+    failed: u64,
+    unknown: u64,
+    cas_swapped: u64,
+    cas_refused: u64,
+    reads: u64,
+    reads_ok: u64,
+    reads_bad: u64,
+}
+
+/// Nearest-rank percentile of a sorted, non-empty slice.
+pub fn rank(sorted: &[u64], p: usize) -> u64 {
+    let n = sorted.len();
+    let idx = (p * n).div_ceil(100).clamp(1, n) - 1;
+    sorted[idx]
+}
+
+pub fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(rank(&v, 50), 50);
+        assert_eq!(rank(&v, 99), 99);
+        assert_eq!(rank(&[7], 99), 7);
+        assert_eq!(rank(&[1, 2], 50), 1);
+    }
+}

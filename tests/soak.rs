@@ -1,0 +1,224 @@
+//! The die-and-reborn soak (S10) in the test suite: a short `walship soak`
+//! against its own private ZooKeeper must pass with every fault kind
+//! exercised and no violation; bad flags and an unreachable ZooKeeper are
+//! rejected with one line and exit 2; an interrupted soak stops everything
+//! it started and prints what it has.
+
+use std::process::Command;
+use std::process::Output;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+const WALSHIP: &str = env!("CARGO_BIN_EXE_walship");
+
+const KINDS: [&str; 7] = [
+    "kill-leader",
+    "kill-leader-wipe",
+    "kill-follower",
+    "kill-follower-wipe",
+    "freeze-leader",
+    "zk-restart",
+    "cut",
+];
+
+fn run_dir(name: &str) -> tempfile::TempDir {
+    let base = std::env::var_os("WALSHIP_TEST_DIR").map(std::path::PathBuf::from);
+    let prefix = format!("walship-{name}-");
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix);
+    match base {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).expect("WALSHIP_TEST_DIR");
+            b.tempdir_in(dir)
+        }
+        None => b.tempdir(),
+    }
+    .expect("temp dir")
+}
+
+fn soak(args: &[&str]) -> Output {
+    Command::new(WALSHIP)
+        .arg("soak")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run walship soak")
+}
+
+/// The count after `<kind> ` on the summary's "cycles" line.
+fn cycles_of(summary: &str, kind: &str) -> Option<u64> {
+    let line = summary.lines().find(|l| l.trim_start().starts_with("cycles "))?;
+    line.split(',')
+        .map(|part| part.trim().trim_start_matches("cycles").trim())
+        .find_map(|part| part.strip_prefix(&format!("{kind} "))?.trim().parse().ok())
+}
+
+#[test]
+fn twenty_cycles_every_fault_kind_no_violation() {
+    let dir = run_dir("soak");
+    let path = dir.path().to_path_buf();
+    let started = Instant::now();
+    let out = soak(&[
+        "--cycles",
+        "20",
+        "--seed",
+        "20",
+        "--run-dir",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let kept = dir.keep();
+        panic!(
+            "walship soak exited {:?} after {:.0?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\nrun dir kept: {}",
+            out.status.code(),
+            started.elapsed(),
+            kept.display()
+        );
+    }
+    println!("{stdout}");
+    for kind in KINDS {
+        let n = cycles_of(&stdout, kind);
+        assert!(
+            n.is_some_and(|n| n >= 1),
+            "fault kind {kind} not exercised ({n:?}):\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("verdict       PASS"), "{stdout}");
+    assert!(stdout.contains("; 0 violations, 0 undecided)"), "{stdout}");
+    assert!(stdout.contains("linearizable  "), "{stdout}");
+    assert!(!stdout.contains("VIOLATION"), "{stdout}");
+    assert!(stdout.contains("ZooKeeper alone (wal verify): ok"), "{stdout}");
+    let history = std::fs::read_to_string(path.join("history.jsonl")).expect("history file");
+    let lines = history.lines().count();
+    assert!(lines > 500, "only {lines} operations in the history");
+    let parsed = walship::history::History::load(&path.join("history.jsonl")).expect("history parses");
+    assert_eq!(parsed.ops.len(), lines);
+    assert!(
+        started.elapsed() < Duration::from_secs(240),
+        "the soak took {:.0?}",
+        started.elapsed()
+    );
+}
+
+fn assert_one_line_exit_2(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: exit {:?}, stderr {stderr:?}",
+        out.status.code()
+    );
+    assert_eq!(stderr.lines().count(), 1, "{what}: not one line: {stderr:?}");
+    assert!(stderr.starts_with("walship soak: "), "{what}: {stderr:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: printed {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line() {
+    let dir = run_dir("soak-flags");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let e = assert_one_line_exit_2(&soak(&["--cycels", "3", "--run-dir", d]), "misspelt flag");
+    assert!(e.contains("--cycels"), "{e}");
+    let e = assert_one_line_exit_2(&soak(&["--cycles", "0", "--run-dir", d]), "zero cycles");
+    assert!(e.contains("--cycles"), "{e}");
+    let e = assert_one_line_exit_2(&soak(&["--duration", "2 weeks", "--run-dir", d]), "bad duration");
+    assert!(e.contains("--duration"), "{e}");
+    let e = assert_one_line_exit_2(&soak(&["--kinds", "kill-leader,meteor", "--run-dir", d]), "bad kind");
+    assert!(e.contains("meteor"), "{e}");
+    let e = assert_one_line_exit_2(&soak(&["--zk", "localhost", "--run-dir", d]), "zk without port");
+    assert!(e.contains("host:port"), "{e}");
+}
+
+#[test]
+fn unreachable_zookeeper_exits_2_with_one_line() {
+    let dir = run_dir("soak-zk");
+    // A port nobody listens on: bind one, note it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let zk = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = soak(&["--zk", &zk, "--run-dir", dir.path().to_str().expect("utf-8 path")]);
+    let e = assert_one_line_exit_2(&out, "unreachable --zk");
+    assert!(e.contains("cannot reach ZooKeeper") && e.contains(&zk), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:.0?}",
+        started.elapsed()
+    );
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = state.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn interrupted_soak_stops_everything_and_prints_the_summary() {
+    let dir = run_dir("soak-int");
+    let d = dir.path().to_str().expect("utf-8 path").to_string();
+    let log = dir.path().join("soak.out");
+    let child = Command::new(WALSHIP)
+        .args(["soak", "--cycles", "50", "--seed", "3", "--run-dir", &d])
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn walship soak");
+    let pid = child.id();
+    // Wait (polling, with a deadline) for the first completed cycle.
+    let end = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("cycle   1/50")
+    {
+        assert!(
+            Instant::now() < end,
+            "no cycle within 120 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = processes_mentioning(&d);
+    assert!(
+        started.len() >= 3,
+        "expected ZooKeeper and two nodes under {d}: {started:?}"
+    );
+    let kill = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = child.wait_with_output().expect("wait");
+    let stdout = std::fs::read_to_string(&log).unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("walship soak: INTERRUPTED"), "{stdout}");
+    assert!(stdout.contains("writes        attempted"), "{stdout}");
+    let left = processes_mentioning(&d);
+    assert!(left.is_empty(), "processes left running after the interrupt: {left:?}");
+    // Everything the history holds so far parses.
+    walship::history::History::load(&dir.path().join("history.jsonl")).expect("history parses");
+}
