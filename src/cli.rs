@@ -117,6 +117,13 @@ pub struct NodeArgs {
     /// A write not confirmed within this is answered 504 (outcome unknown).
     #[arg(long, env = "WALSHIP_WRITE_TIMEOUT_MS", default_value_t = 5000)]
     pub write_timeout_ms: u64,
+    /// Group commit: client-request batches (Raft entries) in flight at once.
+    /// Fewer means bigger batches, more means more pipelining.
+    #[arg(long, env = "WALSHIP_MAX_INFLIGHT_BATCHES", default_value_t = 4)]
+    pub max_inflight_batches: usize,
+    /// Group commit: payload bytes per batch; under ZooKeeper's 1 MiB request limit.
+    #[arg(long, env = "WALSHIP_MAX_BATCH_BYTES", default_value_t = 256 * 1024)]
+    pub max_batch_bytes: usize,
 }
 
 fn parse_cluster(s: &str) -> Result<String, String> {
@@ -140,6 +147,9 @@ impl NodeArgs {
                 self.election_timeout_ms, self.heartbeat_interval_ms
             ));
         }
+        if self.max_inflight_batches == 0 || !(1024..=768 * 1024).contains(&self.max_batch_bytes) {
+            return Err("--max-inflight-batches must be positive and --max-batch-bytes within 1024..=786432".into());
+        }
         if self.heartbeat_interval_ms == 0 || self.snapshot_every_entries == 0 || self.max_payload_entries == 0 {
             return Err(
                 "--heartbeat-interval-ms, --snapshot-every-entries and --max-payload-entries must be positive".into(),
@@ -159,6 +169,8 @@ impl NodeArgs {
             snapshot_every_entries: self.snapshot_every_entries,
             max_payload_entries: self.max_payload_entries,
             write_timeout_ms: self.write_timeout_ms,
+            max_inflight_batches: self.max_inflight_batches,
+            max_batch_bytes: self.max_batch_bytes,
         })
     }
 }

@@ -57,6 +57,9 @@ pub struct NodeConfig {
     pub max_payload_entries: u64,
     /// How long a client write may wait for its commit before it is a 504.
     pub write_timeout_ms: u64,
+    /// Group commit: entries proposed concurrently, and payload bytes per entry.
+    pub max_inflight_batches: usize,
+    pub max_batch_bytes: usize,
 }
 
 /// Corruption found in W during failover is logged at most this often.

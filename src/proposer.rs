@@ -4,7 +4,7 @@
 //! replication to W costs one ZooKeeper multi per round trip. Putting every
 //! request that arrives while earlier batches are in flight into the next
 //! entry makes one fsync and one multi carry many writes. Up to
-//! `MAX_INFLIGHT_BATCHES` entries are proposed concurrently (pipelining).
+//! `--max-inflight-batches` entries are proposed concurrently (pipelining).
 //!
 //! Linearizable reads are batched the same way: one `ensure_linearizable`
 //! round (a quorum heartbeat, ZooKeeper included) answers every read that
@@ -26,11 +26,6 @@ use crate::types::NodeId;
 use crate::types::Request;
 use crate::types::Response;
 
-/// Entries in flight at once; more requests wait and join a bigger batch.
-const MAX_INFLIGHT_BATCHES: usize = 4;
-/// Payload bytes per entry (well under ZooKeeper's 1 MiB request limit; a
-/// single larger request still goes alone).
-const MAX_BATCH_BYTES: usize = 256 * 1024;
 const MAX_BATCH_OPS: usize = 4096;
 /// Pause between leadership rounds that missed a quorum.
 const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(20);
@@ -65,7 +60,12 @@ impl Proposer {
     /// node, so they end when the node is dropped.
     pub fn start(node: &Arc<Node>) -> Proposer {
         let (writes, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(Arc::downgrade(node), rx));
+        tokio::spawn(write_loop(
+            Arc::downgrade(node),
+            rx,
+            node.cfg.max_inflight_batches,
+            node.cfg.max_batch_bytes,
+        ));
         let (reads, rx) = mpsc::unbounded_channel();
         tokio::spawn(read_loop(Arc::downgrade(node), rx));
         Proposer { writes, reads }
@@ -103,15 +103,23 @@ fn request_bytes(req: &Request) -> usize {
     }
 }
 
-async fn write_loop(node: std::sync::Weak<Node>, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+/// `max_inflight_batches`: entries in flight at once (more requests wait and
+/// join a bigger batch). `max_batch_bytes`: payload per entry, well under
+/// ZooKeeper's 1 MiB request limit (a single larger request goes alone).
+async fn write_loop(
+    node: std::sync::Weak<Node>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    max_inflight_batches: usize,
+    max_batch_bytes: usize,
+) {
+    let inflight = Arc::new(Semaphore::new(max_inflight_batches));
     while let Some(first) = rx.recv().await {
         // Wait for a slot first: requests keep queueing meanwhile and all
         // join this batch.
         let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else { return };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
-        while bytes < MAX_BATCH_BYTES && batch.len() < MAX_BATCH_OPS {
+        while bytes < max_batch_bytes && batch.len() < MAX_BATCH_OPS {
             match rx.try_recv() {
                 Ok(p) => {
                     bytes += p.bytes;
