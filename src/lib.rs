@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod faultproxy;
 pub mod history;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod proposer;

@@ -64,14 +64,16 @@ async fn run_node(args: walship::cli::NodeArgs) -> anyhow::Result<()> {
     tracing::info!(listen = node.cfg.listen, "serving");
     let app = walship::api::router(Arc::clone(&node));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stopper = Arc::clone(&node);
     let stop = async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
+            _ = stopper.stop_requested() => {}
         }
     };
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
-    tracing::info!("stopping: closing the ZooKeeper session, then raft");
+    tracing::info!("stopping: handing over if leading, then closing the ZooKeeper session");
     node.shutdown().await;
     Ok(())
 }

@@ -110,6 +110,10 @@ pub struct Node {
     /// One adoption/election at a time.
     failover_lock: tokio::sync::Mutex<()>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Set by `POST /admin/leave`; `main` stops the process as on SIGTERM.
+    stop_requested: Notify,
+    /// Set by the leader's hand-over request: fail over at the next tick.
+    takeover: std::sync::atomic::AtomicBool,
     /// Group commit of client requests; set once the node is in an Arc.
     proposer: std::sync::OnceLock<crate::proposer::Proposer>,
 }
@@ -213,6 +217,8 @@ impl Node {
             failover_lock: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             proposer: std::sync::OnceLock::new(),
+            stop_requested: Notify::new(),
+            takeover: std::sync::atomic::AtomicBool::new(false),
         });
         let _ = node.proposer.set(crate::proposer::Proposer::start(&node));
 
@@ -274,11 +280,16 @@ impl Node {
         if let Some((meta, data)) = w.snapshot {
             if meta.last_log_id > self.log.last_log_id() && meta.last_log_id > self.log.purged() {
                 tracing::info!(snapshot = ?meta.last_log_id, bytes = data.len(), "adopting W's snapshot");
+                let bytes = data.len() as u64;
                 storage::install_snapshot_offline(&self.sm, &self.log, meta, data).await?;
+                crate::metrics::METRICS.snapshots.with_label_values(&["installed"]).inc();
+                crate::metrics::METRICS.snapshot_bytes.with_label_values(&["installed"]).inc_by(bytes);
             }
         }
         let n = w.entries.len();
         self.log.adopt_entries(w.entries).await?;
+        crate::metrics::METRICS.adoptions.inc();
+        crate::metrics::METRICS.entries_adopted.inc_by(n as u64);
         // The adopted entries were accepted by W under W's vote; a local vote
         // below it (say, this node's own from a term it led before it died)
         // would make openraft restart as the leader of an older term over a
@@ -410,6 +421,9 @@ impl Node {
     fn leader_lost(&self) -> bool {
         let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
         let heartbeat = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+        if self.takeover.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
         let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
         let gone = *self.leader_znode_gone.lock().expect("znode lock");
         contact_at.elapsed() > election_timeout
@@ -498,6 +512,7 @@ impl Node {
         let path = self.witness.paths().leader();
         let mut held_term: Option<u64> = None;
         let mut shipped: Option<crate::types::LogId> = None;
+        let (mut seen_leader, mut seen_snapshot) = (None, None);
         while !self.is_stopping() {
             let Some(raft) = self.raft() else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -506,6 +521,14 @@ impl Node {
             let mut metrics = raft.metrics();
             loop {
                 let m = metrics.borrow_and_update().clone();
+                if m.current_leader != seen_leader {
+                    crate::metrics::METRICS.leader_changes.inc();
+                    seen_leader = m.current_leader;
+                }
+                if m.snapshot > seen_snapshot {
+                    crate::metrics::METRICS.snapshots.with_label_values(&["built"]).inc();
+                    seen_snapshot = m.snapshot;
+                }
                 if m.state == ServerState::Leader {
                     if held_term != Some(m.current_term) {
                         let info = LeaderInfo {
@@ -530,12 +553,9 @@ impl Node {
                         }
                     }
                     if m.snapshot.is_some() && m.snapshot > shipped {
-                        if let Ok(Some((meta, data))) = self.sm.current_snapshot_bytes().await {
-                            let last = meta.last_log_id;
-                            match self.witness.install_snapshot(m.vote, meta, data).await {
-                                Ok(_) => shipped = last,
-                                Err(e) => tracing::warn!(error = %e, "cannot ship the snapshot to ZooKeeper yet"),
-                            }
+                        match self.ship_snapshot(m.vote).await {
+                            Ok(last) => shipped = last,
+                            Err(e) => tracing::warn!(error = %e, "cannot ship the snapshot to ZooKeeper yet"),
                         }
                     }
                 } else if held_term.take().is_some() {
@@ -560,18 +580,100 @@ impl Node {
         }
     }
 
-    /// SIGTERM: close the ZooKeeper session first, so the `leader` and
-    /// `members` znodes vanish at once and the other node takes over without
-    /// waiting for a session timeout; then stop Raft.
+    /// Stores this node's newest snapshot as W's (W drops the WAL it
+    /// covers). Returns the snapshot's last log id.
+    async fn ship_snapshot(&self, vote: Vote) -> Result<Option<crate::types::LogId>, StartError> {
+        let Some((meta, data)) = self.sm.current_snapshot_bytes().await? else { return Ok(None) };
+        let last = meta.last_log_id;
+        let bytes = data.len() as u64;
+        self.witness.install_snapshot(vote, meta, data).await?;
+        crate::metrics::METRICS.snapshots.with_label_values(&["uploaded"]).inc();
+        crate::metrics::METRICS.snapshot_bytes.with_label_values(&["uploaded"]).inc_by(bytes);
+        Ok(last)
+    }
+
+    /// `POST /admin/snapshot`: build a snapshot now and, on the leader,
+    /// store it in ZooKeeper before answering. Returns (its last index,
+    /// whether it went to ZooKeeper).
+    pub async fn snapshot_now(&self) -> Result<(Option<u64>, bool), StartError> {
+        let raft = self.raft().ok_or_else(|| StartError::Raft("raft is restarting".into()))?;
+        let before = raft.metrics().borrow().snapshot;
+        let applied = raft.metrics().borrow().last_applied;
+        raft.trigger().snapshot().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if applied > before {
+            let wait = raft.wait(Some(Duration::from_millis(self.cfg.write_timeout_ms)));
+            wait.metrics(|m| m.snapshot > before, "snapshot built")
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+        }
+        let m = raft.metrics().borrow().clone();
+        let uploaded = if m.state == ServerState::Leader {
+            self.ship_snapshot(m.vote).await?;
+            true
+        } else {
+            false
+        };
+        Ok((m.snapshot.map(|l| l.index), uploaded))
+    }
+
+    /// Asks the process to stop as on SIGTERM (`POST /admin/leave`).
+    pub fn request_stop(&self) {
+        self.stop_requested.notify_one();
+    }
+
+    /// Resolves when `request_stop` was called.
+    pub async fn stop_requested(&self) {
+        self.stop_requested.notified().await
+    }
+
+    /// The leader is handing over (`POST /raft/takeover` from it): adopt and
+    /// elect now rather than after detecting its absence.
+    pub fn take_over_now(&self) {
+        self.takeover.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// SIGTERM or `POST /admin/leave`. A leader hands over: it stops taking
+    /// writes (new ones get 503), lets those in flight finish (bounded by the
+    /// write timeout, each still answered 200/504 as it resolves), stops
+    /// Raft, closes its ZooKeeper session so the `leader` and `members`
+    /// znodes vanish at once, and tells the other node to take over, which
+    /// adopts W's log and elects itself without waiting for a timeout.
     pub async fn shutdown(&self) {
+        let was_leader = self.raft().is_some_and(|r| r.metrics().borrow().state == ServerState::Leader);
         self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.zk.close().await;
+        if was_leader {
+            let drained = self.proposer().drain(Duration::from_millis(self.cfg.write_timeout_ms)).await;
+            tracing::info!(drained, "leader stepping down: in-flight writes settled");
+        }
         let raft = self.raft.write().expect("raft lock").take();
         if let Some(raft) = raft {
             let _ = raft.shutdown().await;
         }
+        self.zk.close().await;
+        if was_leader {
+            self.ask_peer_to_take_over().await;
+        }
         if let Err(e) = self.log.flush_committed().await {
             tracing::warn!(error = %e, "could not save the committed id on exit");
+        }
+    }
+}
+
+impl Node {
+    async fn ask_peer_to_take_over(&self) {
+        // ZooKeeper is closed by now; use the address last looked up.
+        let Some(addr) = self.directory.cached_addr(other(self.cfg.id)) else { return };
+        let res = self
+            .http
+            .post(format!("http://{addr}/raft/takeover"))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => tracing::info!(addr, "asked the other node to take over"),
+            Ok(r) => tracing::warn!(addr, status = %r.status(), "the other node refused to take over"),
+            Err(e) => tracing::warn!(addr, error = %e, "could not ask the other node to take over"),
         }
     }
 }

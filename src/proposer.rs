@@ -53,6 +53,11 @@ struct Pending {
 pub struct Proposer {
     writes: mpsc::UnboundedSender<Pending>,
     reads: mpsc::UnboundedSender<oneshot::Sender<Result<(), ProposeError>>>,
+    /// One permit per batch in flight.
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+    /// Set by `drain`: new writes are refused (503), nothing new is proposed.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proposer {
@@ -60,19 +65,33 @@ impl Proposer {
     /// node, so they end when the node is dropped.
     pub fn start(node: &Arc<Node>) -> Proposer {
         let (writes, rx) = mpsc::unbounded_channel();
+        let inflight = Arc::new(Semaphore::new(node.cfg.max_inflight_batches));
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::spawn(write_loop(
             Arc::downgrade(node),
             rx,
-            node.cfg.max_inflight_batches,
+            Arc::clone(&inflight),
+            Arc::clone(&closed),
             node.cfg.max_batch_bytes,
         ));
         let (reads, rx) = mpsc::unbounded_channel();
         tokio::spawn(read_loop(Arc::downgrade(node), rx));
-        Proposer { writes, reads }
+        Proposer { writes, reads, inflight, max_inflight: node.cfg.max_inflight_batches, closed }
+    }
+
+    /// Stops taking writes and waits (up to `timeout`) for the batches in
+    /// flight to resolve. Returns whether they all did.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let all = self.inflight.acquire_many(self.max_inflight as u32);
+        matches!(tokio::time::timeout(timeout, all).await, Ok(Ok(_)))
     }
 
     /// Commits `req` (in some batch) and returns its log index and result.
     pub async fn write(&self, req: Request) -> Result<(u64, Response), ProposeError> {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ProposeError::Unavailable("this node is leaving; nothing was written".into()));
+        }
         let (tx, rx) = oneshot::channel();
         let bytes = request_bytes(&req);
         self.writes
@@ -103,17 +122,21 @@ fn request_bytes(req: &Request) -> usize {
     }
 }
 
-/// `max_inflight_batches`: entries in flight at once (more requests wait and
-/// join a bigger batch). `max_batch_bytes`: payload per entry, well under
+/// `inflight`: one permit per entry in flight (more requests wait and join
+/// a bigger batch). `max_batch_bytes`: payload per entry, well under
 /// ZooKeeper's 1 MiB request limit (a single larger request goes alone).
 async fn write_loop(
     node: std::sync::Weak<Node>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
-    max_inflight_batches: usize,
+    inflight: Arc<Semaphore>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
     max_batch_bytes: usize,
 ) {
-    let inflight = Arc::new(Semaphore::new(max_inflight_batches));
     while let Some(first) = rx.recv().await {
+        if closed.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = first.reply.send(Err(ProposeError::Unavailable("this node is leaving; nothing was written".into())));
+            continue;
+        }
         // Wait for a slot first: requests keep queueing meanwhile and all
         // join this batch.
         let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else { return };

@@ -29,6 +29,7 @@ use openraft::ServerState;
 use serde_json::json;
 
 pub use self::error::ApiError;
+use crate::metrics::METRICS;
 use crate::node::Node;
 use crate::proposer::ProposeError;
 use crate::types::Request;
@@ -45,6 +46,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/status", get(status))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/admin/leave", post(admin_leave))
+        .route("/admin/snapshot", post(admin_snapshot))
         .merge(crate::network::server::routes())
         // Larger than any valid value, so oversize values get our JSON 413.
         .layer(DefaultBodyLimit::max(4 * MAX_VALUE_BYTES))
@@ -75,6 +79,7 @@ fn check_value(v: &[u8]) -> Result<(), ApiError> {
 }
 
 async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let _timer = METRICS.write_seconds.start_timer();
     let res = async {
         check_key(&key)?;
         check_value(&body)?;
@@ -98,6 +103,7 @@ async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
 }
 
 async fn delete_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
+    let _timer = METRICS.write_seconds.start_timer();
     let res = async {
         check_key(&key)?;
         let req = Request::Delete { key: key.clone() };
@@ -141,6 +147,7 @@ fn parse_cas(body: &[u8]) -> Result<(Expect, Option<Vec<u8>>), ApiError> {
 }
 
 async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let _timer = METRICS.write_seconds.start_timer();
     let res = async {
         check_key(&key)?;
         let (expect, value) = parse_cas(&body)?;
@@ -259,6 +266,7 @@ async fn get_key(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let _timer = METRICS.read_seconds.start_timer();
     if let Err(e) = check_key(&key) {
         return e.into_response();
     }
@@ -333,5 +341,26 @@ async fn ready(State(node): State<Arc<Node>>) -> Response {
         Json(json!({ "ready": true })).into_response()
     } else {
         ApiError::unavailable("not ready: no confirmed leader or ZooKeeper unreachable").into_response()
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let body = METRICS.render(&node);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Hands leadership over (if this node leads) and stops the process, as
+/// SIGTERM does; answers once the hand-over has started.
+async fn admin_leave(State(node): State<Arc<Node>>) -> Response {
+    node.request_stop();
+    Json(json!({ "leaving": true })).into_response()
+}
+
+/// Builds a snapshot now; on the leader it is also stored in ZooKeeper
+/// (compacting W's WAL) before the answer.
+async fn admin_snapshot(State(node): State<Arc<Node>>) -> Response {
+    match node.snapshot_now().await {
+        Ok((index, uploaded)) => Json(json!({ "snapshot_index": index, "uploaded_to_zookeeper": uploaded })).into_response(),
+        Err(e) => ApiError::unavailable(format!("snapshot failed: {e}")).into_response(),
     }
 }

@@ -36,6 +36,7 @@ pub fn routes() -> Router<Arc<Node>> {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .route("/raft/takeover", post(takeover))
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Response {
@@ -85,10 +86,18 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Err(e) => return bad_request(e),
     };
     let Some(raft) = node.raft() else { return unavailable() };
+    crate::metrics::METRICS.snapshots.with_label_values(&["installed"]).inc();
+    crate::metrics::METRICS.snapshot_bytes.with_label_values(&["installed"]).inc_by(req.data.len() as u64);
     let snapshot = openraft::Snapshot {
         meta: req.meta,
         snapshot: Box::new(Cursor::new(req.data)),
     };
     node.note_leader_contact(req.vote);
     encode(&raft.install_full_snapshot(req.vote, snapshot).await)
+}
+
+/// The leader is stepping down (SIGTERM, `/admin/leave`): take over now.
+async fn takeover(State(node): State<Arc<Node>>) -> Response {
+    node.take_over_now();
+    StatusCode::OK.into_response()
 }

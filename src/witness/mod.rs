@@ -83,6 +83,18 @@ impl WitnessError {
     fn is_zk(&self, e: zk::Error) -> bool {
         matches!(self, WitnessError::Zk { source, .. } if *source == e)
     }
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WitnessError::Unreachable(_) => "unreachable",
+            WitnessError::Timeout { .. } => "timeout",
+            WitnessError::Zk { .. } => "zookeeper",
+            WitnessError::VersionMismatch => "version_mismatch",
+            WitnessError::Corrupt { .. } => "corrupt",
+            WitnessError::Identity(_) => "identity",
+        }
+    }
+
     /// True when a write may or may not have happened.
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, WitnessError::Timeout { .. } | WitnessError::Unreachable(_))

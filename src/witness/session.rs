@@ -198,14 +198,23 @@ impl ZkSession {
         F: FnOnce(zk::Client) -> Fut,
         Fut: Future<Output = Result<T, zk::Error>>,
     {
-        let client = self.client()?;
+        let metrics = &crate::metrics::METRICS;
+        let client = self.client().inspect_err(|_| metrics.zk_errors.with_label_values(&["no_session"]).inc())?;
+        let _timer = metrics.zk_op_seconds.start_timer();
         match tokio::time::timeout(timeout, f(client)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(WitnessError::from_zk(what, e)),
-            Err(_) => Err(WitnessError::Timeout {
-                what: what.to_string(),
-                timeout_ms: timeout.as_millis() as u64,
-            }),
+            Ok(Err(e)) => {
+                let e = WitnessError::from_zk(what, e);
+                metrics.zk_errors.with_label_values(&[e.kind()]).inc();
+                Err(e)
+            }
+            Err(_) => {
+                metrics.zk_errors.with_label_values(&["timeout"]).inc();
+                Err(WitnessError::Timeout {
+                    what: what.to_string(),
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+            }
         }
     }
 

@@ -1,0 +1,159 @@
+//! Prometheus metrics (`GET /metrics`). Counters and histograms are updated
+//! where things happen; Raft's own state (role, term, indexes, lag) is read
+//! from openraft's metrics at scrape time, so it can never be stale.
+//! One node per process, so the registry is process-wide.
+
+use std::sync::LazyLock;
+
+use openraft::ServerState;
+use prometheus::Encoder;
+use prometheus::Histogram;
+use prometheus::HistogramOpts;
+use prometheus::IntCounter;
+use prometheus::IntCounterVec;
+use prometheus::IntGauge;
+use prometheus::IntGaugeVec;
+use prometheus::Opts;
+use prometheus::Registry;
+
+use crate::node::Node;
+use crate::types::WITNESS_ID;
+
+/// Latency buckets from 0.25 ms to ~4 s.
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.000_25, 2.0, 15).expect("valid buckets")
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub role: IntGaugeVec,
+    pub term: IntGauge,
+    pub leader: IntGauge,
+    pub leader_changes: IntCounter,
+    pub log_index: IntGaugeVec,
+    pub replication_lag: IntGaugeVec,
+    pub write_seconds: Histogram,
+    pub read_seconds: Histogram,
+    pub zk_op_seconds: Histogram,
+    pub zk_errors: IntCounterVec,
+    pub adoptions: IntCounter,
+    pub entries_adopted: IntCounter,
+    pub snapshots: IntCounterVec,
+    pub snapshot_bytes: IntCounterVec,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("walship".into()), None).expect("registry");
+        let role = IntGaugeVec::new(Opts::new("role", "1 for the role this node has now"), &["role"]).expect("metric");
+        let term = IntGauge::new("term", "current Raft term").expect("metric");
+        let leader = IntGauge::new("leader", "id of the leader this node knows, 0 if none").expect("metric");
+        let leader_changes = IntCounter::new("leader_changes_total", "times the known leader changed").expect("metric");
+        let log_index = IntGaugeVec::new(
+            Opts::new("log_index", "log indexes: last (local log), committed, applied, witness (W's last)"),
+            &["kind"],
+        )
+        .expect("metric");
+        let replication_lag = IntGaugeVec::new(
+            Opts::new("replication_lag_entries", "leader only: entries a target lacks (peer or zookeeper)"),
+            &["target"],
+        )
+        .expect("metric");
+        let write_seconds = Histogram::with_opts(
+            HistogramOpts::new("write_seconds", "client write latency, acknowledged or not").buckets(latency_buckets()),
+        )
+        .expect("metric");
+        let read_seconds = Histogram::with_opts(
+            HistogramOpts::new("read_seconds", "client read latency").buckets(latency_buckets()),
+        )
+        .expect("metric");
+        let zk_op_seconds = Histogram::with_opts(
+            HistogramOpts::new("zookeeper_op_seconds", "latency of each ZooKeeper call").buckets(latency_buckets()),
+        )
+        .expect("metric");
+        let zk_errors =
+            IntCounterVec::new(Opts::new("zookeeper_errors_total", "failed ZooKeeper calls"), &["kind"]).expect("metric");
+        let adoptions = IntCounter::new("adoptions_total", "adoptions of W's log that changed the local log").expect("metric");
+        let entries_adopted =
+            IntCounter::new("entries_adopted_total", "entries replayed from ZooKeeper into the local log").expect("metric");
+        let snapshots =
+            IntCounterVec::new(Opts::new("snapshots_total", "snapshots by event: built, uploaded, installed"), &["event"])
+                .expect("metric");
+        let snapshot_bytes = IntCounterVec::new(
+            Opts::new("snapshot_bytes_total", "snapshot bytes by event: uploaded, installed"),
+            &["event"],
+        )
+        .expect("metric");
+        for c in [
+            Box::new(role.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(term.clone()),
+            Box::new(leader.clone()),
+            Box::new(leader_changes.clone()),
+            Box::new(log_index.clone()),
+            Box::new(replication_lag.clone()),
+            Box::new(write_seconds.clone()),
+            Box::new(read_seconds.clone()),
+            Box::new(zk_op_seconds.clone()),
+            Box::new(zk_errors.clone()),
+            Box::new(adoptions.clone()),
+            Box::new(entries_adopted.clone()),
+            Box::new(snapshots.clone()),
+            Box::new(snapshot_bytes.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            role,
+            term,
+            leader,
+            leader_changes,
+            log_index,
+            replication_lag,
+            write_seconds,
+            read_seconds,
+            zk_op_seconds,
+            zk_errors,
+            adoptions,
+            entries_adopted,
+            snapshots,
+            snapshot_bytes,
+        }
+    }
+
+    /// Reads Raft's state into the gauges, then renders everything.
+    pub fn render(&self, node: &Node) -> String {
+        if let Some(raft) = node.raft() {
+            let m = raft.metrics().borrow().clone();
+            for (state, name) in [
+                (ServerState::Leader, "leader"),
+                (ServerState::Follower, "follower"),
+                (ServerState::Candidate, "candidate"),
+                (ServerState::Learner, "learner"),
+            ] {
+                self.role.with_label_values(&[name]).set(i64::from(m.state == state));
+            }
+            self.term.set(m.current_term as i64);
+            self.leader.set(m.current_leader.unwrap_or(0) as i64);
+            let last = m.last_log_index.unwrap_or(0);
+            self.log_index.with_label_values(&["last"]).set(last as i64);
+            self.log_index.with_label_values(&["committed"]).set(node.log.committed().map_or(0, |l| l.index) as i64);
+            self.log_index.with_label_values(&["applied"]).set(m.last_applied.map_or(0, |l| l.index) as i64);
+            if let Some(w) = node.witness.cached_last_log_id() {
+                self.log_index.with_label_values(&["witness"]).set(w.index as i64);
+            }
+            if let Some(repl) = &m.replication {
+                for (target, matched) in repl.iter() {
+                    let name = if *target == WITNESS_ID { "zookeeper" } else { "peer" };
+                    let lag = last.saturating_sub(matched.map_or(0, |l| l.index));
+                    self.replication_lag.with_label_values(&[name]).set(lag as i64);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
