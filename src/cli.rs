@@ -32,6 +32,11 @@ pub enum Command {
     /// that every key's history is linearizable. Exit 0: pass; 1: a violation,
     /// stall or crash; 2: bad flags or unreachable --zk; 130/143: interrupted.
     Soak(crate::soak::SoakArgs),
+    /// Benchmarks: write/read throughput and latency against ZooKeeper-direct and
+    /// etcd, failover and rebirth times, ZooKeeper footprint; a table, a JSON
+    /// report and SVG plots. Exit 0: completed; 1: stopped on an error; 2: bad
+    /// flags; 130/143: interrupted.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]

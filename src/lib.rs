@@ -2,6 +2,7 @@
 //! ZooKeeper as a passive third voter that sits in every quorum.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod faultproxy;
 pub mod history;

@@ -33,22 +33,23 @@ async fn main() -> ExitCode {
         }
         Command::Wal(cmd) => walship::wal::run(cmd).await,
         Command::Soak(args) => walship::soak::run(args).await,
+        Command::Bench(args) => walship::bench::run(args).await,
     }
 }
 
-/// clap's own handling (usage, help, exit 2), except that `walship soak`
-/// rejects a bad flag with one line.
+/// clap's own handling (usage, help, exit 2), except that `walship soak` and
+/// `walship bench` reject a bad flag with one line.
 fn exit_on_bad_flags(e: clap::Error) -> ! {
     use clap::error::ErrorKind;
-    let soak = std::env::args().nth(1).is_some_and(|a| a == "soak");
+    let sub = std::env::args().nth(1).filter(|a| a == "soak" || a == "bench");
     let shows_help = matches!(
         e.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
-    if soak && !shows_help {
+    if let (Some(sub), false) = (sub, shows_help) {
         let text = e.to_string();
         let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
-        eprintln!("walship soak: {first} (see walship soak --help)");
+        eprintln!("walship {sub}: {first} (see walship {sub} --help)");
         std::process::exit(2);
     }
     e.exit()

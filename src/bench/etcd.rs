@@ -1,0 +1,229 @@
+//! Baseline (b): etcd 3.4 from Debian's `etcd-server` package (installed with
+//! apt-get if missing, like zk/zk.sh installs ZooKeeper), one member on
+//! loopback with its own data dir and etcd's defaults (fsync on every
+//! commit), driven through its gRPC-gateway JSON API: `POST /v3/kv/put` and
+//! `POST /v3/kv/range` (linearizable by default), base64 keys and values.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use anyhow::bail;
+use anyhow::Context;
+use anyhow::Result;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use reqwest::Client;
+
+use crate::soak::procs::free_port;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// etcd refuses writes past its backend quota (2 GiB by default); a full run
+/// writes a few GB of revisions, none compacted, so the quota is raised.
+const QUOTA_BYTES: &str = "8589934592";
+
+/// The etcd binary, installing Debian's package if needed; Err says why not.
+pub fn ensure_installed() -> Result<PathBuf, String> {
+    if let Some(p) = find_etcd() {
+        return Ok(p);
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("etcd is not installed and installing it needs root (apt-get install etcd-server)".into());
+    }
+    eprintln!("walship bench: installing Debian package etcd-server");
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", "etcd-server"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    match install {
+        Ok(s) if s.success() => {}
+        Ok(s) => return Err(format!("apt-get install etcd-server failed ({s})")),
+        Err(e) => return Err(format!("cannot run apt-get: {e}")),
+    }
+    find_etcd().ok_or_else(|| "etcd-server installed but no etcd binary found".into())
+}
+
+fn find_etcd() -> Option<PathBuf> {
+    ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// `etcd --version`'s first line.
+pub fn version(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Our etcd member; killed (by pid) when dropped.
+pub struct EtcdServer {
+    child: Option<Child>,
+    pub client_url: String,
+}
+
+impl EtcdServer {
+    pub async fn start(bin: &Path, dir: &Path) -> Result<EtcdServer> {
+        std::fs::create_dir_all(dir)?;
+        let (cport, pport) = (free_port()?, free_port()?);
+        let client_url = format!("http://127.0.0.1:{cport}");
+        let peer_url = format!("http://127.0.0.1:{pport}");
+        let log = std::fs::File::create(dir.join("etcd.log"))?;
+        let child = Command::new(bin)
+            .args(["--name", "bench"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("bench={peer_url}")])
+            .args(["--quota-backend-bytes", QUOTA_BYTES])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let mut server = EtcdServer {
+            child: Some(child),
+            client_url,
+        };
+        let http = super::walship::pool(1);
+        let end = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
+                bail!(
+                    "etcd exited during start-up ({status}); see {}",
+                    dir.join("etcd.log").display()
+                );
+            }
+            let health = http.get(format!("{}/health", server.client_url)).send().await;
+            if let Ok(r) = health {
+                if r.status().is_success() && r.text().await.is_ok_and(|t| t.contains("true")) {
+                    return Ok(server);
+                }
+            }
+            if Instant::now() >= end {
+                server.stop().await;
+                bail!(
+                    "etcd did not serve within {START_TIMEOUT:?}; see {}",
+                    dir.join("etcd.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, wait (SIGKILL after 10 s), reap.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(None) = child.try_wait() {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let end = Instant::now() + Duration::from_secs(10);
+            while let Ok(None) = child.try_wait() {
+                if Instant::now() >= end {
+                    let _ = child.kill();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Client for the gateway; cheap to clone.
+#[derive(Clone)]
+pub struct Etcd {
+    http: Client,
+    put_url: Arc<str>,
+    range_url: Arc<str>,
+}
+
+impl Etcd {
+    pub fn new(http: Client, client_url: &str) -> Etcd {
+        Etcd {
+            http,
+            put_url: format!("{client_url}/v3/kv/put").into(),
+            range_url: format!("{client_url}/v3/kv/range").into(),
+        }
+    }
+
+    /// The JSON body of a put; `value_b64` is already base64.
+    pub fn put_body(key: &str, value_b64: &str) -> String {
+        format!(r#"{{"key":"{}","value":"{value_b64}"}}"#, B64.encode(key))
+    }
+
+    pub fn encode(v: &[u8]) -> String {
+        B64.encode(v)
+    }
+
+    pub async fn put(&self, body: String) -> Result<(), String> {
+        let r = self
+            .http
+            .post(&*self.put_url)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("etcd put: {e}"))?;
+        let status = r.status();
+        let text = r.bytes().await.map_err(|e| format!("etcd put: body: {e}"))?;
+        // Errors come back as 200 with an "error" field from some gateways.
+        if status.is_success() && !text.starts_with(b"{\"error\"") {
+            Ok(())
+        } else {
+            Err(format!(
+                "etcd put: HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&text)
+            ))
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<(), String> {
+        let r = self
+            .http
+            .post(&*self.range_url)
+            .body(format!(r#"{{"key":"{}"}}"#, B64.encode(key)))
+            .send()
+            .await
+            .map_err(|e| format!("etcd range: {e}"))?;
+        let status = r.status();
+        let text = r.bytes().await.map_err(|e| format!("etcd range: body: {e}"))?;
+        if status.is_success() && !text.starts_with(b"{\"error\"") {
+            Ok(())
+        } else {
+            Err(format!(
+                "etcd range: HTTP {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&text)
+            ))
+        }
+    }
+}

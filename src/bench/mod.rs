@@ -1,0 +1,265 @@
+//! `walship bench`: measures walship against ZooKeeper-direct and etcd in
+//! one run on one machine. It starts its own ZooKeeper (free port, own data
+//! dir, zk/zk.sh's java command and zoo.cfg) and a two-node cluster of this
+//! very binary with default node settings, and etcd (Debian's etcd-server)
+//! for the baseline. Then: write and linearizable-read throughput and
+//! latency at each value size and concurrency for every system; ZooKeeper's
+//! footprint over a long write run; failover after kill -9 and after
+//! SIGTERM of the leader; rebirth of an empty-disk node alone. It prints a
+//! table, writes the JSON report (`--out`) and SVG plots (`--plots-dir`).
+//!
+//! This file is the orchestration; each role has its own file: `args`
+//! (flags and plan), `env` (machine, versions, settings), `cluster` (the
+//! processes under test), `load` (the closed-loop load generator and
+//! percentiles), `walship`, `zkdirect`, `etcd` (the three targets),
+//! `throughput`, `footprint`, `failover`, `rebirth` (the measurements),
+//! `report` (JSON, targets, table), `plot` (SVGs).
+//!
+//! Exit status: 0 the run completed (targets missed are reported, not
+//! failed); 1 it stopped on an error (the partial report is still written);
+//! 2 bad flags (one line on stderr); 130/143 interrupted by SIGINT/SIGTERM,
+//! after stopping everything it started, by pid.
+
+mod args;
+mod cluster;
+mod env;
+mod etcd;
+mod failover;
+mod footprint;
+mod load;
+mod plot;
+mod rebirth;
+mod report;
+mod throughput;
+mod walship;
+mod zkdirect;
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+
+pub use self::args::BenchArgs;
+use self::args::Part;
+use self::args::Plan;
+use self::cluster::BenchCluster;
+use self::etcd::EtcdServer;
+use self::failover::Kill;
+use self::report::Report;
+
+/// What `run` has started, so an interrupt can stop it.
+#[derive(Default)]
+struct State {
+    cluster: Option<BenchCluster>,
+    etcd: Option<EtcdServer>,
+    report: Report,
+}
+
+pub async fn run(args: BenchArgs) -> ExitCode {
+    let plan = match args::plan(args).and_then(|p| prepare_run_dir(&p.run_dir).map(|d| Plan { run_dir: d, ..p })) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("walship bench: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let mut state = State::default();
+    state.report.tool = "walship bench";
+    state.report.started_at_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    state.report.machine = env::machine(&plan.run_dir);
+    state.report.versions.walship_commit = env::walship_commit();
+    state.report.versions.openraft = env::OPENRAFT_VERSION.into();
+    state.report.plan = Some(plan.clone());
+    println!(
+        "walship bench ({} mode): {} s per point after {} s warm-up; run dir {}",
+        plan.mode,
+        plan.duration.as_secs_f64(),
+        plan.warmup.as_secs_f64(),
+        plan.run_dir.display()
+    );
+    let outcome = tokio::select! {
+        r = drive(&plan, &mut state) => Ok(r),
+        sig = wait_for_signal() => Err(sig),
+    };
+    if let Some(mut c) = state.cluster.take() {
+        c.stop_all().await;
+    }
+    if let Some(mut e) = state.etcd.take() {
+        e.stop().await;
+    }
+    let code = match &outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            state.report.incomplete = Some(format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+        Err(sig) => {
+            eprintln!("walship bench: {sig}: stopped ZooKeeper, etcd and both nodes");
+            state.report.incomplete = Some(format!("interrupted by {sig}"));
+            ExitCode::from(if *sig == "SIGTERM" { 143 } else { 130 })
+        }
+    };
+    state.report.machine.loadavg_end = env::loadavg();
+    state.report.elapsed_s = started.elapsed().as_secs_f64();
+    state.report.compute_ratios();
+    state.report.compute_targets();
+    print!("{}", state.report.render());
+    if let Err(e) = state.report.write_json(&plan.out) {
+        eprintln!("walship bench: cannot write {}: {e}", plan.out.display());
+        return ExitCode::FAILURE;
+    }
+    println!("\nJSON: {}", plan.out.display());
+    match plot::draw_all(&state.report, &plan.plots_dir) {
+        Ok(files) if !files.is_empty() => println!(
+            "plots: {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("walship bench: {e:#}"),
+    }
+    println!(
+        "logs: {}/node1.log, node2.log, zk/zk.log, etcd/etcd.log",
+        plan.run_dir.display()
+    );
+    code
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// The measurements, in order; everything started goes into `state`.
+async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
+    let etcd_url = if plan.etcd && plan.has(Part::Throughput) {
+        match etcd::ensure_installed() {
+            Ok(bin) => {
+                state.report.versions.etcd = Some(etcd::version(&bin));
+                let server = EtcdServer::start(&bin, &plan.run_dir.join("etcd")).await?;
+                let url = server.client_url.clone();
+                state.etcd = Some(server);
+                Some(url)
+            }
+            Err(why) => {
+                let note = format!("etcd baseline skipped: {why}");
+                eprintln!("walship bench: {note}");
+                state.report.notes.push(note);
+                None
+            }
+        }
+    } else {
+        if plan.has(Part::Throughput) {
+            state.report.notes.push("etcd baseline skipped (--skip-etcd)".into());
+        }
+        None
+    };
+    state.report.settings = env::settings(
+        &plan.bin,
+        if etcd_url.is_some() {
+            "one member, defaults (fsync per commit), --quota-backend-bytes 8 GiB"
+        } else {
+            ""
+        },
+    );
+
+    println!("starting ZooKeeper and walship nodes 1 and 2");
+    let name = format!("bench-{}", std::process::id());
+    let cluster = state
+        .cluster
+        .insert(BenchCluster::start(&plan.run_dir, &plan.bin, &name).await?);
+    if let Ok(srvr) = crate::soak::procs::four_letter(&cluster.zk.addr(), "srvr").await {
+        state.report.versions.zookeeper = env::zk_version(&srvr);
+    }
+    println!(
+        "ZooKeeper {} ({}); a leader is ready",
+        cluster.zk.addr(),
+        state.report.versions.zookeeper
+    );
+
+    if plan.has(Part::Throughput) {
+        println!("\n== throughput and latency");
+        let report = &mut state.report;
+        let setup = throughput::Setup {
+            cluster,
+            etcd: etcd_url,
+            zk_direct: plan.zk_direct,
+            warmup: plan.warmup,
+            window: plan.duration,
+            keyspace: plan.keyspace,
+        };
+        throughput::run(setup, &plan.value_sizes, &plan.clients, |p| {
+            report.throughput.push(p.clone())
+        })
+        .await?;
+    }
+    // etcd is only needed for the throughput points.
+    if let Some(mut e) = state.etcd.take() {
+        e.stop().await;
+    }
+    if plan.has(Part::Footprint) {
+        println!("\n== ZooKeeper footprint over {} s of writes", plan.footprint_secs);
+        state.report.footprint = Some(footprint::run(cluster, plan.footprint_secs).await?);
+    }
+    if plan.has(Part::Failover) {
+        for kill in [Kill::Sigkill, Kill::Sigterm] {
+            println!("\n== failover: {} of the leader, {} times", kill.name(), plan.kills);
+            let f = failover::run(cluster, kill, plan.kills).await?;
+            println!(
+                "  {}: min {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                kill.name(),
+                f.spread.min_ms,
+                f.spread.p50_ms,
+                f.spread.p99_ms,
+                f.spread.max_ms
+            );
+            state.report.failover.push(f);
+        }
+    }
+    if plan.has(Part::Rebirth) {
+        println!("\n== rebirth of an empty-disk node, alone");
+        let report = &mut state.report;
+        rebirth::run(cluster, &plan.rebirth_keys, |r| report.rebirth.push(r.clone())).await?;
+    }
+    Ok(())
+}
+
+/// Creates the run dir and wipes what a previous bench left in it.
+fn prepare_run_dir(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    if dir.parent().is_none() || Some(&dir) == home.as_ref() {
+        return Err(format!(
+            "refusing to use {} as the run dir (parts of it are wiped)",
+            dir.display()
+        ));
+    }
+    for sub in ["zk", "node1", "node2", "etcd"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| format!("cannot clear {}: {e}", p.display()))?;
+        }
+    }
+    for log in ["node1.log", "node2.log"] {
+        let _ = std::fs::remove_file(dir.join(log));
+    }
+    Ok(dir)
+}

@@ -1,0 +1,193 @@
+//! Throughput and latency points: for each value size and concurrency,
+//! walship writes and linearizable reads, then the same writes (and reads)
+//! against ZooKeeper directly and against etcd, back to back, so every
+//! system sees the same machine load as nearly as possible.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::cluster::BenchCluster;
+use super::etcd::Etcd;
+use super::load::closed_loop;
+use super::load::key_index;
+use super::load::value;
+use super::load::Latency;
+use super::load::Outcome;
+use super::walship::pool;
+use super::walship::Walship;
+use super::zkdirect::ZkDirect;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    Walship,
+    ZkDirect,
+    Etcd,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Walship => "walship",
+            System::ZkDirect => "zk-direct",
+            System::Etcd => "etcd",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Write,
+    Read,
+}
+
+/// One measured point.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub system: System,
+    pub op: Op,
+    pub value_bytes: usize,
+    pub clients: usize,
+    pub ops: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+    pub window_s: f64,
+    pub ops_per_sec: f64,
+    pub latency: Latency,
+}
+
+impl Point {
+    fn new(system: System, op: Op, value_bytes: usize, clients: usize, o: Outcome) -> Point {
+        Point {
+            system,
+            op,
+            value_bytes,
+            clients,
+            ops: o.ops,
+            errors: o.errors,
+            first_error: o.first_error.clone(),
+            window_s: o.window.as_secs_f64(),
+            ops_per_sec: o.ops_per_sec(),
+            latency: Latency::of(&o.hist),
+        }
+    }
+}
+
+pub struct Setup<'a> {
+    pub cluster: &'a mut BenchCluster,
+    pub etcd: Option<String>,
+    pub zk_direct: bool,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub keyspace: u64,
+}
+
+fn show(p: &Point) -> String {
+    format!(
+        "{:<9} {:<5} {:>5} B {:>3} clients: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms{}",
+        p.system.name(),
+        match p.op {
+            Op::Write => "write",
+            Op::Read => "read",
+        },
+        p.value_bytes,
+        p.clients,
+        p.ops_per_sec,
+        p.latency.p50_ms,
+        p.latency.p99_ms,
+        p.latency.max_ms,
+        if p.errors > 0 {
+            format!("  ({} errors: {})", p.errors, p.first_error.as_deref().unwrap_or(""))
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Runs every point; `on_point` sees each as it completes.
+pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point: impl FnMut(&Point)) -> Result<()> {
+    let mut push = |p: Point| {
+        println!("  {}", show(&p));
+        on_point(&p);
+    };
+    for &size in sizes {
+        for &n in clients {
+            let leader = s.cluster.wait_leader(Duration::from_secs(30)).await?;
+            let target = Walship::new(pool(n), s.cluster.addr(leader));
+            let ks = s.keyspace;
+            let values: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|c| value(size, c)).collect());
+
+            let (t, v) = (target.clone(), Arc::clone(&values));
+            let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
+                let (t, v) = (t.clone(), Arc::clone(&v));
+                async move {
+                    let k = format!("b{size}-{:07}", key_index(c, seq, n, ks));
+                    t.put(&k, v[c].clone()).await
+                }
+            })
+            .await;
+            push(Point::new(System::Walship, Op::Write, size, n, o));
+
+            let t = target.clone();
+            let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
+                let t = t.clone();
+                async move {
+                    let k = format!("b{size}-{:07}", key_index(c, seq, n, ks));
+                    t.get(&k).await.map(|_| ())
+                }
+            })
+            .await;
+            push(Point::new(System::Walship, Op::Read, size, n, o));
+
+            if s.zk_direct {
+                let point = format!("v{size}-c{n}");
+                let z = ZkDirect::prepare(&s.cluster.zk.addr(), &point, ks, &values[0]).await?;
+                let (zc, v) = (z.clone(), Arc::clone(&values));
+                let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
+                    let (z, v) = (zc.clone(), Arc::clone(&v));
+                    async move { z.set(key_index(c, seq, n, ks), &v[c]).await }
+                })
+                .await;
+                push(Point::new(System::ZkDirect, Op::Write, size, n, o));
+                let zc = z.clone();
+                let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
+                    let z = zc.clone();
+                    async move { z.read(key_index(c, seq, n, ks)).await }
+                })
+                .await;
+                push(Point::new(System::ZkDirect, Op::Read, size, n, o));
+                z.cleanup(&point).await?;
+            }
+
+            if let Some(url) = &s.etcd {
+                let e = Etcd::new(pool(n), url);
+                let encoded: Arc<Vec<String>> = Arc::new(values.iter().map(|v| Etcd::encode(v)).collect());
+                let ec = e.clone();
+                let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
+                    let (e, enc) = (ec.clone(), Arc::clone(&encoded));
+                    async move {
+                        let k = format!("b{size}-{:07}", key_index(c, seq, n, ks));
+                        e.put(Etcd::put_body(&k, &enc[c])).await
+                    }
+                })
+                .await;
+                push(Point::new(System::Etcd, Op::Write, size, n, o));
+                let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
+                    let e = e.clone();
+                    async move {
+                        let k = format!("b{size}-{:07}", key_index(c, seq, n, ks));
+                        e.get(&k).await
+                    }
+                })
+                .await;
+                push(Point::new(System::Etcd, Op::Read, size, n, o));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! `walship bench --smoke` (one throughput point of ~2 s against walship and
+//! ZooKeeper-direct, a short footprint run, 2 kill -9 and 2 SIGTERM
+//! failovers, a 1000-key rebirth; etcd left out) must complete and write the
+//! JSON report with every expected field, and the SVG plots. Bad flags are
+//! one line on stderr and exit 2. Needs Java and ZooKeeper, like the other
+//! integration tests (`zk/zk.sh install`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use std::time::Instant;
+
+use serde_json::Value;
+
+const WALSHIP: &str = env!("CARGO_BIN_EXE_walship");
+
+fn run_dir() -> tempfile::TempDir {
+    let mut b = tempfile::Builder::new();
+    b.prefix("walship-bench-");
+    match std::env::var_os("WALSHIP_TEST_DIR").map(std::path::PathBuf::from) {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).expect("WALSHIP_TEST_DIR");
+            b.tempdir_in(dir)
+        }
+        None => b.tempdir(),
+    }
+    .expect("temp dir")
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = match part.parse::<usize>() {
+            Ok(i) => &cur[i],
+            Err(_) => &cur[part],
+        };
+    }
+    cur.as_f64().unwrap_or_else(|| panic!("{path} is not a number: {cur}"))
+}
+
+#[test]
+fn smoke_run_writes_the_report() {
+    let dir = run_dir();
+    let d = dir.path();
+    let out = d.join("bench.json");
+    let plots = d.join("plots");
+    let started = Instant::now();
+    let o = Command::new(WALSHIP)
+        .arg("bench")
+        .arg("--smoke")
+        .arg("--skip-etcd")
+        .arg("--out")
+        .arg(&out)
+        .arg("--plots-dir")
+        .arg(&plots)
+        .arg("--run-dir")
+        .arg(d.join("run"))
+        .output()
+        .expect("run walship bench");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        // Keep the logs for a look.
+        let kept = dir.keep();
+        panic!(
+            "walship bench --smoke failed ({}); run dir kept at {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            o.status,
+            kept.display()
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&out).expect("bench.json written")).expect("JSON");
+    assert!(report["incomplete"].is_null(), "{}", report["incomplete"]);
+    assert!(num(&report, "machine.cores") >= 1.0);
+    assert!(report["versions"]["walship_commit"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    assert_eq!(report["versions"]["openraft"], "0.9.25");
+    assert!(report["versions"]["zookeeper"]
+        .as_str()
+        .is_some_and(|s| s.starts_with('3')));
+    assert!(report["settings"]["node"]["heartbeat_interval_ms"].is_string());
+    assert_eq!(report["settings"]["zoo_cfg"]["forceSync"], "yes");
+
+    let points = report["throughput"].as_array().expect("throughput");
+    for (system, op) in [("walship", "write"), ("walship", "read"), ("zk-direct", "write")] {
+        let p = points
+            .iter()
+            .find(|p| p["system"] == system && p["op"] == op)
+            .unwrap_or_else(|| panic!("no {system} {op} point in {points:?}"));
+        assert_eq!(p["value_bytes"], 100);
+        assert!(num(p, "ops") > 0.0 && num(p, "ops_per_sec") > 0.0, "{p}");
+        let (p50, p99, max) = (
+            num(p, "latency.p50_ms"),
+            num(p, "latency.p99_ms"),
+            num(p, "latency.max_ms"),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{p}");
+    }
+    assert!(points.iter().all(|p| p["system"] != "etcd"));
+    assert!(report["ratios"].as_array().is_some_and(|r| !r.is_empty()));
+
+    let failover = report["failover"].as_array().expect("failover");
+    assert_eq!(failover.len(), 2);
+    for (f, kill) in failover.iter().zip(["sigkill", "sigterm"]) {
+        assert_eq!(f["kill"], kill);
+        assert_eq!(num(f, "count"), 2.0);
+        assert_eq!(f["samples_ms"].as_array().map(Vec::len), Some(2));
+        assert!(num(f, "min_ms") > 0.0 && num(f, "min_ms") <= num(f, "max_ms"));
+    }
+
+    let rebirth = report["rebirth"].as_array().expect("rebirth");
+    assert_eq!(rebirth.len(), 1);
+    assert_eq!(num(&rebirth[0], "keys"), 1000.0);
+    assert!(num(&rebirth[0], "ms") > 0.0);
+    assert!(
+        num(&rebirth[0], "w.total") > 100_000.0,
+        "1000 keys of 100 B are in ZooKeeper"
+    );
+    assert!(num(&rebirth[0], "target_ms") >= 2000.0);
+
+    let fp = &report["footprint"];
+    let samples = fp["samples"].as_array().expect("footprint samples");
+    assert!(samples.len() >= 2, "{fp}");
+    assert!(samples.iter().all(|s| s["w"]["total"].as_u64().is_some_and(|b| b > 0)));
+    assert!(num(fp, "writes") > 0.0);
+    assert!(fp["bounded"].is_boolean());
+
+    let targets = report["targets"].as_array().expect("targets");
+    assert!(targets.iter().any(|t| t["name"] == "SIGTERM hand-over: p99"));
+    for name in [
+        "write-throughput",
+        "read-throughput",
+        "failover",
+        "rebirth",
+        "footprint",
+    ] {
+        let p = plots.join(format!("{name}.svg"));
+        let svg = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(svg.starts_with("<svg"), "{}", p.display());
+    }
+    assert!(stdout.contains("targets (issue 4)"), "{stdout}");
+    // Everything it started is gone: no node or ZooKeeper of this run left.
+    assert_no_process_mentions(&d.join("run"));
+}
+
+/// No live process has the run dir on its command line.
+fn assert_no_process_mentions(run: &Path) {
+    let needle = run.display().to_string();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        if !entry.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        assert!(!cmd.contains(&needle), "still running: {cmd}");
+    }
+}
+
+#[test]
+fn bad_flags_are_one_line_and_exit_2() {
+    for args in [
+        &["--kills", "0"][..],
+        &["--bogus"],
+        &["--only", "everything"],
+        &["--value-sizes", "10M"],
+        &["--duration", "3x"],
+    ] {
+        let o = Command::new(WALSHIP).arg("bench").args(args).output().expect("run");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("walship bench: "), "{stderr}");
+    }
+}
