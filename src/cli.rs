@@ -81,101 +81,83 @@ pub struct WalVerifyArgs {
     pub history: PathBuf,
 }
 
-#[derive(Args, Debug, Clone)]
+/// `walship node`'s flag/env layer. Every setting is an `Option`: one not
+/// given here comes from the `--config` file, else its default (see
+/// `crate::config`, which merges and checks them into a `NodeConfig`).
+#[derive(Args, Debug, Clone, Default)]
 pub struct NodeArgs {
-    /// This node's id: 1 or 2 (3 is ZooKeeper, the witness).
-    #[arg(long, env = "WALSHIP_ID", value_parser = clap::value_parser!(u64).range(1..=2))]
-    pub id: u64,
-    /// Cluster name; its state lives under /walship/<name> in ZooKeeper.
-    #[arg(long, env = "WALSHIP_CLUSTER", value_parser = parse_cluster)]
-    pub cluster: String,
-    /// ZooKeeper connect string, host:port[,host:port...].
+    /// TOML file of settings (keys as `--print-config` prints them); flags and
+    /// WALSHIP_* variables override it, it overrides the defaults.
+    #[arg(long, env = "WALSHIP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (flags > env > file > defaults) as
+    /// TOML, every setting included, and exit 0 without starting. A bad or
+    /// missing setting exits 2, as it does at start.
+    #[arg(long)]
+    pub print_config: bool,
+    /// This node's id: 1 or 2 (3 is ZooKeeper, the witness). Required.
+    #[arg(long, env = "WALSHIP_ID")]
+    pub id: Option<u64>,
+    /// Cluster name; its state lives under /walship/<name> in ZooKeeper. Required.
+    #[arg(long, env = "WALSHIP_CLUSTER")]
+    pub cluster: Option<String>,
+    /// ZooKeeper connect string, host:port[,host:port...]. Required.
     #[arg(long, env = "WALSHIP_ZK")]
-    pub zk: String,
-    /// Directory for the Raft log, vote, snapshots.
+    pub zk: Option<String>,
+    /// Directory for the Raft log, vote, snapshots. Required.
     #[arg(long, env = "WALSHIP_DATA_DIR")]
-    pub data_dir: PathBuf,
-    /// host:port for the HTTP API and peer RPC.
+    pub data_dir: Option<PathBuf>,
+    /// host:port for the HTTP API and peer RPC. Required.
     #[arg(long, env = "WALSHIP_LISTEN")]
-    pub listen: String,
+    pub listen: Option<String>,
     /// host:port others use to reach this node, if not --listen.
     #[arg(long, env = "WALSHIP_ADVERTISE")]
     pub advertise: Option<String>,
     /// Leader heartbeat period; also openraft's per-RPC timeout to ZooKeeper,
-    /// so it must stay above ZooKeeper's p99 multi latency.
-    #[arg(long, env = "WALSHIP_HEARTBEAT_MS", default_value_t = 200)]
-    pub heartbeat_interval_ms: u64,
-    /// Silence from the leader for this long starts a failover.
-    #[arg(long, env = "WALSHIP_ELECTION_TIMEOUT_MS", default_value_t = 1000)]
-    pub election_timeout_ms: u64,
-    #[arg(long, env = "WALSHIP_ZK_SESSION_TIMEOUT_MS", default_value_t = 4000)]
-    pub zk_session_timeout_ms: u64,
-    /// Bound on any single ZooKeeper call.
-    #[arg(long, env = "WALSHIP_ZK_OP_TIMEOUT_MS", default_value_t = 2000)]
-    pub zk_op_timeout_ms: u64,
+    /// so it must stay above ZooKeeper's p99 multi latency. Default 200.
+    #[arg(long, env = "WALSHIP_HEARTBEAT_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Silence from the leader for this long starts a failover; more than
+    /// twice --heartbeat-interval-ms. Default 1000.
+    #[arg(long, env = "WALSHIP_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// ZooKeeper session timeout asked for. Default 4000.
+    #[arg(long, env = "WALSHIP_ZK_SESSION_TIMEOUT_MS")]
+    pub zk_session_timeout_ms: Option<u64>,
+    /// Bound on any single ZooKeeper call. Default 2000.
+    #[arg(long, env = "WALSHIP_ZK_OP_TIMEOUT_MS")]
+    pub zk_op_timeout_ms: Option<u64>,
     /// Build a snapshot (and ship it to ZooKeeper) every this many entries.
-    #[arg(long, env = "WALSHIP_SNAPSHOT_EVERY", default_value_t = 10_000)]
-    pub snapshot_every_entries: u64,
-    /// Most entries in one AppendEntries (and so in one ZooKeeper multi batch).
-    #[arg(long, env = "WALSHIP_MAX_PAYLOAD_ENTRIES", default_value_t = 2048)]
-    pub max_payload_entries: u64,
+    /// Default 10000.
+    #[arg(long, env = "WALSHIP_SNAPSHOT_EVERY")]
+    pub snapshot_every_entries: Option<u64>,
+    /// Most entries in one AppendEntries (and so in one ZooKeeper multi
+    /// batch). Default 2048.
+    #[arg(long, env = "WALSHIP_MAX_PAYLOAD_ENTRIES")]
+    pub max_payload_entries: Option<u64>,
     /// A write not confirmed within this is answered 504 (outcome unknown).
-    #[arg(long, env = "WALSHIP_WRITE_TIMEOUT_MS", default_value_t = 5000)]
-    pub write_timeout_ms: u64,
+    /// Default 5000.
+    #[arg(long, env = "WALSHIP_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
     /// Group commit: client-request batches (Raft entries) in flight at once.
-    /// Fewer means bigger batches, more means more pipelining.
-    #[arg(long, env = "WALSHIP_MAX_INFLIGHT_BATCHES", default_value_t = 4)]
-    pub max_inflight_batches: usize,
-    /// Group commit: payload bytes per batch; under ZooKeeper's 1 MiB request limit.
-    #[arg(long, env = "WALSHIP_MAX_BATCH_BYTES", default_value_t = 256 * 1024)]
-    pub max_batch_bytes: usize,
+    /// Fewer means bigger batches, more means more pipelining. Default 4.
+    #[arg(long, env = "WALSHIP_MAX_INFLIGHT_BATCHES")]
+    pub max_inflight_batches: Option<usize>,
+    /// Group commit: payload bytes per batch, 1024..=786432 (under
+    /// ZooKeeper's 1 MiB request limit). Default 262144.
+    #[arg(long, env = "WALSHIP_MAX_BATCH_BYTES")]
+    pub max_batch_bytes: Option<usize>,
 }
 
 fn parse_cluster(s: &str) -> Result<String, String> {
-    if s.is_empty()
-        || s.len() > 64
-        || !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        || s.starts_with('.')
-    {
-        return Err("cluster name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'".into());
-    }
+    crate::config::check_cluster_name(s)?;
     Ok(s.to_string())
 }
 
 impl NodeArgs {
-    pub fn into_config(self) -> Result<NodeConfig, String> {
-        if self.election_timeout_ms <= 2 * self.heartbeat_interval_ms {
-            return Err(format!(
-                "--election-timeout-ms ({}) must be more than twice --heartbeat-interval-ms ({})",
-                self.election_timeout_ms, self.heartbeat_interval_ms
-            ));
-        }
-        if self.max_inflight_batches == 0 || !(1024..=768 * 1024).contains(&self.max_batch_bytes) {
-            return Err("--max-inflight-batches must be positive and --max-batch-bytes within 1024..=786432".into());
-        }
-        if self.heartbeat_interval_ms == 0 || self.snapshot_every_entries == 0 || self.max_payload_entries == 0 {
-            return Err(
-                "--heartbeat-interval-ms, --snapshot-every-entries and --max-payload-entries must be positive".into(),
-            );
-        }
-        Ok(NodeConfig {
-            id: self.id,
-            cluster: self.cluster,
-            zk: self.zk,
-            data_dir: self.data_dir,
-            listen: self.listen,
-            advertise: self.advertise,
-            heartbeat_interval_ms: self.heartbeat_interval_ms,
-            election_timeout_ms: self.election_timeout_ms,
-            zk_session_timeout_ms: self.zk_session_timeout_ms,
-            zk_op_timeout_ms: self.zk_op_timeout_ms,
-            snapshot_every_entries: self.snapshot_every_entries,
-            max_payload_entries: self.max_payload_entries,
-            write_timeout_ms: self.write_timeout_ms,
-            max_inflight_batches: self.max_inflight_batches,
-            max_batch_bytes: self.max_batch_bytes,
-        })
+    /// The configuration to run with: these flags and env vars over the
+    /// `--config` file over the defaults, every value checked.
+    pub fn into_config(self) -> Result<NodeConfig, crate::config::ConfigError> {
+        crate::config::resolve(&self)
     }
 }

@@ -13,7 +13,19 @@ async fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| exit_on_bad_flags(e));
     match cli.command {
         Command::Node(args) => {
-            let id = args.id;
+            let print_config = args.print_config;
+            let cfg = match args.into_config() {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("walship node: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if print_config {
+                print!("{}", walship::config::to_toml(&cfg));
+                return ExitCode::SUCCESS;
+            }
+            let id = cfg.id;
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -22,7 +34,7 @@ async fn main() -> ExitCode {
                 )
                 .init();
             let _span = tracing::info_span!("node", id).entered();
-            match run_node(args).await {
+            match run_node(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -55,8 +67,7 @@ fn exit_on_bad_flags(e: clap::Error) -> ! {
     e.exit()
 }
 
-async fn run_node(args: walship::cli::NodeArgs) -> anyhow::Result<()> {
-    let cfg = args.into_config().map_err(anyhow::Error::msg)?;
+async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;

@@ -112,6 +112,7 @@ impl Node {
             "WALSHIP_ZK",
             "WALSHIP_DATA_DIR",
             "WALSHIP_LISTEN",
+            "WALSHIP_CONFIG",
         ] {
             cmd.env_remove(var);
         }

@@ -1,0 +1,630 @@
+//! `walship node`'s configuration: three layers merged into one
+//! [`NodeConfig`], then checked.
+//!
+//! Precedence, highest first: a flag, its `WALSHIP_*` environment variable
+//! (both read by clap into [`NodeArgs`], whose settings are all `Option`s so
+//! that an absent flag lets the lower layers show through), the TOML file of
+//! `--config` / `WALSHIP_CONFIG` ([`FileConfig`]), the defaults
+//! ([`FileConfig::defaults`]).
+//!
+//! Every bad value is refused before anything starts, with a message naming
+//! the setting, its value and where it came from; unknown keys and type
+//! errors in the file name the key and the line. `walship node --print-config`
+//! prints the merged result ([`to_toml`]) and exits: its output is a valid
+//! `--config` file that gives the same configuration back.
+//!
+//! Adding a setting: a field in `NodeConfig` (node.rs), an `Option` field in
+//! `NodeArgs` (cli.rs, with its `env`), a line in the `settings!` call below
+//! with its default and documentation, and a rule in `check` if it has one.
+//! The unit tests fail if `NodeArgs` and this table disagree.
+
+use std::fmt;
+use std::path::Path;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::cli::NodeArgs;
+use crate::node::NodeConfig;
+
+/// Why a configuration was refused: one line, naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One setting's documentation: the TOML key (also `NodeConfig`'s field; the
+/// flag is the key with dashes), its environment variable and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    pub env: &'static str,
+    /// True when there is no default: the node does not start without it.
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+impl Setting {
+    pub fn flag(&self) -> String {
+        format!("--{}", self.key.replace('_', "-"))
+    }
+}
+
+/// Declares [`FileConfig`] (every setting optional, unknown keys refused),
+/// its merge, and [`SETTINGS`] (the table behind messages and
+/// `--print-config`), from one list so they cannot drift apart.
+macro_rules! settings {
+    ($( $key:ident : $ty:ty = $default:expr, $env:literal, $doc:literal; )*) => {
+        /// One layer of settings, in the shape of the TOML file: a value
+        /// per setting given in that layer.
+        #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $key: Option<$ty>,
+            )*
+        }
+
+        impl FileConfig {
+            /// The defaults; `None` for the settings that have none.
+            pub fn defaults() -> FileConfig {
+                FileConfig { $( $key: $default, )* }
+            }
+
+            /// `self` where it has a value, else `below`.
+            pub fn over(self, below: FileConfig) -> FileConfig {
+                FileConfig { $( $key: self.$key.or(below.$key), )* }
+            }
+
+            /// The keys this layer sets.
+            pub fn keys(&self) -> Vec<&'static str> {
+                let mut keys = Vec::new();
+                $( if self.$key.is_some() { keys.push(stringify!($key)); } )*
+                keys
+            }
+        }
+
+        /// Every setting, in `--print-config` order.
+        pub const SETTINGS: &[Setting] = &[
+            $( Setting {
+                key: stringify!($key),
+                env: $env,
+                required: settings!(@required $default),
+                doc: $doc,
+            }, )*
+        ];
+    };
+    (@required None) => { true };
+    (@required $default:expr) => { false };
+}
+
+settings! {
+    id: u64 = None, "WALSHIP_ID",
+        "This node's id: 1 or 2 (3 is ZooKeeper, the witness).";
+    cluster: String = None, "WALSHIP_CLUSTER",
+        "Cluster name; its state lives under /walship/<cluster> in ZooKeeper.";
+    zk: String = None, "WALSHIP_ZK",
+        "ZooKeeper connect string, host:port[,host:port...].";
+    data_dir: PathBuf = None, "WALSHIP_DATA_DIR",
+        "Directory for the Raft log, vote and snapshots.";
+    listen: String = None, "WALSHIP_LISTEN",
+        "host:port for the HTTP API and peer RPC.";
+    advertise: String = None, "WALSHIP_ADVERTISE",
+        "host:port others use to reach this node; unset: the listen address.";
+    heartbeat_interval_ms: u64 = Some(200), "WALSHIP_HEARTBEAT_MS",
+        "Leader heartbeat period; also openraft's per-RPC timeout to ZooKeeper, so above ZooKeeper's p99 multi latency.";
+    election_timeout_ms: u64 = Some(1000), "WALSHIP_ELECTION_TIMEOUT_MS",
+        "Silence from the leader for this long starts a failover; more than twice heartbeat_interval_ms.";
+    zk_session_timeout_ms: u64 = Some(4000), "WALSHIP_ZK_SESSION_TIMEOUT_MS",
+        "ZooKeeper session timeout asked for (ZooKeeper clamps it to its own bounds).";
+    zk_op_timeout_ms: u64 = Some(2000), "WALSHIP_ZK_OP_TIMEOUT_MS",
+        "Bound on any single ZooKeeper call.";
+    snapshot_every_entries: u64 = Some(10_000), "WALSHIP_SNAPSHOT_EVERY",
+        "Build a snapshot (and ship it to ZooKeeper) every this many entries.";
+    max_payload_entries: u64 = Some(2048), "WALSHIP_MAX_PAYLOAD_ENTRIES",
+        "Most entries in one AppendEntries (and so in one ZooKeeper multi).";
+    write_timeout_ms: u64 = Some(5000), "WALSHIP_WRITE_TIMEOUT_MS",
+        "A write not confirmed within this is answered 504 (outcome unknown).";
+    max_inflight_batches: usize = Some(4), "WALSHIP_MAX_INFLIGHT_BATCHES",
+        "Group commit: client-request batches (Raft entries) in flight at once.";
+    max_batch_bytes: usize = Some(256 * 1024), "WALSHIP_MAX_BATCH_BYTES",
+        "Group commit: payload bytes per batch, 1024..=786432 (under ZooKeeper's 1 MiB request limit).";
+}
+
+/// Longest timeout or period accepted: one day.
+const MAX_MS: u64 = 86_400_000;
+
+pub fn setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// Where a setting's value came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A flag or its environment variable.
+    Args,
+    File(PathBuf),
+    Default,
+}
+
+/// The merged configuration, before it is checked.
+#[derive(Debug, Clone)]
+pub struct Layered {
+    pub merged: FileConfig,
+    args: FileConfig,
+    file: FileConfig,
+    file_path: Option<PathBuf>,
+}
+
+impl Layered {
+    /// Merges the layers: `args` over `file` over the defaults.
+    pub fn new(args: FileConfig, file: FileConfig, file_path: Option<PathBuf>) -> Layered {
+        let merged = args.clone().over(file.clone()).over(FileConfig::defaults());
+        Layered {
+            merged,
+            args,
+            file,
+            file_path,
+        }
+    }
+
+    pub fn origin(&self, key: &str) -> Origin {
+        if self.args.keys().contains(&key) {
+            Origin::Args
+        } else if self.file.keys().contains(&key) {
+            Origin::File(self.file_path.clone().unwrap_or_default())
+        } else {
+            Origin::Default
+        }
+    }
+
+    fn origin_text(&self, key: &str) -> String {
+        let s = setting(key).expect("a known setting");
+        match self.origin(key) {
+            Origin::Args => format!("{key} came from {} or {}", s.flag(), s.env),
+            Origin::File(p) => format!("{key} came from the config file {}", p.display()),
+            Origin::Default => format!("{key} is the default"),
+        }
+    }
+
+    /// "invalid setting KEY = VALUE: WHY; KEY came from ..." for `key` and
+    /// every other setting the rule involves.
+    fn invalid(&self, key: &str, value: &str, why: impl fmt::Display, involved: &[&str]) -> ConfigError {
+        let mut from = vec![self.origin_text(key)];
+        from.extend(involved.iter().map(|k| self.origin_text(k)));
+        ConfigError(format!("invalid setting {key} = {value}: {why}; {}", from.join(", ")))
+    }
+}
+
+/// The flag/env layer: what clap found in flags and `WALSHIP_*` variables.
+pub fn args_layer(a: &NodeArgs) -> FileConfig {
+    FileConfig {
+        id: a.id,
+        cluster: a.cluster.clone(),
+        zk: a.zk.clone(),
+        data_dir: a.data_dir.clone(),
+        listen: a.listen.clone(),
+        advertise: a.advertise.clone(),
+        heartbeat_interval_ms: a.heartbeat_interval_ms,
+        election_timeout_ms: a.election_timeout_ms,
+        zk_session_timeout_ms: a.zk_session_timeout_ms,
+        zk_op_timeout_ms: a.zk_op_timeout_ms,
+        snapshot_every_entries: a.snapshot_every_entries,
+        max_payload_entries: a.max_payload_entries,
+        write_timeout_ms: a.write_timeout_ms,
+        max_inflight_batches: a.max_inflight_batches,
+        max_batch_bytes: a.max_batch_bytes,
+    }
+}
+
+/// Reads and parses a config file; errors name the file, the line and the key.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read the config file {}: {e}", path.display())))?;
+    parse_file(&text, path)
+}
+
+/// Parses the text of a config file (`path` only names it in errors).
+pub fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str::<FileConfig>(text).map_err(|e| file_error(text, path, &e))
+}
+
+/// One line for a TOML error: the key (unknown, or of the wrong type) when
+/// there is one, and the line number.
+fn file_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().replace('\n', " ");
+    let (line_no, line) = match e.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let line_no = text[..start].matches('\n').count() + 1;
+            (Some(line_no), text.lines().nth(line_no - 1).unwrap_or_default())
+        }
+        None => (None, ""),
+    };
+    let at = match line_no {
+        Some(n) => format!("{}, line {n}", path.display()),
+        None => path.display().to_string(),
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let key = rest.split('`').next().unwrap_or_default();
+        let hint = match setting(&key.replace('-', "_")) {
+            Some(s) => format!("did you mean {}?", s.key),
+            None => format!(
+                "the settings are: {}",
+                SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        return ConfigError(format!("unknown setting {key} in the config file {at}; {hint}"));
+    }
+    // A type error points at the value: its key is what precedes '=' on that line.
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').trim_matches('\''))
+        .filter(|k| setting(k).is_some());
+    match key {
+        Some(key) => ConfigError(format!("invalid setting {key} in the config file {at}: {message}")),
+        None => ConfigError(format!("config file {at}: {message}")),
+    }
+}
+
+/// The configuration `walship node` runs with: flags and env over the file
+/// (`--config`, `WALSHIP_CONFIG`) over the defaults, checked.
+pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+    let file = match &args.config {
+        Some(path) => load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let layered = Layered::new(args_layer(args), file, args.config.clone());
+    check(&layered)
+}
+
+/// TOML text for a value, as `--print-config` writes it.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn check_range(l: &Layered, key: &str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(l.invalid(key, &v.to_string(), format!("must be within {min}..={max}"), &[]))
+    }
+}
+
+/// Checks the host:port form of an address setting.
+fn check_addr(l: &Layered, key: &str, addr: &str) -> Result<(), ConfigError> {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(l.invalid(
+            key,
+            &toml_string(addr),
+            "must be host:port with a port in 1..=65535",
+            &[],
+        ))
+    }
+}
+
+/// A cluster name: 1-64 characters of [A-Za-z0-9._-], not starting with '.'.
+pub fn check_cluster_name(s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || s.starts_with('.')
+    {
+        return Err("cluster name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.'".into());
+    }
+    Ok(())
+}
+
+/// Turns the merged layers into a `NodeConfig`, refusing the first bad value.
+pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
+    let m = &l.merged;
+    let missing = |key: &str| {
+        let s = setting(key).expect("a known setting");
+        ConfigError(format!(
+            "missing setting {key}: give {}, {} or `{key} = ...` in the config file (--config)",
+            s.flag(),
+            s.env
+        ))
+    };
+    let id = m.id.ok_or_else(|| missing("id"))?;
+    if !crate::types::NODE_IDS.contains(&id) {
+        return Err(l.invalid("id", &id.to_string(), "must be 1 or 2", &[]));
+    }
+    let cluster = m.cluster.clone().ok_or_else(|| missing("cluster"))?;
+    check_cluster_name(&cluster).map_err(|why| l.invalid("cluster", &toml_string(&cluster), why, &[]))?;
+    let zk = m.zk.clone().ok_or_else(|| missing("zk"))?;
+    let servers = zk.split('/').next().unwrap_or_default();
+    if servers.split(',').all(|s| s.trim().is_empty()) {
+        return Err(l.invalid(
+            "zk",
+            &toml_string(&zk),
+            "must name at least one server, host:port[,host:port...]",
+            &[],
+        ));
+    }
+    let data_dir = m.data_dir.clone().ok_or_else(|| missing("data_dir"))?;
+    if data_dir.as_os_str().is_empty() {
+        return Err(l.invalid("data_dir", "\"\"", "must be a directory path", &[]));
+    }
+    let listen = m.listen.clone().ok_or_else(|| missing("listen"))?;
+    check_addr(l, "listen", &listen)?;
+    if let Some(a) = &m.advertise {
+        check_addr(l, "advertise", a)?;
+    }
+
+    let get = |v: Option<u64>| v.expect("every numeric setting has a default");
+    let heartbeat = get(m.heartbeat_interval_ms);
+    let election = get(m.election_timeout_ms);
+    let session = get(m.zk_session_timeout_ms);
+    let op = get(m.zk_op_timeout_ms);
+    let snapshot_every = get(m.snapshot_every_entries);
+    let max_payload = get(m.max_payload_entries);
+    let write_timeout = get(m.write_timeout_ms);
+    let inflight = m.max_inflight_batches.expect("default");
+    let batch_bytes = m.max_batch_bytes.expect("default");
+
+    check_range(l, "heartbeat_interval_ms", heartbeat, 1, MAX_MS)?;
+    check_range(l, "election_timeout_ms", election, 1, MAX_MS)?;
+    if election <= 2 * heartbeat {
+        return Err(l.invalid(
+            "election_timeout_ms",
+            &election.to_string(),
+            format!("must be more than twice heartbeat_interval_ms ({heartbeat})"),
+            &["heartbeat_interval_ms"],
+        ));
+    }
+    check_range(l, "zk_session_timeout_ms", session, 1, MAX_MS)?;
+    check_range(l, "zk_op_timeout_ms", op, 1, MAX_MS)?;
+    check_range(l, "snapshot_every_entries", snapshot_every, 1, 1_000_000_000)?;
+    check_range(l, "max_payload_entries", max_payload, 1, 1_000_000)?;
+    check_range(l, "write_timeout_ms", write_timeout, 1, MAX_MS)?;
+    check_range(l, "max_inflight_batches", inflight as u64, 1, 1024)?;
+    check_range(l, "max_batch_bytes", batch_bytes as u64, 1024, 768 * 1024)?;
+
+    Ok(NodeConfig {
+        id,
+        cluster,
+        zk,
+        data_dir,
+        listen,
+        advertise: m.advertise.clone(),
+        heartbeat_interval_ms: heartbeat,
+        election_timeout_ms: election,
+        zk_session_timeout_ms: session,
+        zk_op_timeout_ms: op,
+        snapshot_every_entries: snapshot_every,
+        max_payload_entries: max_payload,
+        write_timeout_ms: write_timeout,
+        max_inflight_batches: inflight,
+        max_batch_bytes: batch_bytes,
+    })
+}
+
+/// The configuration as a `--config` file: every setting, each under its
+/// documentation; an unset optional one (advertise) as a comment.
+pub fn to_toml(c: &NodeConfig) -> String {
+    let value = |key: &str| -> Option<String> {
+        Some(match key {
+            "id" => c.id.to_string(),
+            "cluster" => toml_string(&c.cluster),
+            "zk" => toml_string(&c.zk),
+            "data_dir" => toml_string(&c.data_dir.to_string_lossy()),
+            "listen" => toml_string(&c.listen),
+            "advertise" => return c.advertise.as_deref().map(toml_string),
+            "heartbeat_interval_ms" => c.heartbeat_interval_ms.to_string(),
+            "election_timeout_ms" => c.election_timeout_ms.to_string(),
+            "zk_session_timeout_ms" => c.zk_session_timeout_ms.to_string(),
+            "zk_op_timeout_ms" => c.zk_op_timeout_ms.to_string(),
+            "snapshot_every_entries" => c.snapshot_every_entries.to_string(),
+            "max_payload_entries" => c.max_payload_entries.to_string(),
+            "write_timeout_ms" => c.write_timeout_ms.to_string(),
+            "max_inflight_batches" => c.max_inflight_batches.to_string(),
+            "max_batch_bytes" => c.max_batch_bytes.to_string(),
+            other => unreachable!("setting {other} has no printer"),
+        })
+    };
+    let mut out = String::from(
+        "# walship node configuration (walship node --print-config).\n\
+         # Use it with --config FILE or WALSHIP_CONFIG=FILE; flags and WALSHIP_* variables override it.\n",
+    );
+    for s in SETTINGS {
+        out.push_str(&format!("\n# {} ({}, {})\n", s.doc, s.flag(), s.env));
+        match value(s.key) {
+            Some(v) => out.push_str(&format!("{} = {v}\n", s.key)),
+            None => out.push_str(&format!("# {} = \"host:port\"\n", s.key)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn file(text: &str) -> Result<FileConfig, ConfigError> {
+        parse_file(text, Path::new("w.toml"))
+    }
+
+    const REQUIRED: &str =
+        "id = 1\ncluster = \"c\"\nzk = \"127.0.0.1:2181\"\ndata_dir = \"/d\"\nlisten = \"127.0.0.1:8081\"\n";
+
+    fn layered(args: FileConfig, text: &str) -> Layered {
+        Layered::new(args, file(text).unwrap(), Some("w.toml".into()))
+    }
+
+    #[test]
+    fn settings_table_matches_the_flags() {
+        let cli = Cli::command();
+        let node = cli.find_subcommand("node").expect("node subcommand");
+        let mut flags: Vec<(String, String)> = node
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "config" | "print_config" | "help"))
+            .map(|a| {
+                (
+                    a.get_id().to_string(),
+                    a.get_env()
+                        .map(|e| e.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        flags.sort();
+        let mut table: Vec<(String, String)> = SETTINGS
+            .iter()
+            .map(|s| (s.key.to_string(), s.env.to_string()))
+            .collect();
+        table.sort();
+        assert_eq!(
+            flags, table,
+            "NodeArgs and config::SETTINGS must list the same settings and env vars"
+        );
+        let mut fields = FileConfig::defaults().over(file(REQUIRED).unwrap());
+        fields.advertise = Some("a:1".into());
+        assert_eq!(fields.keys().len(), SETTINGS.len());
+    }
+
+    #[test]
+    fn precedence_args_over_file_over_defaults() {
+        let args = FileConfig {
+            heartbeat_interval_ms: Some(100),
+            ..Default::default()
+        };
+        let l = layered(
+            args,
+            &format!("{REQUIRED}heartbeat_interval_ms = 300\nwrite_timeout_ms = 7000\n"),
+        );
+        let c = check(&l).unwrap();
+        assert_eq!(c.heartbeat_interval_ms, 100);
+        assert_eq!(c.write_timeout_ms, 7000);
+        assert_eq!(c.election_timeout_ms, 1000);
+        assert_eq!(l.origin("heartbeat_interval_ms"), Origin::Args);
+        assert_eq!(l.origin("write_timeout_ms"), Origin::File("w.toml".into()));
+        assert_eq!(l.origin("election_timeout_ms"), Origin::Default);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_its_origin() {
+        let l = layered(FileConfig::default(), &format!("{REQUIRED}election_timeout_ms = 50\n"));
+        assert_eq!(
+            check(&l).unwrap_err().0,
+            "invalid setting election_timeout_ms = 50: must be more than twice heartbeat_interval_ms (200); \
+             election_timeout_ms came from the config file w.toml, heartbeat_interval_ms is the default"
+        );
+        let args = FileConfig {
+            id: Some(3),
+            ..Default::default()
+        };
+        let e = check(&layered(args, REQUIRED)).unwrap_err().0;
+        assert!(
+            e.starts_with("invalid setting id = 3: must be 1 or 2; id came from --id or WALSHIP_ID"),
+            "{e}"
+        );
+        for (text, want) in [
+            ("listen = \"nope\"", "invalid setting listen = \"nope\""),
+            ("cluster = \".x\"", "invalid setting cluster = \".x\""),
+            (
+                "max_batch_bytes = 10",
+                "invalid setting max_batch_bytes = 10: must be within 1024..=786432",
+            ),
+            ("max_inflight_batches = 0", "invalid setting max_inflight_batches = 0"),
+            ("zk = \",\"", "invalid setting zk = \",\""),
+            ("advertise = \"h:0\"", "invalid setting advertise = \"h:0\""),
+        ] {
+            let key = text.split(' ').next().unwrap();
+            let without: String = REQUIRED
+                .lines()
+                .filter(|l| !l.starts_with(key))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let e = check(&layered(FileConfig::default(), &format!("{without}{text}\n")))
+                .unwrap_err()
+                .0;
+            assert!(e.starts_with(want), "{text}: {e}");
+        }
+        let e = check(&layered(FileConfig::default(), "id = 1\n")).unwrap_err().0;
+        assert_eq!(
+            e,
+            "missing setting cluster: give --cluster, WALSHIP_CLUSTER or `cluster = ...` in the config file (--config)"
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_key_and_line() {
+        let e = file("id = 1\nheartbeat-interval-ms = 5\n").unwrap_err().0;
+        assert_eq!(
+            e,
+            "unknown setting heartbeat-interval-ms in the config file w.toml, line 2; did you mean heartbeat_interval_ms?"
+        );
+        let e = file("bogus = 5\n").unwrap_err().0;
+        assert!(
+            e.starts_with("unknown setting bogus in the config file w.toml, line 1; the settings are: id, cluster,"),
+            "{e}"
+        );
+        let e = file("id = 1\n  election_timeout_ms = \"soon\"\n").unwrap_err().0;
+        assert_eq!(
+            e,
+            "invalid setting election_timeout_ms in the config file w.toml, line 2: invalid type: string \"soon\", expected u64"
+        );
+        let e = file("id = -1\n").unwrap_err().0;
+        assert!(
+            e.starts_with("invalid setting id in the config file w.toml, line 1: "),
+            "{e}"
+        );
+        let e = file("id = 1\nid 2\n").unwrap_err().0;
+        assert!(e.starts_with("config file w.toml, line 2: "), "{e}");
+        let e = file("[node]\nid = 1\n").unwrap_err().0;
+        assert!(
+            e.starts_with("unknown setting node in the config file w.toml, line 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_itself() {
+        let args = FileConfig {
+            advertise: Some("[::1]:9000".into()),
+            data_dir: Some("/var/lib/wal ship \"x\"".into()),
+            ..Default::default()
+        };
+        let c = check(&layered(args, REQUIRED)).unwrap();
+        let text = to_toml(&c);
+        let back = check(&layered(FileConfig::default(), &text)).unwrap();
+        assert_eq!(to_toml(&back), text);
+        assert_eq!(back.data_dir, c.data_dir);
+        assert_eq!(back.advertise.as_deref(), Some("[::1]:9000"));
+        // Without advertise it is a comment, and still round-trips.
+        let c = check(&layered(FileConfig::default(), REQUIRED)).unwrap();
+        let text = to_toml(&c);
+        assert!(text.contains("\n# advertise = \"host:port\"\n"), "{text}");
+        let back = check(&layered(FileConfig::default(), &text)).unwrap();
+        assert_eq!(back.advertise, None);
+    }
+
+    #[test]
+    fn node_flags_are_optional_so_the_file_can_fill_them() {
+        let cli = Cli::try_parse_from(["walship", "node", "--print-config"]).expect("no flag is required");
+        let crate::cli::Command::Node(args) = cli.command else {
+            panic!("node")
+        };
+        assert!(args.print_config);
+    }
+}
