@@ -80,6 +80,23 @@ impl BenchCluster {
         self.nodes[(id - 1) as usize].spec.log_path.clone()
     }
 
+    /// (name, pid) of every process of the cluster, and etcd's if given.
+    pub fn pids(&mut self, etcd: Option<u32>) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for id in [1, 2] {
+            if let Some(p) = self.node(id).pid() {
+                out.push((format!("node{id}"), p));
+            }
+        }
+        if let Some(p) = self.zk.pid() {
+            out.push(("zookeeper".into(), p));
+        }
+        if let Some(p) = etcd {
+            out.push(("etcd".into(), p));
+        }
+        out
+    }
+
     /// A node that exited by itself: an error with its log tail.
     fn check_crashes(&mut self) -> Result<()> {
         for n in self.nodes.iter_mut() {

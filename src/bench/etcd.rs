@@ -128,6 +128,10 @@ impl EtcdServer {
         }
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// SIGTERM, wait (SIGKILL after 10 s), reap.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };

@@ -10,7 +10,7 @@
 //!
 //! This file is the orchestration; each role has its own file: `args`
 //! (flags and plan), `env` (machine, versions, settings), `cluster` (the
-//! processes under test), `load` (the closed-loop load generator and
+//! processes under test), `cpu` (who used the CPU during a point), `load` (the closed-loop load generator and
 //! percentiles), `walship`, `zkdirect`, `etcd` (the three targets),
 //! `throughput`, `footprint`, `failover`, `rebirth` (the measurements),
 //! `report` (JSON, targets, table), `plot` (SVGs).
@@ -22,6 +22,7 @@
 
 mod args;
 mod cluster;
+mod cpu;
 mod env;
 mod etcd;
 mod failover;
@@ -198,6 +199,7 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
         let setup = throughput::Setup {
             cluster,
             etcd: etcd_url,
+            etcd_pid: state.etcd.as_ref().and_then(|e| e.pid()),
             zk_direct: plan.zk_direct,
             warmup: plan.warmup,
             window: plan.duration,

@@ -79,7 +79,7 @@ async fn load(cluster: &mut BenchCluster, from: u64, to: u64) -> Result<f64> {
             bail!("loading keys: {e}");
         }
         done += 1;
-        if done % 200_000 == 0 {
+        if done.is_multiple_of(200_000) {
             println!("    loaded {} of {to} keys", from + done);
         }
     }

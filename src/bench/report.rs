@@ -255,6 +255,24 @@ impl Report {
                 );
             }
         }
+        if !self.throughput.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nCPU during each point (% of one core; {} cores)",
+                self.machine.cores
+            );
+            for p in &self.throughput {
+                let _ = writeln!(
+                    o,
+                    "{:<10} {:<5} {:>6} {:>4}c  {}",
+                    p.system.name(),
+                    if p.op == Op::Write { "write" } else { "read" },
+                    p.value_bytes,
+                    p.clients,
+                    super::throughput::cpu_line(&p.cpu)
+                );
+            }
+        }
         if !self.ratios.is_empty() {
             let _ = writeln!(o, "\nwalship / baseline (ops/s ratio)");
             let _ = writeln!(

@@ -10,6 +10,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::cluster::BenchCluster;
+use super::cpu;
+use super::cpu::CpuUse;
 use super::etcd::Etcd;
 use super::load::closed_loop;
 use super::load::key_index;
@@ -59,10 +61,12 @@ pub struct Point {
     pub window_s: f64,
     pub ops_per_sec: f64,
     pub latency: Latency,
+    /// CPU used by each process during the point (warm-up included).
+    pub cpu: CpuUse,
 }
 
 impl Point {
-    fn new(system: System, op: Op, value_bytes: usize, clients: usize, o: Outcome) -> Point {
+    fn new(system: System, op: Op, value_bytes: usize, clients: usize, o: Outcome, cpu: CpuUse) -> Point {
         Point {
             system,
             op,
@@ -74,6 +78,7 @@ impl Point {
             window_s: o.window.as_secs_f64(),
             ops_per_sec: o.ops_per_sec(),
             latency: Latency::of(&o.hist),
+            cpu,
         }
     }
 }
@@ -81,6 +86,7 @@ impl Point {
 pub struct Setup<'a> {
     pub cluster: &'a mut BenchCluster,
     pub etcd: Option<String>,
+    pub etcd_pid: Option<u32>,
     pub zk_direct: bool,
     pub warmup: Duration,
     pub window: Duration,
@@ -106,6 +112,18 @@ fn show(p: &Point) -> String {
         } else {
             String::new()
         }
+    ) + &format!("\n{:>20}cpu % of a core: {}", "", cpu_line(&p.cpu))
+}
+
+/// "bench 80 node1 60 ... others 20 (machine 195 of 200)".
+pub fn cpu_line(c: &CpuUse) -> String {
+    let mut parts: Vec<String> = c.percent_of_core.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
+    parts.push(format!("others {:.0}", c.others_percent_of_core));
+    format!(
+        "{} (machine busy {:.0} of {})",
+        parts.join(", "),
+        c.machine_busy_percent_of_core,
+        c.cores * 100
     )
 }
 
@@ -118,11 +136,13 @@ pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point:
     for &size in sizes {
         for &n in clients {
             let leader = s.cluster.wait_leader(Duration::from_secs(30)).await?;
+            let procs = s.cluster.pids(s.etcd_pid);
             let target = Walship::new(pool(n), s.cluster.addr(leader));
             let ks = s.keyspace;
             let values: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|c| value(size, c)).collect());
 
             let (t, v) = (target.clone(), Arc::clone(&values));
+            let mark = cpu::mark(&procs);
             let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
                 let (t, v) = (t.clone(), Arc::clone(&v));
                 async move {
@@ -131,9 +151,10 @@ pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point:
                 }
             })
             .await;
-            push(Point::new(System::Walship, Op::Write, size, n, o));
+            push(Point::new(System::Walship, Op::Write, size, n, o, mark.since()));
 
             let t = target.clone();
+            let mark = cpu::mark(&procs);
             let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
                 let t = t.clone();
                 async move {
@@ -142,25 +163,27 @@ pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point:
                 }
             })
             .await;
-            push(Point::new(System::Walship, Op::Read, size, n, o));
+            push(Point::new(System::Walship, Op::Read, size, n, o, mark.since()));
 
             if s.zk_direct {
                 let point = format!("v{size}-c{n}");
                 let z = ZkDirect::prepare(&s.cluster.zk.addr(), &point, ks, &values[0]).await?;
                 let (zc, v) = (z.clone(), Arc::clone(&values));
+                let mark = cpu::mark(&procs);
                 let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
                     let (z, v) = (zc.clone(), Arc::clone(&v));
                     async move { z.set(key_index(c, seq, n, ks), &v[c]).await }
                 })
                 .await;
-                push(Point::new(System::ZkDirect, Op::Write, size, n, o));
+                push(Point::new(System::ZkDirect, Op::Write, size, n, o, mark.since()));
                 let zc = z.clone();
+                let mark = cpu::mark(&procs);
                 let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
                     let z = zc.clone();
                     async move { z.read(key_index(c, seq, n, ks)).await }
                 })
                 .await;
-                push(Point::new(System::ZkDirect, Op::Read, size, n, o));
+                push(Point::new(System::ZkDirect, Op::Read, size, n, o, mark.since()));
                 z.cleanup(&point).await?;
             }
 
@@ -168,6 +191,7 @@ pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point:
                 let e = Etcd::new(pool(n), url);
                 let encoded: Arc<Vec<String>> = Arc::new(values.iter().map(|v| Etcd::encode(v)).collect());
                 let ec = e.clone();
+                let mark = cpu::mark(&procs);
                 let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
                     let (e, enc) = (ec.clone(), Arc::clone(&encoded));
                     async move {
@@ -176,7 +200,8 @@ pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point:
                     }
                 })
                 .await;
-                push(Point::new(System::Etcd, Op::Write, size, n, o));
+                push(Point::new(System::Etcd, Op::Write, size, n, o, mark.since()));
+                let mark = cpu::mark(&procs);
                 let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
                     let e = e.clone();
                     async move {
@@ -185,7 +210,7 @@ pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point:
                     }
                 })
                 .await;
-                push(Point::new(System::Etcd, Op::Read, size, n, o));
+                push(Point::new(System::Etcd, Op::Read, size, n, o, mark.since()));
             }
         }
     }
