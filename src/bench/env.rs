@@ -85,8 +85,14 @@ fn disk(dir: &Path) -> String {
     format!("{source} ({fstype}, {size} 1K-blocks{rot})")
 }
 
-/// `git rev-parse --short HEAD` (with `-dirty`) in the current dir, if a repo.
+/// `$WALSHIP_BENCH_COMMIT` (for a binary built from an exported tree), else
+/// `git rev-parse --short HEAD` in the current dir, noting uncommitted changes.
 pub fn walship_commit() -> String {
+    if let Ok(c) = std::env::var("WALSHIP_BENCH_COMMIT") {
+        if !c.trim().is_empty() {
+            return c.trim().to_string();
+        }
+    }
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
