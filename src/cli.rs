@@ -37,6 +37,20 @@ pub enum Command {
     /// report and SVG plots. Exit 0: completed; 1: stopped on an error; 2: bad
     /// flags; 130/143: interrupted.
     Bench(crate::bench::BenchArgs),
+    /// Client: put, get, delete and compare-and-set keys through the nodes
+    /// of --endpoints.
+    #[command(after_help = crate::client::EXIT_CODES_HELP)]
+    Kv(crate::client::KvArgs),
+    /// Client: both nodes and ZooKeeper at a glance (role, term, log indexes,
+    /// lag behind the leader, last contact; W's log and vote with --zk and
+    /// --cluster). Exit 0: all answered; 2: no such cluster; 3: something did
+    /// not answer.
+    #[command(after_help = crate::client::EXIT_CODES_HELP)]
+    Status(crate::client::StatusArgs),
+    /// Client: the nodes registered in ZooKeeper and the leader znode's
+    /// holder (with --zk and --cluster), else what the endpoints say.
+    #[command(after_help = crate::client::EXIT_CODES_HELP)]
+    Members(crate::client::MembersArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -46,21 +46,33 @@ async fn main() -> ExitCode {
         Command::Wal(cmd) => walship::wal::run(cmd).await,
         Command::Soak(args) => walship::soak::run(args).await,
         Command::Bench(args) => walship::bench::run(args).await,
+        Command::Kv(args) => walship::client::run_kv(args).await,
+        Command::Status(args) => walship::client::run_status(args).await,
+        Command::Members(args) => walship::client::run_members(args).await,
     }
 }
 
-/// clap's own handling (usage, help, exit 2), except that `walship soak` and
-/// `walship bench` reject a bad flag with one line.
+/// clap's own handling (usage, help, exit 2), except that `walship soak`,
+/// `walship bench` and the client commands reject a bad flag with one line.
 fn exit_on_bad_flags(e: clap::Error) -> ! {
     use clap::error::ErrorKind;
-    let sub = std::env::args().nth(1).filter(|a| a == "soak" || a == "bench");
+    let sub = std::env::args()
+        .nth(1)
+        .filter(|a| matches!(a.as_str(), "soak" | "bench" | "kv" | "status" | "members"));
     let shows_help = matches!(
         e.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
     if let (Some(sub), false) = (sub, shows_help) {
+        // The error without clap's usage block: its lines up to the first blank one, as one.
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        let first = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let first = first.trim_start_matches("error: ");
         eprintln!("walship {sub}: {first} (see walship {sub} --help)");
         std::process::exit(2);
     }

@@ -1,0 +1,113 @@
+//! The client's flags: `walship kv put|get|del|cas`, `walship status`,
+//! `walship members`, and the options they share (`--endpoints`, `--json`,
+//! `--timeout-ms`; `--zk` and `--cluster` for the ZooKeeper view).
+
+use std::ffi::OsString;
+
+use clap::Args;
+use clap::Subcommand;
+
+/// Options every client command takes, before or after the subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct ClientOpts {
+    /// Nodes to ask, host:port[,host:port...]; tried in order until one
+    /// answers (a node forwards writes and linearizable reads to the leader).
+    #[arg(
+        long,
+        env = "WALSHIP_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8081,127.0.0.1:8082",
+        global = true
+    )]
+    pub endpoints: Vec<String>,
+    /// One JSON document on stdout instead of text (errors stay one line on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up after this long, all endpoints included; a write still in
+    /// flight then is an unknown outcome (exit 4).
+    #[arg(long, env = "WALSHIP_TIMEOUT_MS", default_value_t = 10_000, global = true)]
+    pub timeout_ms: u64,
+}
+
+/// ZooKeeper, for the commands that can also read the cluster's znodes.
+#[derive(Args, Debug, Clone)]
+pub struct ZkOpts {
+    /// ZooKeeper connect string; with --cluster, also shows ZooKeeper's view.
+    #[arg(long, env = "WALSHIP_ZK", global = true)]
+    pub zk: Option<String>,
+    /// Cluster name (its znodes are under /walship/<name>).
+    #[arg(long, env = "WALSHIP_CLUSTER", global = true)]
+    pub cluster: Option<String>,
+}
+
+/// `walship kv ...`
+#[derive(Args, Debug, Clone)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    pub command: KvCommand,
+    #[command(flatten)]
+    pub opts: ClientOpts,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum KvCommand {
+    /// Write a value. Prints the log index it was committed at.
+    #[command(after_help = super::EXIT_CODES_HELP)]
+    Put {
+        key: String,
+        /// The value, as raw bytes; `-` reads it from stdin.
+        value: OsString,
+    },
+    /// Read a value (linearizable: through the leader, confirmed by a quorum).
+    /// Prints the raw bytes (plus a newline on a terminal). Exit 1: not found.
+    #[command(after_help = super::EXIT_CODES_HELP)]
+    Get {
+        key: String,
+        /// Read the answering node's local copy instead: faster, may be behind.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete a key (deleting an absent key succeeds).
+    #[command(after_help = super::EXIT_CODES_HELP)]
+    Del { key: String },
+    /// Compare and set: only if the key holds --expect (or is absent, with
+    /// --expect-absent), set it to --value (or delete it, with --delete).
+    /// Exit 1: not applied; the current value is printed.
+    #[command(after_help = super::EXIT_CODES_HELP)]
+    Cas(CasArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CasArgs {
+    pub key: String,
+    /// The value the key must hold now.
+    #[arg(long, required_unless_present = "expect_absent", conflicts_with = "expect_absent")]
+    pub expect: Option<String>,
+    /// The key must be absent now.
+    #[arg(long)]
+    pub expect_absent: bool,
+    /// The new value.
+    #[arg(long, required_unless_present = "delete", conflicts_with = "delete")]
+    pub value: Option<String>,
+    /// Delete the key instead of setting it.
+    #[arg(long)]
+    pub delete: bool,
+}
+
+/// `walship status`
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(flatten)]
+    pub zk: ZkOpts,
+}
+
+/// `walship members`
+#[derive(Args, Debug, Clone)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    pub opts: ClientOpts,
+    #[command(flatten)]
+    pub zk: ZkOpts,
+}
