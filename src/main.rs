@@ -52,13 +52,14 @@ async fn main() -> ExitCode {
     }
 }
 
-/// clap's own handling (usage, help, exit 2), except that `walship soak`,
-/// `walship bench` and the client commands reject a bad flag with one line.
+/// clap's own handling (usage, help, exit 2), except that `walship node`,
+/// `walship soak`, `walship bench` and the client commands reject a bad flag
+/// with one line.
 fn exit_on_bad_flags(e: clap::Error) -> ! {
     use clap::error::ErrorKind;
     let sub = std::env::args()
         .nth(1)
-        .filter(|a| matches!(a.as_str(), "soak" | "bench" | "kv" | "status" | "members"));
+        .filter(|a| matches!(a.as_str(), "node" | "soak" | "bench" | "kv" | "status" | "members"));
     let shows_help = matches!(
         e.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand

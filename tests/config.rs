@@ -230,6 +230,12 @@ fn bad_values_are_refused_naming_the_setting() {
         &[],
     );
     assert!(err.contains("invalid setting id = 3: must be 1 or 2"), "{err}");
+    // A type error in a flag or its env var (clap's message, one line).
+    let err = refused(REQUIRED_FLAGS, &[("WALSHIP_HEARTBEAT_MS", "soon")]);
+    assert!(
+        err.contains("--heartbeat-interval-ms") && err.contains("'soon'"),
+        "{err}"
+    );
     // A required setting missing.
     let err = refused(&["--id", "1"], &[]);
     assert!(err.contains("missing setting cluster"), "{err}");
