@@ -73,6 +73,52 @@ pub struct LeaderInfo {
     pub addr: String,
 }
 
+/// The leader's lease, as seen through ZooKeeper. The leader rewrites its
+/// ephemeral `leader` znode every `touch interval` (half a heartbeat), so a
+/// follower can tell a leader that is alive and reaching ZooKeeper, hence
+/// able to commit, from one that is hung or gone, without hearing from it
+/// directly. A follower cut off from a live leader therefore does not depose
+/// it (no leader flapping when only the node-to-node link fails), while a
+/// frozen leader's lease expires within an election timeout.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderLease {
+    /// The holder, if the znode exists and parses.
+    pub holder: Option<LeaderInfo>,
+    /// (creation zxid, data version) of the znode when last read.
+    stamp: Option<(i64, i32)>,
+    /// When `stamp` last changed (the leader's last touch we saw).
+    renewed_at: Option<Instant>,
+    /// Since when the znode has been observed absent.
+    absent_since: Option<Instant>,
+}
+
+impl LeaderLease {
+    fn observe(&mut self, znode: Option<(LeaderInfo, i64, i32)>) {
+        let now = Instant::now();
+        match znode {
+            Some((info, czxid, version)) => {
+                if self.stamp != Some((czxid, version)) {
+                    self.stamp = Some((czxid, version));
+                    self.renewed_at = Some(now);
+                }
+                self.holder = Some(info);
+                self.absent_since = None;
+            }
+            None => {
+                self.holder = None;
+                self.stamp = None;
+                self.absent_since.get_or_insert(now);
+            }
+        }
+    }
+
+    /// The lease of a leader of at least `term` was renewed within `within`.
+    pub fn live(&self, term: u64, within: Duration) -> Option<&LeaderInfo> {
+        let h = self.holder.as_ref()?;
+        (h.term >= term && self.renewed_at.is_some_and(|t| t.elapsed() < within)).then_some(h)
+    }
+}
+
 fn leader_term(bytes: &[u8]) -> Option<u64> {
     serde_json::from_slice::<LeaderInfo>(bytes).ok().map(|l| l.term)
 }
@@ -102,9 +148,8 @@ pub struct Node {
     raft_config: Arc<openraft::Config>,
     /// When this node last heard from a leader, and whose vote it carried.
     last_contact: Mutex<(Instant, Option<Vote>)>,
-    /// Since when the `leader` znode has been seen missing, or naming a node
-    /// this one does not follow; None while it names our leader.
-    leader_znode_gone: Mutex<Option<Instant>>,
+    /// What this node last saw of the `leader` znode (see `LeaderLease`).
+    lease: Mutex<LeaderLease>,
     /// Wakes the failover loop early (the `leader` znode changed).
     wake: Notify,
     /// One adoption/election at a time.
@@ -212,7 +257,7 @@ impl Node {
             network,
             raft_config,
             last_contact: Mutex::new((Instant::now(), None)),
-            leader_znode_gone: Mutex::new(None),
+            lease: Mutex::new(LeaderLease::default()),
             wake: Notify::new(),
             failover_lock: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -282,8 +327,14 @@ impl Node {
                 tracing::info!(snapshot = ?meta.last_log_id, bytes = data.len(), "adopting W's snapshot");
                 let bytes = data.len() as u64;
                 storage::install_snapshot_offline(&self.sm, &self.log, meta, data).await?;
-                crate::metrics::METRICS.snapshots.with_label_values(&["installed"]).inc();
-                crate::metrics::METRICS.snapshot_bytes.with_label_values(&["installed"]).inc_by(bytes);
+                crate::metrics::METRICS
+                    .snapshots
+                    .with_label_values(&["installed"])
+                    .inc();
+                crate::metrics::METRICS
+                    .snapshot_bytes
+                    .with_label_values(&["installed"])
+                    .inc_by(bytes);
             }
         }
         let n = w.entries.len();
@@ -412,22 +463,37 @@ impl Node {
         }
     }
 
-    /// The leader is lost when it has been silent for an election timeout;
-    /// or its `leader` znode vanished (its ZooKeeper session closed or
-    /// expired) and it has also missed two heartbeats, as a leader that
-    /// exits on SIGTERM does; or the znode has been gone for an election
-    /// timeout even though the leader still talks to us (it lost ZooKeeper,
-    /// so it can commit nothing and must be replaced).
+    /// Whether to fail over. Not while the leader's lease in ZooKeeper is
+    /// live: it reaches W, so it can commit, and deposing it only because
+    /// this node cannot hear it would make leadership flap across a cut
+    /// node-to-node link. Otherwise the leader is lost when it has been
+    /// silent for an election timeout, or its `leader` znode vanished (its
+    /// session closed or expired) and it also missed two heartbeats.
     fn leader_lost(&self) -> bool {
-        let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
-        let heartbeat = Duration::from_millis(self.cfg.heartbeat_interval_ms);
         if self.takeover.swap(false, std::sync::atomic::Ordering::Relaxed) {
             return true;
         }
+        let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
+        let heartbeat = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+        let lease = self.lease.lock().expect("lease lock").clone();
+        // Any term: a failed candidacy may have raised ours above the
+        // leader's, and only a leader renews (a deposed one stops).
+        if lease.live(0, election_timeout).is_some_and(|h| h.id != self.cfg.id) {
+            return false;
+        }
         let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
-        let gone = *self.leader_znode_gone.lock().expect("znode lock");
         contact_at.elapsed() > election_timeout
-            || gone.is_some_and(|since| contact_at.elapsed() > 2 * heartbeat || since.elapsed() > election_timeout)
+            || lease.absent_since.is_some_and(|_| contact_at.elapsed() > 2 * heartbeat)
+            || lease.renewed_at.is_some_and(|t| t.elapsed() > election_timeout)
+    }
+
+    /// The lease as last seen (for `/health/ready`).
+    pub fn lease(&self) -> LeaderLease {
+        self.lease.lock().expect("lease lock").clone()
+    }
+
+    pub fn touch_interval(&self) -> Duration {
+        Duration::from_millis((self.cfg.heartbeat_interval_ms / 2).max(20))
     }
 
     /// Fast path for a dead leader: a connection refused at its address means
@@ -436,13 +502,27 @@ impl Node {
     /// Electing while the leader is in fact alive would still be safe (W
     /// fences it); this only decides how soon we try.
     async fn leader_process_gone(&self, leader: Option<NodeId>) -> bool {
-        let Some(leader) = leader.filter(|l| *l != self.cfg.id) else { return false };
-        let Ok(Some(addr)) = self.directory.addr(leader).await else { return false };
+        let Some(leader) = leader.filter(|l| *l != self.cfg.id) else {
+            return false;
+        };
+        // A lease renewed in the last three touches says the process lives
+        // (a refusal then comes from the link, e.g. a firewall's REJECT).
+        let renewed = self.lease.lock().expect("lease lock").renewed_at;
+        if renewed.is_some_and(|t| t.elapsed() < 3 * self.touch_interval()) {
+            return false;
+        }
+        let Ok(Some(addr)) = self.directory.addr(leader).await else {
+            return false;
+        };
         let probe_ms = self.cfg.heartbeat_interval_ms.max(20);
         match tokio::time::timeout(Duration::from_millis(probe_ms), tokio::net::TcpStream::connect(&addr)).await {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 self.directory.invalidate(leader);
-                tracing::info!(leader, addr, "leader's address refuses connections: its process is gone");
+                tracing::info!(
+                    leader,
+                    addr,
+                    "leader's address refuses connections: its process is gone"
+                );
                 true
             }
             _ => false,
@@ -450,7 +530,8 @@ impl Node {
     }
 
     /// Follows the `leader` znode with one-shot watches (re-armed after every
-    /// event and every new ZooKeeper session).
+    /// event and every new ZooKeeper session) and re-reads it every touch
+    /// interval, keeping `lease` current.
     async fn leader_znode_watch(self: Arc<Self>) {
         let path = self.witness.paths().leader();
         let mut generation = self.zk.generation();
@@ -460,7 +541,7 @@ impl Node {
                 .zk
                 .run(&format!("watch {path}"), |c| async move {
                     match c.get_and_watch_data(&p).await {
-                        Ok((data, _, w)) => Ok((Some(data), w)),
+                        Ok((data, stat, w)) => Ok((Some((data, stat)), w)),
                         Err(zookeeper_client::Error::NoNode) => {
                             let (_, w) = c.check_and_watch_stat(&p).await?;
                             Ok((None, w))
@@ -470,20 +551,15 @@ impl Node {
                 })
                 .await;
             let watcher = match watched {
-                Ok((data, w)) => {
-                    let holder = data
-                        .as_deref()
-                        .and_then(|d| serde_json::from_slice::<LeaderInfo>(d).ok());
+                Ok((znode, w)) => {
+                    let parsed = znode.and_then(|(d, stat)| {
+                        serde_json::from_slice::<LeaderInfo>(&d).ok().map(|h| (h, stat.czxid, stat.version))
+                    });
                     let term = self.raft().map(|r| r.metrics().borrow().current_term).unwrap_or(0);
-                    let mut gone = self.leader_znode_gone.lock().expect("znode lock");
-                    // Absent, or left by a leader of an older term: gone.
-                    // Naming a node we have not heard from yet is not.
-                    match holder {
-                        Some(h) if h.term >= term => *gone = None,
-                        _ => {
-                            gone.get_or_insert_with(Instant::now);
-                            self.wake.notify_one();
-                        }
+                    let stale = parsed.as_ref().is_none_or(|(h, _, _)| h.term < term);
+                    self.lease.lock().expect("lease lock").observe(parsed);
+                    if stale {
+                        self.wake.notify_one();
                     }
                     Some(w)
                 }
@@ -492,7 +568,7 @@ impl Node {
                     None
                 }
             };
-            let refresh = tokio::time::sleep(Duration::from_millis(self.cfg.election_timeout_ms / 2));
+            let refresh = tokio::time::sleep(self.touch_interval());
             match watcher {
                 Some(w) => tokio::select! {
                     _ = w.changed() => {}
@@ -519,6 +595,10 @@ impl Node {
                 continue;
             };
             let mut metrics = raft.metrics();
+            // Its own ticker: metrics change with every commit under load,
+            // and renewing only when they are quiet would let the lease lapse.
+            let mut lease_ticker = tokio::time::interval(self.touch_interval());
+            lease_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let m = metrics.borrow_and_update().clone();
                 if m.current_leader != seen_leader {
@@ -563,15 +643,20 @@ impl Node {
                         tracing::warn!(error = %e, "cannot drop the leader znode");
                     }
                 }
-                let retry = m.state == ServerState::Leader && (held_term.is_none() || m.snapshot > shipped);
-                let wait = if retry {
-                    Duration::from_millis(200)
-                } else {
-                    Duration::from_secs(1)
-                };
+                // The lease: while leading, rewrite the znode every touch
+                // interval so the follower sees this leader alive in ZooKeeper.
                 tokio::select! {
                     r = metrics.changed() => if r.is_err() { break },
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = lease_ticker.tick() => {
+                        if held_term == Some(m.current_term) && m.state == ServerState::Leader {
+                            if let Err(e) = self.renew_lease(&path, m.current_term).await {
+                                tracing::debug!(error = %e, "cannot renew the leader lease");
+                                if matches!(e, WitnessError::Zk { source: zookeeper_client::Error::NoNode, .. }) {
+                                    held_term = None; // gone with an old session: claim it again
+                                }
+                            }
+                        }
+                    }
                 }
                 if self.is_stopping() {
                     return;
@@ -580,15 +665,35 @@ impl Node {
         }
     }
 
+    /// Rewrites the `leader` znode (same content, new version): the lease.
+    /// Only while this session owns it, so a deposed leader cannot renew a
+    /// successor's lease.
+    async fn renew_lease(&self, path: &str, term: u64) -> Result<(), WitnessError> {
+        let info = LeaderInfo { term, id: self.cfg.id, addr: self.advertise_addr() };
+        let data = serde_json::to_vec(&info).expect("json");
+        let (_, stat) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(path).await }).await?;
+        if Some(stat.ephemeral_owner) != self.zk.session_id() {
+            return Err(WitnessError::Zk { what: format!("renew {path}"), source: zookeeper_client::Error::NoNode });
+        }
+        self.zk
+            .run(&format!("renew {path}"), |c| async move { c.set_data(path, &data, Some(stat.version)).await.map(|_| ()) })
+            .await
+    }
+
     /// Stores this node's newest snapshot as W's (W drops the WAL it
     /// covers). Returns the snapshot's last log id.
     async fn ship_snapshot(&self, vote: Vote) -> Result<Option<crate::types::LogId>, StartError> {
-        let Some((meta, data)) = self.sm.current_snapshot_bytes().await? else { return Ok(None) };
+        let Some((meta, data)) = self.sm.current_snapshot_bytes().await? else {
+            return Ok(None);
+        };
         let last = meta.last_log_id;
         let bytes = data.len() as u64;
         self.witness.install_snapshot(vote, meta, data).await?;
         crate::metrics::METRICS.snapshots.with_label_values(&["uploaded"]).inc();
-        crate::metrics::METRICS.snapshot_bytes.with_label_values(&["uploaded"]).inc_by(bytes);
+        crate::metrics::METRICS
+            .snapshot_bytes
+            .with_label_values(&["uploaded"])
+            .inc_by(bytes);
         Ok(last)
     }
 
@@ -596,10 +701,15 @@ impl Node {
     /// store it in ZooKeeper before answering. Returns (its last index,
     /// whether it went to ZooKeeper).
     pub async fn snapshot_now(&self) -> Result<(Option<u64>, bool), StartError> {
-        let raft = self.raft().ok_or_else(|| StartError::Raft("raft is restarting".into()))?;
+        let raft = self
+            .raft()
+            .ok_or_else(|| StartError::Raft("raft is restarting".into()))?;
         let before = raft.metrics().borrow().snapshot;
         let applied = raft.metrics().borrow().last_applied;
-        raft.trigger().snapshot().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         if applied > before {
             let wait = raft.wait(Some(Duration::from_millis(self.cfg.write_timeout_ms)));
             wait.metrics(|m| m.snapshot > before, "snapshot built")
@@ -640,10 +750,15 @@ impl Node {
     /// znodes vanish at once, and tells the other node to take over, which
     /// adopts W's log and elects itself without waiting for a timeout.
     pub async fn shutdown(&self) {
-        let was_leader = self.raft().is_some_and(|r| r.metrics().borrow().state == ServerState::Leader);
+        let was_leader = self
+            .raft()
+            .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader);
         self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         if was_leader {
-            let drained = self.proposer().drain(Duration::from_millis(self.cfg.write_timeout_ms)).await;
+            let drained = self
+                .proposer()
+                .drain(Duration::from_millis(self.cfg.write_timeout_ms))
+                .await;
             tracing::info!(drained, "leader stepping down: in-flight writes settled");
         }
         let raft = self.raft.write().expect("raft lock").take();
@@ -663,7 +778,9 @@ impl Node {
 impl Node {
     async fn ask_peer_to_take_over(&self) {
         // ZooKeeper is closed by now; use the address last looked up.
-        let Some(addr) = self.directory.cached_addr(other(self.cfg.id)) else { return };
+        let Some(addr) = self.directory.cached_addr(other(self.cfg.id)) else {
+            return;
+        };
         let res = self
             .http
             .post(format!("http://{addr}/raft/takeover"))

@@ -423,9 +423,12 @@ async fn run_cut(name: &str, load: Load, cut: impl Fn(&Cluster, u64)) -> Result<
         for s in obs.two_ready() {
             eprintln!("{name}: two ready leaders {:.1?} into the cut: {}", s.at, s.text);
         }
-        if won.is_empty() {
-            // Nobody else led, and forwarding was cut: the follower cannot
-            // have acknowledged a write it received during the cut.
+        if won.is_empty() && cut_ids.contains(&leader_before) {
+            // Nobody else led, and forwarding to the leader was cut: the
+            // follower cannot have acknowledged a write it received during
+            // the cut. (In a one-way cut it still reaches the leader, and
+            // writes it forwards are acknowledged by the leader: they are
+            // checked with all the others below.)
             let follower = Cluster::other(leader_before);
             let log = &logs[follower as usize - 1];
             let acked: Vec<&str> = log

@@ -332,9 +332,16 @@ async fn ready(State(node): State<Arc<Node>>) -> Response {
     };
     let m = raft.metrics().borrow().clone();
     let fresh_ms = node.cfg.election_timeout_ms;
+    // A leader is ready only while it also holds a live lease in ZooKeeper
+    // for its term, so a deposed leader that still remembers a recent
+    // quorum does not answer ready beside its successor.
+    let lease = node.lease();
+    let holds_lease = lease
+        .live(m.current_term, std::time::Duration::from_millis(fresh_ms))
+        .is_some_and(|h| h.id == node.cfg.id && h.term == m.current_term);
     let ok = node.zk.is_connected()
         && match m.state {
-            ServerState::Leader => m.millis_since_quorum_ack.is_some_and(|ms| ms < fresh_ms),
+            ServerState::Leader => holds_lease && m.millis_since_quorum_ack.is_some_and(|ms| ms < fresh_ms),
             _ => m.current_leader.is_some_and(|l| l != node.cfg.id),
         };
     if ok {
@@ -360,7 +367,9 @@ async fn admin_leave(State(node): State<Arc<Node>>) -> Response {
 /// (compacting W's WAL) before the answer.
 async fn admin_snapshot(State(node): State<Arc<Node>>) -> Response {
     match node.snapshot_now().await {
-        Ok((index, uploaded)) => Json(json!({ "snapshot_index": index, "uploaded_to_zookeeper": uploaded })).into_response(),
+        Ok((index, uploaded)) => {
+            Json(json!({ "snapshot_index": index, "uploaded_to_zookeeper": uploaded })).into_response()
+        }
         Err(e) => ApiError::unavailable(format!("snapshot failed: {e}")).into_response(),
     }
 }
