@@ -52,12 +52,18 @@ impl Metrics {
         let leader = IntGauge::new("leader", "id of the leader this node knows, 0 if none").expect("metric");
         let leader_changes = IntCounter::new("leader_changes_total", "times the known leader changed").expect("metric");
         let log_index = IntGaugeVec::new(
-            Opts::new("log_index", "log indexes: last (local log), committed, applied, witness (W's last)"),
+            Opts::new(
+                "log_index",
+                "log indexes: last (local log), committed, applied, witness (W's last)",
+            ),
             &["kind"],
         )
         .expect("metric");
         let replication_lag = IntGaugeVec::new(
-            Opts::new("replication_lag_entries", "leader only: entries a target lacks (peer or zookeeper)"),
+            Opts::new(
+                "replication_lag_entries",
+                "leader only: entries a target lacks (peer or zookeeper)",
+            ),
             &["target"],
         )
         .expect("metric");
@@ -65,22 +71,27 @@ impl Metrics {
             HistogramOpts::new("write_seconds", "client write latency, acknowledged or not").buckets(latency_buckets()),
         )
         .expect("metric");
-        let read_seconds = Histogram::with_opts(
-            HistogramOpts::new("read_seconds", "client read latency").buckets(latency_buckets()),
-        )
-        .expect("metric");
+        let read_seconds =
+            Histogram::with_opts(HistogramOpts::new("read_seconds", "client read latency").buckets(latency_buckets()))
+                .expect("metric");
         let zk_op_seconds = Histogram::with_opts(
             HistogramOpts::new("zookeeper_op_seconds", "latency of each ZooKeeper call").buckets(latency_buckets()),
         )
         .expect("metric");
-        let zk_errors =
-            IntCounterVec::new(Opts::new("zookeeper_errors_total", "failed ZooKeeper calls"), &["kind"]).expect("metric");
-        let adoptions = IntCounter::new("adoptions_total", "adoptions of W's log that changed the local log").expect("metric");
-        let entries_adopted =
-            IntCounter::new("entries_adopted_total", "entries replayed from ZooKeeper into the local log").expect("metric");
-        let snapshots =
-            IntCounterVec::new(Opts::new("snapshots_total", "snapshots by event: built, uploaded, installed"), &["event"])
-                .expect("metric");
+        let zk_errors = IntCounterVec::new(Opts::new("zookeeper_errors_total", "failed ZooKeeper calls"), &["kind"])
+            .expect("metric");
+        let adoptions =
+            IntCounter::new("adoptions_total", "adoptions of W's log that changed the local log").expect("metric");
+        let entries_adopted = IntCounter::new(
+            "entries_adopted_total",
+            "entries replayed from ZooKeeper into the local log",
+        )
+        .expect("metric");
+        let snapshots = IntCounterVec::new(
+            Opts::new("snapshots_total", "snapshots by event: built, uploaded, installed"),
+            &["event"],
+        )
+        .expect("metric");
         let snapshot_bytes = IntCounterVec::new(
             Opts::new("snapshot_bytes_total", "snapshot bytes by event: uploaded, installed"),
             &["event"],
@@ -139,8 +150,12 @@ impl Metrics {
             self.leader.set(m.current_leader.unwrap_or(0) as i64);
             let last = m.last_log_index.unwrap_or(0);
             self.log_index.with_label_values(&["last"]).set(last as i64);
-            self.log_index.with_label_values(&["committed"]).set(node.log.committed().map_or(0, |l| l.index) as i64);
-            self.log_index.with_label_values(&["applied"]).set(m.last_applied.map_or(0, |l| l.index) as i64);
+            self.log_index
+                .with_label_values(&["committed"])
+                .set(node.log.committed().map_or(0, |l| l.index) as i64);
+            self.log_index
+                .with_label_values(&["applied"])
+                .set(m.last_applied.map_or(0, |l| l.index) as i64);
             if let Some(w) = node.witness.cached_last_log_id() {
                 self.log_index.with_label_values(&["witness"]).set(w.index as i64);
             }
@@ -153,7 +168,9 @@ impl Metrics {
             }
         }
         let mut out = Vec::new();
-        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");
+        prometheus::TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 }

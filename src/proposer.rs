@@ -76,7 +76,13 @@ impl Proposer {
         ));
         let (reads, rx) = mpsc::unbounded_channel();
         tokio::spawn(read_loop(Arc::downgrade(node), rx));
-        Proposer { writes, reads, inflight, max_inflight: node.cfg.max_inflight_batches, closed }
+        Proposer {
+            writes,
+            reads,
+            inflight,
+            max_inflight: node.cfg.max_inflight_batches,
+            closed,
+        }
     }
 
     /// Stops taking writes and waits (up to `timeout`) for the batches in
@@ -90,14 +96,17 @@ impl Proposer {
     /// Commits `req` (in some batch) and returns its log index and result.
     pub async fn write(&self, req: Request) -> Result<(u64, Response), ProposeError> {
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(ProposeError::Unavailable("this node is leaving; nothing was written".into()));
+            return Err(ProposeError::Unavailable(
+                "this node is leaving; nothing was written".into(),
+            ));
         }
         let (tx, rx) = oneshot::channel();
         let bytes = request_bytes(&req);
         self.writes
             .send(Pending { req, bytes, reply: tx })
             .map_err(|_| ProposeError::Unavailable("node is shutting down".into()))?;
-        rx.await.unwrap_or_else(|_| Err(ProposeError::Unknown("the batch was dropped".into())))
+        rx.await
+            .unwrap_or_else(|_| Err(ProposeError::Unknown("the batch was dropped".into())))
     }
 
     /// Returns once this node may serve a linearizable read: a quorum
@@ -108,7 +117,8 @@ impl Proposer {
         self.reads
             .send(tx)
             .map_err(|_| ProposeError::Unavailable("node is shutting down".into()))?;
-        rx.await.unwrap_or_else(|_| Err(ProposeError::Unavailable("the read round was dropped".into())))
+        rx.await
+            .unwrap_or_else(|_| Err(ProposeError::Unavailable("the read round was dropped".into())))
     }
 }
 
@@ -134,12 +144,16 @@ async fn write_loop(
 ) {
     while let Some(first) = rx.recv().await {
         if closed.load(std::sync::atomic::Ordering::Relaxed) {
-            let _ = first.reply.send(Err(ProposeError::Unavailable("this node is leaving; nothing was written".into())));
+            let _ = first.reply.send(Err(ProposeError::Unavailable(
+                "this node is leaving; nothing was written".into(),
+            )));
             continue;
         }
         // Wait for a slot first: requests keep queueing meanwhile and all
         // join this batch.
-        let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
+            return;
+        };
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while bytes < max_batch_bytes && batch.len() < MAX_BATCH_OPS {
@@ -181,7 +195,9 @@ async fn propose(node: &Node, batch: Batch) -> Result<(u64, Vec<Response>), Prop
         .raft()
         .ok_or_else(|| ProposeError::Unavailable("node is restarting its raft (adopting from ZooKeeper)".into()))?;
     if raft.metrics().borrow().state == openraft::ServerState::Leader && !node.zk.is_connected() {
-        return Err(ProposeError::Unavailable("ZooKeeper is unreachable; nothing was written".into()));
+        return Err(ProposeError::Unavailable(
+            "ZooKeeper is unreachable; nothing was written".into(),
+        ));
     }
     let n = batch.ops.len();
     let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
@@ -196,7 +212,9 @@ async fn propose(node: &Node, batch: Batch) -> Result<(u64, Vec<Response>), Prop
             resp.data.len()
         ))),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader(f.leader_id)),
-        Ok(Err(e)) => Err(ProposeError::Unknown(format!("write failed after it may have been proposed: {e}"))),
+        Ok(Err(e)) => Err(ProposeError::Unknown(format!(
+            "write failed after it may have been proposed: {e}"
+        ))),
     }
 }
 
@@ -224,7 +242,9 @@ async fn read_loop(
 async fn confirm(node: &Node) -> Result<(), ProposeError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(node.cfg.write_timeout_ms);
     loop {
-        let raft = node.raft().ok_or_else(|| ProposeError::Unavailable("node is restarting its raft".into()))?;
+        let raft = node
+            .raft()
+            .ok_or_else(|| ProposeError::Unavailable("node is restarting its raft".into()))?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let err = match tokio::time::timeout(left, raft.ensure_linearizable()).await {
             Err(_) => return Err(ProposeError::Unavailable("could not confirm leadership in time".into())),

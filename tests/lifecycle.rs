@@ -19,9 +19,14 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn error_of(reply: &Reply<(u16, Vec<u8>)>) -> (u16, String) {
     match reply {
-        Reply::Success { value: (status, body), .. } => {
+        Reply::Success {
+            value: (status, body), ..
+        } => {
             let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-            (*status, v.get("error").and_then(|e| e.as_str()).unwrap_or("").to_string())
+            (
+                *status,
+                v.get("error").and_then(|e| e.as_str()).unwrap_or("").to_string(),
+            )
         }
         other => panic!("no response: {other}"),
     }
@@ -35,11 +40,26 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
     for id in [leader, Cluster::other(leader)] {
         let api = c.api(id);
         let cases: Vec<(Method, String, Option<Vec<u8>>, u16)> = vec![
-            (Method::PUT, format!("/v1/kv/{}", "k".repeat(1025)), Some(b"v".to_vec()), 413),
+            (
+                Method::PUT,
+                format!("/v1/kv/{}", "k".repeat(1025)),
+                Some(b"v".to_vec()),
+                413,
+            ),
             (Method::PUT, "/v1/kv/big".into(), Some(vec![b'x'; 512 * 1024 + 1]), 413),
             (Method::POST, "/v1/cas/c".into(), Some(b"not json".to_vec()), 400),
-            (Method::POST, "/v1/cas/c".into(), Some(br#"{"expect": null}"#.to_vec()), 400),
-            (Method::POST, "/v1/cas/c".into(), Some(br#"{"expect": 1, "value": "x"}"#.to_vec()), 400),
+            (
+                Method::POST,
+                "/v1/cas/c".into(),
+                Some(br#"{"expect": null}"#.to_vec()),
+                400,
+            ),
+            (
+                Method::POST,
+                "/v1/cas/c".into(),
+                Some(br#"{"expect": 1, "value": "x"}"#.to_vec()),
+                400,
+            ),
             (Method::GET, "/v1/kv/absent".into(), None, 404),
         ];
         for (method, path, body, want) in cases {
@@ -49,10 +69,16 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
             assert!(!error.is_empty(), "{method} {path:.40}: the error must say why");
         }
         // A value of exactly the limit is fine.
-        api.put(&format!("max-{id}"), vec![b'm'; 512 * 1024]).await.into_result()?;
+        api.put(&format!("max-{id}"), vec![b'm'; 512 * 1024])
+            .await
+            .into_result()?;
     }
     for key in ["big", "c"] {
-        assert_eq!(c.api(leader).get(key).await.into_result()?, None, "a refused write left {key} behind");
+        assert_eq!(
+            c.api(leader).get(key).await.into_result()?,
+            None,
+            "a refused write left {key} behind"
+        );
     }
     // CAS semantics: absent -> create, wrong expectation -> no change, delete.
     let api = c.api(Cluster::other(leader));
@@ -77,7 +103,10 @@ async fn sigterm_exits_cleanly_and_hands_over() -> Result<()> {
     assert!(status.success(), "SIGTERM must exit 0, got {status}");
     let new = c.wait_for_new_leader(leader, TIMEOUT).await.in_cluster(&c)?;
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(4), "hand-over took {took:?}: the leader znode did not vanish with the session");
+    assert!(
+        took < Duration::from_secs(4),
+        "hand-over took {took:?}: the leader znode did not vanish with the session"
+    );
     assert_eq!(c.api(new).get("before").await.into_result()?.as_deref(), Some("1"));
     Ok(())
 }
@@ -103,7 +132,10 @@ async fn foreign_data_dir_is_refused() -> Result<()> {
     };
     assert!(!status.success());
     let log = std::fs::read_to_string(intruder.log_path())?;
-    assert!(log.contains("another cluster") || log.contains("belongs to"), "unclear refusal:\n{log}");
+    assert!(
+        log.contains("another cluster") || log.contains("belongs to"),
+        "unclear refusal:\n{log}"
+    );
     Ok(())
 }
 
@@ -121,11 +153,17 @@ async fn reborn_at_another_address_is_reached() -> Result<()> {
     node.wait_live(TIMEOUT).await?;
     let applied = c.api(leader).status().await.into_result()?.applied_index.unwrap_or(0);
     c.wait_applied(applied, TIMEOUT).await.in_cluster(&c)?;
-    assert_eq!(c.api(follower).get_stale("while-away").await.into_result()?.as_deref(), Some("x"));
+    assert_eq!(
+        c.api(follower).get_stale("while-away").await.into_result()?.as_deref(),
+        Some("x")
+    );
     // And it can lead from its new address.
     c.node_mut(leader).kill9().await?;
     assert_eq!(c.wait_for_new_leader(leader, TIMEOUT).await.in_cluster(&c)?, follower);
-    assert_eq!(c.api(follower).get("while-away").await.into_result()?.as_deref(), Some("x"));
+    assert_eq!(
+        c.api(follower).get("while-away").await.into_result()?.as_deref(),
+        Some("x")
+    );
     Ok(())
 }
 
@@ -137,20 +175,30 @@ async fn s8_zookeeper_restart() -> Result<()> {
     let leader = c.wait_for_leader(TIMEOUT).await?;
     let mut acked = Vec::new();
     for i in 0..20 {
-        c.api(leader).put(&format!("s8-{i}"), format!("v{i}")).await.into_result()?;
+        c.api(leader)
+            .put(&format!("s8-{i}"), format!("v{i}"))
+            .await
+            .into_result()?;
         acked.push(i);
     }
     c.zk.stop().await?;
     // The ZooKeeper session notices the loss within its ping interval.
     let deadline = Deadline::after(TIMEOUT, "a 503 while ZooKeeper is down");
     loop {
-        let r = c.api(leader).with_timeout(Duration::from_secs(8)).put("s8-during", "x").await;
+        let r = c
+            .api(leader)
+            .with_timeout(Duration::from_secs(8))
+            .put("s8-during", "x")
+            .await;
         if r.status() == Some(503) {
             let e = format!("{r}");
             assert!(e.contains("ZooKeeper"), "the 503 must name ZooKeeper: {e}");
             break;
         }
-        assert!(!r.is_success(), "a write was acknowledged while ZooKeeper was down: {r}");
+        assert!(
+            !r.is_success(),
+            "a write was acknowledged while ZooKeeper was down: {r}"
+        );
         deadline.tick(&r).await?;
     }
     c.zk.start_again().await?;
@@ -164,7 +212,12 @@ async fn s8_zookeeper_restart() -> Result<()> {
         deadline.tick(&r).await?;
     }
     for i in acked {
-        let got = c.api(new).get(&format!("s8-{i}")).await.into_result().context("read after ZooKeeper restart")?;
+        let got = c
+            .api(new)
+            .get(&format!("s8-{i}"))
+            .await
+            .into_result()
+            .context("read after ZooKeeper restart")?;
         assert_eq!(got, Some(format!("v{i}")));
     }
     Ok(())

@@ -82,7 +82,11 @@ impl Directory {
 
     /// The cached address, however old (for use when ZooKeeper is gone).
     pub fn cached_addr(&self, id: NodeId) -> Option<String> {
-        self.cache.lock().expect("directory lock").get(&id).map(|(a, _)| a.clone())
+        self.cache
+            .lock()
+            .expect("directory lock")
+            .get(&id)
+            .map(|(a, _)| a.clone())
     }
 
     /// Forget a cached address after a failed connection.

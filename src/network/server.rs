@@ -86,8 +86,14 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Err(e) => return bad_request(e),
     };
     let Some(raft) = node.raft() else { return unavailable() };
-    crate::metrics::METRICS.snapshots.with_label_values(&["installed"]).inc();
-    crate::metrics::METRICS.snapshot_bytes.with_label_values(&["installed"]).inc_by(req.data.len() as u64);
+    crate::metrics::METRICS
+        .snapshots
+        .with_label_values(&["installed"])
+        .inc();
+    crate::metrics::METRICS
+        .snapshot_bytes
+        .with_label_values(&["installed"])
+        .inc_by(req.data.len() as u64);
     let snapshot = openraft::Snapshot {
         meta: req.meta,
         snapshot: Box::new(Cursor::new(req.data)),

@@ -58,7 +58,12 @@ impl WitnessClient {
         let started = std::time::Instant::now();
         let entries = rpc.entries.len();
         let res = joined(tokio::spawn(async move { w.append_entries(rpc).await }).await);
-        tracing::debug!(entries, elapsed_us = started.elapsed().as_micros() as u64, ok = res.is_ok(), "append to W");
+        tracing::debug!(
+            entries,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = res.is_ok(),
+            "append to W"
+        );
         res
     }
 

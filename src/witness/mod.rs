@@ -378,14 +378,23 @@ impl Witness {
             let mut results = results.into_iter();
             match results.next() {
                 Some(zk::MultiReadResult::Data { stat, .. }) => versions.push(stat.version),
-                other => return Err(WitnessError::corrupt(&self.paths.witness(), format!("unreadable: {other:?}"))),
+                other => {
+                    return Err(WitnessError::corrupt(
+                        &self.paths.witness(),
+                        format!("unreadable: {other:?}"),
+                    ))
+                }
             }
             for (first, r) in batch.iter().zip(results) {
                 let path = self.paths.segment(*first);
                 match r {
-                    zk::MultiReadResult::Data { data, .. } => out.push(Some(record::decode_segment(&data, &path, *first)?)),
+                    zk::MultiReadResult::Data { data, .. } => {
+                        out.push(Some(record::decode_segment(&data, &path, *first)?))
+                    }
                     zk::MultiReadResult::Error { err: zk::Error::NoNode } => out.push(None),
-                    zk::MultiReadResult::Error { err } => return Err(WitnessError::from_zk(&format!("get {path}"), err)),
+                    zk::MultiReadResult::Error { err } => {
+                        return Err(WitnessError::from_zk(&format!("get {path}"), err))
+                    }
                     _ => return Err(WitnessError::corrupt(&path, "unexpected multi-read reply")),
                 }
             }
@@ -798,7 +807,10 @@ impl Witness {
             }
             let mut entries = Vec::new();
             for (seg, (_, seg_last)) in segments.into_iter().flatten().zip(&wanted) {
-                entries.extend(seg.into_iter().filter(|e| e.log_id.index >= start && e.log_id.index <= *seg_last));
+                entries.extend(
+                    seg.into_iter()
+                        .filter(|e| e.log_id.index >= start && e.log_id.index <= *seg_last),
+                );
             }
             check_contiguous(&entries, start, upto, &self.paths)?;
             if whole {

@@ -199,7 +199,9 @@ impl ZkSession {
         Fut: Future<Output = Result<T, zk::Error>>,
     {
         let metrics = &crate::metrics::METRICS;
-        let client = self.client().inspect_err(|_| metrics.zk_errors.with_label_values(&["no_session"]).inc())?;
+        let client = self
+            .client()
+            .inspect_err(|_| metrics.zk_errors.with_label_values(&["no_session"]).inc())?;
         let _timer = metrics.zk_op_seconds.start_timer();
         match tokio::time::timeout(timeout, f(client)).await {
             Ok(Ok(v)) => Ok(v),
