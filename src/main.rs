@@ -32,8 +32,8 @@ async fn main() -> ExitCode {
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
                 )
+                .event_format(WithNodeId { id, inner: tracing_subscriber::fmt::format() })
                 .init();
-            let _span = tracing::info_span!("node", id).entered();
             match run_node(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -101,4 +101,28 @@ async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
     tracing::info!("stopping: handing over if leading, then closing the ZooKeeper session");
     node.shutdown().await;
     Ok(())
+}
+
+/// Puts `node=<id>` at the start of every log line, including those of
+/// spawned tasks and of openraft and zookeeper-client, which no span reaches.
+struct WithNodeId<F> {
+    id: u64,
+    inner: F,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithNodeId<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "node={} ", self.id)?;
+        self.inner.format_event(ctx, writer, event)
+    }
 }
