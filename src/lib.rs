@@ -2,10 +2,12 @@
 //! ZooKeeper as a passive third voter that sits in every quorum.
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod faultproxy;
 pub mod history;
 pub mod metrics;

@@ -161,6 +161,8 @@ pub struct Node {
     takeover: std::sync::atomic::AtomicBool,
     /// Group commit of client requests; set once the node is in an Arc.
     proposer: std::sync::OnceLock<crate::proposer::Proposer>,
+    /// Lifecycle events for embedders (`crate::events`).
+    pub(crate) events: crate::events::Events,
 }
 
 impl Node {
@@ -188,12 +190,24 @@ impl Node {
     /// Starts a node: storage, ZooKeeper, genesis, adoption, Raft; then the
     /// background loops. Returns once the node is ready to serve HTTP.
     pub async fn start(cfg: NodeConfig) -> Result<Arc<Node>, StartError> {
+        Node::start_with(cfg, None, crate::events::Events::new()).await
+    }
+
+    /// As `start`, with an embedder's application instead of the key-value
+    /// map (`crate::app`; `None`: the map), firing lifecycle events to
+    /// `events` from the start (subscribe to it first to see start-up's).
+    pub async fn start_with(
+        cfg: NodeConfig,
+        app: Option<Box<dyn crate::app::Application>>,
+        events: crate::events::Events,
+    ) -> Result<Arc<Node>, StartError> {
         if !crate::types::NODE_IDS.contains(&cfg.id) {
             return Err(StartError::Config(format!("--id must be 1 or 2, not {}", cfg.id)));
         }
         let meta = storage::open_or_init_meta(&cfg.data_dir, &cfg.cluster, cfg.id)?;
         let log = LogStore::open(&cfg.data_dir).await?;
-        let sm = StateMachine::open(&cfg.data_dir).await?;
+        let sm = StateMachine::open_with_app(&cfg.data_dir, app).await?;
+        events.snapshot_known(sm.snapshot_last().map(|l| l.index));
 
         let zk = ZkSession::connect(
             &cfg.zk,
@@ -264,6 +278,7 @@ impl Node {
             proposer: std::sync::OnceLock::new(),
             stop_requested: Notify::new(),
             takeover: std::sync::atomic::AtomicBool::new(false),
+            events,
         });
         let _ = node.proposer.set(crate::proposer::Proposer::start(&node));
 
@@ -322,10 +337,12 @@ impl Node {
             return Ok(());
         }
         let before = self.log.last_log_id();
+        let mut snapshot_index = None;
         if let Some((meta, data)) = w.snapshot {
             if meta.last_log_id > self.log.last_log_id() && meta.last_log_id > self.log.purged() {
                 tracing::info!(snapshot = ?meta.last_log_id, bytes = data.len(), "adopting W's snapshot");
                 let bytes = data.len() as u64;
+                snapshot_index = meta.last_log_id.map(|l| l.index);
                 storage::install_snapshot_offline(&self.sm, &self.log, meta, data).await?;
                 crate::metrics::METRICS
                     .snapshots
@@ -335,12 +352,19 @@ impl Node {
                     .snapshot_bytes
                     .with_label_values(&["installed"])
                     .inc_by(bytes);
+                let from = crate::events::SnapshotSource::Witness;
+                self.events.snapshot_installed(snapshot_index, bytes, from);
             }
         }
         let n = w.entries.len();
         self.log.adopt_entries(w.entries).await?;
         crate::metrics::METRICS.adoptions.inc();
         crate::metrics::METRICS.entries_adopted.inc_by(n as u64);
+        let entries = n as u64;
+        self.events.fire(crate::events::Event::Adopted {
+            entries,
+            snapshot_index,
+        });
         // The adopted entries were accepted by W under W's vote; a local vote
         // below it (say, this node's own from a term it led before it died)
         // would make openraft restart as the leader of an older term over a
@@ -403,6 +427,7 @@ impl Node {
         tokio::spawn(Arc::clone(self).failover_loop());
         tokio::spawn(Arc::clone(self).leader_znode_watch());
         tokio::spawn(Arc::clone(self).leader_duties_loop());
+        tokio::spawn(crate::events::watch_peer(Arc::clone(self)));
         Ok(())
     }
 
@@ -604,10 +629,13 @@ impl Node {
                 if m.current_leader != seen_leader {
                     crate::metrics::METRICS.leader_changes.inc();
                     seen_leader = m.current_leader;
+                    let (term, leader) = (m.current_term, m.current_leader);
+                    self.events.fire(crate::events::Event::LeaderChanged { term, leader });
                 }
                 if m.snapshot > seen_snapshot {
                     crate::metrics::METRICS.snapshots.with_label_values(&["built"]).inc();
                     seen_snapshot = m.snapshot;
+                    self.events.snapshot_advanced(m.snapshot.map(|l| l.index));
                 }
                 if m.state == ServerState::Leader {
                     if held_term != Some(m.current_term) {
@@ -694,6 +722,7 @@ impl Node {
             .snapshot_bytes
             .with_label_values(&["uploaded"])
             .inc_by(bytes);
+        self.events.snapshot_uploaded(last.map(|l| l.index), bytes);
         Ok(last)
     }
 

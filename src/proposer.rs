@@ -31,13 +31,16 @@ const MAX_BATCH_OPS: usize = 4096;
 const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Why a proposal did not produce a result here.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
     /// This node does not lead; the leader if known.
+    #[error("this node is not the leader (the leader: {0:?}); nothing was written")]
     NotLeader(Option<NodeId>),
     /// Nothing was written.
+    #[error("unavailable, nothing was written: {0}")]
     Unavailable(String),
     /// Proposed, not confirmed: it may or may not be applied.
+    #[error("outcome unknown: {0}")]
     Unknown(String),
 }
 
@@ -126,6 +129,7 @@ fn request_bytes(req: &Request) -> usize {
     match req {
         Request::Set { key, value } => key.len() + value.len() + 16,
         Request::Delete { key } => key.len() + 8,
+        Request::App(command) => command.len() + 8,
         Request::Cas { key, expect, value } => {
             key.len() + expect.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len) + 24
         }

@@ -50,6 +50,10 @@ pub enum Request {
         expect: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
     },
+    /// An embedder's command for its `crate::app::Application` (the
+    /// key-value map ignores it). Last, so the variants before keep their
+    /// encoding in existing logs.
+    App(Vec<u8>),
 }
 
 /// One Raft entry's payload: the client requests group-committed together
@@ -71,6 +75,8 @@ pub struct Response {
     /// For `Cas`: whether the swap happened. Always true for `Set`/`Delete`.
     pub ok: bool,
     /// For `Cas`: the value after the operation (the current one if it failed).
+    /// For `App`: what the application returned (`ok` is false, and this
+    /// `None`, if the node runs no application).
     pub current: Option<Vec<u8>>,
 }
 

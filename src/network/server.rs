@@ -94,12 +94,22 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         .snapshot_bytes
         .with_label_values(&["installed"])
         .inc_by(req.data.len() as u64);
+    let (index, bytes) = (req.meta.last_log_id.map(|l| l.index), req.data.len() as u64);
     let snapshot = openraft::Snapshot {
         meta: req.meta,
         snapshot: Box::new(Cursor::new(req.data)),
     };
     node.note_leader_contact(req.vote);
-    encode(&raft.install_full_snapshot(req.vote, snapshot).await)
+    // Known before installing, so the snapshot metric moving is not taken
+    // for a snapshot this node built.
+    node.events.snapshot_known(index);
+    let installs = node.sm.installs();
+    let res = raft.install_full_snapshot(req.vote, snapshot).await;
+    if res.is_ok() && node.sm.installs() > installs {
+        node.events
+            .snapshot_installed(index, bytes, crate::events::SnapshotSource::Leader);
+    }
+    encode(&res)
 }
 
 /// The leader is stepping down (SIGTERM, `/admin/leave`): take over now.

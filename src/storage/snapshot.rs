@@ -1,6 +1,9 @@
 //! Snapshot formats. The data blob (what openraft ships to peers and the node
-//! ships to ZooKeeper) checks itself: `[magic 8][body_len u64][crc32 u32][body
-//! = bincode SmContent]`. The file `snapshot/current.snap` is `[magic 8]
+//! ships to ZooKeeper) checks itself: `[magic 8][body_len u64][crc32 u32][body]`,
+//! the body being bincode `SmContent` under magic `WSHIPSD1` (the key-value
+//! map), or bincode `(SmContent, app bytes)` under `WSHIPSA1` when the node
+//! runs an embedder's application (`crate::app`); the CRC covers the whole
+//! body either way. The file `snapshot/current.snap` is `[magic 8]
 //! [record: bincode SnapshotMeta][data blob]`, replaced atomically.
 
 use std::collections::BTreeMap;
@@ -17,6 +20,8 @@ use crate::types::SnapshotMeta;
 use crate::types::StoredMembership;
 
 const DATA_MAGIC: &[u8; 8] = b"WSHIPSD1";
+/// A data blob that also carries an application's snapshot.
+const APP_DATA_MAGIC: &[u8; 8] = b"WSHIPSA1";
 const DATA_HEADER_BYTES: usize = 8 + 8 + 4;
 const FILE_MAGIC: &[u8; 8] = b"WSHIPSF1";
 
@@ -28,13 +33,18 @@ pub struct SmContent {
     pub membership: StoredMembership,
 }
 
-pub fn encode_data(content: &SmContent) -> Result<Vec<u8>> {
-    let body = bincode::serialize(content).map_err(|source| StoreError::Encode {
+/// `app`: the application's snapshot, if the node runs one.
+pub fn encode_data(content: &SmContent, app: Option<&[u8]>) -> Result<Vec<u8>> {
+    let encoded = match app {
+        None => bincode::serialize(content),
+        Some(app) => bincode::serialize(&(content, app)),
+    };
+    let body = encoded.map_err(|source| StoreError::Encode {
         what: "snapshot",
         source,
     })?;
     let mut data = Vec::with_capacity(DATA_HEADER_BYTES + body.len());
-    data.extend_from_slice(DATA_MAGIC);
+    data.extend_from_slice(if app.is_some() { APP_DATA_MAGIC } else { DATA_MAGIC });
     data.extend_from_slice(&(body.len() as u64).to_le_bytes());
     data.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     data.extend_from_slice(&body);
@@ -43,7 +53,7 @@ pub fn encode_data(content: &SmContent) -> Result<Vec<u8>> {
 
 /// Checks a data blob's framing and CRC; on failure, the byte offset and why.
 fn verify_data(data: &[u8]) -> Result<&[u8], (u64, String)> {
-    if data.len() < DATA_HEADER_BYTES || &data[..8] != DATA_MAGIC {
+    if data.len() < DATA_HEADER_BYTES || (&data[..8] != DATA_MAGIC && &data[..8] != APP_DATA_MAGIC) {
         return Err((0, "not a walship snapshot (bad magic or too short)".into()));
     }
     let mut len = [0u8; 8];
@@ -68,21 +78,33 @@ fn verify_data(data: &[u8]) -> Result<&[u8], (u64, String)> {
 }
 
 /// Verifies and decodes a data blob, and checks it matches `meta`.
-/// `origin` names where the blob came from, for the error.
+/// `origin` names where the blob came from, for the error. An
+/// application's part, if any, is left out (see `decode_data_with_app`).
 pub fn decode_data(data: &[u8], meta: &SnapshotMeta, origin: &str) -> Result<SmContent> {
+    decode_data_with_app(data, meta, origin).map(|(content, _)| content)
+}
+
+/// As `decode_data`, plus the application's snapshot if the blob has one.
+pub fn decode_data_with_app(data: &[u8], meta: &SnapshotMeta, origin: &str) -> Result<(SmContent, Option<Vec<u8>>)> {
     let bad = |reason: String| StoreError::BadSnapshot {
         origin: origin.to_string(),
         reason,
     };
     let body = verify_data(data).map_err(|(off, why)| bad(format!("at byte {off}: {why}")))?;
-    let content: SmContent = bincode::deserialize(body).map_err(|e| bad(format!("undecodable: {e}")))?;
+    let undecodable = |e: bincode::Error| bad(format!("undecodable: {e}"));
+    let (content, app) = if &data[..8] == APP_DATA_MAGIC {
+        let (content, app): (SmContent, Vec<u8>) = bincode::deserialize(body).map_err(undecodable)?;
+        (content, Some(app))
+    } else {
+        (bincode::deserialize::<SmContent>(body).map_err(undecodable)?, None)
+    };
     if content.applied != meta.last_log_id || content.membership != meta.last_membership {
         return Err(bad(format!(
             "data holds applied {:?} / membership {:?}, but its meta says {:?} / {:?}",
             content.applied, content.membership, meta.last_log_id, meta.last_membership
         )));
     }
-    Ok(content)
+    Ok((content, app))
 }
 
 pub fn write_file(path: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `StateMachine`: the in-memory key-value map that applied entries build,
-//! persisted only through snapshots (`snapshot/current.snap`); after a
-//! restart openraft re-applies the log from the snapshot to the saved
-//! committed id.
+//! and the embedder's application if there is one (`crate::app`), persisted
+//! only through snapshots (`snapshot/current.snap`); after a restart
+//! openraft re-applies the log from the snapshot to the saved committed id.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -26,6 +26,7 @@ use super::error::StoreError;
 use super::frame;
 use super::snapshot;
 use super::snapshot::SmContent;
+use crate::app::Application;
 use crate::types::Entry;
 use crate::types::LogId;
 use crate::types::Request;
@@ -47,6 +48,37 @@ struct SmInner {
     /// Serializes snapshot file writes and reads (a build runs in its own
     /// task and may race an install); holds the current snapshot's meta.
     snapshot_meta: Mutex<Option<SnapshotMeta>>,
+    /// The embedder's state machine, fed `Request::App` commands. Locked
+    /// after `content` whenever both are held.
+    app: Option<Mutex<Box<dyn Application>>>,
+    /// Snapshots installed (from the leader or W) since open.
+    installs: std::sync::atomic::AtomicU64,
+}
+
+/// Why a snapshot and this node's kind of state machine do not go together.
+fn app_mismatch(has_app: bool) -> String {
+    if has_app {
+        "it holds the key-value map only, but this node runs an application (both nodes must run the same application from the cluster's start)".into()
+    } else {
+        "it holds an application's state, but this node runs the key-value map (start it with the same application)"
+            .into()
+    }
+}
+
+/// Restores `app` from a snapshot's application part; checks the snapshot
+/// and the node agree on having an application.
+fn restore_app(app: Option<&mut (dyn Application + 'static)>, bytes: Option<Vec<u8>>, origin: &str) -> Result<()> {
+    let bad = |reason: String| StoreError::BadSnapshot {
+        origin: origin.to_string(),
+        reason,
+    };
+    match (app, bytes) {
+        (None, None) => Ok(()),
+        (Some(app), Some(bytes)) => app
+            .restore(&bytes)
+            .map_err(|e| bad(format!("the application refused it: {e}"))),
+        (app, _) => Err(bad(app_mismatch(app.is_some()))),
+    }
 }
 
 /// Applies one command to the map (the semantics clients see). Public so
@@ -67,6 +99,11 @@ pub fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Respon
                 current: None,
             }
         }
+        // The key-value map ignores an embedder's command (see `crate::app`).
+        Request::App(_) => Response {
+            ok: false,
+            current: None,
+        },
         Request::Cas { key, expect, value } => {
             if kv.get(&key) != expect.as_ref() {
                 return Response {
@@ -90,16 +127,25 @@ impl StateMachine {
     /// Opens the state machine under `data_dir`, loading and verifying
     /// `snapshot/current.snap` if there is one.
     pub async fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with_app(data_dir, None).await
+    }
+
+    /// As `open`, with an embedder's application to apply `Request::App`
+    /// commands to (restored from the snapshot file if there is one).
+    pub async fn open_with_app(data_dir: &Path, app: Option<Box<dyn Application>>) -> Result<Self> {
         let snapshot_path = data_dir.join("snapshot").join("current.snap");
         let path = snapshot_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (loaded, app) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut app = app;
             frame::create_dir_durable(path.parent().unwrap_or(&path))?;
             let Some((meta, data)) = snapshot::read_file(&path)? else {
-                return Ok(None);
+                return Ok((None, app));
             };
-            let content = snapshot::decode_data(&data, &meta, &path.display().to_string())
+            let origin = path.display().to_string();
+            let (content, app_bytes) = snapshot::decode_data_with_app(&data, &meta, &origin)
                 .map_err(|e| StoreError::corrupt(&path, 0, e.to_string()))?;
-            Ok(Some((meta, content)))
+            restore_app(app.as_deref_mut(), app_bytes, &origin)?;
+            Ok((Some((meta, content)), app))
         })
         .await??;
         let (meta, content) = match loaded {
@@ -110,6 +156,8 @@ impl StateMachine {
             snapshot_path,
             content: RwLock::new(content),
             snapshot_meta: Mutex::new(meta),
+            app: app.map(Mutex::new),
+            installs: std::sync::atomic::AtomicU64::new(0),
         };
         Ok(StateMachine { inner: Arc::new(inner) })
     }
@@ -140,6 +188,28 @@ impl StateMachine {
         self.content().kv.is_empty()
     }
 
+    /// Whether an embedder's application applies `Request::App` commands.
+    pub fn has_app(&self) -> bool {
+        self.inner.app.is_some()
+    }
+
+    /// Runs `f` on the application, if there is one (applying waits meanwhile).
+    pub fn with_app<R>(&self, f: impl FnOnce(&dyn Application) -> R) -> Option<R> {
+        let app = self.inner.app.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        Some(f(&**app))
+    }
+
+    /// The last log id of the current durable snapshot, if any.
+    pub fn snapshot_last(&self) -> Option<LogId> {
+        let meta = self.inner.snapshot_meta.lock().unwrap_or_else(|e| e.into_inner());
+        meta.as_ref().and_then(|m| m.last_log_id)
+    }
+
+    /// How many snapshots were installed from the leader or W since open.
+    pub fn installs(&self) -> u64 {
+        self.inner.installs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The newest durable snapshot, verified, for shipping to ZooKeeper.
     pub async fn current_snapshot_bytes(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>> {
         let inner = self.inner.clone();
@@ -166,11 +236,25 @@ impl StateMachine {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || {
             let origin = format!("snapshot {}", meta.snapshot_id);
-            let content = snapshot::decode_data(&data, &meta, &origin)?;
+            let (content, app_bytes) = snapshot::decode_data_with_app(&data, &meta, &origin)?;
+            if app_bytes.is_some() != inner.app.is_some() {
+                return Err(StoreError::BadSnapshot {
+                    origin,
+                    reason: app_mismatch(inner.app.is_some()),
+                });
+            }
             let mut current = inner.snapshot_meta.lock().unwrap_or_else(|e| e.into_inner());
+            // The map and the application change together: nothing applies
+            // in between.
+            let mut c = inner.content.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(app) = &inner.app {
+                let mut app = app.lock().unwrap_or_else(|e| e.into_inner());
+                restore_app(Some(&mut **app), app_bytes, &origin)?;
+            }
             snapshot::write_file(&inner.snapshot_path, &meta, &data)?;
             *current = Some(meta);
-            *inner.content.write().unwrap_or_else(|e| e.into_inner()) = content;
+            *c = content;
+            inner.installs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(true)
         })
         .await?
@@ -178,11 +262,16 @@ impl StateMachine {
 
     async fn build(&self) -> Result<Snapshot<TypeConfig>> {
         // A full copy, so apply is blocked only while copying, not while
-        // encoding and writing.
-        let content = self.content().clone();
+        // encoding and writing. The application's state is taken under the
+        // same lock, so both are at `applied`.
+        let (content, app) = {
+            let c = self.content();
+            let app = self.with_app(|a| a.snapshot());
+            (c.clone(), app)
+        };
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let data = snapshot::encode_data(&content)?;
+            let data = snapshot::encode_data(&content, app.as_deref())?;
             let millis = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
@@ -245,12 +334,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut c = self.inner.content.write().unwrap_or_else(|e| e.into_inner());
+        let mut app = self
+            .inner
+            .app
+            .as_ref()
+            .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()));
         let mut replies = Vec::new();
         for entry in entries {
             c.applied = Some(entry.log_id);
             replies.push(match entry.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(batch) => batch.ops.into_iter().map(|req| apply_request(&mut c.kv, req)).collect(),
+                EntryPayload::Normal(batch) => batch
+                    .ops
+                    .into_iter()
+                    .map(|req| match (req, app.as_mut()) {
+                        (Request::App(command), Some(app)) => Response {
+                            ok: true,
+                            current: Some(app.apply(&command)),
+                        },
+                        (req, _) => apply_request(&mut c.kv, req),
+                    })
+                    .collect(),
                 EntryPayload::Membership(m) => {
                     c.membership = StoredMembership::new(Some(entry.log_id), m);
                     Vec::new()

@@ -1,0 +1,350 @@
+//! Lifecycle events for embedding programs: leader changes, the other node
+//! going away and coming back, adoption of ZooKeeper's log, and snapshots.
+//!
+//! Subscribe with [`Node::subscribe`] (after start) or, to also see what
+//! happens during start-up (adoption before Raft starts), create an
+//! [`Events`], subscribe to it, and pass it to [`Node::start_with`].
+//!
+//! Delivery is a `tokio::sync::broadcast` channel of [`EVENT_CAPACITY`]
+//! events: every receiver sees every event fired after it subscribed, in the
+//! order this node fired them, unless it falls more than that many behind,
+//! in which case `recv` returns `Lagged(n)` once and continues with newer
+//! events. Firing never blocks the node and nothing waits for receivers.
+//!
+//! Every event is this node's own view: the two nodes fire their own
+//! sequences, which need not match (e.g. a follower may never see a leader
+//! that lasted less than a heartbeat).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use tokio::sync::broadcast;
+
+use crate::node::Node;
+use crate::types::NodeId;
+
+/// Events a receiver can fall behind by before it loses some (`Lagged`).
+pub const EVENT_CAPACITY: usize = 1024;
+
+/// Where an installed snapshot came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotSource {
+    /// Sent by the leader over Raft (this node was too far behind its log).
+    Leader,
+    /// Read from ZooKeeper during adoption (at start or before an election).
+    Witness,
+}
+
+/// One lifecycle event (see each variant for when it fires).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// This node's view of the leader changed: fires whenever openraft's
+    /// metrics on this node report a different current leader than before,
+    /// including `None` (an election is under way, or this node's Raft is
+    /// restarting around an adoption) and `Some(own id)` (this node now
+    /// leads; its `leader` znode is claimed right after). `term` is this
+    /// node's current term at that moment. It does not guarantee that
+    /// the leader can still commit (see `/health/ready` for that).
+    LeaderChanged { term: u64, leader: Option<NodeId> },
+    /// The other node's `members/<id>` ephemeral znode in ZooKeeper is gone:
+    /// its ZooKeeper session ended. That is at once for a clean stop
+    /// (SIGTERM, `/admin/leave`, [`Node::shutdown`]) and after the session
+    /// timeout (`zk_session_timeout_ms`) for a crash or a node cut off from
+    /// ZooKeeper. A node that still reaches ZooKeeper but not this node is
+    /// not reported down. Also fires once at start if the other node is not
+    /// registered at this node's first look.
+    PeerDown { id: NodeId },
+    /// The other node's `members/<id>` znode is there again. `away_ms` is the
+    /// time from the `PeerDown` this node fired to now; `None` when this is
+    /// the first look (the peer was up when this node started watching). A
+    /// peer that re-registered between two looks (a new session: a quick
+    /// restart) fires `PeerDown` and then `PeerUp` with `away_ms` at most
+    /// the time since it was last seen.
+    PeerUp { id: NodeId, away_ms: Option<u64> },
+    /// This node made its log equal to ZooKeeper's (the witness's) where
+    /// they differed: at start, or before standing for election. `entries`
+    /// is how many of W's entries were replayed into the local log (already
+    /// present ones included); `snapshot_index` is set when W's snapshot
+    /// was installed first (a `SnapshotInstalled` fired just before). The
+    /// adopted entries are in the log, not yet applied: Raft applies them
+    /// once it restarts and they are committed.
+    Adopted { entries: u64, snapshot_index: Option<u64> },
+    /// This node's current snapshot advanced to `index` by a snapshot this
+    /// node built (after `snapshot_every_entries`, or `/admin/snapshot`). It
+    /// is durable on disk, and the log it covers may now be purged.
+    SnapshotBuilt { index: u64 },
+    /// This node, leading, stored its snapshot up to `index` (`bytes` long,
+    /// framing included) in ZooKeeper, which then dropped the WAL it
+    /// covers: a node rebuilt from ZooKeeper starts from it. Once per
+    /// snapshot, after the first successful store.
+    SnapshotUploaded { index: u64, bytes: u64 },
+    /// This node replaced its state with a snapshot up to `index` (`bytes`
+    /// long) from `from`, after checking its CRC; it is durable on disk and
+    /// the state machine (key-value map or application) holds its state.
+    SnapshotInstalled {
+        index: u64,
+        bytes: u64,
+        from: SnapshotSource,
+    },
+}
+
+/// The sending side of a node's events; cheap to clone. Create one before
+/// start to subscribe to start-up events ([`Node::start_with`]).
+#[derive(Clone, Debug)]
+pub struct Events {
+    tx: broadcast::Sender<Event>,
+    /// Highest snapshot index this node already reported or started with,
+    /// so a snapshot is reported built only when it is new and not one that
+    /// was installed (both advance openraft's snapshot metric).
+    snapshot_seen: Arc<Mutex<Option<u64>>>,
+    /// Highest snapshot index reported uploaded (the shipper and
+    /// `/admin/snapshot` may both store the same one).
+    uploaded_seen: Arc<Mutex<Option<u64>>>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events::new()
+    }
+}
+
+impl Events {
+    pub fn new() -> Events {
+        Events {
+            tx: broadcast::channel(EVENT_CAPACITY).0,
+            snapshot_seen: Arc::new(Mutex::new(None)),
+            uploaded_seen: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A receiver of every event fired from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    pub(crate) fn fire(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        // No receiver is fine: nobody is listening.
+        let _ = self.tx.send(event);
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.snapshot_seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The snapshot this node had on disk at start (not an event).
+    pub(crate) fn snapshot_known(&self, index: Option<u64>) {
+        let mut seen = self.seen();
+        *seen = (*seen).max(index);
+    }
+
+    /// openraft's snapshot metric advanced: fires `SnapshotBuilt` unless
+    /// the snapshot was already known (loaded at start or installed).
+    pub(crate) fn snapshot_advanced(&self, index: Option<u64>) {
+        let Some(index) = index else { return };
+        let mut seen = self.seen();
+        if seen.is_some_and(|s| s >= index) {
+            return;
+        }
+        *seen = Some(index);
+        drop(seen);
+        self.fire(Event::SnapshotBuilt { index });
+    }
+
+    /// The leader stored its snapshot in ZooKeeper: fires
+    /// `SnapshotUploaded` once per snapshot.
+    pub(crate) fn snapshot_uploaded(&self, index: Option<u64>, bytes: u64) {
+        let Some(index) = index else { return };
+        let mut seen = self.uploaded_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_some_and(|s| s >= index) {
+            return;
+        }
+        *seen = Some(index);
+        drop(seen);
+        self.fire(Event::SnapshotUploaded { index, bytes });
+    }
+
+    pub(crate) fn snapshot_installed(&self, index: Option<u64>, bytes: u64, from: SnapshotSource) {
+        self.snapshot_known(index);
+        self.fire(Event::SnapshotInstalled {
+            index: index.unwrap_or(0),
+            bytes,
+            from,
+        });
+    }
+}
+
+impl Node {
+    /// A receiver of this node's lifecycle events from now on (see
+    /// [`Event`]). Events of start-up itself were fired before this node
+    /// was returned; see [`Node::start_with`] to receive them too.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+/// What this node last saw of the other node's `members/<id>` znode.
+enum PeerSeen {
+    /// Not looked yet.
+    Unknown,
+    /// Present, created at `czxid`, last seen at `at`.
+    Up { czxid: i64, at: Instant },
+    /// Absent since `since` (when `PeerDown` fired).
+    Down { since: Instant },
+}
+
+impl PeerSeen {
+    /// Moves to what a look at the znode found; returns the events to fire.
+    fn observe(&mut self, id: NodeId, czxid: Option<i64>) -> Vec<Event> {
+        let now = Instant::now();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let (next, events) = match (&*self, czxid) {
+            (PeerSeen::Unknown, Some(czxid)) => (
+                PeerSeen::Up { czxid, at: now },
+                vec![Event::PeerUp { id, away_ms: None }],
+            ),
+            (PeerSeen::Down { since }, Some(czxid)) => (
+                PeerSeen::Up { czxid, at: now },
+                vec![Event::PeerUp {
+                    id,
+                    away_ms: Some(ms(since.elapsed())),
+                }],
+            ),
+            (PeerSeen::Up { czxid: old, at }, Some(czxid)) if *old != czxid => (
+                PeerSeen::Up { czxid, at: now },
+                vec![
+                    Event::PeerDown { id },
+                    Event::PeerUp {
+                        id,
+                        away_ms: Some(ms(at.elapsed())),
+                    },
+                ],
+            ),
+            (PeerSeen::Up { .. }, Some(czxid)) => (PeerSeen::Up { czxid, at: now }, vec![]),
+            (PeerSeen::Unknown | PeerSeen::Up { .. }, None) => {
+                (PeerSeen::Down { since: now }, vec![Event::PeerDown { id }])
+            }
+            (PeerSeen::Down { since }, None) => (PeerSeen::Down { since: *since }, vec![]),
+        };
+        *self = next;
+        events
+    }
+}
+
+/// How often the peer's znode is read even without a watch firing (a
+/// fallback for watches lost with a ZooKeeper session).
+const PEER_REFRESH: Duration = Duration::from_secs(1);
+
+/// Follows the other node's `members/<id>` znode with one-shot existence
+/// watches (re-armed after every event and every new ZooKeeper session)
+/// and fires `PeerDown`/`PeerUp`. While ZooKeeper is unreachable nothing is
+/// fired: the last state stands.
+pub(crate) async fn watch_peer(node: Arc<Node>) {
+    let peer = crate::node::other(node.cfg.id);
+    let path = node.witness.paths().member(peer);
+    let mut generation = node.zk.generation();
+    let mut seen = PeerSeen::Unknown;
+    while !node.is_stopping() {
+        let p = path.clone();
+        let looked = node
+            .zk
+            .run(
+                &format!("watch {path}"),
+                |c| async move { c.check_and_watch_stat(&p).await },
+            )
+            .await;
+        let watcher = match looked {
+            Ok((stat, w)) => {
+                if !node.is_stopping() {
+                    for event in seen.observe(peer, stat.map(|s| s.czxid)) {
+                        node.events.fire(event);
+                    }
+                }
+                Some(w)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the other node's member znode");
+                None
+            }
+        };
+        let refresh = tokio::time::sleep(PEER_REFRESH);
+        match watcher {
+            Some(w) => tokio::select! {
+                _ = w.changed() => {}
+                _ = generation.changed() => {}
+                _ = refresh => {}
+            },
+            None => tokio::select! {
+                _ = generation.changed() => {}
+                _ = refresh => {}
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_transitions() {
+        let mut s = PeerSeen::Unknown;
+        assert_eq!(s.observe(2, Some(7)), vec![Event::PeerUp { id: 2, away_ms: None }]);
+        assert_eq!(s.observe(2, Some(7)), vec![]);
+        assert_eq!(s.observe(2, None), vec![Event::PeerDown { id: 2 }]);
+        assert_eq!(s.observe(2, None), vec![]);
+        let up = s.observe(2, Some(9));
+        assert!(matches!(
+            up.as_slice(),
+            [Event::PeerUp {
+                id: 2,
+                away_ms: Some(_)
+            }]
+        ));
+        // Re-registered between two looks: down and up.
+        let again = s.observe(2, Some(11));
+        assert!(matches!(
+            again.as_slice(),
+            [
+                Event::PeerDown { id: 2 },
+                Event::PeerUp {
+                    id: 2,
+                    away_ms: Some(_)
+                }
+            ]
+        ));
+        let mut first_down = PeerSeen::Unknown;
+        assert_eq!(first_down.observe(1, None), vec![Event::PeerDown { id: 1 }]);
+    }
+
+    #[test]
+    fn built_only_when_new() {
+        let events = Events::new();
+        let mut rx = events.subscribe();
+        events.snapshot_known(Some(10));
+        events.snapshot_advanced(Some(10));
+        events.snapshot_advanced(None);
+        events.snapshot_installed(Some(20), 5, SnapshotSource::Leader);
+        events.snapshot_advanced(Some(20));
+        events.snapshot_advanced(Some(30));
+        events.snapshot_uploaded(Some(30), 7);
+        events.snapshot_uploaded(Some(30), 7);
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(Event::SnapshotInstalled {
+                index: 20,
+                bytes: 5,
+                from: SnapshotSource::Leader
+            })
+        );
+        assert_eq!(rx.try_recv().ok(), Some(Event::SnapshotBuilt { index: 30 }));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(Event::SnapshotUploaded { index: 30, bytes: 7 })
+        );
+        assert!(rx.try_recv().is_err());
+    }
+}
