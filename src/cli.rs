@@ -127,6 +127,12 @@ pub struct NodeArgs {
     /// host:port others use to reach this node, if not --listen.
     #[arg(long, env = "WALSHIP_ADVERTISE")]
     pub advertise: Option<String>,
+    /// File with the cluster's shared secret (ZooKeeper ACL, peer RPC token).
+    #[arg(long, env = "WALSHIP_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// File with the token clients must present (`Authorization: Bearer`).
+    #[arg(long, env = "WALSHIP_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// Leader heartbeat period; also openraft's per-RPC timeout to ZooKeeper,
     /// so it must stay above ZooKeeper's p99 multi latency. Default 200.
     #[arg(long, env = "WALSHIP_HEARTBEAT_MS")]

@@ -137,6 +137,10 @@ settings! {
         "Group commit: client-request batches (Raft entries) in flight at once.";
     max_batch_bytes: usize = Some(256 * 1024), "WALSHIP_MAX_BATCH_BYTES",
         "Group commit: payload bytes per batch, 1024..=786432 (under ZooKeeper's 1 MiB request limit).";
+    secret_file: PathBuf = None, "WALSHIP_SECRET_FILE",
+        "File holding the cluster's shared secret: ZooKeeper digest ACL on the cluster's znodes and a token on node-to-node RPC; unset: no access control.";
+    api_token_file: PathBuf = None, "WALSHIP_API_TOKEN_FILE",
+        "File holding the token clients must send as `Authorization: Bearer <token>`; unset: the client API is open.";
 }
 
 /// Longest timeout or period accepted: one day.
@@ -222,6 +226,8 @@ pub fn args_layer(a: &NodeArgs) -> FileConfig {
         write_timeout_ms: a.write_timeout_ms,
         max_inflight_batches: a.max_inflight_batches,
         max_batch_bytes: a.max_batch_bytes,
+        secret_file: a.secret_file.clone(),
+        api_token_file: a.api_token_file.clone(),
     }
 }
 
@@ -396,6 +402,9 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     check_range(l, "max_inflight_batches", inflight as u64, 1, 1024)?;
     check_range(l, "max_batch_bytes", batch_bytes as u64, 1024, 768 * 1024)?;
 
+    // Reading the files now names the setting if one is missing or empty.
+    crate::auth::Auth::load(m.secret_file.as_deref(), m.api_token_file.as_deref()).map_err(ConfigError)?;
+
     Ok(NodeConfig {
         id,
         cluster,
@@ -412,6 +421,8 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         write_timeout_ms: write_timeout,
         max_inflight_batches: inflight,
         max_batch_bytes: batch_bytes,
+        secret_file: m.secret_file.clone(),
+        api_token_file: m.api_token_file.clone(),
     })
 }
 
@@ -426,6 +437,8 @@ pub fn to_toml(c: &NodeConfig) -> String {
             "data_dir" => toml_string(&c.data_dir.to_string_lossy()),
             "listen" => toml_string(&c.listen),
             "advertise" => return c.advertise.as_deref().map(toml_string),
+            "secret_file" => return c.secret_file.as_ref().map(|p| toml_string(&p.to_string_lossy())),
+            "api_token_file" => return c.api_token_file.as_ref().map(|p| toml_string(&p.to_string_lossy())),
             "heartbeat_interval_ms" => c.heartbeat_interval_ms.to_string(),
             "election_timeout_ms" => c.election_timeout_ms.to_string(),
             "zk_session_timeout_ms" => c.zk_session_timeout_ms.to_string(),

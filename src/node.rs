@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// Group commit: entries proposed concurrently, and payload bytes per entry.
     pub max_inflight_batches: usize,
     pub max_batch_bytes: usize,
+    /// Access control (see `crate::auth`); None: off.
+    pub secret_file: Option<PathBuf>,
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// Corruption found in W during failover is logged at most this often.
@@ -143,6 +146,7 @@ pub struct Node {
     pub log: LogStore,
     pub sm: StateMachine,
     pub http: reqwest::Client,
+    pub auth: crate::auth::Auth,
     raft: RwLock<Option<Raft>>,
     network: NetworkFactory,
     raft_config: Arc<openraft::Config>,
@@ -209,12 +213,15 @@ impl Node {
         let sm = StateMachine::open_with_app(&cfg.data_dir, app).await?;
         events.snapshot_known(sm.snapshot_last().map(|l| l.index));
 
-        let zk = ZkSession::connect(
+        let auth = crate::auth::Auth::load(cfg.secret_file.as_deref(), cfg.api_token_file.as_deref())
+            .map_err(StartError::Config)?;
+        let zk = ZkSession::connect_with_auth(
             &cfg.zk,
             cfg.zk_session_timeout_ms,
             cfg.zk_op_timeout_ms,
             60_000,
             leader_term,
+            auth.zk_digest().map(<[u8]>::to_vec),
         )
         .await?;
         let witness = Arc::new(Witness::new(Arc::clone(&zk), &cfg.cluster));
@@ -237,6 +244,7 @@ impl Node {
             .build()
             .map_err(|e| StartError::Config(e.to_string()))?;
         let network = NetworkFactory {
+            peer_token: auth.peer_token().map(str::to_string),
             directory: Arc::clone(&directory),
             witness: Arc::clone(&witness),
             http: http.clone(),
@@ -267,6 +275,7 @@ impl Node {
             log,
             sm,
             http,
+            auth,
             raft: RwLock::new(None),
             network,
             raft_config,
@@ -810,9 +819,11 @@ impl Node {
         let Some(addr) = self.directory.cached_addr(other(self.cfg.id)) else {
             return;
         };
-        let res = self
-            .http
-            .post(format!("http://{addr}/raft/takeover"))
+        let mut req = self.http.post(format!("http://{addr}/raft/takeover"));
+        if let Some(t) = self.auth.peer_token() {
+            req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
+        }
+        let res = req
             .timeout(Duration::from_millis(500))
             .send()
             .await;

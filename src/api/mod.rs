@@ -40,19 +40,43 @@ pub const MAX_VALUE_BYTES: usize = 512 * 1024;
 const FORWARDED: &str = "x-walship-forwarded";
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    // Client routes that need the API token when one is configured; status,
+    // health and metrics stay open for probes, scrapers and operators.
+    let guarded = Router::new()
         .route("/v1/kv/*key", get(get_key).put(put_key).delete(delete_key))
         .route("/v1/cas/*key", post(cas_key))
+        .route("/admin/leave", post(admin_leave))
+        .route("/admin/snapshot", post(admin_snapshot))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&node), require_client_token));
+    Router::new()
+        .merge(guarded)
         .route("/v1/status", get(status))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/admin/leave", post(admin_leave))
-        .route("/admin/snapshot", post(admin_snapshot))
-        .merge(crate::network::server::routes())
+        .merge(crate::network::server::routes(Arc::clone(&node)))
         // Larger than any valid value, so oversize values get our JSON 413.
         .layer(DefaultBodyLimit::max(4 * MAX_VALUE_BYTES))
         .with_state(node)
+}
+
+/// 401 without a token, 403 with a wrong one; nothing is read or changed.
+async fn require_client_token(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let verdict = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        node.auth.check_client(header(axum::http::header::AUTHORIZATION.as_str()), header(crate::auth::PEER_TOKEN_HEADER))
+    };
+    match verdict {
+        Ok(()) => next.run(req).await,
+        Err(crate::auth::Refusal::Missing) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "this API needs `Authorization: Bearer <token>`").into_response()
+        }
+        Err(crate::auth::Refusal::Wrong) => ApiError::new(StatusCode::FORBIDDEN, "wrong API token").into_response(),
+    }
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {
@@ -231,10 +255,15 @@ async fn forward(
     };
     let url = format!("http://{addr}{path}");
     let timeout = Duration::from_millis(node.cfg.write_timeout_ms + 1000);
-    let sent = node
-        .http
-        .request(method, url)
-        .header(FORWARDED, node.cfg.id.to_string())
+    let mut request = node.http.request(method, url).header(FORWARDED, node.cfg.id.to_string());
+    // The leader checks the client's token itself, or accepts ours.
+    if let Some(a) = headers.get(axum::http::header::AUTHORIZATION) {
+        request = request.header(reqwest::header::AUTHORIZATION, a.as_bytes());
+    }
+    if let Some(t) = node.auth.peer_token() {
+        request = request.header(crate::auth::PEER_TOKEN_HEADER, t);
+    }
+    let sent = request
         .timeout(timeout)
         .body(body)
         .send()

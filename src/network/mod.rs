@@ -27,6 +27,8 @@ pub enum Client {
 
 #[derive(Clone)]
 pub struct NetworkFactory {
+    /// Sent with every peer RPC when access control is on.
+    pub peer_token: Option<String>,
     pub directory: Arc<Directory>,
     pub witness: Arc<Witness>,
     pub http: reqwest::Client,
@@ -42,6 +44,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             })
         } else {
             Client::Peer(peer::PeerClient {
+                token: self.peer_token.clone(),
                 target,
                 directory: Arc::clone(&self.directory),
                 http: self.http.clone(),

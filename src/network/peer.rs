@@ -26,6 +26,7 @@ use crate::types::TypeConfig;
 use crate::types::Vote;
 
 pub struct PeerClient {
+    pub token: Option<String>,
     pub target: NodeId,
     pub directory: Arc<Directory>,
     pub http: reqwest::Client,
@@ -64,9 +65,11 @@ impl PeerClient {
             }
         };
         let bytes = bincode::serialize(body).map_err(|e| SendError::Network(e.to_string()))?;
-        let res = self
-            .http
-            .post(format!("http://{addr}/raft/{route}"))
+        let mut req = self.http.post(format!("http://{addr}/raft/{route}"));
+        if let Some(t) = &self.token {
+            req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
+        }
+        let res = req
             .timeout(option.hard_ttl())
             .body(bytes)
             .send()

@@ -31,12 +31,28 @@ pub struct SnapshotBody {
     pub data: Vec<u8>,
 }
 
-pub fn routes() -> Router<Arc<Node>> {
+pub fn routes(node: Arc<Node>) -> Router<Arc<Node>> {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/takeover", post(takeover))
+        .route_layer(axum::middleware::from_fn_with_state(node, require_peer_token))
+}
+
+/// Refuses peer RPC without the token derived from the cluster's secret
+/// (401 missing, 403 wrong), before the body is decoded.
+async fn require_peer_token(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = req.headers().get(crate::auth::PEER_TOKEN_HEADER).and_then(|v| v.to_str().ok());
+    match node.auth.check_peer(presented) {
+        Ok(()) => next.run(req).await,
+        Err(crate::auth::Refusal::Missing) => (StatusCode::UNAUTHORIZED, "peer token required").into_response(),
+        Err(crate::auth::Refusal::Wrong) => (StatusCode::FORBIDDEN, "wrong peer token").into_response(),
+    }
 }
 
 fn bad_request(e: impl std::fmt::Display) -> Response {

@@ -247,13 +247,19 @@ impl Witness {
     /// multi, so two nodes racing agree (the loser reads the winner's).
     /// Returns W's record; a path holding something else is an error.
     pub async fn bootstrap(&self) -> Result<WitnessRecord, WitnessError> {
+        // `/walship` itself stays open (clusters with different secrets share
+        // it); everything of this cluster gets the session's ACL.
+        let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        self.zk
+            .run("mkdir /walship", |c| async move { c.mkdir("/walship", &open).await })
+            .await?;
         let root = self.paths.root.clone();
-        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
         self.zk
             .run(&format!("mkdir {root}"), |c| async move { c.mkdir(&root, &opts).await })
             .await?;
         let members = self.paths.members_dir();
-        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
         self.zk
             .run(&format!("mkdir {members}"), |c| async move {
                 c.mkdir(&members, &opts).await
@@ -432,7 +438,7 @@ impl Witness {
         ops: Vec<Op>,
     ) -> Result<Vec<zk::MultiWriteResult>, WitnessError> {
         let witness = self.paths.witness();
-        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
         let res = self
             .zk
             .run(what, |c| async move {
@@ -637,7 +643,7 @@ impl Witness {
         };
         let dir = self.paths.snapshot_dir(&meta.snapshot_id);
         let d = dir.clone();
-        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
         match self
             .zk
             .run(&format!("create {dir}"), |c| async move {

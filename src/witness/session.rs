@@ -36,6 +36,8 @@ struct Ephemeral {
 }
 
 pub struct ZkSession {
+    /// `walship:<secret>` for the digest scheme, when access control is on.
+    digest: Option<Vec<u8>>,
     hosts: String,
     session_timeout_ms: u64,
     op_timeout_ms: u64,
@@ -59,8 +61,23 @@ impl ZkSession {
         connect_deadline_ms: u64,
         term_of: fn(&[u8]) -> Option<u64>,
     ) -> Result<Arc<ZkSession>, WitnessError> {
+        Self::connect_with_auth(hosts, session_timeout_ms, op_timeout_ms, connect_deadline_ms, term_of, None).await
+    }
+
+    /// `connect`, authenticating every session (this one and any that
+    /// replaces it) with ZooKeeper's digest scheme; znodes it creates then
+    /// carry the `auth` ACL (see `crate::auth`).
+    pub async fn connect_with_auth(
+        hosts: &str,
+        session_timeout_ms: u64,
+        op_timeout_ms: u64,
+        connect_deadline_ms: u64,
+        term_of: fn(&[u8]) -> Option<u64>,
+        digest: Option<Vec<u8>>,
+    ) -> Result<Arc<ZkSession>, WitnessError> {
         let (generation, _) = watch::channel(0);
         let session = Arc::new(ZkSession {
+            digest,
             hosts: hosts.to_string(),
             session_timeout_ms,
             op_timeout_ms,
@@ -87,10 +104,13 @@ impl ZkSession {
     }
 
     async fn new_client(&self) -> Result<zk::Client, WitnessError> {
-        let connect = zk::Client::connector()
+        let mut connector = zk::Client::connector()
             .with_session_timeout(Duration::from_millis(self.session_timeout_ms))
-            .with_connection_timeout(Duration::from_millis(self.op_timeout_ms))
-            .connect(&self.hosts);
+            .with_connection_timeout(Duration::from_millis(self.op_timeout_ms));
+        if let Some(d) = &self.digest {
+            connector = connector.with_auth("digest", d);
+        }
+        let connect = connector.connect(&self.hosts);
         match tokio::time::timeout(Duration::from_millis(self.op_timeout_ms * 2), connect).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(WitnessError::Unreachable(format!("{}: {e}", self.hosts))),
@@ -147,6 +167,16 @@ impl ZkSession {
                 }
             }
             self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// The ACL for znodes this session creates: all rights to sessions with
+    /// the same digest identity when access control is on, else open.
+    pub fn acls(&self) -> zk::Acls<'static> {
+        if self.digest.is_some() {
+            zk::Acls::creator_all()
+        } else {
+            zk::Acls::anyone_all()
         }
     }
 
@@ -259,7 +289,7 @@ impl ZkSession {
     }
 
     async fn claim(&self, path: &str, e: &Ephemeral) -> Result<(), WitnessError> {
-        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Ephemeral.with_acls(self.acls());
         for _ in 0..5 {
             let data = e.data.clone();
             let opts = opts.clone();
