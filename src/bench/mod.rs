@@ -148,6 +148,7 @@ async fn wait_for_signal() -> &'static str {
 
 /// The measurements, in order; everything started goes into `state`.
 async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
+    let mut failures = Vec::new();
     let etcd_url = if plan.etcd && plan.has(Part::Throughput) {
         match etcd::ensure_installed() {
             Ok(bin) => {
@@ -205,10 +206,11 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
             window: plan.duration,
             keyspace: plan.keyspace,
         };
-        throughput::run(setup, &plan.value_sizes, &plan.clients, |p| {
+        let r = throughput::run(setup, &plan.value_sizes, &plan.clients, |p| {
             report.throughput.push(p.clone())
         })
-        .await?;
+        .await;
+        part_done(cluster, &mut state.report, &mut failures, "throughput", r).await?;
     }
     // etcd is only needed for the throughput points.
     if let Some(mut e) = state.etcd.take() {
@@ -216,12 +218,18 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     }
     if plan.has(Part::Footprint) {
         println!("\n== ZooKeeper footprint over {} s of writes", plan.footprint_secs);
-        state.report.footprint = Some(footprint::run(cluster, plan.footprint_secs).await?);
+        let r = footprint::run(cluster, plan.footprint_secs).await;
+        if let Some(f) = part_done(cluster, &mut state.report, &mut failures, "footprint", r).await? {
+            state.report.footprint = Some(f);
+        }
     }
     if plan.has(Part::Failover) {
         for kill in [Kill::Sigkill, Kill::Sigterm] {
             println!("\n== failover: {} of the leader, {} times", kill.name(), plan.kills);
-            let f = failover::run(cluster, kill, plan.kills).await?;
+            let r = failover::run(cluster, kill, plan.kills).await;
+            let Some(f) = part_done(cluster, &mut state.report, &mut failures, kill.name(), r).await? else {
+                continue;
+            };
             println!(
                 "  {}: min {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
                 kill.name(),
@@ -236,9 +244,45 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     if plan.has(Part::Rebirth) {
         println!("\n== rebirth of an empty-disk node, alone");
         let report = &mut state.report;
-        rebirth::run(cluster, &plan.rebirth_keys, |r| report.rebirth.push(r.clone())).await?;
+        let r = rebirth::run(cluster, &plan.rebirth_keys, |r| report.rebirth.push(r.clone())).await;
+        part_done(cluster, &mut state.report, &mut failures, "rebirth", r).await?;
     }
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{}", failures.join("; ")))
+    }
+}
+
+/// A part that failed is noted and the run goes on with the next part, if
+/// the cluster still has a ready leader within `RECOVER`; else the run stops.
+async fn part_done<T>(
+    cluster: &mut BenchCluster,
+    report: &mut Report,
+    failures: &mut Vec<String>,
+    part: &str,
+    r: Result<T>,
+) -> Result<Option<T>> {
+    const RECOVER: std::time::Duration = std::time::Duration::from_secs(60);
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            let msg = format!("{part} stopped: {e:#}");
+            eprintln!("walship bench: {msg}");
+            report.notes.push(msg.clone());
+            failures.push(msg);
+            for id in [1, 2] {
+                if !cluster.node(id).is_running() {
+                    let _ = cluster.node(id).spawn();
+                }
+            }
+            cluster
+                .wait_leader(RECOVER)
+                .await
+                .map_err(|e2| anyhow::anyhow!("{}; then no ready leader: {e2:#}", failures.join("; ")))?;
+            Ok(None)
+        }
+    }
 }
 
 /// Creates the run dir and wipes what a previous bench left in it.
