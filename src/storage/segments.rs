@@ -145,6 +145,17 @@ impl Disk {
                 }
                 Ok(())
             })?;
+            // A crash can leave only the last segment empty (created, never
+            // written). An empty one with segments after it lost its records
+            // (they were fsync'd before the next segment was made): with no
+            // purged id to compare against, the log would silently start later.
+            if offsets.is_empty() && !is_last && purged.is_none_or(|p| first_index > p) {
+                return Err(StoreError::corrupt(
+                    &path,
+                    0,
+                    "empty log segment followed by later ones: its entries are lost",
+                ));
+            }
             let mut seg = Segment {
                 first_index,
                 path,

@@ -109,6 +109,25 @@ async fn short_record_in_an_earlier_segment_is_not_a_torn_tail() {
     assert_names(err, &first);
 }
 
+/// Found by tests/decoders_prop.rs: an emptied first segment used to be
+/// dropped as a crash leftover, and the log opened starting at index 6.
+#[tokio::test]
+async fn emptied_earlier_segment_is_an_error_not_a_shorter_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    log_with_entries(dir.path()).await;
+    let first = segment_files(dir.path()).remove(0);
+    OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .expect("open")
+        .set_len(0)
+        .expect("cut");
+    let err = LogStore::open_with_segment_max_bytes(dir.path(), SMALL_SEGMENT_BYTES)
+        .await
+        .expect_err("must fail");
+    assert_names(err, &first);
+}
+
 #[tokio::test]
 async fn torn_tail_of_the_last_segment_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
