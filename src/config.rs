@@ -511,7 +511,10 @@ mod tests {
             "NodeArgs and config::SETTINGS must list the same settings and env vars"
         );
         let mut fields = FileConfig::defaults().over(file(REQUIRED).unwrap());
+        // The optional settings without a default, set so every key shows.
         fields.advertise = Some("a:1".into());
+        fields.secret_file = Some("/s".into());
+        fields.api_token_file = Some("/t".into());
         assert_eq!(fields.keys().len(), SETTINGS.len());
     }
 
