@@ -48,3 +48,35 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+/// Error answers axum makes itself under `/v1` (a key that is not UTF-8, no
+/// such route, a method the route does not take, a body over the limit) are
+/// plain text or empty; this turns them into `{"error": ...}` like ours, so
+/// every `/v1` error is JSON. Other headers (`Allow` on a 405) are kept.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let v1 = req.uri().path() == "/v1" || req.uri().path().starts_with("/v1/");
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !v1 || resp.status().is_success() || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let msg = match parts.status {
+        _ if !text.is_empty() => String::from_utf8_lossy(&text).into_owned(),
+        StatusCode::NOT_FOUND => format!("no such route: {what}"),
+        StatusCode::METHOD_NOT_ALLOWED => format!("method not allowed: {what}"),
+        s => format!("{s}: {what}"),
+    };
+    let json = serde_json::json!({ "error": msg }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(json))
+}

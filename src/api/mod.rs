@@ -57,6 +57,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(crate::network::server::routes(Arc::clone(&node)))
         // Larger than any valid value, so oversize values get our JSON 413.
         .layer(DefaultBodyLimit::max(4 * MAX_VALUE_BYTES))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(node)
 }
 
