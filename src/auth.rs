@@ -9,6 +9,7 @@
 //! - The client API requires `Authorization: Bearer <token>` when
 //!   `--api-token-file` is set; followers forward such requests with the
 //!   peer token.
+//!
 //! Tokens are compared in constant time.
 
 use std::path::Path;

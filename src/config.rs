@@ -129,11 +129,13 @@ settings! {
         "Bound on any single ZooKeeper call.";
     snapshot_every_entries: u64 = Some(10_000), "WALSHIP_SNAPSHOT_EVERY",
         "Build a snapshot (and ship it to ZooKeeper) every this many entries.";
+    snapshot_every_wal_bytes: u64 = Some(64 << 20), "WALSHIP_SNAPSHOT_EVERY_WAL_BYTES",
+        "Also snapshot once the leader has written this many bytes to ZooKeeper's WAL since the last snapshot (bounds ZooKeeper's memory for big values).";
     max_payload_entries: u64 = Some(2048), "WALSHIP_MAX_PAYLOAD_ENTRIES",
         "Most entries in one AppendEntries (and so in one ZooKeeper multi).";
     write_timeout_ms: u64 = Some(5000), "WALSHIP_WRITE_TIMEOUT_MS",
         "A write not confirmed within this is answered 504 (outcome unknown).";
-    max_inflight_batches: usize = Some(4), "WALSHIP_MAX_INFLIGHT_BATCHES",
+    max_inflight_batches: usize = Some(2), "WALSHIP_MAX_INFLIGHT_BATCHES",
         "Group commit: client-request batches (Raft entries) in flight at once.";
     max_batch_bytes: usize = Some(256 * 1024), "WALSHIP_MAX_BATCH_BYTES",
         "Group commit: payload bytes per batch, 1024..=786432 (under ZooKeeper's 1 MiB request limit).";
@@ -222,6 +224,7 @@ pub fn args_layer(a: &NodeArgs) -> FileConfig {
         zk_session_timeout_ms: a.zk_session_timeout_ms,
         zk_op_timeout_ms: a.zk_op_timeout_ms,
         snapshot_every_entries: a.snapshot_every_entries,
+        snapshot_every_wal_bytes: a.snapshot_every_wal_bytes,
         max_payload_entries: a.max_payload_entries,
         write_timeout_ms: a.write_timeout_ms,
         max_inflight_batches: a.max_inflight_batches,
@@ -379,6 +382,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     let session = get(m.zk_session_timeout_ms);
     let op = get(m.zk_op_timeout_ms);
     let snapshot_every = get(m.snapshot_every_entries);
+    let snapshot_every_wal_bytes = get(m.snapshot_every_wal_bytes);
     let max_payload = get(m.max_payload_entries);
     let write_timeout = get(m.write_timeout_ms);
     let inflight = m.max_inflight_batches.expect("default");
@@ -397,6 +401,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     check_range(l, "zk_session_timeout_ms", session, 1, MAX_MS)?;
     check_range(l, "zk_op_timeout_ms", op, 1, MAX_MS)?;
     check_range(l, "snapshot_every_entries", snapshot_every, 1, 1_000_000_000)?;
+    check_range(l, "snapshot_every_wal_bytes", snapshot_every_wal_bytes, 1 << 20, 1 << 40)?;
     check_range(l, "max_payload_entries", max_payload, 1, 1_000_000)?;
     check_range(l, "write_timeout_ms", write_timeout, 1, MAX_MS)?;
     check_range(l, "max_inflight_batches", inflight as u64, 1, 1024)?;
@@ -417,6 +422,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         zk_session_timeout_ms: session,
         zk_op_timeout_ms: op,
         snapshot_every_entries: snapshot_every,
+        snapshot_every_wal_bytes,
         max_payload_entries: max_payload,
         write_timeout_ms: write_timeout,
         max_inflight_batches: inflight,
@@ -444,6 +450,7 @@ pub fn to_toml(c: &NodeConfig) -> String {
             "zk_session_timeout_ms" => c.zk_session_timeout_ms.to_string(),
             "zk_op_timeout_ms" => c.zk_op_timeout_ms.to_string(),
             "snapshot_every_entries" => c.snapshot_every_entries.to_string(),
+            "snapshot_every_wal_bytes" => c.snapshot_every_wal_bytes.to_string(),
             "max_payload_entries" => c.max_payload_entries.to_string(),
             "write_timeout_ms" => c.write_timeout_ms.to_string(),
             "max_inflight_batches" => c.max_inflight_batches.to_string(),

@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub zk_session_timeout_ms: u64,
     pub zk_op_timeout_ms: u64,
     pub snapshot_every_entries: u64,
+    /// Also snapshot once this many bytes went to W's WAL since the last one.
+    pub snapshot_every_wal_bytes: u64,
     pub max_payload_entries: u64,
     /// How long a client write may wait for its commit before it is a 504.
     pub write_timeout_ms: u64,
@@ -623,6 +625,7 @@ impl Node {
         let mut held_term: Option<u64> = None;
         let mut shipped: Option<crate::types::LogId> = None;
         let (mut seen_leader, mut seen_snapshot) = (None, None);
+        let mut last_wal_snapshot: Option<Instant> = None;
         while !self.is_stopping() {
             let Some(raft) = self.raft() else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -685,6 +688,14 @@ impl Node {
                 tokio::select! {
                     r = metrics.changed() => if r.is_err() { break },
                     _ = lease_ticker.tick() => {
+                        if m.state == ServerState::Leader
+                            && self.witness.wal_bytes_since_snapshot() > self.cfg.snapshot_every_wal_bytes
+                            && last_wal_snapshot.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(5))
+                        {
+                            last_wal_snapshot = Some(Instant::now());
+                            tracing::info!(wal_bytes = self.witness.wal_bytes_since_snapshot(), "WAL in ZooKeeper is large: snapshotting");
+                            let _ = raft.trigger().snapshot().await;
+                        }
                         if held_term == Some(m.current_term) && m.state == ServerState::Leader {
                             if let Err(e) = self.renew_lease(&path, m.current_term).await {
                                 tracing::debug!(error = %e, "cannot renew the leader lease");

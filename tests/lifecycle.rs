@@ -222,3 +222,36 @@ async fn s8_zookeeper_restart() -> Result<()> {
     }
     Ok(())
 }
+
+/// ZooKeeper's memory is bounded by bytes, not only entries: with the entry
+/// policy out of reach, writing a few MiB to the WAL makes the leader
+/// snapshot and compact W's WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_bytes_trigger_a_snapshot_in_zookeeper() -> Result<()> {
+    let mut c = Cluster::start_with(
+        "wal-bytes",
+        &["--snapshot-every-entries", "1000000", "--snapshot-every-wal-bytes", "1048576"],
+    )
+    .await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    for i in 0..40 {
+        c.api(leader).put(&format!("big-{i}"), vec![b'b'; 100 * 1024]).await.into_result()?;
+    }
+    let deadline = Deadline::after(TIMEOUT, "a snapshot forced by WAL bytes");
+    loop {
+        let raw = c.api(leader).raw(Method::GET, "/metrics", None).await;
+        let text = match &raw {
+            Reply::Success { value: (_, body), .. } => String::from_utf8_lossy(body).into_owned(),
+            _ => String::new(),
+        };
+        if text.lines().any(|l| l.starts_with("walship_snapshots_total{event=\"uploaded\"}") && !l.ends_with(" 0")) {
+            break;
+        }
+        deadline.tick(&"no uploaded snapshot yet").await?;
+    }
+    for i in [0, 39] {
+        let v = c.api(leader).get(&format!("big-{i}")).await.into_result()?;
+        assert_eq!(v.map(|v| v.len()), Some(100 * 1024));
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@ ZK_DIR_SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 JAVA="${JAVA:-java}"
 ZK_MAIN=org.apache.zookeeper.server.quorum.QuorumPeerMain
 # Small heap and the serial collector: several servers share a 2-core CI box.
-ZK_JVM_FLAGS="${ZK_JVM_FLAGS:--Xms32m -Xmx256m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true}"
+ZK_JVM_FLAGS="${ZK_JVM_FLAGS:--Xms32m -Xmx1g -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true}"
 ZK_START_TIMEOUT_S="${ZK_START_TIMEOUT_S:-30}"
 ZK_STOP_TIMEOUT_S="${ZK_STOP_TIMEOUT_S:-15}"
 

@@ -30,7 +30,7 @@ const ZK_MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
 /// As zk/zk.sh: small heap and the serial collector, for a shared 2-core box.
 const ZK_JVM_FLAGS: &[&str] = &[
     "-Xms32m",
-    "-Xmx256m",
+    "-Xmx1g",
     "-XX:+UseSerialGC",
     "-Djava.net.preferIPv4Stack=true",
 ];

@@ -112,6 +112,15 @@ enum Op {
     Delete(String),
 }
 
+impl Op {
+    fn payload_len(&self) -> usize {
+        match self {
+            Op::Create(_, d) | Op::Set(_, d) => d.len(),
+            Op::Delete(_) => 0,
+        }
+    }
+}
+
 /// What this node last knew of W: its record, the record's znode version and
 /// the WAL segments (first index -> log ids, loaded lazily).
 #[derive(Clone, Debug)]
@@ -215,6 +224,10 @@ pub struct Witness {
     view: tokio::sync::Mutex<Option<View>>,
     /// W's last log id as last seen, for status (never for a decision).
     last_seen: Mutex<Option<LogId>>,
+    /// Bytes this node appended to W's WAL since it last stored a snapshot
+    /// there: an entry can carry up to a whole batch, so a count of entries
+    /// alone does not bound what ZooKeeper holds.
+    wal_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl Witness {
@@ -224,6 +237,7 @@ impl Witness {
             paths: Paths::new(cluster),
             view: tokio::sync::Mutex::new(None),
             last_seen: Mutex::new(None),
+            wal_bytes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -233,6 +247,11 @@ impl Witness {
 
     pub fn session(&self) -> &Arc<ZkSession> {
         &self.zk
+    }
+
+    /// Bytes this node appended to W's WAL since its last snapshot upload.
+    pub fn wal_bytes_since_snapshot(&self) -> u64 {
+        self.wal_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// W's last log id as this node last saw it (for status; not a decision).
@@ -608,7 +627,9 @@ impl Witness {
                 rec.committed = std::cmp::min(rec.committed, Some(last));
             }
             ops.push(Op::Set(self.paths.witness(), record::encode_record(&rec)));
+            let bytes: u64 = ops.iter().map(|op| op.payload_len() as u64).sum();
             let res = self.multi("witness append", Some(view.version), ops).await?;
+            self.wal_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
             view.version = set_version(&res)?;
             view.record = rec;
             for (first, ids) in new_segs {
@@ -756,6 +777,7 @@ impl Witness {
                 }
             }
         }
+        self.wal_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(snapshot = %snap_last, bytes = data.len(), "snapshot stored in ZooKeeper");
         Ok(result)
     }
