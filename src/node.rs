@@ -518,9 +518,15 @@ impl Node {
             return false;
         }
         let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
+        let following = self.raft().and_then(|r| r.metrics().borrow().current_leader);
+        // A lapsed lease counts against the leader we follow only: after a
+        // change of leader the znode may still be the old one (a killed
+        // leader's, until its session expires) while the new one talks to us.
+        let lapsed = lease.renewed_at.is_some_and(|t| t.elapsed() > election_timeout)
+            && lease.holder.as_ref().is_some_and(|h| Some(h.id) == following);
         contact_at.elapsed() > election_timeout
             || lease.absent_since.is_some_and(|_| contact_at.elapsed() > 2 * heartbeat)
-            || lease.renewed_at.is_some_and(|t| t.elapsed() > election_timeout)
+            || lapsed
     }
 
     /// The lease as last seen (for `/health/ready`).

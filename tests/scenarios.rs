@@ -32,6 +32,8 @@ fn writer(targets: Vec<Api>, prefix: &str) -> Writer {
 /// Every acked write, read linearizably through each serving node, then from
 /// each node's own state machine once it has applied everything.
 async fn verify_everywhere(c: &mut Cluster, log: &WriterLog, ids: &[u64]) -> Result<()> {
+    // Settled first: reads during a change of leader are refused (503), as they should be.
+    c.wait_for_leader(FAILOVER_TIMEOUT).await?;
     for &id in ids {
         log.verify(&c.api(id))
             .await

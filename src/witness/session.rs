@@ -327,7 +327,11 @@ impl ZkSession {
                 }
                 return Ok(());
             }
-            if let Claim::ReplaceLowerTerm(term) = e.claim {
+            // The very same claim from an earlier session is this node's own,
+            // left by its previous life (a leader killed and restarted that
+            // resumes the same term): replace it.
+            if let (Claim::ReplaceLowerTerm(term), false) = (&e.claim, old == e.data) {
+                let term = *term;
                 if (self.term_of)(&old).is_some_and(|held| held >= term) {
                     return Err(WitnessError::Identity(format!(
                         "{path} is held at term >= {term} by another session"
