@@ -255,3 +255,44 @@ async fn wal_bytes_trigger_a_snapshot_in_zookeeper() -> Result<()> {
     }
     Ok(())
 }
+
+/// The operator's endpoints: /metrics reports Raft's state, POST
+/// /admin/snapshot builds a snapshot and stores it in ZooKeeper, and POST
+/// /admin/leave on the leader hands over and stops the process cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_admin_snapshot_and_leave() -> Result<()> {
+    let mut c = Cluster::start("admin").await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    for i in 0..10 {
+        c.api(leader).put(&format!("a{i}"), "v").await.into_result()?;
+    }
+    let body = |r: &Reply<(u16, Vec<u8>)>| match r {
+        Reply::Success { value: (status, b), .. } => (*status, String::from_utf8_lossy(b).into_owned()),
+        other => panic!("no response: {other}"),
+    };
+    let (status, text) = body(&c.api(leader).raw(Method::GET, "/metrics", None).await);
+    assert_eq!(status, 200);
+    for want in ["walship_role{role=\"leader\"} 1", "walship_term ", "walship_log_index{kind=\"applied\"}", "walship_write_seconds_count"] {
+        assert!(text.contains(want), "/metrics lacks {want}:\n{text}");
+    }
+
+    let (status, text) = body(&c.api(leader).raw(Method::POST, "/admin/snapshot", None).await);
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    assert_eq!(v["uploaded_to_zookeeper"], serde_json::json!(true), "{text}");
+    assert!(v["snapshot_index"].as_u64().is_some_and(|i| i >= 10), "{text}");
+
+    let (status, _) = body(&c.api(leader).raw(Method::POST, "/admin/leave", None).await);
+    assert_eq!(status, 200);
+    let deadline = Deadline::after(TIMEOUT, "the leaving node to exit");
+    let exit = loop {
+        if let Some(s) = c.node_mut(leader).exited() {
+            break s;
+        }
+        deadline.tick(&"still running").await?;
+    };
+    assert!(exit.success(), "/admin/leave must exit cleanly, got {exit}");
+    let new = c.wait_for_new_leader(leader, TIMEOUT).await.in_cluster(&c)?;
+    assert_eq!(c.api(new).get("a9").await.into_result()?.as_deref(), Some("v"));
+    Ok(())
+}
