@@ -75,6 +75,9 @@ pub struct ZkTarget {
     /// Cluster name (its state is under /walship/<name>).
     #[arg(long, env = "WALSHIP_CLUSTER", value_parser = parse_cluster)]
     pub cluster: String,
+    /// The cluster's secret file, when its znodes are ACL'd (`walship node --secret-file`).
+    #[arg(long, env = "WALSHIP_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -45,6 +45,7 @@ pub async fn w_bytes(zk: &str, cluster: &str) -> Result<WBytes> {
     let target = ZkTarget {
         zk: zk.to_string(),
         cluster: cluster.to_string(),
+        secret_file: None,
     };
     let (_session, witness) = crate::wal::connect(&target).await.map_err(|s| anyhow!(s.message))?;
     let i = witness.inspect_all().await.map_err(|e| anyhow!("inspecting W: {e}"))?;

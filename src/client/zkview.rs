@@ -111,6 +111,7 @@ pub fn target(zk: &Option<String>, cluster: &Option<String>) -> Result<Option<Zk
             Ok(Some(ZkTarget {
                 zk: zk.clone(),
                 cluster: cluster.clone(),
+                secret_file: None,
             }))
         }
         (None, None) => Ok(None),

@@ -72,12 +72,14 @@ pub async fn connect(target: &ZkTarget) -> Result<(Arc<ZkSession>, Witness), Sto
     let unreachable = |why: String| Stop::cannot_look(format!("cannot reach ZooKeeper at {}: {why}", target.zk));
     let connect = async {
         probe(&target.zk).await.map_err(&unreachable)?;
-        ZkSession::connect(
+        let auth = crate::auth::Auth::load(target.secret_file.as_deref(), None).map_err(Stop::cannot_look)?;
+        ZkSession::connect_with_auth(
             &target.zk,
             SESSION_TIMEOUT_MS,
             OP_TIMEOUT_MS,
             CONNECT_DEADLINE_MS,
             |_| None,
+            auth.zk_digest().map(<[u8]>::to_vec),
         )
         .await
         .map_err(|e| match e {
