@@ -10,7 +10,6 @@ use std::process::Command;
 use super::report::Machine;
 use super::report::Settings;
 
-const ZOO_CFG_TEMPLATE: &str = include_str!("../../zk/zoo.cfg.template");
 /// Pinned with `=` in Cargo.toml.
 pub const OPENRAFT_VERSION: &str = "0.9.25";
 
@@ -139,7 +138,7 @@ pub fn settings(bin: &Path, etcd_flags: &str) -> Settings {
             "`walship node --print-config` failed".to_string(),
         )]),
     };
-    let zoo_cfg = ZOO_CFG_TEMPLATE
+    let zoo_cfg = crate::soak::procs::ZOO_CFG_TEMPLATE
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))

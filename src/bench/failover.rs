@@ -13,10 +13,10 @@ use anyhow::Result;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::cluster::BenchCluster;
 use super::load::Spread;
 use super::walship::pool;
 use super::walship::Walship;
+use crate::soak::cluster::LocalCluster;
 
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -48,7 +48,7 @@ pub struct Failover {
 }
 
 /// `kills` rounds of `kill` against the current leader.
-pub async fn run(cluster: &mut BenchCluster, kill: Kill, kills: u64) -> Result<Failover> {
+pub async fn run(cluster: &mut LocalCluster, kill: Kill, kills: u64) -> Result<Failover> {
     let http = pool(64);
     let mut samples = Vec::new();
     for round in 1..=kills {

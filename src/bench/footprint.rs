@@ -13,13 +13,13 @@ use anyhow::anyhow;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::cluster::BenchCluster;
 use super::load::closed_loop;
 use super::load::key_index;
 use super::load::value;
 use super::walship::pool;
 use super::walship::Walship;
 use crate::cli::ZkTarget;
+use crate::soak::cluster::LocalCluster;
 
 pub const CLIENTS: usize = 16;
 pub const VALUE_BYTES: usize = 100;
@@ -106,8 +106,8 @@ async fn keys(http: &reqwest::Client, addr: std::net::SocketAddr) -> u64 {
     }
 }
 
-pub async fn run(cluster: &mut BenchCluster, secs: u64) -> Result<Footprint> {
-    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+pub async fn run(cluster: &mut LocalCluster, secs: u64) -> Result<Footprint> {
+    let leader = cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
     let addr = cluster.addr(leader);
     let target = Walship::new(pool(CLIENTS), addr);
     let values: Arc<Vec<Vec<u8>>> = Arc::new((0..CLIENTS).map(|c| value(VALUE_BYTES, c)).collect());
@@ -124,7 +124,7 @@ pub async fn run(cluster: &mut BenchCluster, secs: u64) -> Result<Footprint> {
     let t0 = Instant::now();
     let mut samples = Vec::new();
     loop {
-        let w = w_bytes(&cluster.zk.addr(), &cluster.name).await?;
+        let w = w_bytes(&cluster.zk_addr, &cluster.name).await?;
         let k = keys(&http, addr).await;
         let s = Sample {
             t_s: t0.elapsed().as_secs_f64(),

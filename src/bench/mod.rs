@@ -9,8 +9,8 @@
 //! table, writes the JSON report (`--out`) and SVG plots (`--plots-dir`).
 //!
 //! This file is the orchestration; each role has its own file: `args`
-//! (flags and plan), `env` (machine, versions, settings), `cluster` (the
-//! processes under test), `cpu` (who used the CPU during a point), `load` (the closed-loop load generator and
+//! (flags and plan), `env` (machine, versions, settings), `start_cluster`
+//! below (the processes under test: the soak's `LocalCluster`), `cpu` (who used the CPU during a point), `load` (the closed-loop load generator and
 //! percentiles), `walship`, `zkdirect`, `etcd` (the three targets),
 //! `throughput`, `footprint`, `failover`, `rebirth` (the measurements),
 //! `report` (JSON, targets, table), `plot` (SVGs).
@@ -21,7 +21,6 @@
 //! after stopping everything it started, by pid.
 
 mod args;
-mod cluster;
 mod cpu;
 mod env;
 mod etcd;
@@ -36,8 +35,8 @@ mod walship;
 mod zkdirect;
 
 use std::path::Path;
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -45,21 +44,27 @@ use anyhow::Result;
 pub use self::args::BenchArgs;
 use self::args::Part;
 use self::args::Plan;
-use self::cluster::BenchCluster;
 use self::etcd::EtcdServer;
 use self::failover::Kill;
 use self::report::Report;
+use crate::soak::cluster::LocalCluster;
+use crate::soak::cluster::Polling;
+use crate::soak::procs::NodeSpec;
+use crate::soak::procs::ZkServer;
 
 /// What `run` has started, so an interrupt can stop it.
 #[derive(Default)]
 struct State {
-    cluster: Option<BenchCluster>,
+    cluster: Option<LocalCluster>,
     etcd: Option<EtcdServer>,
     report: Report,
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
-    let plan = match args::plan(args).and_then(|p| prepare_run_dir(&p.run_dir).map(|d| Plan { run_dir: d, ..p })) {
+    let plan = match args::plan(args).and_then(|p| {
+        crate::soak::procs::prepare_run_dir(&p.run_dir, &["zk", "node1", "node2", "etcd"])
+            .map(|d| Plan { run_dir: d, ..p })
+    }) {
         Ok(p) => p,
         Err(msg) => {
             eprintln!("walship bench: {msg}");
@@ -85,7 +90,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     );
     let outcome = tokio::select! {
         r = drive(&plan, &mut state) => Ok(r),
-        sig = wait_for_signal() => Err(sig),
+        sig = crate::soak::procs::wait_for_signal() => Err(sig),
     };
     if let Some(mut c) = state.cluster.take() {
         c.stop_all().await;
@@ -134,18 +139,6 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     code
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::signal;
-    use tokio::signal::unix::SignalKind;
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
 /// The measurements, in order; everything started goes into `state`.
 async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     let mut failures = Vec::new();
@@ -184,14 +177,13 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     let name = format!("bench-{}", std::process::id());
     let cluster = state
         .cluster
-        .insert(BenchCluster::start(&plan.run_dir, &plan.bin, &name).await?);
-    if let Ok(srvr) = crate::soak::procs::four_letter(&cluster.zk.addr(), "srvr").await {
+        .insert(start_cluster(&plan.run_dir, &plan.bin, &name).await?);
+    if let Ok(srvr) = crate::soak::procs::four_letter(&cluster.zk_addr, "srvr").await {
         state.report.versions.zookeeper = env::zk_version(&srvr);
     }
     println!(
         "ZooKeeper {} ({}); a leader is ready",
-        cluster.zk.addr(),
-        state.report.versions.zookeeper
+        cluster.zk_addr, state.report.versions.zookeeper
     );
 
     if plan.has(Part::Throughput) {
@@ -257,13 +249,13 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
 /// A part that failed is noted and the run goes on with the next part, if
 /// the cluster still has a ready leader within `RECOVER`; else the run stops.
 async fn part_done<T>(
-    cluster: &mut BenchCluster,
+    cluster: &mut LocalCluster,
     report: &mut Report,
     failures: &mut Vec<String>,
     part: &str,
     r: Result<T>,
 ) -> Result<Option<T>> {
-    const RECOVER: std::time::Duration = std::time::Duration::from_secs(60);
+    const RECOVER: Duration = Duration::from_secs(60);
     match r {
         Ok(v) => Ok(Some(v)),
         Err(e) => {
@@ -277,7 +269,7 @@ async fn part_done<T>(
                 }
             }
             cluster
-                .wait_leader(RECOVER)
+                .wait_leader(RECOVER, |_| true)
                 .await
                 .map_err(|e2| anyhow::anyhow!("{}; then no ready leader: {e2:#}", failures.join("; ")))?;
             Ok(None)
@@ -285,27 +277,27 @@ async fn part_done<T>(
     }
 }
 
-/// Creates the run dir and wipes what a previous bench left in it.
-fn prepare_run_dir(dir: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    if dir.parent().is_none() || Some(&dir) == home.as_ref() {
-        return Err(format!(
-            "refusing to use {} as the run dir (parts of it are wiped)",
-            dir.display()
-        ));
+/// The system under test: a private ZooKeeper (`soak::procs::ZkServer`: the
+/// java command, classpath and zoo.cfg of zk/zk.sh, on a free loopback port
+/// with its own data dir) and nodes 1 and 2 started from `bin` with default
+/// node settings (no flags besides identity and addresses); returns once a
+/// leader is ready.
+async fn start_cluster(run_dir: &Path, bin: &Path, name: &str) -> Result<LocalCluster> {
+    let zk = ZkServer::start(&run_dir.join("zk")).await?;
+    let zk_addr = zk.addr();
+    let specs = [1, 2]
+        .into_iter()
+        .map(|id| NodeSpec::local(id, bin, name, &zk_addr, run_dir))
+        .collect::<Result<Vec<_>>>()?;
+    let polling = Polling {
+        tool: "walship bench",
+        every: Duration::from_millis(20),
+        request_timeout: Duration::from_millis(500),
+    };
+    let mut cluster = LocalCluster::new(name, Some(zk), zk_addr, specs, polling);
+    for id in [1, 2] {
+        cluster.node(id).spawn()?;
     }
-    for sub in ["zk", "node1", "node2", "etcd"] {
-        let p = dir.join(sub);
-        if p.exists() {
-            std::fs::remove_dir_all(&p).map_err(|e| format!("cannot clear {}: {e}", p.display()))?;
-        }
-    }
-    for log in ["node1.log", "node2.log"] {
-        let _ = std::fs::remove_file(dir.join(log));
-    }
-    Ok(dir)
+    cluster.wait_leader(Duration::from_secs(60), |_| true).await?;
+    Ok(cluster)
 }

@@ -13,11 +13,11 @@ use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::cluster::BenchCluster;
 use super::footprint::w_bytes;
 use super::footprint::WBytes;
 use super::walship::pool;
 use super::walship::Walship;
+use crate::soak::cluster::LocalCluster;
 
 /// Value size of the loaded keys.
 pub const VALUE_BYTES: usize = 100;
@@ -52,8 +52,8 @@ fn val(i: u64) -> Vec<u8> {
 }
 
 /// Writes keys `from..to` through the leader.
-async fn load(cluster: &mut BenchCluster, from: u64, to: u64) -> Result<f64> {
-    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+async fn load(cluster: &mut LocalCluster, from: u64, to: u64) -> Result<f64> {
+    let leader = cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
     let target = Walship::new(pool(LOADERS), cluster.addr(leader));
     let t0 = Instant::now();
     let mut results = futures::stream::iter(from..to)
@@ -86,14 +86,14 @@ async fn load(cluster: &mut BenchCluster, from: u64, to: u64) -> Result<f64> {
     Ok((to - from) as f64 / t0.elapsed().as_secs_f64())
 }
 
-pub async fn run(cluster: &mut BenchCluster, steps: &[u64], mut on_step: impl FnMut(&Rebirth)) -> Result<()> {
+pub async fn run(cluster: &mut LocalCluster, steps: &[u64], mut on_step: impl FnMut(&Rebirth)) -> Result<()> {
     let mut loaded = 0u64;
     for &n in steps {
         println!("  loading {} keys of {VALUE_BYTES} B", n - loaded);
         let rate = load(cluster, loaded, n).await?;
         loaded = n;
         cluster.wait_caught_up(Duration::from_secs(120)).await?;
-        let w = w_bytes(&cluster.zk.addr(), &cluster.name).await?;
+        let w = w_bytes(&cluster.zk_addr, &cluster.name).await?;
         for id in [1, 2] {
             cluster.node(id).stop().await?;
         }

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::cluster::BenchCluster;
 use super::cpu;
 use super::cpu::CpuUse;
 use super::etcd::Etcd;
@@ -21,6 +20,7 @@ use super::load::Outcome;
 use super::walship::pool;
 use super::walship::Walship;
 use super::zkdirect::ZkDirect;
+use crate::soak::cluster::LocalCluster;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -84,7 +84,7 @@ impl Point {
 }
 
 pub struct Setup<'a> {
-    pub cluster: &'a mut BenchCluster,
+    pub cluster: &'a mut LocalCluster,
     pub etcd: Option<String>,
     pub etcd_pid: Option<u32>,
     pub zk_direct: bool,
@@ -135,8 +135,9 @@ pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point:
     };
     for &size in sizes {
         for &n in clients {
-            let leader = s.cluster.wait_leader(Duration::from_secs(30)).await?;
-            let procs = s.cluster.pids(s.etcd_pid);
+            let leader = s.cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
+            let mut procs = s.cluster.pids();
+            procs.extend(s.etcd_pid.map(|p| ("etcd".to_string(), p)));
             let target = Walship::new(pool(n), s.cluster.addr(leader));
             let ks = s.keyspace;
             let values: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|c| value(size, c)).collect());
@@ -167,7 +168,7 @@ pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point:
 
             if s.zk_direct {
                 let point = format!("v{size}-c{n}");
-                let z = ZkDirect::prepare(&s.cluster.zk.addr(), &point, ks, &values[0]).await?;
+                let z = ZkDirect::prepare(&s.cluster.zk_addr, &point, ks, &values[0]).await?;
                 let (zc, v) = (z.clone(), Arc::clone(&values));
                 let mark = cpu::mark(&procs);
                 let o = closed_loop(n, s.warmup, s.window, move |c, seq| {

@@ -1,12 +1,17 @@
-//! The cluster under test: ZooKeeper (ours, or an existing one given with
-//! `--zk`), nodes 1 and 2, and a fault proxy in front of each node. Node
-//! `i` listens on its own port and advertises its proxy's address, so the
-//! other node (peer RPC and forwarded client requests) reaches it only
-//! through the proxy, while the soak's clients and ZooKeeper traffic go
-//! direct: cutting both proxies separates the nodes from each other and
-//! from nothing else. Every wait here polls against a deadline.
+//! The clusters under test. `LocalCluster` is what `walship soak` and
+//! `walship bench` share: ZooKeeper (ours, or an existing one), nodes 1 and
+//! 2 as `procs::NodeProc`s, and the waits for a ready leader, a live node
+//! and caught-up nodes. `SoakCluster` adds a fault proxy in front of each
+//! node: node `i` listens on its own port and advertises its proxy's
+//! address, so the other node (peer RPC and forwarded client requests)
+//! reaches it only through the proxy, while the soak's clients and
+//! ZooKeeper traffic go direct: cutting both proxies separates the nodes
+//! from each other and from nothing else. Every wait here polls against a
+//! deadline.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
+use std::ops::DerefMut;
 use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,115 +23,80 @@ use anyhow::Result;
 
 use super::client::NodeClient;
 use super::client::Status;
-use super::procs::free_port;
 use super::procs::NodeProc;
 use super::procs::NodeSpec;
 use super::procs::ZkServer;
 use crate::faultproxy::CutMode;
 use crate::faultproxy::FaultProxy;
 
-const POLL: Duration = Duration::from_millis(50);
-/// Status polls must not hang on a frozen node.
-const POLL_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Flags every node gets: snapshots every few hundred entries, so a reborn
-/// empty node goes through W's snapshot, not only its WAL.
+/// Flags every soak node gets: snapshots every few hundred entries, so a
+/// reborn empty node goes through W's snapshot, not only its WAL.
 pub const NODE_ARGS: &[&str] = &["--snapshot-every-entries", "400"];
 
-pub struct ClusterConfig {
-    pub run_dir: PathBuf,
-    pub bin: PathBuf,
-    /// An existing ZooKeeper; `None` starts a private one in `<run_dir>/zk`.
-    pub zk: Option<String>,
-    pub cluster: String,
+/// How a tool watches its cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct Polling {
+    /// The tool's name, for messages on stderr ("walship soak").
+    pub tool: &'static str,
+    /// Between two polls.
+    pub every: Duration,
+    /// Per status poll: it must not hang on a frozen node.
+    pub request_timeout: Duration,
 }
 
-pub struct SoakCluster {
+/// ZooKeeper and nodes 1 and 2, and the waits on them.
+pub struct LocalCluster {
     pub name: String,
     pub zk_addr: String,
-    /// Our own ZooKeeper (`None` with `--zk`: then it is not ours to restart).
+    /// Our own ZooKeeper (`None` for an existing one: not ours to restart).
     pub zk: Option<ZkServer>,
     nodes: Vec<NodeProc>,
-    proxies: Vec<FaultProxy>,
-    /// Clients for the workload and checks, one per node, by id - 1.
-    pub clients: Vec<NodeClient>,
+    /// Short-timeout clients for status polls, by id - 1.
     polls: Vec<NodeClient>,
+    polling: Polling,
 }
 
-impl SoakCluster {
-    /// Starts ZooKeeper (unless given), the proxies and both nodes; returns
-    /// once both answer `/health/live` (a leader is `wait_leader`'s job).
-    pub async fn start(cfg: &ClusterConfig) -> Result<SoakCluster> {
-        let (zk, zk_addr) = match &cfg.zk {
-            Some(addr) => (None, addr.clone()),
-            None => {
-                let z = ZkServer::start(&cfg.run_dir.join("zk")).await?;
-                let a = z.addr();
-                (Some(z), a)
-            }
-        };
+impl LocalCluster {
+    /// Nodes 1 and 2 as `specs` say (not started yet).
+    pub fn new(name: &str, zk: Option<ZkServer>, zk_addr: String, specs: Vec<NodeSpec>, polling: Polling) -> Self {
         let http = NodeClient::pool();
-        let mut nodes = Vec::new();
-        let mut proxies = Vec::new();
-        let mut clients = Vec::new();
-        for id in [1u64, 2] {
-            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), listen)
-                .await
-                .context("start the fault proxy")?;
-            let spec = NodeSpec {
-                id,
-                bin: cfg.bin.clone(),
-                cluster: cfg.cluster.clone(),
-                zk: zk_addr.clone(),
-                data_dir: cfg.run_dir.join(format!("node{id}")),
-                log_path: cfg.run_dir.join(format!("node{id}.log")),
-                listen,
-                advertise: Some(proxy.addr()),
-                extra_args: NODE_ARGS.iter().map(|s| s.to_string()).collect(),
-            };
-            clients.push(NodeClient::new(http.clone(), listen));
-            nodes.push(NodeProc::new(spec));
-            proxies.push(proxy);
-        }
-        let polls = clients.iter().map(|c| c.with_timeout(POLL_REQUEST_TIMEOUT)).collect();
-        let mut cluster = SoakCluster {
-            name: cfg.cluster.clone(),
+        let polls = specs
+            .iter()
+            .map(|s| NodeClient::new(http.clone(), s.listen).with_timeout(polling.request_timeout))
+            .collect();
+        LocalCluster {
+            name: name.to_string(),
             zk_addr,
             zk,
-            nodes,
-            proxies,
-            clients,
+            nodes: specs.into_iter().map(NodeProc::new).collect(),
             polls,
-        };
-        for id in [1, 2] {
-            cluster.node(id).spawn()?;
+            polling,
         }
-        for id in [1, 2] {
-            cluster.wait_live(id, Duration::from_secs(60)).await?;
-        }
-        Ok(cluster)
     }
 
     pub fn node(&mut self, id: u64) -> &mut NodeProc {
         &mut self.nodes[(id - 1) as usize]
     }
 
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.nodes[(id - 1) as usize].spec.listen
+    }
+
     pub fn log_path(&self, id: u64) -> &Path {
         &self.nodes[(id - 1) as usize].spec.log_path
     }
 
-    /// Cut (blackhole) both directions between the nodes.
-    pub fn cut(&self) {
-        for p in &self.proxies {
-            p.cut(CutMode::Blackhole);
+    /// (name, pid) of every running process: the nodes, then our ZooKeeper.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| Some((format!("node{}", n.id()), n.pid()?)))
+            .collect();
+        if let Some(p) = self.zk.as_ref().and_then(|z| z.pid()) {
+            out.push(("zookeeper".into(), p));
         }
-    }
-
-    pub fn heal(&self) {
-        for p in &self.proxies {
-            p.heal();
-        }
+        out
     }
 
     /// A node that exited by itself is a bug: an error with its log tail.
@@ -179,11 +149,13 @@ impl SoakCluster {
             }
             if Instant::now() >= end {
                 bail!(
-                    "no ready leader within {timeout:?}; statuses: {}",
-                    show(&self.statuses().await)
+                    "no ready leader within {timeout:?}; statuses: {}; see {} and {}",
+                    show(&self.statuses().await),
+                    self.log_path(1).display(),
+                    self.log_path(2).display()
                 );
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(self.polling.every).await;
         }
     }
 
@@ -201,13 +173,13 @@ impl SoakCluster {
                     self.log_path(id).display()
                 );
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(self.polling.every).await;
         }
     }
 
-    /// Polls until every serving node has applied what the leader had
-    /// applied when the wait began.
-    pub async fn wait_caught_up(&mut self, timeout: Duration) -> Result<()> {
+    /// Polls until both nodes serve and have applied what the leader had
+    /// applied when the wait began; returns that leader.
+    pub async fn wait_caught_up(&mut self, timeout: Duration) -> Result<u64> {
         let leader = self.wait_leader(timeout, |_| true).await?;
         let target = self.polls[(leader - 1) as usize]
             .status()
@@ -222,7 +194,7 @@ impl SoakCluster {
                 .iter()
                 .any(|(_, s)| s.as_ref().and_then(|s| s.applied_index).is_none_or(|a| a < target));
             if !behind && statuses.len() == self.nodes.len() {
-                return Ok(());
+                return Ok(leader);
             }
             if Instant::now() >= end {
                 bail!(
@@ -230,24 +202,120 @@ impl SoakCluster {
                     show(&statuses)
                 );
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(self.polling.every).await;
         }
     }
 
     /// Stops everything we started, by pid: nodes (SIGCONT first if frozen,
     /// SIGTERM, SIGKILL if they linger), then our ZooKeeper.
     pub async fn stop_all(&mut self) {
-        self.heal();
+        let tool = self.polling.tool;
         for n in self.nodes.iter_mut() {
             if let Err(e) = n.stop().await {
-                eprintln!("walship soak: stopping node {}: {e:#}", n.id());
+                eprintln!("{tool}: stopping node {}: {e:#}", n.id());
             }
         }
         if let Some(zk) = self.zk.as_mut() {
             if let Err(e) = zk.stop().await {
-                eprintln!("walship soak: stopping ZooKeeper: {e:#}");
+                eprintln!("{tool}: stopping ZooKeeper: {e:#}");
             }
         }
+    }
+}
+
+pub struct ClusterConfig {
+    pub run_dir: PathBuf,
+    pub bin: PathBuf,
+    /// An existing ZooKeeper; `None` starts a private one in `<run_dir>/zk`.
+    pub zk: Option<String>,
+    pub cluster: String,
+}
+
+/// The soak's cluster: a `LocalCluster` (which it derefs to) with a fault
+/// proxy in front of each node.
+pub struct SoakCluster {
+    local: LocalCluster,
+    proxies: Vec<FaultProxy>,
+    /// Clients for the workload and checks, one per node, by id - 1.
+    pub clients: Vec<NodeClient>,
+}
+
+impl Deref for SoakCluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.local
+    }
+}
+
+impl DerefMut for SoakCluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.local
+    }
+}
+
+impl SoakCluster {
+    /// Starts ZooKeeper (unless given), the proxies and both nodes; returns
+    /// once both answer `/health/live` (a leader is `wait_leader`'s job).
+    pub async fn start(cfg: &ClusterConfig) -> Result<SoakCluster> {
+        let (zk, zk_addr) = match &cfg.zk {
+            Some(addr) => (None, addr.clone()),
+            None => {
+                let z = ZkServer::start(&cfg.run_dir.join("zk")).await?;
+                let a = z.addr();
+                (Some(z), a)
+            }
+        };
+        let http = NodeClient::pool();
+        let mut specs = Vec::new();
+        let mut proxies = Vec::new();
+        let mut clients = Vec::new();
+        for id in [1u64, 2] {
+            let mut spec = NodeSpec::local(id, &cfg.bin, &cfg.cluster, &zk_addr, &cfg.run_dir)?;
+            let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), spec.listen)
+                .await
+                .context("start the fault proxy")?;
+            spec.advertise = Some(proxy.addr());
+            spec.extra_args = NODE_ARGS.iter().map(|s| s.to_string()).collect();
+            clients.push(NodeClient::new(http.clone(), spec.listen));
+            specs.push(spec);
+            proxies.push(proxy);
+        }
+        let polling = Polling {
+            tool: "walship soak",
+            every: Duration::from_millis(50),
+            request_timeout: Duration::from_secs(1),
+        };
+        let mut cluster = SoakCluster {
+            local: LocalCluster::new(&cfg.cluster, zk, zk_addr, specs, polling),
+            proxies,
+            clients,
+        };
+        for id in [1, 2] {
+            cluster.node(id).spawn()?;
+        }
+        for id in [1, 2] {
+            cluster.wait_live(id, Duration::from_secs(60)).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Cut (blackhole) both directions between the nodes.
+    pub fn cut(&self) {
+        for p in &self.proxies {
+            p.cut(CutMode::Blackhole);
+        }
+    }
+
+    pub fn heal(&self) {
+        for p in &self.proxies {
+            p.heal();
+        }
+    }
+
+    /// Heals the cut, then stops everything we started (`LocalCluster::stop_all`).
+    pub async fn stop_all(&mut self) {
+        self.heal();
+        self.local.stop_all().await;
     }
 }
 

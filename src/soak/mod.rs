@@ -31,7 +31,6 @@ pub mod rng;
 pub mod summary;
 pub mod workload;
 
-use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -129,7 +128,7 @@ pub async fn run(args: SoakArgs) -> ExitCode {
     );
 
     let started = Instant::now();
-    let signal = wait_for_signal();
+    let signal = procs::wait_for_signal();
     let outcome = tokio::select! {
         r = drive(&plan, &mut state, started) => Ok(r),
         sig = signal => Err(sig),
@@ -224,7 +223,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
             .unwrap_or(0);
         (t ^ (std::process::id() as u64) << 32) % 1_000_000_000
     });
-    let run_dir = prepare_run_dir(&args.run_dir)?;
+    let run_dir = procs::prepare_run_dir(&args.run_dir, &["zk", "node1", "node2"])?;
     let history = args.history.unwrap_or_else(|| run_dir.join("history.jsonl"));
     Ok(Plan {
         cycles,
@@ -238,31 +237,6 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         kinds,
         bin,
     })
-}
-
-/// Creates the run dir and wipes what a previous soak left in it.
-fn prepare_run_dir(dir: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    if dir.parent().is_none() || Some(&dir) == home.as_ref() {
-        return Err(format!(
-            "refusing to use {} as the run dir (parts of it are wiped)",
-            dir.display()
-        ));
-    }
-    for sub in ["zk", "node1", "node2"] {
-        let p = dir.join(sub);
-        if p.exists() {
-            std::fs::remove_dir_all(&p).map_err(|e| format!("cannot clear {}: {e}", p.display()))?;
-        }
-    }
-    for log in ["node1.log", "node2.log"] {
-        let _ = std::fs::remove_file(dir.join(log));
-    }
-    Ok(dir)
 }
 
 /// A TCP connection and a ZooKeeper session, within 5 s.
@@ -283,18 +257,6 @@ async fn zk_reachable(zk: &str) -> Result<(), String> {
         }
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no ZooKeeper session within 5 s".into()),
-    }
-}
-
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::signal;
-    use tokio::signal::unix::SignalKind;
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
     }
 }
 

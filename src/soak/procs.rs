@@ -24,7 +24,8 @@ use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-const ZOO_CFG_TEMPLATE: &str = include_str!("../../zk/zoo.cfg.template");
+/// zk/zoo.cfg.template (with @DATA_DIR@ and @CLIENT_PORT@).
+pub const ZOO_CFG_TEMPLATE: &str = include_str!("../../zk/zoo.cfg.template");
 const LOG4J_PROPERTIES: &str = include_str!("../../zk/log4j.properties");
 const ZK_MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
 /// As zk/zk.sh: small heap and the serial collector, for a shared 2-core box.
@@ -328,6 +329,25 @@ pub struct NodeSpec {
     pub extra_args: Vec<String>,
 }
 
+impl NodeSpec {
+    /// Node `id` of `cluster` on a free loopback port, with `<run_dir>/node<id>`
+    /// as its data dir and `<run_dir>/node<id>.log` as its log; no
+    /// `--advertise`, no other flags.
+    pub fn local(id: u64, bin: &Path, cluster: &str, zk: &str, run_dir: &Path) -> Result<NodeSpec> {
+        Ok(NodeSpec {
+            id,
+            bin: bin.to_path_buf(),
+            cluster: cluster.to_string(),
+            zk: zk.to_string(),
+            data_dir: run_dir.join(format!("node{id}")),
+            log_path: run_dir.join(format!("node{id}.log")),
+            listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            advertise: None,
+            extra_args: Vec::new(),
+        })
+    }
+}
+
 /// One `walship node` process, restartable.
 pub struct NodeProc {
     pub spec: NodeSpec,
@@ -456,5 +476,46 @@ impl NodeProc {
         let text = String::from_utf8_lossy(&text);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+// ---------------------------------------------------------------- the run
+
+/// Creates the run dir and wipes what a previous run left in it: the
+/// `subdirs` and the nodes' logs. A `--run-dir` error is one line.
+pub fn prepare_run_dir(dir: &Path, subdirs: &[&str]) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("--run-dir {}: {e}", dir.display()))?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    if dir.parent().is_none() || Some(&dir) == home.as_ref() {
+        return Err(format!(
+            "refusing to use {} as the run dir (parts of it are wiped)",
+            dir.display()
+        ));
+    }
+    for sub in subdirs {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| format!("cannot clear {}: {e}", p.display()))?;
+        }
+    }
+    for log in ["node1.log", "node2.log"] {
+        let _ = std::fs::remove_file(dir.join(log));
+    }
+    Ok(dir)
+}
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+pub async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::signal;
+    use tokio::signal::unix::SignalKind;
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
