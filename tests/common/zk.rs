@@ -31,29 +31,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 const PORT_ATTEMPTS: usize = 5;
 
-/// The classpath `zk/zk.sh classpath` prints: `$ZK_CLASSPATH`, or Debian's
-/// zookeeper.jar (its manifest names the other jars) with exactly one slf4j
-/// binding (log4j 1.2), never `/usr/share/java/*` (several bindings).
+/// The classpath `zk/zk.sh classpath` prints (the library's copy, shared
+/// with the soak and the bench).
 pub fn zk_classpath() -> Result<String> {
-    if let Ok(cp) = std::env::var("ZK_CLASSPATH") {
-        if !cp.is_empty() {
-            return Ok(cp);
-        }
-    }
-    let jars = [
-        "zookeeper.jar",
-        "zookeeper-jute.jar",
-        "slf4j-api.jar",
-        "slf4j-log4j12.jar",
-        "log4j-1.2.jar",
-    ];
-    let paths: Vec<String> = jars.iter().map(|j| format!("/usr/share/java/{j}")).collect();
-    for p in &paths {
-        if !Path::new(p).is_file() {
-            bail!("{p} not found: ZooKeeper is not installed (run `zk/zk.sh install`, or set ZK_CLASSPATH)");
-        }
-    }
-    Ok(paths.join(":"))
+    walship::soak::procs::zk_classpath()
 }
 
 pub struct Zk {
@@ -244,16 +225,5 @@ impl Drop for Zk {
 
 /// Send a four-letter word to 127.0.0.1:`port`; the whole reply (2 s limit).
 pub async fn four_letter(port: u16, word: &str) -> Result<String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.write_all(word.as_bytes()).await?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
-    };
-    match tokio::time::timeout(Duration::from_secs(2), exchange).await {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(e)) => Err(e).with_context(|| format!("{word} to 127.0.0.1:{port}")),
-        Err(_) => bail!("{word} to 127.0.0.1:{port}: no reply within 2 s"),
-    }
+    walship::soak::procs::four_letter(&format!("127.0.0.1:{port}"), word).await
 }
