@@ -595,7 +595,9 @@ impl Node {
             let watcher = match watched {
                 Ok((znode, w)) => {
                     let parsed = znode.and_then(|(d, stat)| {
-                        serde_json::from_slice::<LeaderInfo>(&d).ok().map(|h| (h, stat.czxid, stat.version))
+                        serde_json::from_slice::<LeaderInfo>(&d)
+                            .ok()
+                            .map(|h| (h, stat.czxid, stat.version))
                     });
                     let term = self.raft().map(|r| r.metrics().borrow().current_term).unwrap_or(0);
                     let stale = parsed.as_ref().is_none_or(|(h, _, _)| h.term < term);
@@ -632,6 +634,7 @@ impl Node {
         let mut shipped: Option<crate::types::LogId> = None;
         let (mut seen_leader, mut seen_snapshot) = (None, None);
         let mut last_wal_snapshot: Option<Instant> = None;
+        let mut last_claim: Option<Instant> = None;
         while !self.is_stopping() {
             let Some(raft) = self.raft() else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -656,7 +659,12 @@ impl Node {
                     self.events.snapshot_advanced(m.snapshot.map(|l| l.index));
                 }
                 if m.state == ServerState::Leader {
-                    if held_term != Some(m.current_term) {
+                    // Metrics change with every commit: claim at most once per
+                    // touch interval, not on every change.
+                    if held_term != Some(m.current_term)
+                        && last_claim.is_none_or(|t: Instant| t.elapsed() >= self.touch_interval())
+                    {
+                        last_claim = Some(Instant::now());
                         let info = LeaderInfo {
                             term: m.current_term,
                             id: self.cfg.id,
@@ -723,14 +731,26 @@ impl Node {
     /// Only while this session owns it, so a deposed leader cannot renew a
     /// successor's lease.
     async fn renew_lease(&self, path: &str, term: u64) -> Result<(), WitnessError> {
-        let info = LeaderInfo { term, id: self.cfg.id, addr: self.advertise_addr() };
+        let info = LeaderInfo {
+            term,
+            id: self.cfg.id,
+            addr: self.advertise_addr(),
+        };
         let data = serde_json::to_vec(&info).expect("json");
-        let (_, stat) = self.zk.run(&format!("get {path}"), |c| async move { c.get_data(path).await }).await?;
+        let (_, stat) = self
+            .zk
+            .run(&format!("get {path}"), |c| async move { c.get_data(path).await })
+            .await?;
         if Some(stat.ephemeral_owner) != self.zk.session_id() {
-            return Err(WitnessError::Zk { what: format!("renew {path}"), source: zookeeper_client::Error::NoNode });
+            return Err(WitnessError::Zk {
+                what: format!("renew {path}"),
+                source: zookeeper_client::Error::NoNode,
+            });
         }
         self.zk
-            .run(&format!("renew {path}"), |c| async move { c.set_data(path, &data, Some(stat.version)).await.map(|_| ()) })
+            .run(&format!("renew {path}"), |c| async move {
+                c.set_data(path, &data, Some(stat.version)).await.map(|_| ())
+            })
             .await
     }
 
@@ -840,10 +860,7 @@ impl Node {
         if let Some(t) = self.auth.peer_token() {
             req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
         }
-        let res = req
-            .timeout(Duration::from_millis(500))
-            .send()
-            .await;
+        let res = req.timeout(Duration::from_millis(500)).send().await;
         match res {
             Ok(r) if r.status().is_success() => tracing::info!(addr, "asked the other node to take over"),
             Ok(r) => tracing::warn!(addr, status = %r.status(), "the other node refused to take over"),
