@@ -70,32 +70,12 @@ fn garbage_text(g: Garbage) -> &'static str {
     }
 }
 
-/// Left-aligned columns, two spaces apart; the last column is not padded.
+/// `client::table::table`, indented two spaces under the section titles.
 fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::from("  ");
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    crate::client::table::table(rows)
+        .lines()
+        .map(|l| format!("{}\n", format!("  {l}").trim_end()))
+        .collect()
 }
 
 /// The human-readable report.

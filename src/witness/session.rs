@@ -61,7 +61,15 @@ impl ZkSession {
         connect_deadline_ms: u64,
         term_of: fn(&[u8]) -> Option<u64>,
     ) -> Result<Arc<ZkSession>, WitnessError> {
-        Self::connect_with_auth(hosts, session_timeout_ms, op_timeout_ms, connect_deadline_ms, term_of, None).await
+        Self::connect_with_auth(
+            hosts,
+            session_timeout_ms,
+            op_timeout_ms,
+            connect_deadline_ms,
+            term_of,
+            None,
+        )
+        .await
     }
 
     /// `connect`, authenticating every session (this one and any that
@@ -270,22 +278,28 @@ impl ZkSession {
             .await?;
         if let Some(stat) = stat {
             if stat.ephemeral_owner == sid {
-                match self
-                    .run(&format!("delete {path}"), |c| async move {
-                        c.delete(path, Some(stat.version)).await
-                    })
-                    .await
-                {
-                    Ok(())
-                    | Err(WitnessError::Zk {
-                        source: zk::Error::NoNode | zk::Error::BadVersion,
-                        ..
-                    }) => {}
-                    Err(e) => return Err(e),
-                }
+                self.delete_if_unchanged(path, stat.version).await?;
             }
         }
         Ok(())
+    }
+
+    /// Deletes `path` at `version`; gone already or changed since is fine
+    /// (someone else acted on it first).
+    async fn delete_if_unchanged(&self, path: &str, version: i32) -> Result<(), WitnessError> {
+        match self
+            .run(&format!("delete {path}"), |c| async move {
+                c.delete(path, Some(version)).await
+            })
+            .await
+        {
+            Ok(())
+            | Err(WitnessError::Zk {
+                source: zk::Error::NoNode | zk::Error::BadVersion,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn claim(&self, path: &str, e: &Ephemeral) -> Result<(), WitnessError> {
@@ -340,19 +354,7 @@ impl ZkSession {
             }
             // Left by a dead session (kill -9 keeps it until the session times out).
             tracing::info!(path, owner = stat.ephemeral_owner, "replacing a stale ephemeral znode");
-            match self
-                .run(&format!("delete {path}"), |c| async move {
-                    c.delete(path, Some(stat.version)).await
-                })
-                .await
-            {
-                Ok(())
-                | Err(WitnessError::Zk {
-                    source: zk::Error::NoNode | zk::Error::BadVersion,
-                    ..
-                }) => {}
-                Err(err) => return Err(err),
-            }
+            self.delete_if_unchanged(path, stat.version).await?;
         }
         Err(WitnessError::Unreachable(format!(
             "could not claim {path} after 5 attempts"
