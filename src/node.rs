@@ -250,6 +250,7 @@ impl Node {
             directory: Arc::clone(&directory),
             witness: Arc::clone(&witness),
             http: http.clone(),
+            witness_piggyback: Duration::from_millis(cfg.heartbeat_interval_ms / 2),
         };
         let raft_config = Arc::new(
             openraft::Config {
@@ -631,7 +632,8 @@ impl Node {
     async fn leader_duties_loop(self: Arc<Self>) {
         let path = self.witness.paths().leader();
         let mut held_term: Option<u64> = None;
-        let mut shipped: Option<crate::types::LogId> = None;
+        let shipped: Arc<Mutex<Option<crate::types::LogId>>> = Arc::new(Mutex::new(None));
+        let mut shipping: Option<tokio::task::JoinHandle<()>> = None;
         let (mut seen_leader, mut seen_snapshot) = (None, None);
         let mut last_wal_snapshot: Option<Instant> = None;
         let mut last_claim: Option<Instant> = None;
@@ -686,11 +688,21 @@ impl Node {
                             Err(e) => tracing::warn!(error = %e, "cannot claim the leader znode yet"),
                         }
                     }
-                    if m.snapshot.is_some() && m.snapshot > shipped {
-                        match self.ship_snapshot(m.vote).await {
-                            Ok(last) => shipped = last,
-                            Err(e) => tracing::warn!(error = %e, "cannot ship the snapshot to ZooKeeper yet"),
-                        }
+                    // Shipped by its own task: an upload and the WAL compaction
+                    // behind it can take seconds, and the lease below must not
+                    // wait for them (a lapsed lease makes the follower take over).
+                    let idle = shipping.as_ref().is_none_or(|h: &tokio::task::JoinHandle<()>| h.is_finished());
+                    if idle && m.snapshot.is_some() && m.snapshot > *shipped.lock().expect("shipped lock") {
+                        let (node, shipped, vote) = (Arc::clone(&self), Arc::clone(&shipped), m.vote);
+                        shipping = Some(tokio::spawn(async move {
+                            match node.ship_snapshot(vote).await {
+                                Ok(last) => {
+                                    let mut s = shipped.lock().expect("shipped lock");
+                                    *s = std::cmp::max(*s, last);
+                                }
+                                Err(e) => tracing::warn!(error = %e, "cannot ship the snapshot to ZooKeeper yet"),
+                            }
+                        }));
                     }
                 } else if held_term.take().is_some() {
                     if let Err(e) = self.zk.unregister_ephemeral(&path).await {

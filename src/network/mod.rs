@@ -32,6 +32,9 @@ pub struct NetworkFactory {
     pub directory: Arc<Directory>,
     pub witness: Arc<Witness>,
     pub http: reqwest::Client,
+    /// See [`witness::WitnessClient`]: how long after an append W accepted
+    /// an entry-less append on the same stream is answered without ZooKeeper.
+    pub witness_piggyback: std::time::Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -39,9 +42,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, _node: &openraft::BasicNode) -> Client {
         if target == WITNESS_ID {
-            Client::Witness(witness::WitnessClient {
-                witness: Arc::clone(&self.witness),
-            })
+            Client::Witness(witness::WitnessClient::new(Arc::clone(&self.witness), self.witness_piggyback))
         } else {
             Client::Peer(peer::PeerClient {
                 token: self.peer_token.clone(),

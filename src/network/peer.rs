@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use openraft::error::NetworkError;
+use openraft::error::PayloadTooLarge;
 use openraft::error::RPCError;
 use openraft::error::RemoteError;
 use openraft::error::StreamingError;
@@ -24,6 +25,11 @@ use super::RpcError;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
+
+/// The largest AppendEntries body sent to the peer; more entries are split
+/// over several RPCs. One entry (a batch, at most `max_batch_bytes`, 768 KiB)
+/// always fits. The peer accepts up to twice this (`server::MAX_APPEND_BODY_BYTES`).
+pub const MAX_APPEND_BODY_BYTES: usize = 4 << 20;
 
 pub struct PeerClient {
     pub token: Option<String>,
@@ -49,6 +55,16 @@ impl PeerClient {
         body: &Req,
         option: &RPCOption,
     ) -> Result<Result<Resp, E>, SendError> {
+        let bytes = bincode::serialize(body).map_err(|e| SendError::Network(e.to_string()))?;
+        self.call_bytes(route, bytes, option).await
+    }
+
+    async fn call_bytes<Resp: DeserializeOwned, E: DeserializeOwned>(
+        &self,
+        route: &str,
+        bytes: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Result<Resp, E>, SendError> {
         let addr = match self.directory.addr(self.target).await {
             Ok(Some(a)) => a,
             Ok(None) => {
@@ -64,7 +80,6 @@ impl PeerClient {
                 )))
             }
         };
-        let bytes = bincode::serialize(body).map_err(|e| SendError::Network(e.to_string()))?;
         let mut req = self.http.post(format!("http://{addr}/raft/{route}"));
         if let Some(t) = &self.token {
             req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
@@ -110,7 +125,17 @@ impl PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
-        match self.call("append", &rpc, &option).await {
+        let bytes = bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        // A follower far behind gets up to max_payload_entries at once, and
+        // an entry is a whole batch of writes: ask openraft for fewer
+        // entries rather than send a body the peer refuses (or that cannot
+        // arrive within the RPC timeout).
+        if bytes.len() > MAX_APPEND_BODY_BYTES && rpc.entries.len() > 1 {
+            let n = rpc.entries.len() as u64;
+            let hint = (n * MAX_APPEND_BODY_BYTES as u64 / bytes.len() as u64).clamp(1, n - 1);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
+        match self.call_bytes("append", bytes, &option).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
             Err(e) => Err(self.rpc_error(e)),

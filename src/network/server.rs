@@ -5,6 +5,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -33,9 +34,14 @@ pub struct SnapshotBody {
 
 pub fn routes(node: Arc<Node>) -> Router<Arc<Node>> {
     Router::new()
-        .route("/raft/append", post(append))
+        // Bodies: appends are capped by the sender (with room for a single
+        // oversized entry); a snapshot is the whole state in one request.
+        .route(
+            "/raft/append",
+            post(append).layer(DefaultBodyLimit::max(2 * super::peer::MAX_APPEND_BODY_BYTES)),
+        )
         .route("/raft/vote", post(vote))
-        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/snapshot", post(snapshot).layer(DefaultBodyLimit::disable()))
         .route("/raft/takeover", post(takeover))
         .route_layer(axum::middleware::from_fn_with_state(node, require_peer_token))
 }

@@ -2,6 +2,8 @@
 //! transactions, carried out by [`crate::witness::Witness`].
 
 use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
 
 use openraft::error::NetworkError;
 use openraft::error::RPCError;
@@ -15,14 +17,35 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 
 use super::RpcError;
+use crate::types::LogId;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
 use crate::witness::Witness;
 use crate::witness::WitnessError;
 
+/// One openraft client of W. openraft makes one per replication stream (it
+/// lives for the leader's term) and a fresh one for every leadership check
+/// (`ensure_linearizable`) and vote.
+///
+/// Commit piggybacking: after each append W accepts, openraft's replication
+/// stream sends W an entry-less append only to carry the new commit index,
+/// and sends nothing else until it is answered: under load every other W
+/// round trip carried no entries. Such a request, on the stream whose last
+/// append W accepted under the same vote less than `piggyback` ago and that
+/// asks for nothing beyond that append, is answered at once; W's committed id
+/// (only a lower bound, used by adoption's fallback read) then moves with the
+/// next append, which carries `leader_commit` too. Nothing is acknowledged
+/// on it: commits need W's acceptance of the entries, which was real. Leadership
+/// checks come on fresh clients, so they always reach ZooKeeper, and an idle
+/// leader's periodic heartbeats (one per heartbeat interval, above `piggyback`)
+/// do too.
 pub struct WitnessClient {
     pub witness: Arc<Witness>,
+    piggyback: Duration,
+    /// The last append W accepted through this client: when it was sent, its
+    /// vote, and the log id W's log then ended at.
+    accepted: Option<(Instant, Vote, Option<LogId>)>,
 }
 
 /// ZooKeeper down means back off (Unreachable); anything else is retried
@@ -48,16 +71,36 @@ fn joined<T>(r: Result<Result<T, WitnessError>, tokio::task::JoinError>) -> Resu
 }
 
 impl WitnessClient {
+    pub fn new(witness: Arc<Witness>, piggyback: Duration) -> WitnessClient {
+        WitnessClient {
+            witness,
+            piggyback,
+            accepted: None,
+        }
+    }
+
     pub async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let started = Instant::now();
+        if rpc.entries.is_empty()
+            && self
+                .accepted
+                .is_some_and(|(at, vote, last)| started - at < self.piggyback && vote == rpc.vote && last == rpc.prev_log_id)
+        {
+            return Ok(AppendEntriesResponse::Success);
+        }
+        let (vote, ends_at) = (rpc.vote, rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id));
         // Spawned, so openraft's RPC timeout abandons the wait, not the change.
         let w = Arc::clone(&self.witness);
-        let started = std::time::Instant::now();
         let entries = rpc.entries.len();
         let res = joined(tokio::spawn(async move { w.append_entries(rpc).await }).await);
+        self.accepted = match &res {
+            Ok(AppendEntriesResponse::Success) => Some((started, vote, ends_at)),
+            _ => None,
+        };
         tracing::debug!(
             entries,
             elapsed_us = started.elapsed().as_micros() as u64,

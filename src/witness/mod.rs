@@ -764,16 +764,25 @@ impl Witness {
             }
         })?;
         // Garbage behind the snapshot: not part of W's log any more, so
-        // deleting it needs no check; a failure only leaves garbage.
-        for path in leftover {
-            let p = path.clone();
-            if let Err(e) = self
-                .zk
-                .run(&format!("delete {path}"), |c| async move { c.delete(&p, None).await })
-                .await
-            {
-                if !e.is_zk(zk::Error::NoNode) {
-                    tracing::warn!(path, error = %e, "could not delete compacted znode");
+        // deleting it needs no check; a failure only leaves garbage. In
+        // multis: one delete per call would be one round trip per segment
+        // (seconds for a busy WAL). Children go before their parent, and a
+        // multi failing on one (already gone) znode is redone one by one.
+        for chunk in leftover.chunks(MAX_DELETES_PER_MULTI) {
+            let ops = chunk.iter().map(|p| Op::Delete(p.clone())).collect();
+            if self.multi("delete compacted znodes", None, ops).await.is_ok() {
+                continue;
+            }
+            for path in chunk {
+                let p = path.clone();
+                if let Err(e) = self
+                    .zk
+                    .run(&format!("delete {path}"), |c| async move { c.delete(&p, None).await })
+                    .await
+                {
+                    if !e.is_zk(zk::Error::NoNode) {
+                        tracing::warn!(path, error = %e, "could not delete compacted znode");
+                    }
                 }
             }
         }
