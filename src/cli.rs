@@ -173,6 +173,12 @@ pub struct NodeArgs {
     /// ZooKeeper's 1 MiB request limit). Default 262144.
     #[arg(long, env = "WALSHIP_MAX_BATCH_BYTES")]
     pub max_batch_bytes: Option<usize>,
+    /// When a local log append counts as done: `background` (after the
+    /// write; a thread fdatasyncs right behind, and ZooKeeper's WAL holds
+    /// every acknowledged write) or `per-append` (after its fdatasync too).
+    /// Default background.
+    #[arg(long, env = "WALSHIP_LOG_SYNC")]
+    pub log_sync: Option<String>,
 }
 
 fn parse_cluster(s: &str) -> Result<String, String> {

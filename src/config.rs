@@ -139,6 +139,8 @@ settings! {
         "Group commit: client-request batches (Raft entries) in flight at once.";
     max_batch_bytes: usize = Some(256 * 1024), "WALSHIP_MAX_BATCH_BYTES",
         "Group commit: payload bytes per batch, 1024..=786432 (under ZooKeeper's 1 MiB request limit).";
+    log_sync: String = Some("background".to_string()), "WALSHIP_LOG_SYNC",
+        "When a local log append counts as done: background (after the write, a thread fdatasyncs right behind; ZooKeeper's WAL holds every acknowledged write) or per-append (after its fdatasync too).";
     secret_file: PathBuf = None, "WALSHIP_SECRET_FILE",
         "File holding the cluster's shared secret: ZooKeeper digest ACL on the cluster's znodes and a token on node-to-node RPC; unset: no access control.";
     api_token_file: PathBuf = None, "WALSHIP_API_TOKEN_FILE",
@@ -229,6 +231,7 @@ pub fn args_layer(a: &NodeArgs) -> FileConfig {
         write_timeout_ms: a.write_timeout_ms,
         max_inflight_batches: a.max_inflight_batches,
         max_batch_bytes: a.max_batch_bytes,
+        log_sync: a.log_sync.clone(),
         secret_file: a.secret_file.clone(),
         api_token_file: a.api_token_file.clone(),
     }
@@ -406,6 +409,19 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     check_range(l, "write_timeout_ms", write_timeout, 1, MAX_MS)?;
     check_range(l, "max_inflight_batches", inflight as u64, 1, 1024)?;
     check_range(l, "max_batch_bytes", batch_bytes as u64, 1024, 768 * 1024)?;
+    let log_sync_text = m.log_sync.clone().expect("default");
+    let log_sync = match log_sync_text.as_str() {
+        "background" => crate::storage::LogSync::Background,
+        "per-append" => crate::storage::LogSync::PerAppend,
+        other => {
+            return Err(l.invalid(
+                "log_sync",
+                &format!("{other:?}"),
+                "must be \"background\" or \"per-append\"",
+                &[],
+            ))
+        }
+    };
 
     // Reading the files now names the setting if one is missing or empty.
     crate::auth::Auth::load(m.secret_file.as_deref(), m.api_token_file.as_deref()).map_err(ConfigError)?;
@@ -427,6 +443,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         write_timeout_ms: write_timeout,
         max_inflight_batches: inflight,
         max_batch_bytes: batch_bytes,
+        log_sync,
         secret_file: m.secret_file.clone(),
         api_token_file: m.api_token_file.clone(),
     })
@@ -455,6 +472,10 @@ pub fn to_toml(c: &NodeConfig) -> String {
             "write_timeout_ms" => c.write_timeout_ms.to_string(),
             "max_inflight_batches" => c.max_inflight_batches.to_string(),
             "max_batch_bytes" => c.max_batch_bytes.to_string(),
+            "log_sync" => toml_string(match c.log_sync {
+                crate::storage::LogSync::Background => "background",
+                crate::storage::LogSync::PerAppend => "per-append",
+            }),
             other => unreachable!("setting {other} has no printer"),
         })
     };

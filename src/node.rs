@@ -62,6 +62,8 @@ pub struct NodeConfig {
     /// Group commit: entries proposed concurrently, and payload bytes per entry.
     pub max_inflight_batches: usize,
     pub max_batch_bytes: usize,
+    /// When a local log append counts as done (storage/flusher.rs).
+    pub log_sync: crate::storage::LogSync,
     /// Access control (see `crate::auth`); None: off.
     pub secret_file: Option<PathBuf>,
     pub api_token_file: Option<PathBuf>,
@@ -211,7 +213,8 @@ impl Node {
             return Err(StartError::Config(format!("--id must be 1 or 2, not {}", cfg.id)));
         }
         let meta = storage::open_or_init_meta(&cfg.data_dir, &cfg.cluster, cfg.id)?;
-        let log = LogStore::open(&cfg.data_dir).await?;
+        let log =
+            LogStore::open_with(&cfg.data_dir, crate::storage::SEGMENT_MAX_BYTES_DEFAULT, cfg.log_sync).await?;
         let sm = StateMachine::open_with_app(&cfg.data_dir, app).await?;
         events.snapshot_known(sm.snapshot_last().map(|l| l.index));
 

@@ -24,6 +24,7 @@ use super::error::Result;
 use super::error::StoreError;
 use super::segments::Disk;
 use super::segments::HardState;
+pub use super::segments::LogSync;
 use crate::types::Entry;
 use crate::types::LogId;
 use crate::types::StorageError;
@@ -109,8 +110,13 @@ impl LogStore {
     }
 
     pub async fn open_with_segment_max_bytes(data_dir: &Path, segment_max_bytes: u64) -> Result<Self> {
+        Self::open_with(data_dir, segment_max_bytes, LogSync::default()).await
+    }
+
+    pub async fn open_with(data_dir: &Path, segment_max_bytes: u64, sync: LogSync) -> Result<Self> {
         let raft_dir = data_dir.join("raft");
-        let (disk, entries) = tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes)).await??;
+        let (disk, entries) =
+            tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes, sync)).await??;
         let mem = Mem {
             entries,
             hard: disk.hard().clone(),
@@ -182,9 +188,13 @@ impl LogStore {
         self.save_hard_with(|_| {}).await
     }
 
+    /// The committed id, never past the log's last entry: with
+    /// `LogSync::Background` the newest in-memory hint can be ahead of what a
+    /// crash left on disk (the state file never is, see `Disk::save_hard`).
     pub fn committed(&self) -> Option<LogId> {
         let hint = self.inner.committed.lock().unwrap_or_else(|e| e.into_inner()).0;
-        std::cmp::max(self.mem().hard.committed, hint)
+        let mem = self.mem();
+        std::cmp::min(std::cmp::max(mem.hard.committed, hint), mem.last_log_id())
     }
 
     /// Copies of the entries with index in `range`.
@@ -257,8 +267,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Durable, so a restart re-applies the log up to here on top of the
-    /// snapshot. `append` returns only after its fsync, so this never points
-    /// past the durable log.
+    /// snapshot. Written behind a sync barrier (`Disk::save_hard`), so it
+    /// never points past the durable log.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let flush = {
             let mut c = self.inner.committed.lock().unwrap_or_else(|e| e.into_inner());
@@ -278,8 +288,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.committed())
     }
 
-    /// Writes the whole batch with one write and one fdatasync, then reports
-    /// it flushed: one fsync per call however many entries (group commit).
+    /// Writes the whole batch with one write, then reports it flushed: with
+    /// `LogSync::PerAppend` after one fdatasync, with `Background` at once
+    /// (the flusher syncs behind; see flusher.rs for why that is safe here).
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,

@@ -15,6 +15,7 @@
 
 mod adopt;
 mod error;
+mod flusher;
 mod frame;
 mod log_store;
 mod meta;
@@ -28,6 +29,7 @@ pub use adopt::install_snapshot_offline;
 pub use error::StoreError;
 pub use error::WIPE_HINT;
 pub use log_store::LogStore;
+pub use log_store::LogSync;
 pub use log_store::SEGMENT_MAX_BYTES_DEFAULT;
 pub use meta::meta_path;
 pub use meta::open_or_init_meta;

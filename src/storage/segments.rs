@@ -9,11 +9,13 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::Serialize;
 
 use super::error::Result;
+use super::flusher::Flusher;
 use super::error::StoreError;
 use super::frame;
 use super::frame::ScanEnd;
@@ -22,6 +24,17 @@ use crate::types::LogId;
 use crate::types::Vote;
 
 const STATE_MAGIC: &[u8; 8] = b"WSHIPRS1";
+
+/// When an append is reported done (see `flusher.rs` for why the default
+/// need not wait for the disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogSync {
+    /// After the write; a background thread fdatasyncs right behind.
+    #[default]
+    Background,
+    /// After the write and its fdatasync.
+    PerAppend,
+}
 
 /// The small, rarely written part of the log store, replaced atomically.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +67,10 @@ pub struct Disk {
     segments: Vec<Segment>,
     /// Open handle on the last segment, opened on first append.
     active: Option<File>,
+    /// `active` was (re)opened since the flusher last saw a write.
+    active_reopened: bool,
+    /// Set in `LogSync::Background`: appends leave the fdatasync to it.
+    flusher: Option<Arc<Flusher>>,
     segment_max_bytes: u64,
     hard: HardState,
     /// Set after a failed write or fsync: the kernel may have dropped the
@@ -69,7 +86,7 @@ impl Disk {
     /// Opens (creating if needed) the log under `raft_dir`, verifying every
     /// record; returns the non-purged entries. Only a torn tail of the last
     /// segment is repaired (cut, with a warning); any other damage is an error.
-    pub fn open(raft_dir: &Path, segment_max_bytes: u64) -> Result<(Disk, BTreeMap<u64, Entry>)> {
+    pub fn open(raft_dir: &Path, segment_max_bytes: u64, sync: LogSync) -> Result<(Disk, BTreeMap<u64, Entry>)> {
         let log_dir = raft_dir.join("log");
         frame::create_dir_durable(raft_dir)?;
         frame::create_dir_durable(&log_dir)?;
@@ -90,6 +107,11 @@ impl Disk {
             state_path,
             segments: Vec::new(),
             active: None,
+            active_reopened: true,
+            flusher: match sync {
+                LogSync::Background => Some(Flusher::start()),
+                LogSync::PerAppend => None,
+            },
             segment_max_bytes,
             hard,
             poisoned: None,
@@ -245,7 +267,21 @@ impl Disk {
         res
     }
 
+    /// Returns once every append so far is on disk (a no-op per append).
+    pub fn sync_barrier(&mut self) -> Result<()> {
+        match &self.flusher {
+            Some(f) => f.barrier().map_err(|why| {
+                self.poisoned = Some(why.clone());
+                StoreError::Poisoned(why)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the state file; every append before it is made durable first,
+    /// so its committed id never points past the durable log.
     pub fn save_hard(&mut self, hard: HardState) -> Result<()> {
+        self.sync_barrier()?;
         self.guarded(|d| {
             let payload = bincode::serialize(&hard).map_err(|source| StoreError::Encode {
                 what: "raft state",
@@ -271,6 +307,11 @@ impl Disk {
             };
             let mut created = false;
             if rotate {
+                // The segment left behind is complete: sync it now, as the
+                // flusher only follows the active one.
+                if let (Some(old), Some(seg)) = (d.active.take(), d.segments.last()) {
+                    old.sync_data().map_err(|e| StoreError::io("fdatasync", &seg.path, e))?;
+                }
                 let path = d.log_dir.join(format!("{first_index:020}.log"));
                 let file = OpenOptions::new()
                     .append(true)
@@ -284,6 +325,7 @@ impl Disk {
                     len_bytes: 0,
                 });
                 d.active = Some(file);
+                d.active_reopened = true;
                 created = true;
             }
             let Some(seg) = d.segments.last_mut() else {
@@ -295,6 +337,10 @@ impl Disk {
                     .open(&seg.path)
                     .map_err(|e| StoreError::io("open log segment", &seg.path, e))?;
                 d.active = Some(file);
+                d.active_reopened = true;
+            }
+            if let Some(why) = d.flusher.as_ref().and_then(|f| f.failed()) {
+                return Err(StoreError::Poisoned(why));
             }
             let mut buf = Vec::new();
             let mut offsets = Vec::with_capacity(entries.len());
@@ -309,8 +355,16 @@ impl Disk {
             if let Some(file) = d.active.as_mut() {
                 file.write_all(&buf)
                     .map_err(|e| StoreError::io("write", &seg.path, e))?;
-                file.sync_data()
-                    .map_err(|e| StoreError::io("fdatasync", &seg.path, e))?;
+                match &d.flusher {
+                    Some(f) => {
+                        f.written(file, &seg.path, d.active_reopened)
+                            .map_err(|e| StoreError::io("duplicate the handle of", &seg.path, e))?;
+                        d.active_reopened = false;
+                    }
+                    None => file
+                        .sync_data()
+                        .map_err(|e| StoreError::io("fdatasync", &seg.path, e))?,
+                }
             }
             if created {
                 frame::sync_dir(&d.log_dir)?;

@@ -1,0 +1,171 @@
+//! Background fdatasync of the active log segment (`LogSync::Background`).
+//!
+//! Why a node may report an append done before its fsync: W is in every
+//! quorum, so nothing is committed (acknowledged, or visible to a read)
+//! before it is in ZooKeeper's WAL, fsync'd by ZooKeeper; and every node
+//! adopts W's log before it starts Raft and before it stands for election.
+//! The local log is then a copy that saves a restarted node from re-reading
+//! ZooKeeper, not what makes a write durable. openraft 0.9 waits for each
+//! append's flush inside its core loop, before it replicates the entries to
+//! W, so an fsync there puts a disk flush in series with every ZooKeeper
+//! round trip. In this mode the write (to the page cache: a kill -9 loses
+//! nothing) is reported done, and this thread syncs right after, continuously.
+//! A machine crash can lose the unsynced tail; the node re-adopts it from W.
+//! The committed id and the vote are only written after a [`Flusher::barrier`],
+//! so the state file never points past the durable log.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Condvar;
+use std::sync::Mutex;
+use std::sync::Weak;
+use std::time::Duration;
+
+#[derive(Default)]
+struct State {
+    /// Bumped by every write; `synced` catches up after an fdatasync.
+    written_seq: u64,
+    synced_seq: u64,
+    /// A duplicate handle on the segment last written, and its path.
+    file: Option<(File, PathBuf)>,
+    /// Set when an fdatasync failed: the kernel may have dropped the dirty
+    /// pages, so the store stops taking writes (see `Disk::poisoned`).
+    failed: Option<String>,
+}
+
+pub struct Flusher {
+    state: Mutex<State>,
+    /// Signalled on a new write (wakes the thread) and on a finished sync
+    /// (wakes barriers).
+    changed: Condvar,
+}
+
+impl Flusher {
+    /// Starts the syncing thread; it ends once the returned handle is dropped.
+    pub fn start() -> Arc<Flusher> {
+        let flusher = Arc::new(Flusher {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&flusher);
+        std::thread::Builder::new()
+            .name("walship-log-sync".into())
+            .spawn(move || run(weak))
+            .expect("spawn the log sync thread");
+        flusher
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a write to `file` (the active segment at `path`); `reopened`:
+    /// the handle is not the one of the previous write (a new segment, or
+    /// the same name re-created after a truncation).
+    pub fn written(&self, file: &File, path: &std::path::Path, reopened: bool) -> std::io::Result<()> {
+        let mut s = self.lock();
+        if reopened || s.file.is_none() {
+            s.file = Some((file.try_clone()?, path.to_path_buf()));
+        }
+        s.written_seq += 1;
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Returns once every write recorded before the call is on disk.
+    pub fn barrier(&self) -> Result<(), String> {
+        let mut s = self.lock();
+        let target = s.written_seq;
+        loop {
+            if let Some(why) = &s.failed {
+                return Err(why.clone());
+            }
+            if s.synced_seq >= target {
+                return Ok(());
+            }
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub fn failed(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+}
+
+fn run(weak: Weak<Flusher>) {
+    loop {
+        let Some(f) = weak.upgrade() else { return };
+        let job = {
+            let s = f.lock();
+            let (mut s, _) = f
+                .changed
+                .wait_timeout_while(s, Duration::from_millis(200), |s| {
+                    s.written_seq == s.synced_seq || s.failed.is_some()
+                })
+                .unwrap_or_else(|e| e.into_inner());
+            match &s.file {
+                Some((file, path)) if s.written_seq > s.synced_seq && s.failed.is_none() => {
+                    match file.try_clone() {
+                        Ok(dup) => Some((dup, path.clone(), s.written_seq)),
+                        Err(e) => {
+                            s.failed = Some(format!("cannot sync {}: {e}", path.display()));
+                            f.changed.notify_all();
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            }
+        };
+        // The sync itself runs unlocked: writers keep appending meanwhile.
+        if let Some((file, path, seq)) = job {
+            let res = file.sync_data();
+            let mut s = f.lock();
+            match res {
+                Ok(()) => s.synced_seq = s.synced_seq.max(seq),
+                Err(e) => s.failed = Some(format!("fdatasync {}: {e}", path.display())),
+            }
+            f.changed.notify_all();
+        }
+        drop(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn barrier_waits_for_the_sync_of_every_earlier_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seg");
+        let mut file = File::create(&path).expect("create");
+        let f = Flusher::start();
+        assert!(f.barrier().is_ok(), "nothing written: nothing to wait for");
+        for i in 0..50u32 {
+            file.write_all(&i.to_le_bytes()).expect("write");
+            f.written(&file, &path, i == 0).expect("written");
+        }
+        f.barrier().expect("barrier");
+        let s = f.lock();
+        assert_eq!(s.written_seq, 50);
+        assert!(s.synced_seq >= 50, "barrier returned before the sync: {}", s.synced_seq);
+        assert!(s.failed.is_none());
+    }
+
+    #[test]
+    fn a_new_handle_replaces_the_followed_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let fa = File::create(&a).expect("create a");
+        let fb = File::create(&b).expect("create b");
+        let f = Flusher::start();
+        f.written(&fa, &a, true).expect("written a");
+        f.written(&fb, &b, true).expect("written b");
+        f.barrier().expect("barrier");
+        assert_eq!(f.lock().file.as_ref().map(|(_, p)| p.clone()), Some(b));
+    }
+}
