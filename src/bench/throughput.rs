@@ -127,12 +127,43 @@ pub fn cpu_line(c: &CpuUse) -> String {
     )
 }
 
+/// Before the first point: writes through walship and straight to
+/// ZooKeeper, unmeasured, for a few warm-up periods. A fresh ZooKeeper JVM
+/// spends its first seconds compiling (its C2 thread took about a fifth of
+/// the machine during the first point), which would tax whichever system
+/// the first point measures.
+async fn warm_up(s: &mut Setup<'_>) -> Result<()> {
+    const CLIENTS: usize = 16;
+    let span = s.warmup * 3;
+    if span.is_zero() {
+        return Ok(());
+    }
+    println!("  warming up ZooKeeper and the nodes ({:.0} s, not measured)", 2.0 * span.as_secs_f64());
+    let leader = s.cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
+    let target = Walship::new(pool(CLIENTS), s.cluster.addr(leader));
+    let v = value(100, 0);
+    closed_loop(CLIENTS, Duration::ZERO, span, move |c, seq| {
+        let (t, v) = (target.clone(), v.clone());
+        async move { t.put(&format!("warmup-{:04}", key_index(c, seq, CLIENTS, 1000)), v).await }
+    })
+    .await;
+    let z = ZkDirect::prepare(&s.cluster.zk_addr, "warmup", 1000, &value(100, 0)).await?;
+    let (zc, v) = (z.clone(), value(100, 0));
+    closed_loop(CLIENTS, Duration::ZERO, span, move |c, seq| {
+        let (z, v) = (zc.clone(), v.clone());
+        async move { z.set(key_index(c, seq, CLIENTS, 1000), &v).await }
+    })
+    .await;
+    z.cleanup("warmup").await
+}
+
 /// Runs every point; `on_point` sees each as it completes.
-pub async fn run(s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point: impl FnMut(&Point)) -> Result<()> {
+pub async fn run(mut s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_point: impl FnMut(&Point)) -> Result<()> {
     let mut push = |p: Point| {
         println!("  {}", show(&p));
         on_point(&p);
     };
+    warm_up(&mut s).await?;
     for &size in sizes {
         for &n in clients {
             let leader = s.cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
