@@ -67,6 +67,11 @@ impl Auth {
         self.zk_digest.as_deref()
     }
 
+    /// The token clients send as `Authorization: Bearer <token>`, if set.
+    pub fn api_token(&self) -> Option<&str> {
+        self.api_token.as_deref()
+    }
+
     pub fn peer_token(&self) -> Option<&str> {
         self.peer_token.as_deref()
     }

@@ -84,6 +84,32 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
         .connect(&c.zk.addr())
         .await?;
     assert_eq!(wrong.get_data(&witness).await.err(), Some(zookeeper_client::Error::NoAuth));
+    // The CLI: `kv` needs the token file, `status --zk` the secret file.
+    let endpoint = c.api(leader).base_url().trim_start_matches("http://").to_string();
+    let cli = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::node::WALSHIP_BIN);
+        cmd.args(args).args(["--endpoints", &endpoint, "--timeout-ms", "5000"]);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WALSHIP_")) {
+            cmd.env_remove(k);
+        }
+        let o = cmd.output().expect("run walship");
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        (o.status.code(), text)
+    };
+    let (code, text) = cli(&["kv", "put", "cli-key", "cli-value"]);
+    assert_ne!(code, Some(0), "a write without the token: {text}");
+    let (code, text) = cli(&["kv", "put", "cli-key", "cli-value", "--api-token-file", &t]);
+    assert_eq!(code, Some(0), "a write with the token file: {text}");
+    let (code, text) = cli(&["kv", "get", "cli-key", "--api-token-file", &t]);
+    assert_eq!((code, text.trim()), (Some(0), "cli-value"));
+    let zk_addr = c.zk.addr();
+    let zk_args = ["status", "--zk", zk_addr.as_str(), "--cluster", c.name.as_str()];
+    let (code, text) = cli(&zk_args);
+    assert_ne!(code, Some(0), "read an ACL'd cluster's znodes without the secret: {text}");
+    let (code, text) = cli(&[&zk_args[..], &["--secret-file", s.as_str()]].concat());
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("W's last log id") && text.contains("members/1"), "{text}");
+
     // The cluster still works after all that.
     let (code, _) = send(&http, reqwest::Method::PUT, url(leader, "/v1/kv/after"), Some("client-token-123"), "ok").await?;
     assert_eq!(code, 200);

@@ -27,6 +27,10 @@ pub struct ClientOpts {
     /// flight then is an unknown outcome (exit 4).
     #[arg(long, env = "WALSHIP_TIMEOUT_MS", default_value_t = 10_000, global = true)]
     pub timeout_ms: u64,
+    /// File holding the API token (as given to the nodes' --api-token-file),
+    /// sent as `Authorization: Bearer <token>`.
+    #[arg(long, env = "WALSHIP_API_TOKEN_FILE", global = true)]
+    pub api_token_file: Option<std::path::PathBuf>,
 }
 
 /// ZooKeeper, for the commands that can also read the cluster's znodes.
@@ -38,6 +42,10 @@ pub struct ZkOpts {
     /// Cluster name (its znodes are under /walship/<name>).
     #[arg(long, env = "WALSHIP_CLUSTER", global = true)]
     pub cluster: Option<String>,
+    /// The cluster's shared secret (as given to its nodes), needed to read
+    /// the znodes of a cluster run with access control.
+    #[arg(long, env = "WALSHIP_SECRET_FILE", global = true)]
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 /// `walship kv ...`

@@ -21,7 +21,7 @@ use super::EXIT_OK;
 use super::EXIT_UNAVAILABLE;
 
 pub async fn run(args: MembersArgs) -> Result<u8, Failure> {
-    match zkview::target(&args.zk.zk, &args.zk.cluster)? {
+    match zkview::target(&args.zk)? {
         Some(target) => {
             let view = zkview::read(&target, Duration::from_millis(args.opts.timeout_ms)).await?;
             if args.opts.json {

@@ -84,7 +84,7 @@ pub async fn poll(t: &Transport) -> Vec<EndpointStatus> {
 
 pub async fn run(args: StatusArgs) -> Result<u8, Failure> {
     let t = Transport::new(&args.opts)?;
-    let target = zkview::target(&args.zk.zk, &args.zk.cluster)?;
+    let target = zkview::target(&args.zk)?;
     let timeout = Duration::from_millis(args.opts.timeout_ms);
     let zk = async {
         match &target {

@@ -112,8 +112,18 @@ impl Transport {
         if opts.timeout_ms == 0 {
             return Err(Failure::usage("--timeout-ms must be positive"));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(path) = &opts.api_token_file {
+            let auth = crate::auth::Auth::load(None, Some(path)).map_err(Failure::usage)?;
+            let token = auth.api_token().unwrap_or_default();
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Failure::usage(format!("{}: the token is not a valid header value", path.display())))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(Duration::from_millis(opts.timeout_ms)))
+            .default_headers(headers)
             .no_proxy()
             .build()
             .map_err(|e| Failure::new(EXIT_SERVER, format!("cannot build an HTTP client: {e}")))?;

@@ -101,7 +101,9 @@ async fn read_with(target: &ZkTarget, session: &Arc<ZkSession>, paths: Paths) ->
 }
 
 /// `--zk` and `--cluster` together, or neither (then None); one alone is bad usage.
-pub fn target(zk: &Option<String>, cluster: &Option<String>) -> Result<Option<ZkTarget>, Failure> {
+pub fn target(zk: &super::args::ZkOpts) -> Result<Option<ZkTarget>, Failure> {
+    let (cluster, secret_file) = (&zk.cluster, &zk.secret_file);
+    let zk = &zk.zk;
     // An empty value (WALSHIP_ZK= in an environment file) counts as not given.
     let zk = zk.as_ref().filter(|s| !s.trim().is_empty());
     let cluster = cluster.as_ref().filter(|s| !s.trim().is_empty());
@@ -111,7 +113,7 @@ pub fn target(zk: &Option<String>, cluster: &Option<String>) -> Result<Option<Zk
             Ok(Some(ZkTarget {
                 zk: zk.clone(),
                 cluster: cluster.clone(),
-                secret_file: None,
+                secret_file: secret_file.clone(),
             }))
         }
         (None, None) => Ok(None),
