@@ -455,10 +455,24 @@ impl Node {
         let mut last_attempt: Option<Instant> = None;
         // When corruption in W was last logged, and attempts since (see below).
         let mut corrupt_logged: Option<(Instant, u64)> = None;
+        let pause_threshold = std::cmp::max(3 * tick, election_timeout / 2);
+        let mut last_tick = Instant::now();
         while !self.is_stopping() {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = self.wake.notified() => {}
+            }
+            // A tick far later than asked means this process did not run
+            // (SIGSTOP, a VM or GC pause, a starved machine): what it knows
+            // of the leader is as old as the pause, and the leader's
+            // heartbeats are only now arriving. Count the resume as fresh
+            // contact, so a live leader is not deposed for our own pause.
+            let gap = last_tick.elapsed();
+            last_tick = Instant::now();
+            if gap > pause_threshold {
+                tracing::warn!(paused_ms = gap.as_millis() as u64, "this node did not run for a while; giving the leader a fresh election timeout");
+                self.forgive_pause();
+                continue;
             }
             let Some(raft) = self.raft() else { continue };
             let m = raft.metrics().borrow().clone();
@@ -531,6 +545,20 @@ impl Node {
         contact_at.elapsed() > election_timeout
             || lease.absent_since.is_some_and(|_| contact_at.elapsed() > 2 * heartbeat)
             || lapsed
+    }
+
+    /// Restarts the clocks that judge the leader (contact, lease renewal,
+    /// absence) at now; see the pause check in `failover_loop`.
+    fn forgive_pause(&self) {
+        let now = Instant::now();
+        self.last_contact.lock().expect("contact lock").0 = now;
+        let mut lease = self.lease.lock().expect("lease lock");
+        if lease.renewed_at.is_some() {
+            lease.renewed_at = Some(now);
+        }
+        if lease.absent_since.is_some() {
+            lease.absent_since = Some(now);
+        }
     }
 
     /// The lease as last seen (for `/health/ready`).
