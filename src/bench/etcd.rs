@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -19,7 +18,6 @@ use anyhow::Context;
 use anyhow::Result;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use reqwest::Client;
 
 use crate::soak::procs::free_port;
 
@@ -162,72 +160,21 @@ impl Drop for EtcdServer {
     }
 }
 
-/// Client for the gateway; cheap to clone.
-#[derive(Clone)]
-pub struct Etcd {
-    http: Client,
-    put_url: Arc<str>,
-    range_url: Arc<str>,
-}
+/// The gateway's request bodies (sent by `http1::Http1`).
+pub struct Etcd;
 
 impl Etcd {
-    pub fn new(http: Client, client_url: &str) -> Etcd {
-        Etcd {
-            http,
-            put_url: format!("{client_url}/v3/kv/put").into(),
-            range_url: format!("{client_url}/v3/kv/range").into(),
-        }
-    }
-
     /// The JSON body of a put; `value_b64` is already base64.
     pub fn put_body(key: &str, value_b64: &str) -> String {
         format!(r#"{{"key":"{}","value":"{value_b64}"}}"#, B64.encode(key))
     }
 
+    /// The JSON body of a range read of `key`.
+    pub fn range_body(key: &str) -> String {
+        format!(r#"{{"key":"{}"}}"#, B64.encode(key))
+    }
+
     pub fn encode(v: &[u8]) -> String {
         B64.encode(v)
-    }
-
-    pub async fn put(&self, body: String) -> Result<(), String> {
-        let r = self
-            .http
-            .post(&*self.put_url)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("etcd put: {e}"))?;
-        let status = r.status();
-        let text = r.bytes().await.map_err(|e| format!("etcd put: body: {e}"))?;
-        // Errors come back as 200 with an "error" field from some gateways.
-        if status.is_success() && !text.starts_with(b"{\"error\"") {
-            Ok(())
-        } else {
-            Err(format!(
-                "etcd put: HTTP {}: {}",
-                status.as_u16(),
-                String::from_utf8_lossy(&text)
-            ))
-        }
-    }
-
-    pub async fn get(&self, key: &str) -> Result<(), String> {
-        let r = self
-            .http
-            .post(&*self.range_url)
-            .body(format!(r#"{{"key":"{}"}}"#, B64.encode(key)))
-            .send()
-            .await
-            .map_err(|e| format!("etcd range: {e}"))?;
-        let status = r.status();
-        let text = r.bytes().await.map_err(|e| format!("etcd range: body: {e}"))?;
-        if status.is_success() && !text.starts_with(b"{\"error\"") {
-            Ok(())
-        } else {
-            Err(format!(
-                "etcd range: HTTP {}: {}",
-                status.as_u16(),
-                String::from_utf8_lossy(&text)
-            ))
-        }
     }
 }

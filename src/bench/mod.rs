@@ -26,6 +26,7 @@ mod env;
 mod etcd;
 mod failover;
 mod footprint;
+mod http1;
 mod load;
 mod plot;
 mod rebirth;

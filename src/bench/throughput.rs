@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use axum::body::Bytes;
+use hyper::Method;
+use hyper::StatusCode;
 use serde::Serialize;
 
 use super::cpu;
 use super::cpu::CpuUse;
 use super::etcd::Etcd;
+use super::http1::Http1;
 use super::load::closed_loop;
 use super::load::key_index;
 use super::load::value;
@@ -127,6 +131,28 @@ pub fn cpu_line(c: &CpuUse) -> String {
     )
 }
 
+/// A walship answer with one of the `ok` statuses is a success.
+fn expect(r: Result<(StatusCode, Bytes), String>, path: &str, ok: &[StatusCode]) -> Result<(), String> {
+    match r {
+        Ok((status, _)) if ok.contains(&status) => Ok(()),
+        Ok((status, body)) => Err(format!("{path}: HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&body))),
+        Err(e) => Err(format!("{path}: {e}")),
+    }
+}
+
+/// etcd's gateway answers some errors with 200 and an "error" field.
+fn etcd_answer(r: Result<(StatusCode, Bytes), String>, what: &str) -> Result<(), String> {
+    match r {
+        Ok((status, body)) if status.is_success() && !body.starts_with(b"{\"error\"") => Ok(()),
+        Ok((status, body)) => Err(format!(
+            "etcd {what}: HTTP {}: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&body)
+        )),
+        Err(e) => Err(format!("etcd {what}: {e}")),
+    }
+}
+
 /// Before the first point: writes through walship and straight to
 /// ZooKeeper, unmeasured, for a few warm-up periods. A fresh ZooKeeper JVM
 /// spends its first seconds compiling (its C2 thread took about a fifth of
@@ -169,29 +195,31 @@ pub async fn run(mut s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_po
             let leader = s.cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
             let mut procs = s.cluster.pids();
             procs.extend(s.etcd_pid.map(|p| ("etcd".to_string(), p)));
-            let target = Walship::new(pool(n), s.cluster.addr(leader));
+            let target = Arc::new(Http1::new(s.cluster.addr(leader), n));
             let ks = s.keyspace;
             let values: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|c| value(size, c)).collect());
+            let bodies: Arc<Vec<Bytes>> = Arc::new(values.iter().map(|v| Bytes::from(v.clone())).collect());
 
-            let (t, v) = (target.clone(), Arc::clone(&values));
+            let (t, b) = (Arc::clone(&target), Arc::clone(&bodies));
             let mark = cpu::mark(&procs);
             let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
-                let (t, v) = (t.clone(), Arc::clone(&v));
+                let (t, b) = (Arc::clone(&t), Arc::clone(&b));
                 async move {
-                    let k = format!("b{size}-{:07}", key_index(c, seq, n, ks));
-                    t.put(&k, v[c].clone()).await
+                    let path = format!("/v1/kv/b{size}-{:07}", key_index(c, seq, n, ks));
+                    expect(t.send(c, Method::PUT, &path, b[c].clone()).await, &path, &[StatusCode::OK])
                 }
             })
             .await;
             push(Point::new(System::Walship, Op::Write, size, n, o, mark.since()));
 
-            let t = target.clone();
+            let t = Arc::clone(&target);
             let mark = cpu::mark(&procs);
             let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
-                let t = t.clone();
+                let t = Arc::clone(&t);
                 async move {
-                    let k = format!("b{size}-{:07}", key_index(c, seq, n, ks));
-                    t.get(&k).await.map(|_| ())
+                    let path = format!("/v1/kv/b{size}-{:07}", key_index(c, seq, n, ks));
+                    let ok = [StatusCode::OK, StatusCode::NOT_FOUND];
+                    expect(t.send(c, Method::GET, &path, Bytes::new()).await, &path, &ok)
                 }
             })
             .await;
@@ -220,25 +248,31 @@ pub async fn run(mut s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_po
             }
 
             if let Some(url) = &s.etcd {
-                let e = Etcd::new(pool(n), url);
+                let addr: std::net::SocketAddr = url
+                    .trim_start_matches("http://")
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("etcd client url {url}: {e}"))?;
+                let e = Arc::new(Http1::new(addr, n));
                 let encoded: Arc<Vec<String>> = Arc::new(values.iter().map(|v| Etcd::encode(v)).collect());
-                let ec = e.clone();
+                let ec = Arc::clone(&e);
                 let mark = cpu::mark(&procs);
                 let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
-                    let (e, enc) = (ec.clone(), Arc::clone(&encoded));
+                    let (e, enc) = (Arc::clone(&ec), Arc::clone(&encoded));
                     async move {
                         let k = format!("b{size}-{:07}", key_index(c, seq, n, ks));
-                        e.put(Etcd::put_body(&k, &enc[c])).await
+                        let body = Bytes::from(Etcd::put_body(&k, &enc[c]));
+                        etcd_answer(e.send(c, Method::POST, "/v3/kv/put", body).await, "put")
                     }
                 })
                 .await;
                 push(Point::new(System::Etcd, Op::Write, size, n, o, mark.since()));
                 let mark = cpu::mark(&procs);
                 let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
-                    let e = e.clone();
+                    let e = Arc::clone(&e);
                     async move {
                         let k = format!("b{size}-{:07}", key_index(c, seq, n, ks));
-                        e.get(&k).await
+                        let body = Bytes::from(Etcd::range_body(&k));
+                        etcd_answer(e.send(c, Method::POST, "/v3/kv/range", body).await, "range")
                     }
                 })
                 .await;

@@ -63,11 +63,6 @@ impl Walship {
         answer(resp, key).await
     }
 
-    /// Linearizable read; `Ok(None)` when the key is absent.
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.get_timeout(key, REQUEST_TIMEOUT).await
-    }
-
     pub async fn get_timeout(&self, key: &str, timeout: Duration) -> Result<Option<Vec<u8>>, String> {
         let resp = self
             .http
