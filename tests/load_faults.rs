@@ -2,6 +2,8 @@
 //! aeb8a86): the leader's snapshot shipping and WAL compaction in ZooKeeper
 //! must not cost it its lease, and a follower far behind must catch up over
 //! AppendEntries bodies and a snapshot well over axum's default 2 MB limit.
+//! And one found beside them: a follower whose process was paused (SIGSTOP)
+//! must not depose a live leader on the stale view it resumes with.
 
 mod common;
 
@@ -17,13 +19,12 @@ use reqwest::Method;
 use walship::faultproxy::CutMode;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
+/// The catch-up tests run at the default heartbeat (200 ms, also openraft's
+/// per-AppendEntries timeout). In a debug build a 1 MiB body (the sender's
+/// cap) often misses it: values are `Vec<u8>`, which bincode encodes byte by
+/// byte, about 0.1 s per MiB per pass on a 2-core box. So a 9 MiB backlog
+/// took 5 to 16 s to catch up, through dozens of timed-out RPCs.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(40);
-/// `--heartbeat-interval-ms` for the catch-up tests. openraft gives every
-/// AppendEntries one heartbeat interval to arrive and be answered; a body of
-/// several MB (up to 4 MiB since aeb8a86) does not make it through a debug
-/// build on a busy machine in the default 200 ms.
-const RPC_TIMEOUT_MS: &str = "2000";
-const ELECTION_TIMEOUT_MS: &str = "5000";
 
 /// One sample of `/metrics` (`name` with its labels, e.g.
 /// `walship_snapshots_total{event="uploaded"}`); 0 when the series is absent.
@@ -293,10 +294,6 @@ async fn follower_catches_up_a_backlog_over_2mb_through_append_entries() -> Resu
             "1000000",
             "--snapshot-every-wal-bytes",
             "1073741824",
-            "--heartbeat-interval-ms",
-            RPC_TIMEOUT_MS,
-            "--election-timeout-ms",
-            ELECTION_TIMEOUT_MS,
         ],
     )
     .await?;
@@ -363,10 +360,6 @@ async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result
             "1024",
             "--max-inflight-batches",
             "16",
-            "--heartbeat-interval-ms",
-            RPC_TIMEOUT_MS,
-            "--election-timeout-ms",
-            ELECTION_TIMEOUT_MS,
         ],
     )
     .await?;
@@ -416,4 +409,210 @@ async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result
         .await
         .with_context(|| format!("node {follower}'s local state"))
         .in_cluster(&c)
+}
+
+/// Pauses of the follower: a short one, over the election timeout (1 s) but
+/// under the peer address cache's 2 s (see `pause_follower`); and a long one,
+/// well over the ZooKeeper session timeout (4 s by default), so the session
+/// expires and the follower's `members` znode goes.
+const SHORT_PAUSE: Duration = Duration::from_millis(1500);
+const LONG_PAUSE: Duration = Duration::from_secs(6);
+/// The pauses in order (until_expired: the long one lasts until ZooKeeper
+/// has expired the session), each with how long both nodes are then watched
+/// for a change of leader: well past the fresh election timeout (1 s) that a
+/// resumed follower now gives the leader. Before daf7a32 a short pause
+/// deposed the leader in every run; a long one did not: the first failover
+/// attempt after it failed on the expired session, and by the next one the
+/// leader's heartbeats and lease were current again.
+const PAUSES: [(Duration, bool, Duration); 3] = [
+    (SHORT_PAUSE, false, Duration::from_secs(3)),
+    (LONG_PAUSE, true, Duration::from_secs(5)),
+    (SHORT_PAUSE, false, Duration::from_secs(3)),
+];
+
+/// One writer through the leader over a few keys, remembering the last
+/// value written to each.
+struct PauseWrites {
+    api: Api,
+    leader: u64,
+    count: u64,
+    latest: std::collections::BTreeMap<String, String>,
+}
+
+impl PauseWrites {
+    /// Writes the next value through the leader; it must be acknowledged.
+    async fn put(&mut self, phase: &str) -> Result<u64> {
+        let api = self.api.clone();
+        self.put_through(&api, phase).await
+    }
+
+    /// Writes the next value through `api`; it must be acknowledged.
+    async fn put_through(&mut self, api: &Api, phase: &str) -> Result<u64> {
+        let key = format!("pause-{}", self.count % 16);
+        let value = format!("{phase}-{}", self.count);
+        self.count += 1;
+        self.latest.insert(key.clone(), value.clone());
+        api.put(&key, value.clone())
+            .await
+            .into_result()
+            .with_context(|| format!("write {key}={value} through {}", api.base_url()))
+    }
+}
+
+/// Freezes `follower` for `pause` (and, if `until_expired`, until ZooKeeper
+/// has expired its session: its `members` znode is gone) while `w` writes
+/// through the leader, every write acknowledged (the leader and ZooKeeper are
+/// a quorum); then SIGCONT, and for `watch` both nodes' `/v1/status` every
+/// ~100 ms, with a write between polls, must name `expected` (term, leader).
+/// Returns the index of the last write.
+///
+/// The write just before SIGSTOP goes through the follower, which forwards it
+/// to the leader and so has the leader's address cached (for 2 s) when it
+/// resumes from a short pause. Its failover check then needs no ZooKeeper
+/// round trip and runs before the re-read of the leader's lease completes:
+/// before daf7a32 that deposed the leader every time, while without the
+/// cached address the outcome was a sub-millisecond race (about one run in
+/// two).
+async fn pause_follower(
+    c: &mut Cluster,
+    w: &mut PauseWrites,
+    follower: u64,
+    pause: Duration,
+    until_expired: bool,
+    watch: Duration,
+    expected: (Option<u64>, Option<u64>),
+) -> Result<u64> {
+    let phase = if until_expired { "long" } else { "short" };
+    let zk = zookeeper_client::Client::connect(&c.zk.addr()).await?;
+    let member = format!("/walship/{}/members/{follower}", c.name);
+    assert!(zk.check_stat(&member).await?.is_some(), "{member} is missing before the pause");
+    let mut last = w.put_through(&c.api(follower), phase).await.in_cluster(c)?;
+    c.node_mut(follower).sigstop()?;
+    let stopped = Instant::now();
+    let deadline = Deadline::after(
+        pause + TIMEOUT,
+        format!("{member} to vanish while node {follower} is stopped"),
+    );
+    let mut vanished = false;
+    while stopped.elapsed() < pause || (until_expired && !vanished) {
+        last = w.put(phase).await.in_cluster(c)?;
+        vanished = vanished || zk.check_stat(&member).await?.is_none();
+        deadline
+            .tick(&format!("{} writes; {member} vanished: {vanished}", w.count))
+            .await
+            .in_cluster(c)?;
+    }
+    let paused_for = stopped.elapsed();
+    c.node_mut(follower).sigcont()?;
+
+    let resumed = Instant::now();
+    let watched = [w.leader, follower].map(|id| (id, c.api(id).with_timeout(Duration::from_secs(1))));
+    let mut changes = Vec::new();
+    let mut unanswered = Vec::new();
+    let mut answers = [0usize; 2];
+    while resumed.elapsed() < watch {
+        last = w
+            .put(phase)
+            .await
+            .with_context(|| format!("{:.1?} after SIGCONT; changes seen: {changes:?}", resumed.elapsed()))
+            .in_cluster(c)?;
+        for (i, (id, api)) in watched.iter().enumerate() {
+            match api.status().await {
+                Reply::Success { value, .. } => {
+                    answers[i] += 1;
+                    if (value.term, value.leader) != expected {
+                        changes.push(format!(
+                            "{:.1?} after SIGCONT, node {id}: role {}, term {:?}, leader {:?}",
+                            resumed.elapsed(),
+                            value.role,
+                            value.term,
+                            value.leader
+                        ));
+                    }
+                }
+                other => unanswered.push(format!("{:.1?} after SIGCONT, node {id}: {other}", resumed.elapsed())),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "node {follower} stopped for {paused_for:.1?} (members znode vanished: {vanished}), {} writes so far; \
+         status answers after SIGCONT: {answers:?}; unanswered: {unanswered:?}",
+        w.count
+    );
+    assert!(
+        changes.is_empty(),
+        "the leader changed after node {follower} resumed from a {paused_for:.1?} pause \
+         (expected term {:?}, leader {:?}): {:?}",
+        expected.0,
+        expected.1,
+        &changes[..changes.len().min(5)]
+    );
+    assert!(
+        answers.iter().all(|&n| n >= 10),
+        "too few status answers to judge after SIGCONT ({answers:?}): {unanswered:?}"
+    );
+    Ok(last)
+}
+
+/// The follower is frozen (SIGSTOP) while the leader goes on committing with
+/// ZooKeeper alone: for 1.5 s (its ZooKeeper session survives), for 6 s (it
+/// expires), for 1.5 s again. When it resumes, all it knows of the leader is
+/// as old as the pause; it must not take that for a lost leader (before
+/// daf7a32 it logged "leader lost; adopting W's log before electing" at
+/// once): for seconds after each SIGCONT neither node reports another term or
+/// leader and the leader acknowledges every write; the follower adopts
+/// nothing from W and catches up with every value written while it was
+/// stopped.
+///
+/// Node 2 leads and node 1 follows: of the two, node 1 stands for election at
+/// once when it judges the leader lost, while node 2 first waits a heartbeat
+/// and looks again (no duel), which on its own hides a short pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstopped_follower_resumes_without_deposing_the_leader() -> Result<()> {
+    let (leader, follower) = (2, 1);
+    let mut c = Cluster::start_stopped("sigstop-follower").await?;
+    c.spawn_node(leader).await.in_cluster(&c)?;
+    assert_eq!(c.wait_for_leader(TIMEOUT).await.in_cluster(&c)?, leader);
+    c.spawn_node(follower).await.in_cluster(&c)?;
+    let (api, fapi) = (c.api(leader), c.api(follower));
+    let mut w = PauseWrites {
+        api: api.clone(),
+        leader,
+        count: 0,
+        latest: Default::default(),
+    };
+    let mut last = 0;
+    for _ in 0..20 {
+        last = w.put("before").await.in_cluster(&c)?;
+    }
+    c.wait_applied(last, TIMEOUT).await.in_cluster(&c)?;
+    let expected = term_and_leader(&api).await?;
+    assert_eq!(expected.1, Some(leader));
+    assert_eq!(term_and_leader(&fapi).await?, expected);
+    let (adoptions, _) = catch_up_counters(&fapi).await?;
+
+    for (pause, until_expired, watch) in PAUSES {
+        let last = pause_follower(&mut c, &mut w, follower, pause, until_expired, watch, expected).await?;
+        c.wait_applied(last, TIMEOUT)
+            .await
+            .with_context(|| format!("node {follower} catching up after a {pause:?} pause"))
+            .in_cluster(&c)?;
+    }
+
+    let leader_applied = api.status().await.into_result()?.applied_index.context("leader's applied index")?;
+    c.wait_applied(leader_applied, TIMEOUT).await.in_cluster(&c)?;
+    let (adoptions_after, _) = catch_up_counters(&fapi).await?;
+    assert_eq!(adoptions_after, adoptions, "node {follower} adopted W's log after its pause");
+    for (key, value) in &w.latest {
+        assert_eq!(
+            fapi.get_stale(key).await.into_result()?.as_deref(),
+            Some(value.as_str()),
+            "node {follower}'s local copy of {key}"
+        );
+    }
+    for id in [leader, follower] {
+        assert_eq!(term_and_leader(&c.api(id)).await?, expected, "node {id}: the leader changed");
+    }
+    Ok(())
 }
