@@ -39,6 +39,7 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub enum Request {
     Set {
         key: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     Delete {
@@ -47,13 +48,15 @@ pub enum Request {
     /// `expect == None`: the key must be absent. `value == None`: delete it.
     Cas {
         key: String,
+        #[serde(with = "serde_bytes")]
         expect: Option<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
     },
     /// An embedder's command for its `crate::app::Application` (the
     /// key-value map ignores it). Last, so the variants before keep their
     /// encoding in existing logs.
-    App(Vec<u8>),
+    App(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// One Raft entry's payload: the client requests group-committed together
@@ -77,7 +80,43 @@ pub struct Response {
     /// For `Cas`: the value after the operation (the current one if it failed).
     /// For `App`: what the application returned (`ok` is false, and this
     /// `None`, if the node runs no application).
+    #[serde(with = "serde_bytes")]
     pub current: Option<Vec<u8>>,
+}
+
+/// `#[serde(with)]` for a key-value map: each value as one byte string (as
+/// `serde_bytes` does for a single field); bincode writes the same bytes as
+/// for a sequence of u8, without a call per byte.
+pub mod bytes_map {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::de::MapAccess;
+    use serde::de::Visitor;
+    use serde::Deserializer;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(map: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        struct MapOfBytes;
+        impl<'de> Visitor<'de> for MapOfBytes {
+            type Value = BTreeMap<String, Vec<u8>>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of strings to byte strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+                let mut map = BTreeMap::new();
+                while let Some((k, v)) = access.next_entry::<String, serde_bytes::ByteBuf>()? {
+                    map.insert(k, v.into_vec());
+                }
+                Ok(map)
+            }
+        }
+        d.deserialize_map(MapOfBytes)
+    }
 }
 
 /// The cluster's first log entry, W's genesis (witness-protocol.md): log id
@@ -97,5 +136,61 @@ pub fn genesis_entry() -> Entry {
     Entry {
         log_id: LogId::default(),
         payload: openraft::EntryPayload::Membership(Membership::new(vec![all, witness_only], nodes)),
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+
+    use super::*;
+
+    // The shapes before byte fields were marked serde_bytes: logs, W's WAL
+    // and snapshots written then must decode the same now.
+    #[derive(Serialize)]
+    enum LegacyRequest {
+        Set { key: String, value: Vec<u8> },
+        Delete { key: String },
+        Cas { key: String, expect: Option<Vec<u8>>, value: Option<Vec<u8>> },
+        App(Vec<u8>),
+    }
+
+    #[test]
+    fn byte_fields_keep_their_bincode_encoding() {
+        let v = vec![0u8, 1, 2, 250, 255];
+        let pairs = [
+            (
+                Request::Set { key: "k".into(), value: v.clone() },
+                LegacyRequest::Set { key: "k".into(), value: v.clone() },
+            ),
+            (Request::Delete { key: "d".into() }, LegacyRequest::Delete { key: "d".into() }),
+            (
+                Request::Cas { key: "c".into(), expect: Some(v.clone()), value: None },
+                LegacyRequest::Cas { key: "c".into(), expect: Some(v.clone()), value: None },
+            ),
+            (Request::App(v.clone()), LegacyRequest::App(v.clone())),
+        ];
+        for (now, before) in pairs {
+            let bytes = bincode::serialize(&now).expect("encode");
+            assert_eq!(bytes, bincode::serialize(&before).expect("encode legacy"), "{now:?}");
+            assert_eq!(bincode::deserialize::<Request>(&bytes).expect("decode"), now);
+        }
+        let resp = Response { ok: true, current: Some(v.clone()) };
+        assert_eq!(
+            bincode::serialize(&resp).expect("encode"),
+            bincode::serialize(&(true, Some(v.clone()))).expect("encode legacy")
+        );
+    }
+
+    #[test]
+    fn byte_maps_keep_their_bincode_encoding() {
+        #[derive(Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Now(#[serde(with = "bytes_map")] BTreeMap<String, Vec<u8>>);
+        let map: BTreeMap<String, Vec<u8>> = [("a".to_string(), vec![1, 2]), ("b".to_string(), vec![])].into();
+        let bytes = bincode::serialize(&Now(map.clone())).expect("encode");
+        assert_eq!(bytes, bincode::serialize(&map).expect("encode legacy"));
+        assert_eq!(bincode::deserialize::<Now>(&bytes).expect("decode"), Now(map));
     }
 }

@@ -128,16 +128,18 @@ impl PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
-        let bytes = bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         // A follower far behind gets up to max_payload_entries at once, and
         // an entry is a whole batch of writes: ask openraft for fewer
         // entries rather than send a body the peer refuses (or that cannot
-        // arrive within the RPC timeout).
-        if bytes.len() > MAX_APPEND_BODY_BYTES && rpc.entries.len() > 1 {
+        // arrive within the RPC timeout). Sized before encoding: cheap, as
+        // values are byte strings.
+        let size = bincode::serialized_size(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if size > MAX_APPEND_BODY_BYTES as u64 && rpc.entries.len() > 1 {
             let n = rpc.entries.len() as u64;
-            let hint = (n * MAX_APPEND_BODY_BYTES as u64 / bytes.len() as u64).clamp(1, n - 1);
+            let hint = (n * MAX_APPEND_BODY_BYTES as u64 / size).clamp(1, n - 1);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
+        let bytes = bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         match self.call_bytes("append", bytes, &option).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),

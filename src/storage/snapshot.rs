@@ -28,6 +28,7 @@ const FILE_MAGIC: &[u8; 8] = b"WSHIPSF1";
 /// Everything the state machine holds; a snapshot is this, encoded.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct SmContent {
+    #[serde(with = "crate::types::bytes_map")]
     pub kv: BTreeMap<String, Vec<u8>>,
     pub applied: Option<LogId>,
     pub membership: StoredMembership,
@@ -37,7 +38,7 @@ pub struct SmContent {
 pub fn encode_data(content: &SmContent, app: Option<&[u8]>) -> Result<Vec<u8>> {
     let encoded = match app {
         None => bincode::serialize(content),
-        Some(app) => bincode::serialize(&(content, app)),
+        Some(app) => bincode::serialize(&(content, serde_bytes::Bytes::new(app))),
     };
     let body = encoded.map_err(|source| StoreError::Encode {
         what: "snapshot",
@@ -93,8 +94,8 @@ pub fn decode_data_with_app(data: &[u8], meta: &SnapshotMeta, origin: &str) -> R
     let body = verify_data(data).map_err(|(off, why)| bad(format!("at byte {off}: {why}")))?;
     let undecodable = |e: bincode::Error| bad(format!("undecodable: {e}"));
     let (content, app) = if &data[..8] == APP_DATA_MAGIC {
-        let (content, app): (SmContent, Vec<u8>) = bincode::deserialize(body).map_err(undecodable)?;
-        (content, Some(app))
+        let (content, app): (SmContent, serde_bytes::ByteBuf) = bincode::deserialize(body).map_err(undecodable)?;
+        (content, Some(app.into_vec()))
     } else {
         (bincode::deserialize::<SmContent>(body).map_err(undecodable)?, None)
     };
