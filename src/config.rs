@@ -135,7 +135,7 @@ settings! {
         "Most entries in one AppendEntries (and so in one ZooKeeper multi).";
     write_timeout_ms: u64 = Some(5000), "WALSHIP_WRITE_TIMEOUT_MS",
         "A write not confirmed within this is answered 504 (outcome unknown).";
-    max_inflight_batches: usize = Some(2), "WALSHIP_MAX_INFLIGHT_BATCHES",
+    max_inflight_batches: usize = Some(1), "WALSHIP_MAX_INFLIGHT_BATCHES",
         "Group commit: client-request batches (Raft entries) in flight at once.";
     max_batch_bytes: usize = Some(256 * 1024), "WALSHIP_MAX_BATCH_BYTES",
         "Group commit: payload bytes per batch, 1024..=786432 (under ZooKeeper's 1 MiB request limit).";

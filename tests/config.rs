@@ -102,10 +102,12 @@ fn print_config_round_trips_through_a_file() {
         "write_timeout_ms",
         "max_inflight_batches",
         "max_batch_bytes",
+        "log_sync",
     ] {
         assert!(value_of(&first, key).is_some(), "{key} missing from\n{first}");
     }
     assert_eq!(value_of(&first, "heartbeat_interval_ms").as_deref(), Some("200"));
+    assert_eq!(value_of(&first, "log_sync").as_deref(), Some("\"background\""));
     assert_eq!(value_of(&first, "write_timeout_ms").as_deref(), Some("7000"));
     assert_eq!(value_of(&first, "data_dir").as_deref(), Some("\"/var/lib/walship\""));
 
