@@ -451,7 +451,10 @@ impl Node {
     /// and elects, at most once per election timeout.
     async fn failover_loop(self: Arc<Self>) {
         let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
-        let tick = Duration::from_millis(self.cfg.heartbeat_interval_ms.max(20));
+        // As often as the leader touches its lease: a kill -9 is noticed
+        // from the lease going stale plus a refused connection, and a
+        // coarser tick only adds to the failover time.
+        let tick = self.touch_interval();
         let mut last_attempt: Option<Instant> = None;
         // When corruption in W was last logged, and attempts since (see below).
         let mut corrupt_logged: Option<(Instant, u64)> = None;
@@ -477,18 +480,26 @@ impl Node {
             let Some(raft) = self.raft() else { continue };
             let m = raft.metrics().borrow().clone();
             if m.state == ServerState::Leader {
+                // A hand-over asked of a node that already leads is moot.
+                self.takeover.store(false, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            if last_attempt.is_some_and(|t| t.elapsed() < election_timeout) {
+            // At most one attempt per election timeout on suspicion; a
+            // leader handing over (SIGTERM, /admin/leave) is not suspicion:
+            // two hand-overs within a second (a rolling restart) must not
+            // wait for the first one's timer.
+            let handed_over = self.takeover.swap(false, std::sync::atomic::Ordering::Relaxed);
+            if !handed_over && last_attempt.is_some_and(|t| t.elapsed() < election_timeout) {
                 continue;
             }
-            let gone = self.leader_process_gone(m.current_leader).await;
+            let gone = handed_over || self.leader_process_gone(m.current_leader).await;
             if !gone && !self.leader_lost() {
                 continue;
             }
             // Don't duel with a live peer that noticed at the same moment:
             // the lower id goes first, the other waits a heartbeat and looks
-            // again. (When the leader's process is gone, there is no peer.)
+            // again. (When the leader's process is gone, or it asked us to
+            // take over, there is no one to duel with.)
             if !gone && self.cfg.id != 1 && self.directory.addr(other(self.cfg.id)).await.ok().flatten().is_some() {
                 tokio::time::sleep(tick).await;
                 if !self.leader_lost() {
@@ -524,9 +535,6 @@ impl Node {
     /// silent for an election timeout, or its `leader` znode vanished (its
     /// session closed or expired) and it also missed two heartbeats.
     fn leader_lost(&self) -> bool {
-        if self.takeover.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            return true;
-        }
         let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
         let heartbeat = Duration::from_millis(self.cfg.heartbeat_interval_ms);
         let lease = self.lease.lock().expect("lease lock").clone();
@@ -579,10 +587,11 @@ impl Node {
         let Some(leader) = leader.filter(|l| *l != self.cfg.id) else {
             return false;
         };
-        // A lease renewed in the last three touches says the process lives
+        // A lease renewed in the last two touches says the process lives
         // (a refusal then comes from the link, e.g. a firewall's REJECT).
+        // Electing when it in fact lives is still safe (W fences it).
         let renewed = self.lease.lock().expect("lease lock").renewed_at;
-        if renewed.is_some_and(|t| t.elapsed() < 3 * self.touch_interval()) {
+        if renewed.is_some_and(|t| t.elapsed() < 2 * self.touch_interval()) {
             return false;
         }
         let Ok(Some(addr)) = self.directory.addr(leader).await else {
