@@ -97,7 +97,9 @@ impl Auth {
 
 fn check(expected: Option<&str>, presented: Option<&str>) -> Result<(), Refusal> {
     let Some(expected) = expected else { return Ok(()) };
-    let Some(presented) = presented else { return Err(Refusal::Missing) };
+    let Some(presented) = presented else {
+        return Err(Refusal::Missing);
+    };
     let (a, b) = (expected.as_bytes(), presented.as_bytes());
     let diff = a.len() != b.len() || a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0;
     if diff {
@@ -120,7 +122,10 @@ fn read_secret(path: &Path, setting: &str) -> Result<String, String> {
         .map_err(|e| format!("invalid setting {setting} = {}: cannot read it: {e}", path.display()))?;
     let s = text.trim_end_matches(['\n', '\r']).to_string();
     if s.is_empty() {
-        return Err(format!("invalid setting {setting} = {}: the file is empty", path.display()));
+        return Err(format!(
+            "invalid setting {setting} = {}: the file is empty",
+            path.display()
+        ));
     }
     Ok(s)
 }
@@ -144,7 +149,11 @@ mod tests {
         assert_eq!(a.check_peer(Some(&t)), Ok(()));
         assert_eq!(a.check_peer(None), Err(Refusal::Missing));
         assert_eq!(a.check_peer(Some("nope")), Err(Refusal::Wrong));
-        assert_ne!(t, derive("walship peer rpc", "other"), "the token depends on the secret");
+        assert_ne!(
+            t,
+            derive("walship peer rpc", "other"),
+            "the token depends on the secret"
+        );
         assert_eq!(Auth::default().check_peer(None), Ok(()), "no secret, no check");
     }
 
@@ -157,7 +166,11 @@ mod tests {
         let peer = a.peer_token().unwrap().to_string();
         assert_eq!(a.check_client(None, Some(&peer)), Ok(()));
         assert_eq!(a.check_client(None, Some("forged")), Err(Refusal::Missing));
-        assert_eq!(auth("s", None).check_client(None, None), Ok(()), "no API token, open API");
+        assert_eq!(
+            auth("s", None).check_client(None, None),
+            Ok(()),
+            "no API token, open API"
+        );
     }
 
     #[test]

@@ -404,7 +404,13 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     check_range(l, "zk_session_timeout_ms", session, 1, MAX_MS)?;
     check_range(l, "zk_op_timeout_ms", op, 1, MAX_MS)?;
     check_range(l, "snapshot_every_entries", snapshot_every, 1, 1_000_000_000)?;
-    check_range(l, "snapshot_every_wal_bytes", snapshot_every_wal_bytes, 1 << 20, 1 << 40)?;
+    check_range(
+        l,
+        "snapshot_every_wal_bytes",
+        snapshot_every_wal_bytes,
+        1 << 20,
+        1 << 40,
+    )?;
     check_range(l, "max_payload_entries", max_payload, 1, 1_000_000)?;
     check_range(l, "write_timeout_ms", write_timeout, 1, MAX_MS)?;
     check_range(l, "max_inflight_batches", inflight as u64, 1, 1024)?;

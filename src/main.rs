@@ -32,7 +32,10 @@ async fn main() -> ExitCode {
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
                 )
-                .event_format(WithNodeId { id, inner: tracing_subscriber::fmt::format() })
+                .event_format(WithNodeId {
+                    id,
+                    inner: tracing_subscriber::fmt::format(),
+                })
                 .init();
             match run_node(cfg).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -213,8 +213,7 @@ impl Node {
             return Err(StartError::Config(format!("--id must be 1 or 2, not {}", cfg.id)));
         }
         let meta = storage::open_or_init_meta(&cfg.data_dir, &cfg.cluster, cfg.id)?;
-        let log =
-            LogStore::open_with(&cfg.data_dir, crate::storage::SEGMENT_MAX_BYTES_DEFAULT, cfg.log_sync).await?;
+        let log = LogStore::open_with(&cfg.data_dir, crate::storage::SEGMENT_MAX_BYTES_DEFAULT, cfg.log_sync).await?;
         let sm = StateMachine::open_with_app(&cfg.data_dir, app).await?;
         events.snapshot_known(sm.snapshot_last().map(|l| l.index));
 
@@ -473,7 +472,10 @@ impl Node {
             let gap = last_tick.elapsed();
             last_tick = Instant::now();
             if gap > pause_threshold {
-                tracing::warn!(paused_ms = gap.as_millis() as u64, "this node did not run for a while; giving the leader a fresh election timeout");
+                tracing::warn!(
+                    paused_ms = gap.as_millis() as u64,
+                    "this node did not run for a while; giving the leader a fresh election timeout"
+                );
                 self.forgive_pause();
                 continue;
             }
@@ -731,7 +733,9 @@ impl Node {
                     // Shipped by its own task: an upload and the WAL compaction
                     // behind it can take seconds, and the lease below must not
                     // wait for them (a lapsed lease makes the follower take over).
-                    let idle = shipping.as_ref().is_none_or(|h: &tokio::task::JoinHandle<()>| h.is_finished());
+                    let idle = shipping
+                        .as_ref()
+                        .is_none_or(|h: &tokio::task::JoinHandle<()>| h.is_finished());
                     if idle && m.snapshot.is_some() && m.snapshot > *shipped.lock().expect("shipped lock") {
                         let (node, shipped, vote) = (Arc::clone(&self), Arc::clone(&shipped), m.vote);
                         shipping = Some(tokio::spawn(async move {

@@ -151,9 +151,18 @@ mod encoding_tests {
     // and snapshots written then must decode the same now.
     #[derive(Serialize)]
     enum LegacyRequest {
-        Set { key: String, value: Vec<u8> },
-        Delete { key: String },
-        Cas { key: String, expect: Option<Vec<u8>>, value: Option<Vec<u8>> },
+        Set {
+            key: String,
+            value: Vec<u8>,
+        },
+        Delete {
+            key: String,
+        },
+        Cas {
+            key: String,
+            expect: Option<Vec<u8>>,
+            value: Option<Vec<u8>>,
+        },
         App(Vec<u8>),
     }
 
@@ -162,13 +171,30 @@ mod encoding_tests {
         let v = vec![0u8, 1, 2, 250, 255];
         let pairs = [
             (
-                Request::Set { key: "k".into(), value: v.clone() },
-                LegacyRequest::Set { key: "k".into(), value: v.clone() },
+                Request::Set {
+                    key: "k".into(),
+                    value: v.clone(),
+                },
+                LegacyRequest::Set {
+                    key: "k".into(),
+                    value: v.clone(),
+                },
             ),
-            (Request::Delete { key: "d".into() }, LegacyRequest::Delete { key: "d".into() }),
             (
-                Request::Cas { key: "c".into(), expect: Some(v.clone()), value: None },
-                LegacyRequest::Cas { key: "c".into(), expect: Some(v.clone()), value: None },
+                Request::Delete { key: "d".into() },
+                LegacyRequest::Delete { key: "d".into() },
+            ),
+            (
+                Request::Cas {
+                    key: "c".into(),
+                    expect: Some(v.clone()),
+                    value: None,
+                },
+                LegacyRequest::Cas {
+                    key: "c".into(),
+                    expect: Some(v.clone()),
+                    value: None,
+                },
             ),
             (Request::App(v.clone()), LegacyRequest::App(v.clone())),
         ];
@@ -177,7 +203,10 @@ mod encoding_tests {
             assert_eq!(bytes, bincode::serialize(&before).expect("encode legacy"), "{now:?}");
             assert_eq!(bincode::deserialize::<Request>(&bytes).expect("decode"), now);
         }
-        let resp = Response { ok: true, current: Some(v.clone()) };
+        let resp = Response {
+            ok: true,
+            current: Some(v.clone()),
+        };
         assert_eq!(
             bincode::serialize(&resp).expect("encode"),
             bincode::serialize(&(true, Some(v.clone()))).expect("encode legacy")

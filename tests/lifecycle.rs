@@ -230,12 +230,20 @@ async fn s8_zookeeper_restart() -> Result<()> {
 async fn wal_bytes_trigger_a_snapshot_in_zookeeper() -> Result<()> {
     let mut c = Cluster::start_with(
         "wal-bytes",
-        &["--snapshot-every-entries", "1000000", "--snapshot-every-wal-bytes", "1048576"],
+        &[
+            "--snapshot-every-entries",
+            "1000000",
+            "--snapshot-every-wal-bytes",
+            "1048576",
+        ],
     )
     .await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     for i in 0..40 {
-        c.api(leader).put(&format!("big-{i}"), vec![b'b'; 100 * 1024]).await.into_result()?;
+        c.api(leader)
+            .put(&format!("big-{i}"), vec![b'b'; 100 * 1024])
+            .await
+            .into_result()?;
     }
     let deadline = Deadline::after(TIMEOUT, "a snapshot forced by WAL bytes");
     loop {
@@ -244,7 +252,10 @@ async fn wal_bytes_trigger_a_snapshot_in_zookeeper() -> Result<()> {
             Reply::Success { value: (_, body), .. } => String::from_utf8_lossy(body).into_owned(),
             _ => String::new(),
         };
-        if text.lines().any(|l| l.starts_with("walship_snapshots_total{event=\"uploaded\"}") && !l.ends_with(" 0")) {
+        if text
+            .lines()
+            .any(|l| l.starts_with("walship_snapshots_total{event=\"uploaded\"}") && !l.ends_with(" 0"))
+        {
             break;
         }
         deadline.tick(&"no uploaded snapshot yet").await?;
@@ -272,7 +283,12 @@ async fn metrics_admin_snapshot_and_leave() -> Result<()> {
     };
     let (status, text) = body(&c.api(leader).raw(Method::GET, "/metrics", None).await);
     assert_eq!(status, 200);
-    for want in ["walship_role{role=\"leader\"} 1", "walship_term ", "walship_log_index{kind=\"applied\"}", "walship_write_seconds_count"] {
+    for want in [
+        "walship_role{role=\"leader\"} 1",
+        "walship_term ",
+        "walship_log_index{kind=\"applied\"}",
+        "walship_write_seconds_count",
+    ] {
         assert!(text.contains(want), "/metrics lacks {want}:\n{text}");
     }
 

@@ -220,7 +220,9 @@ async fn compacting_thousands_of_wal_segments_keeps_the_leader() -> Result<()> {
             break;
         }
         deadline
-            .tick(&format!("{writes} writes, {most_segments} WAL segments at most, no upload yet"))
+            .tick(&format!(
+                "{writes} writes, {most_segments} WAL segments at most, no upload yet"
+            ))
             .await
             .in_cluster(&c)?;
     }
@@ -264,7 +266,10 @@ async fn compacting_thousands_of_wal_segments_keeps_the_leader() -> Result<()> {
             "node {id}: the leader changed while the snapshot was shipped"
         );
     }
-    assert_eq!(c.api(follower).get_stale("last").await.into_result()?.as_deref(), Some("y"));
+    assert_eq!(
+        c.api(follower).get_stale("last").await.into_result()?.as_deref(),
+        Some("y")
+    );
     Ok(())
 }
 
@@ -307,11 +312,18 @@ async fn follower_catches_up_a_backlog_over_2mb_through_append_entries() -> Resu
 
     c.cut_nodes(CutMode::Refuse);
     let started = Instant::now();
-    let log = concurrent_writes(&api, "lag", 16, 12, 3, 48 * 1024).await.in_cluster(&c)?;
+    let log = concurrent_writes(&api, "lag", 16, 12, 3, 48 * 1024)
+        .await
+        .in_cluster(&c)?;
     assert_all_acked(&log);
     let bytes: usize = log.ops.iter().map(|o| o.value.len()).sum();
     assert!(bytes > 8 << 20, "only {bytes} bytes written");
-    let target = api.status().await.into_result()?.last_log_index.context("leader's last index")?;
+    let target = api
+        .status()
+        .await
+        .into_result()?
+        .last_log_index
+        .context("leader's last index")?;
     let entries = target - first;
     eprintln!(
         "{} writes, {bytes} bytes in {entries} entries in {:.1?} while node {follower} was cut off",
@@ -338,7 +350,11 @@ async fn follower_catches_up_a_backlog_over_2mb_through_append_entries() -> Resu
     );
     assert_eq!(metric(&api, "walship_snapshots_total{event=\"built\"}").await?, 0.0);
     for id in [leader, follower] {
-        assert_eq!(term_and_leader(&c.api(id)).await?, expected, "node {id}: the leader changed");
+        assert_eq!(
+            term_and_leader(&c.api(id)).await?,
+            expected,
+            "node {id}: the leader changed"
+        );
     }
     log.verify_stale(&fapi)
         .await
@@ -380,14 +396,23 @@ async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result
     // snapshot at 1250 purges the leader's log up to 250.
     let log = concurrent_writes(&api, "snap", 16, 82, 82, 2600).await.in_cluster(&c)?;
     assert_all_acked(&log);
-    let target = api.status().await.into_result()?.last_log_index.context("leader's last index")?;
+    let target = api
+        .status()
+        .await
+        .into_result()?
+        .last_log_index
+        .context("leader's last index")?;
     eprintln!(
         "{} writes in {} entries in {:.1?} while node {follower} was cut off",
         log.ops.len(),
         target - first,
         started.elapsed()
     );
-    assert!(target - first >= 1300, "writes were batched: {} entries", target - first);
+    assert!(
+        target - first >= 1300,
+        "writes were batched: {} entries",
+        target - first
+    );
 
     c.heal_nodes();
     let started = Instant::now();
@@ -398,12 +423,25 @@ async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result
     eprintln!("node {follower} caught up in {:.1?}", started.elapsed());
 
     let (adoptions_after, installed) = catch_up_counters(&fapi).await?;
-    assert_eq!(adoptions_after, adoptions, "node {follower} caught up by adopting W's log");
-    assert!(installed >= 1.0, "node {follower} caught up without installing a snapshot");
+    assert_eq!(
+        adoptions_after, adoptions,
+        "node {follower} caught up by adopting W's log"
+    );
+    assert!(
+        installed >= 1.0,
+        "node {follower} caught up without installing a snapshot"
+    );
     let bytes = metric(&fapi, installed_bytes).await? - bytes_before;
-    assert!(bytes > (2 << 20) as f64, "the snapshot installed was only {bytes} bytes");
+    assert!(
+        bytes > (2 << 20) as f64,
+        "the snapshot installed was only {bytes} bytes"
+    );
     for id in [leader, follower] {
-        assert_eq!(term_and_leader(&c.api(id)).await?, expected, "node {id}: the leader changed");
+        assert_eq!(
+            term_and_leader(&c.api(id)).await?,
+            expected,
+            "node {id}: the leader changed"
+        );
     }
     log.verify_stale(&fapi)
         .await
@@ -485,7 +523,10 @@ async fn pause_follower(
     let phase = if until_expired { "long" } else { "short" };
     let zk = zookeeper_client::Client::connect(&c.zk.addr()).await?;
     let member = format!("/walship/{}/members/{follower}", c.name);
-    assert!(zk.check_stat(&member).await?.is_some(), "{member} is missing before the pause");
+    assert!(
+        zk.check_stat(&member).await?.is_some(),
+        "{member} is missing before the pause"
+    );
     let mut last = w.put_through(&c.api(follower), phase).await.in_cluster(c)?;
     c.node_mut(follower).sigstop()?;
     let stopped = Instant::now();
@@ -600,10 +641,18 @@ async fn sigstopped_follower_resumes_without_deposing_the_leader() -> Result<()>
             .in_cluster(&c)?;
     }
 
-    let leader_applied = api.status().await.into_result()?.applied_index.context("leader's applied index")?;
+    let leader_applied = api
+        .status()
+        .await
+        .into_result()?
+        .applied_index
+        .context("leader's applied index")?;
     c.wait_applied(leader_applied, TIMEOUT).await.in_cluster(&c)?;
     let (adoptions_after, _) = catch_up_counters(&fapi).await?;
-    assert_eq!(adoptions_after, adoptions, "node {follower} adopted W's log after its pause");
+    assert_eq!(
+        adoptions_after, adoptions,
+        "node {follower} adopted W's log after its pause"
+    );
     for (key, value) in &w.latest {
         assert_eq!(
             fapi.get_stale(key).await.into_result()?.as_deref(),
@@ -612,7 +661,11 @@ async fn sigstopped_follower_resumes_without_deposing_the_leader() -> Result<()>
         );
     }
     for id in [leader, follower] {
-        assert_eq!(term_and_leader(&c.api(id)).await?, expected, "node {id}: the leader changed");
+        assert_eq!(
+            term_and_leader(&c.api(id)).await?,
+            expected,
+            "node {id}: the leader changed"
+        );
     }
     Ok(())
 }

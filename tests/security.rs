@@ -34,7 +34,10 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
     let token = secrets.path().join("api-token");
     std::fs::write(&secret, "correct horse battery staple\n")?;
     std::fs::write(&token, "client-token-123\n")?;
-    let (s, t) = (secret.to_string_lossy().into_owned(), token.to_string_lossy().into_owned());
+    let (s, t) = (
+        secret.to_string_lossy().into_owned(),
+        token.to_string_lossy().into_owned(),
+    );
     let mut c = Cluster::start_with("security", &["--secret-file", &s, "--api-token-file", &t]).await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     let follower = Cluster::other(leader);
@@ -46,17 +49,44 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
     let (code, body) = send(&http, reqwest::Method::PUT, url(leader, "/v1/kv/k"), None, "x").await?;
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("\"error\""), "refusals are JSON errors: {body}");
-    let (code, _) = send(&http, reqwest::Method::PUT, url(follower, "/v1/kv/k"), Some("guess"), "x").await?;
+    let (code, _) = send(
+        &http,
+        reqwest::Method::PUT,
+        url(follower, "/v1/kv/k"),
+        Some("guess"),
+        "x",
+    )
+    .await?;
     assert_eq!(code, 403);
     let (code, _) = send(&http, reqwest::Method::GET, url(leader, "/v1/kv/k"), None, "").await?;
     assert_eq!(code, 401, "reads need the token too");
-    let (code, _) = send(&http, reqwest::Method::GET, url(leader, "/v1/kv/k"), Some("client-token-123"), "").await?;
+    let (code, _) = send(
+        &http,
+        reqwest::Method::GET,
+        url(leader, "/v1/kv/k"),
+        Some("client-token-123"),
+        "",
+    )
+    .await?;
     assert_eq!(code, 404, "the refused writes changed nothing");
     // With the token, through the follower (forwarded to the leader).
-    let (code, body) =
-        send(&http, reqwest::Method::PUT, url(follower, "/v1/kv/k"), Some("client-token-123"), "v").await?;
+    let (code, body) = send(
+        &http,
+        reqwest::Method::PUT,
+        url(follower, "/v1/kv/k"),
+        Some("client-token-123"),
+        "v",
+    )
+    .await?;
     assert_eq!(code, 200, "{body}");
-    let (code, body) = send(&http, reqwest::Method::GET, url(follower, "/v1/kv/k"), Some("client-token-123"), "").await?;
+    let (code, body) = send(
+        &http,
+        reqwest::Method::GET,
+        url(follower, "/v1/kv/k"),
+        Some("client-token-123"),
+        "",
+    )
+    .await?;
     assert_eq!((code, body.as_str()), (200, "v"));
 
     // Peer RPC: refused before decoding without the derived token.
@@ -74,16 +104,28 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
     let root = format!("/walship/{}", c.name);
     let witness = format!("{root}/witness");
     assert_eq!(zk.get_data(&witness).await.err(), Some(zookeeper_client::Error::NoAuth));
-    assert_eq!(zk.list_children(&root).await.err(), Some(zookeeper_client::Error::NoAuth));
+    assert_eq!(
+        zk.list_children(&root).await.err(),
+        Some(zookeeper_client::Error::NoAuth)
+    );
     let opts = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
-    assert_eq!(zk.create(&format!("{root}/intruder"), b"x", &opts).await.err(), Some(zookeeper_client::Error::NoAuth));
-    assert_eq!(zk.set_data(&witness, b"x", None).await.err(), Some(zookeeper_client::Error::NoAuth));
+    assert_eq!(
+        zk.create(&format!("{root}/intruder"), b"x", &opts).await.err(),
+        Some(zookeeper_client::Error::NoAuth)
+    );
+    assert_eq!(
+        zk.set_data(&witness, b"x", None).await.err(),
+        Some(zookeeper_client::Error::NoAuth)
+    );
     // With the wrong secret, likewise.
     let wrong = zookeeper_client::Client::connector()
         .with_auth("digest", b"walship:not the secret")
         .connect(&c.zk.addr())
         .await?;
-    assert_eq!(wrong.get_data(&witness).await.err(), Some(zookeeper_client::Error::NoAuth));
+    assert_eq!(
+        wrong.get_data(&witness).await.err(),
+        Some(zookeeper_client::Error::NoAuth)
+    );
     // The CLI: `kv` needs the token file, `status --zk` the secret file.
     let endpoint = c.api(leader).base_url().trim_start_matches("http://").to_string();
     let cli = |args: &[&str]| {
@@ -93,7 +135,11 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
             cmd.env_remove(k);
         }
         let o = cmd.output().expect("run walship");
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         (o.status.code(), text)
     };
     let (code, text) = cli(&["kv", "put", "cli-key", "cli-value"]);
@@ -105,13 +151,24 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
     let zk_addr = c.zk.addr();
     let zk_args = ["status", "--zk", zk_addr.as_str(), "--cluster", c.name.as_str()];
     let (code, text) = cli(&zk_args);
-    assert_ne!(code, Some(0), "read an ACL'd cluster's znodes without the secret: {text}");
+    assert_ne!(
+        code,
+        Some(0),
+        "read an ACL'd cluster's znodes without the secret: {text}"
+    );
     let (code, text) = cli(&[&zk_args[..], &["--secret-file", s.as_str()]].concat());
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("W's last log id") && text.contains("members/1"), "{text}");
 
     // The cluster still works after all that.
-    let (code, _) = send(&http, reqwest::Method::PUT, url(leader, "/v1/kv/after"), Some("client-token-123"), "ok").await?;
+    let (code, _) = send(
+        &http,
+        reqwest::Method::PUT,
+        url(leader, "/v1/kv/after"),
+        Some("client-token-123"),
+        "ok",
+    )
+    .await?;
     assert_eq!(code, 200);
     Ok(())
 }

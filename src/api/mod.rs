@@ -47,7 +47,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/cas/*key", post(cas_key))
         .route("/admin/leave", post(admin_leave))
         .route("/admin/snapshot", post(admin_snapshot))
-        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&node), require_client_token));
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&node),
+            require_client_token,
+        ));
     Router::new()
         .merge(guarded)
         .route("/v1/status", get(status))
@@ -69,13 +72,18 @@ async fn require_client_token(
 ) -> Response {
     let verdict = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        node.auth.check_client(header(axum::http::header::AUTHORIZATION.as_str()), header(crate::auth::PEER_TOKEN_HEADER))
+        node.auth.check_client(
+            header(axum::http::header::AUTHORIZATION.as_str()),
+            header(crate::auth::PEER_TOKEN_HEADER),
+        )
     };
     match verdict {
         Ok(()) => next.run(req).await,
-        Err(crate::auth::Refusal::Missing) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "this API needs `Authorization: Bearer <token>`").into_response()
-        }
+        Err(crate::auth::Refusal::Missing) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this API needs `Authorization: Bearer <token>`",
+        )
+        .into_response(),
         Err(crate::auth::Refusal::Wrong) => ApiError::new(StatusCode::FORBIDDEN, "wrong API token").into_response(),
     }
 }
@@ -256,7 +264,10 @@ async fn forward(
     };
     let url = format!("http://{addr}{path}");
     let timeout = Duration::from_millis(node.cfg.write_timeout_ms + 1000);
-    let mut request = node.http.request(method, url).header(FORWARDED, node.cfg.id.to_string());
+    let mut request = node
+        .http
+        .request(method, url)
+        .header(FORWARDED, node.cfg.id.to_string());
     // The leader checks the client's token itself, or accepts ours.
     if let Some(a) = headers.get(axum::http::header::AUTHORIZATION) {
         request = request.header(reqwest::header::AUTHORIZATION, a.as_bytes());
@@ -264,11 +275,7 @@ async fn forward(
     if let Some(t) = node.auth.peer_token() {
         request = request.header(crate::auth::PEER_TOKEN_HEADER, t);
     }
-    let sent = request
-        .timeout(timeout)
-        .body(body)
-        .send()
-        .await;
+    let sent = request.timeout(timeout).body(body).send().await;
     match sent {
         Ok(resp) => {
             let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);

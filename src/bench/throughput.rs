@@ -135,7 +135,11 @@ pub fn cpu_line(c: &CpuUse) -> String {
 fn expect(r: Result<(StatusCode, Bytes), String>, path: &str, ok: &[StatusCode]) -> Result<(), String> {
     match r {
         Ok((status, _)) if ok.contains(&status) => Ok(()),
-        Ok((status, body)) => Err(format!("{path}: HTTP {}: {}", status.as_u16(), String::from_utf8_lossy(&body))),
+        Ok((status, body)) => Err(format!(
+            "{path}: HTTP {}: {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&body)
+        )),
         Err(e) => Err(format!("{path}: {e}")),
     }
 }
@@ -164,13 +168,19 @@ async fn warm_up(s: &mut Setup<'_>) -> Result<()> {
     if span.is_zero() {
         return Ok(());
     }
-    println!("  warming up ZooKeeper and the nodes ({:.0} s, not measured)", 2.0 * span.as_secs_f64());
+    println!(
+        "  warming up ZooKeeper and the nodes ({:.0} s, not measured)",
+        2.0 * span.as_secs_f64()
+    );
     let leader = s.cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
     let target = Walship::new(pool(CLIENTS), s.cluster.addr(leader));
     let v = value(100, 0);
     closed_loop(CLIENTS, Duration::ZERO, span, move |c, seq| {
         let (t, v) = (target.clone(), v.clone());
-        async move { t.put(&format!("warmup-{:04}", key_index(c, seq, CLIENTS, 1000)), v).await }
+        async move {
+            t.put(&format!("warmup-{:04}", key_index(c, seq, CLIENTS, 1000)), v)
+                .await
+        }
     })
     .await;
     let z = ZkDirect::prepare(&s.cluster.zk_addr, "warmup", 1000, &value(100, 0)).await?;
@@ -206,7 +216,11 @@ pub async fn run(mut s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_po
                 let (t, b) = (Arc::clone(&t), Arc::clone(&b));
                 async move {
                     let path = format!("/v1/kv/b{size}-{:07}", key_index(c, seq, n, ks));
-                    expect(t.send(c, Method::PUT, &path, b[c].clone()).await, &path, &[StatusCode::OK])
+                    expect(
+                        t.send(c, Method::PUT, &path, b[c].clone()).await,
+                        &path,
+                        &[StatusCode::OK],
+                    )
                 }
             })
             .await;

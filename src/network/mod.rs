@@ -42,7 +42,10 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, _node: &openraft::BasicNode) -> Client {
         if target == WITNESS_ID {
-            Client::Witness(witness::WitnessClient::new(Arc::clone(&self.witness), self.witness_piggyback))
+            Client::Witness(witness::WitnessClient::new(
+                Arc::clone(&self.witness),
+                self.witness_piggyback,
+            ))
         } else {
             Client::Peer(peer::PeerClient {
                 token: self.peer_token.clone(),

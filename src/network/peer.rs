@@ -87,11 +87,7 @@ impl PeerClient {
         if let Some(t) = &self.token {
             req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
         }
-        let res = req
-            .timeout(option.hard_ttl())
-            .body(bytes)
-            .send()
-            .await;
+        let res = req.timeout(option.hard_ttl()).body(bytes).send().await;
         let res = match res {
             Ok(r) => r,
             Err(e) => {

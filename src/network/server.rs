@@ -53,7 +53,10 @@ async fn require_peer_token(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let presented = req.headers().get(crate::auth::PEER_TOKEN_HEADER).and_then(|v| v.to_str().ok());
+    let presented = req
+        .headers()
+        .get(crate::auth::PEER_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
     match node.auth.check_peer(presented) {
         Ok(()) => next.run(req).await,
         Err(crate::auth::Refusal::Missing) => (StatusCode::UNAUTHORIZED, "peer token required").into_response(),

@@ -86,9 +86,9 @@ impl WitnessClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let started = Instant::now();
         if rpc.entries.is_empty()
-            && self
-                .accepted
-                .is_some_and(|(at, vote, last)| started - at < self.piggyback && vote == rpc.vote && last == rpc.prev_log_id)
+            && self.accepted.is_some_and(|(at, vote, last)| {
+                started - at < self.piggyback && vote == rpc.vote && last == rpc.prev_log_id
+            })
         {
             return Ok(AppendEntriesResponse::Success);
         }

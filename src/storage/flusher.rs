@@ -124,16 +124,14 @@ fn run(weak: Weak<Flusher>) {
                 })
                 .unwrap_or_else(|e| e.into_inner());
             match &s.file {
-                Some((file, path)) if s.written_seq > s.synced_seq && s.failed.is_none() => {
-                    match file.try_clone() {
-                        Ok(dup) => Some((dup, path.clone(), s.written_seq)),
-                        Err(e) => {
-                            s.failed = Some(format!("cannot sync {}: {e}", path.display()));
-                            f.changed.notify_all();
-                            None
-                        }
+                Some((file, path)) if s.written_seq > s.synced_seq && s.failed.is_none() => match file.try_clone() {
+                    Ok(dup) => Some((dup, path.clone(), s.written_seq)),
+                    Err(e) => {
+                        s.failed = Some(format!("cannot sync {}: {e}", path.display()));
+                        f.changed.notify_all();
+                        None
                     }
-                }
+                },
                 _ => None,
             }
         };

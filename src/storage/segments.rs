@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use super::error::Result;
-use super::flusher::Flusher;
 use super::error::StoreError;
+use super::flusher::Flusher;
 use super::frame;
 use super::frame::ScanEnd;
 use crate::types::Entry;
