@@ -21,9 +21,8 @@ use walship::faultproxy::CutMode;
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// The catch-up tests run at the default heartbeat (200 ms, also openraft's
 /// per-AppendEntries timeout). In a debug build a 1 MiB body (the sender's
-/// cap) often misses it: values are `Vec<u8>`, which bincode encodes byte by
-/// byte, about 0.1 s per MiB per pass on a 2-core box. So a 9 MiB backlog
-/// took 5 to 16 s to catch up, through dozens of timed-out RPCs.
+/// cap) can miss it on a busy 2-core box, so a 9 MiB backlog has taken 5 to
+/// 16 s to catch up, through timed-out and retried RPCs.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// One sample of `/metrics` (`name` with its labels, e.g.
@@ -283,6 +282,80 @@ async fn catch_up_counters(api: &Api) -> Result<(f64, f64)> {
     ))
 }
 
+/// A cluster about to have its follower cut off from its leader, with what
+/// the catch-up tests compare before and after.
+struct CutOff {
+    c: Cluster,
+    leader: u64,
+    follower: u64,
+    api: Api,
+    fapi: Api,
+    /// A write both nodes applied before the cut.
+    first: u64,
+    /// (term, leader) before the cut; the catch-up must not change it.
+    expected: (Option<u64>, Option<u64>),
+}
+
+impl CutOff {
+    async fn start(name: &str, flags: &[&str]) -> Result<CutOff> {
+        let mut c = Cluster::start_partitionable_with(name, flags).await?;
+        let leader = c.wait_for_leader(TIMEOUT).await?;
+        let follower = Cluster::other(leader);
+        let (api, fapi) = (c.api(leader), c.api(follower));
+        let first = api.put("before", "1").await.into_result()?;
+        c.wait_applied(first, TIMEOUT).await.in_cluster(&c)?;
+        let expected = term_and_leader(&api).await?;
+        Ok(CutOff {
+            c,
+            leader,
+            follower,
+            api,
+            fapi,
+            first,
+            expected,
+        })
+    }
+
+    async fn leader_last_index(&self) -> Result<u64> {
+        self.api
+            .status()
+            .await
+            .into_result()?
+            .last_log_index
+            .context("leader's last index")
+    }
+
+    /// Heals the cut and waits for the follower to apply `target`.
+    async fn heal_and_catch_up(&mut self, target: u64, what: &str) -> Result<()> {
+        let (leader, follower) = (self.leader, self.follower);
+        self.c.heal_nodes();
+        let started = Instant::now();
+        self.c
+            .wait_applied(target, CATCH_UP_TIMEOUT)
+            .await
+            .with_context(|| format!("node {follower} catching up {what}from node {leader}"))
+            .in_cluster(&self.c)?;
+        eprintln!("node {follower} caught up in {:.1?}", started.elapsed());
+        Ok(())
+    }
+
+    /// Neither node saw the leader change, and the follower's local state
+    /// holds every acknowledged write of `log`.
+    async fn verify_after(&self, log: &WriterLog) -> Result<()> {
+        for id in [self.leader, self.follower] {
+            assert_eq!(
+                term_and_leader(&self.c.api(id)).await?,
+                self.expected,
+                "node {id}: the leader changed"
+            );
+        }
+        log.verify_stale(&self.fapi)
+            .await
+            .with_context(|| format!("node {}'s local state", self.follower))
+            .in_cluster(&self.c)
+    }
+}
+
 /// A follower cut off from the leader (it still reaches ZooKeeper, so it sees
 /// the leader's lease and stays a follower) while the leader commits 9 MiB
 /// with ZooKeeper alone (16 clients, 48 KiB values, so each Raft entry is a
@@ -292,74 +365,45 @@ async fn catch_up_counters(api: &Api) -> Result<(f64, f64)> {
 /// follower adopts nothing from ZooKeeper, and the leader does not change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_catches_up_a_backlog_over_2mb_through_append_entries() -> Result<()> {
-    let mut c = Cluster::start_partitionable_with(
-        "append-backlog",
-        &[
-            "--snapshot-every-entries",
-            "1000000",
-            "--snapshot-every-wal-bytes",
-            "1073741824",
-        ],
-    )
-    .await?;
-    let leader = c.wait_for_leader(TIMEOUT).await?;
-    let follower = Cluster::other(leader);
-    let (api, fapi) = (c.api(leader), c.api(follower));
-    let first = api.put("before", "1").await.into_result()?;
-    c.wait_applied(first, TIMEOUT).await.in_cluster(&c)?;
-    let expected = term_and_leader(&api).await?;
-    let counters = catch_up_counters(&fapi).await?;
+    let flags = [
+        "--snapshot-every-entries",
+        "1000000",
+        "--snapshot-every-wal-bytes",
+        "1073741824",
+    ];
+    let mut t = CutOff::start("append-backlog", &flags).await?;
+    let counters = catch_up_counters(&t.fapi).await?;
 
-    c.cut_nodes(CutMode::Refuse);
+    t.c.cut_nodes(CutMode::Refuse);
     let started = Instant::now();
-    let log = concurrent_writes(&api, "lag", 16, 12, 3, 48 * 1024)
+    let log = concurrent_writes(&t.api, "lag", 16, 12, 3, 48 * 1024)
         .await
-        .in_cluster(&c)?;
+        .in_cluster(&t.c)?;
     assert_all_acked(&log);
     let bytes: usize = log.ops.iter().map(|o| o.value.len()).sum();
     assert!(bytes > 8 << 20, "only {bytes} bytes written");
-    let target = api
-        .status()
-        .await
-        .into_result()?
-        .last_log_index
-        .context("leader's last index")?;
-    let entries = target - first;
+    let target = t.leader_last_index().await?;
+    let entries = target - t.first;
     eprintln!(
-        "{} writes, {bytes} bytes in {entries} entries in {:.1?} while node {follower} was cut off",
+        "{} writes, {bytes} bytes in {entries} entries in {:.1?} while node {} was cut off",
         log.ops.len(),
-        started.elapsed()
+        started.elapsed(),
+        t.follower
     );
     assert!(
         bytes as u64 / entries > 32 * 1024,
         "{entries} entries for {bytes} bytes: too many to need a big AppendEntries"
     );
 
-    c.heal_nodes();
-    let started = Instant::now();
-    c.wait_applied(target, CATCH_UP_TIMEOUT)
-        .await
-        .with_context(|| format!("node {follower} catching up {bytes} bytes from node {leader}"))
-        .in_cluster(&c)?;
-    eprintln!("node {follower} caught up in {:.1?}", started.elapsed());
-
+    t.heal_and_catch_up(target, &format!("{bytes} bytes ")).await?;
     assert_eq!(
-        catch_up_counters(&fapi).await?,
+        catch_up_counters(&t.fapi).await?,
         counters,
-        "node {follower} caught up by adopting W's log or installing a snapshot, not by AppendEntries"
+        "node {} caught up by adopting W's log or installing a snapshot, not by AppendEntries",
+        t.follower
     );
-    assert_eq!(metric(&api, "walship_snapshots_total{event=\"built\"}").await?, 0.0);
-    for id in [leader, follower] {
-        assert_eq!(
-            term_and_leader(&c.api(id)).await?,
-            expected,
-            "node {id}: the leader changed"
-        );
-    }
-    log.verify_stale(&fapi)
-        .await
-        .with_context(|| format!("node {follower}'s local state"))
-        .in_cluster(&c)
+    assert_eq!(metric(&t.api, "walship_snapshots_total{event=\"built\"}").await?, 0.0);
+    t.verify_after(&log).await
 }
 
 /// A follower cut off while the leader purges its log past it (a snapshot
@@ -367,62 +411,40 @@ async fn follower_catches_up_a_backlog_over_2mb_through_append_entries() -> Resu
 /// snapshot, over 2 MB, and catches up from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result<()> {
-    let mut c = Cluster::start_partitionable_with(
-        "snapshot-backlog",
-        &[
-            "--snapshot-every-entries",
-            "250",
-            "--max-batch-bytes",
-            "1024",
-            "--max-inflight-batches",
-            "16",
-        ],
-    )
-    .await?;
-    let leader = c.wait_for_leader(TIMEOUT).await?;
-    let follower = Cluster::other(leader);
-    let (api, fapi) = (c.api(leader), c.api(follower));
-    let first = api.put("before", "1").await.into_result()?;
-    c.wait_applied(first, TIMEOUT).await.in_cluster(&c)?;
-    let expected = term_and_leader(&api).await?;
-    let (adoptions, _) = catch_up_counters(&fapi).await?;
+    let flags = [
+        "--snapshot-every-entries",
+        "250",
+        "--max-batch-bytes",
+        "1024",
+        "--max-inflight-batches",
+        "16",
+    ];
+    let mut t = CutOff::start("snapshot-backlog", &flags).await?;
+    let follower = t.follower;
+    let (adoptions, _) = catch_up_counters(&t.fapi).await?;
     let installed_bytes = "walship_snapshot_bytes_total{event=\"installed\"}";
-    let bytes_before = metric(&fapi, installed_bytes).await?;
+    let bytes_before = metric(&t.fapi, installed_bytes).await?;
 
-    c.cut_nodes(CutMode::Refuse);
+    t.c.cut_nodes(CutMode::Refuse);
     let started = Instant::now();
     // Values over --max-batch-bytes: one write per Raft entry, 1312 entries
     // of distinct keys, so the state (and the snapshot) is over 3 MB. The
     // snapshot at 1250 purges the leader's log up to 250.
-    let log = concurrent_writes(&api, "snap", 16, 82, 82, 2600).await.in_cluster(&c)?;
-    assert_all_acked(&log);
-    let target = api
-        .status()
+    let log = concurrent_writes(&t.api, "snap", 16, 82, 82, 2600)
         .await
-        .into_result()?
-        .last_log_index
-        .context("leader's last index")?;
+        .in_cluster(&t.c)?;
+    assert_all_acked(&log);
+    let target = t.leader_last_index().await?;
+    let entries = target - t.first;
     eprintln!(
-        "{} writes in {} entries in {:.1?} while node {follower} was cut off",
+        "{} writes in {entries} entries in {:.1?} while node {follower} was cut off",
         log.ops.len(),
-        target - first,
         started.elapsed()
     );
-    assert!(
-        target - first >= 1300,
-        "writes were batched: {} entries",
-        target - first
-    );
+    assert!(entries >= 1300, "writes were batched: {entries} entries");
 
-    c.heal_nodes();
-    let started = Instant::now();
-    c.wait_applied(target, CATCH_UP_TIMEOUT)
-        .await
-        .with_context(|| format!("node {follower} catching up from node {leader}"))
-        .in_cluster(&c)?;
-    eprintln!("node {follower} caught up in {:.1?}", started.elapsed());
-
-    let (adoptions_after, installed) = catch_up_counters(&fapi).await?;
+    t.heal_and_catch_up(target, "").await?;
+    let (adoptions_after, installed) = catch_up_counters(&t.fapi).await?;
     assert_eq!(
         adoptions_after, adoptions,
         "node {follower} caught up by adopting W's log"
@@ -431,22 +453,12 @@ async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result
         installed >= 1.0,
         "node {follower} caught up without installing a snapshot"
     );
-    let bytes = metric(&fapi, installed_bytes).await? - bytes_before;
+    let bytes = metric(&t.fapi, installed_bytes).await? - bytes_before;
     assert!(
         bytes > (2 << 20) as f64,
         "the snapshot installed was only {bytes} bytes"
     );
-    for id in [leader, follower] {
-        assert_eq!(
-            term_and_leader(&c.api(id)).await?,
-            expected,
-            "node {id}: the leader changed"
-        );
-    }
-    log.verify_stale(&fapi)
-        .await
-        .with_context(|| format!("node {follower}'s local state"))
-        .in_cluster(&c)
+    t.verify_after(&log).await
 }
 
 /// Pauses of the follower: a short one, over the election timeout (1 s) but

@@ -21,8 +21,6 @@ use super::load::key_index;
 use super::load::value;
 use super::load::Latency;
 use super::load::Outcome;
-use super::walship::pool;
-use super::walship::Walship;
 use super::zkdirect::ZkDirect;
 use crate::soak::cluster::LocalCluster;
 
@@ -173,13 +171,13 @@ async fn warm_up(s: &mut Setup<'_>) -> Result<()> {
         2.0 * span.as_secs_f64()
     );
     let leader = s.cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
-    let target = Walship::new(pool(CLIENTS), s.cluster.addr(leader));
-    let v = value(100, 0);
+    let target = Arc::new(Http1::new(s.cluster.addr(leader), CLIENTS));
+    let body = Bytes::from(value(100, 0));
     closed_loop(CLIENTS, Duration::ZERO, span, move |c, seq| {
-        let (t, v) = (target.clone(), v.clone());
+        let (t, body) = (Arc::clone(&target), body.clone());
         async move {
-            t.put(&format!("warmup-{:04}", key_index(c, seq, CLIENTS, 1000)), v)
-                .await
+            let path = format!("/v1/kv/warmup-{:04}", key_index(c, seq, CLIENTS, 1000));
+            expect(t.send(c, Method::PUT, &path, body).await, &path, &[StatusCode::OK])
         }
     })
     .await;
@@ -207,10 +205,10 @@ pub async fn run(mut s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_po
             procs.extend(s.etcd_pid.map(|p| ("etcd".to_string(), p)));
             let target = Arc::new(Http1::new(s.cluster.addr(leader), n));
             let ks = s.keyspace;
-            let values: Arc<Vec<Vec<u8>>> = Arc::new((0..n).map(|c| value(size, c)).collect());
-            let bodies: Arc<Vec<Bytes>> = Arc::new(values.iter().map(|v| Bytes::from(v.clone())).collect());
+            // Each client's value, shared by the three systems.
+            let values: Arc<Vec<Bytes>> = Arc::new((0..n).map(|c| Bytes::from(value(size, c))).collect());
 
-            let (t, b) = (Arc::clone(&target), Arc::clone(&bodies));
+            let (t, b) = (Arc::clone(&target), Arc::clone(&values));
             let mark = cpu::mark(&procs);
             let o = closed_loop(n, s.warmup, s.window, move |c, seq| {
                 let (t, b) = (Arc::clone(&t), Arc::clone(&b));

@@ -101,19 +101,17 @@ async fn read_with(target: &ZkTarget, session: &Arc<ZkSession>, paths: Paths) ->
 }
 
 /// `--zk` and `--cluster` together, or neither (then None); one alone is bad usage.
-pub fn target(zk: &super::args::ZkOpts) -> Result<Option<ZkTarget>, Failure> {
-    let (cluster, secret_file) = (&zk.cluster, &zk.secret_file);
-    let zk = &zk.zk;
+pub fn target(opts: &super::args::ZkOpts) -> Result<Option<ZkTarget>, Failure> {
     // An empty value (WALSHIP_ZK= in an environment file) counts as not given.
-    let zk = zk.as_ref().filter(|s| !s.trim().is_empty());
-    let cluster = cluster.as_ref().filter(|s| !s.trim().is_empty());
+    let zk = opts.zk.as_ref().filter(|s| !s.trim().is_empty());
+    let cluster = opts.cluster.as_ref().filter(|s| !s.trim().is_empty());
     match (zk, cluster) {
         (Some(zk), Some(cluster)) => {
             crate::config::check_cluster_name(cluster).map_err(|e| Failure::usage(format!("--cluster: {e}")))?;
             Ok(Some(ZkTarget {
                 zk: zk.clone(),
                 cluster: cluster.clone(),
-                secret_file: secret_file.clone(),
+                secret_file: opts.secret_file.clone(),
             }))
         }
         (None, None) => Ok(None),

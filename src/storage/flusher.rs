@@ -27,8 +27,9 @@ struct State {
     /// Bumped by every write; `synced` catches up after an fdatasync.
     written_seq: u64,
     synced_seq: u64,
-    /// A duplicate handle on the segment last written, and its path.
-    file: Option<(File, PathBuf)>,
+    /// A duplicate handle on the segment last written, and its path; shared
+    /// with the syncing thread, which syncs it unlocked.
+    file: Option<(Arc<File>, PathBuf)>,
     /// Barriers waiting: the pacing below does not apply to them.
     waiting: usize,
     /// Set when an fdatasync failed: the kernel may have dropped the dirty
@@ -68,7 +69,7 @@ impl Flusher {
     pub fn written(&self, file: &File, path: &std::path::Path, reopened: bool) -> std::io::Result<()> {
         let mut s = self.lock();
         if reopened || s.file.is_none() {
-            s.file = Some((file.try_clone()?, path.to_path_buf()));
+            s.file = Some((Arc::new(file.try_clone()?), path.to_path_buf()));
         }
         s.written_seq += 1;
         self.changed.notify_all();
@@ -117,21 +118,16 @@ fn run(weak: Weak<Flusher>) {
                 let left = MIN_SYNC_INTERVAL.saturating_sub(last_sync.elapsed());
                 s = f.changed.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
             }
-            let (mut s, _) = f
+            let (s, _) = f
                 .changed
                 .wait_timeout_while(s, Duration::from_millis(200), |s| {
                     s.written_seq == s.synced_seq || s.failed.is_some()
                 })
                 .unwrap_or_else(|e| e.into_inner());
             match &s.file {
-                Some((file, path)) if s.written_seq > s.synced_seq && s.failed.is_none() => match file.try_clone() {
-                    Ok(dup) => Some((dup, path.clone(), s.written_seq)),
-                    Err(e) => {
-                        s.failed = Some(format!("cannot sync {}: {e}", path.display()));
-                        f.changed.notify_all();
-                        None
-                    }
-                },
+                Some((file, path)) if s.written_seq > s.synced_seq && s.failed.is_none() => {
+                    Some((Arc::clone(file), path.clone(), s.written_seq))
+                }
                 _ => None,
             }
         };

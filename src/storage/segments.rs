@@ -249,9 +249,15 @@ impl Disk {
         Ok(())
     }
 
+    /// Refuses writes after a failed write or fsync, this store's own or
+    /// its flusher's.
     fn check_writable(&self) -> Result<()> {
-        match &self.poisoned {
-            Some(why) => Err(StoreError::Poisoned(why.clone())),
+        match self
+            .poisoned
+            .clone()
+            .or_else(|| self.flusher.as_ref().and_then(|f| f.failed()))
+        {
+            Some(why) => Err(StoreError::Poisoned(why)),
             None => Ok(()),
         }
     }
@@ -268,12 +274,9 @@ impl Disk {
     }
 
     /// Returns once every append so far is on disk (a no-op per append).
-    pub fn sync_barrier(&mut self) -> Result<()> {
+    pub fn sync_barrier(&self) -> Result<()> {
         match &self.flusher {
-            Some(f) => f.barrier().map_err(|why| {
-                self.poisoned = Some(why.clone());
-                StoreError::Poisoned(why)
-            }),
+            Some(f) => f.barrier().map_err(StoreError::Poisoned),
             None => Ok(()),
         }
     }
@@ -338,9 +341,6 @@ impl Disk {
                     .map_err(|e| StoreError::io("open log segment", &seg.path, e))?;
                 d.active = Some(file);
                 d.active_reopened = true;
-            }
-            if let Some(why) = d.flusher.as_ref().and_then(|f| f.failed()) {
-                return Err(StoreError::Poisoned(why));
             }
             let mut buf = Vec::new();
             let mut offsets = Vec::with_capacity(entries.len());
