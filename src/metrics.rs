@@ -40,6 +40,10 @@ pub struct Metrics {
     pub entries_adopted: IntCounter,
     pub snapshots: IntCounterVec,
     pub snapshot_bytes: IntCounterVec,
+    /// Restarts over a committed vote of this node's own (the restart rule).
+    pub leadership_forgotten: IntCounter,
+    /// Lease renewals a leader skipped because it could not prove it commits.
+    pub lease_withheld: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -97,8 +101,20 @@ impl Metrics {
             &["event"],
         )
         .expect("metric");
+        let leadership_forgotten = IntCounter::new(
+            "leadership_forgotten_total",
+            "starts of Raft over this node's own committed vote, un-committed so it leads again only after a new election",
+        )
+        .expect("metric");
+        let lease_withheld = IntCounter::new(
+            "lease_renewals_withheld_total",
+            "leader lease renewals skipped: no commit, apply or leadership check succeeded recently (stalled disk, wedged core)",
+        )
+        .expect("metric");
         for c in [
-            Box::new(role.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(leadership_forgotten.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lease_withheld.clone()),
+            Box::new(role.clone()),
             Box::new(term.clone()),
             Box::new(leader.clone()),
             Box::new(leader_changes.clone()),
@@ -131,6 +147,8 @@ impl Metrics {
             entries_adopted,
             snapshots,
             snapshot_bytes,
+            leadership_forgotten,
+            lease_withheld,
         }
     }
 

@@ -158,6 +158,9 @@ pub struct Node {
     last_contact: Mutex<(Instant, Option<Vote>)>,
     /// What this node last saw of the `leader` znode (see `LeaderLease`).
     lease: Mutex<LeaderLease>,
+    /// While leader: when the commit path was last proven to work (see
+    /// `commit_probe_loop`); the lease is renewed only on a recent proof.
+    commit_proof: Mutex<Option<Instant>>,
     /// Wakes the failover loop early (the `leader` znode changed).
     wake: Notify,
     /// One adoption/election at a time.
@@ -286,6 +289,7 @@ impl Node {
             raft_config,
             last_contact: Mutex::new((Instant::now(), None)),
             lease: Mutex::new(LeaderLease::default()),
+            commit_proof: Mutex::new(None),
             wake: Notify::new(),
             failover_lock: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -306,6 +310,7 @@ impl Node {
     }
 
     async fn start_raft(&self) -> Result<(), StartError> {
+        self.forget_own_leadership().await?;
         let raft = Raft::new(
             self.cfg.id,
             Arc::clone(&self.raft_config),
@@ -318,6 +323,35 @@ impl Node {
         raft.runtime_config().elect(false);
         *self.raft.write().expect("raft lock") = Some(raft);
         Ok(())
+    }
+
+    /// The restart rule (brainstorm.md, "A restarted node never leads in a
+    /// term it held"): openraft 0.9 resumes leadership without an election
+    /// when it starts over a committed vote for itself (`Engine::startup`).
+    /// A node that restarts may have forgotten entries it appended and sent
+    /// to its peer (empty disk; power loss of the unsynced tail); leading
+    /// again in that term would give new entries those entries' log ids, and
+    /// log matching, which compares ids only, would keep the peer's stale
+    /// copies. So before every `Raft::new` such a vote is stored uncommitted:
+    /// the node starts as a follower and can lead only after W grants it a
+    /// higher term. (Un-committing is always allowed: the vote stays the same
+    /// term and candidate, and W's copy, not this one, carries the safety.)
+    async fn forget_own_leadership(&self) -> Result<(), StartError> {
+        let Some(vote) = self.log.vote() else { return Ok(()) };
+        if !vote.is_committed() || vote.leader_id().voted_for() != Some(self.cfg.id) {
+            return Ok(());
+        }
+        let uncommitted = Vote::new(vote.leader_id().term, self.cfg.id);
+        tracing::info!(
+            term = vote.leader_id().term,
+            "this node led term {} before it restarted: it will lead again only through a new election",
+            vote.leader_id().term
+        );
+        crate::metrics::METRICS.leadership_forgotten.inc();
+        let mut log = self.log.clone();
+        openraft::storage::RaftLogStorage::save_vote(&mut log, &uncommitted)
+            .await
+            .map_err(|e| StartError::Raft(format!("saving the un-committed vote: {e}")))
     }
 
     /// Reads W's log from the first index this node might not share with W:
@@ -441,6 +475,7 @@ impl Node {
         tokio::spawn(Arc::clone(self).failover_loop());
         tokio::spawn(Arc::clone(self).leader_znode_watch());
         tokio::spawn(Arc::clone(self).leader_duties_loop());
+        tokio::spawn(Arc::clone(self).commit_probe_loop());
         tokio::spawn(crate::events::watch_peer(Arc::clone(self)));
         Ok(())
     }
@@ -552,9 +587,16 @@ impl Node {
         // leader's, until its session expires) while the new one talks to us.
         let lapsed = lease.renewed_at.is_some_and(|t| t.elapsed() > election_timeout)
             && lease.holder.as_ref().is_some_and(|h| Some(h.id) == following);
+        // The znode is this node's own, from before a restart (the restart
+        // rule made it a follower) and nobody renews it: no one leads.
+        let own_stale = lease.holder.as_ref().is_some_and(|h| h.id == self.cfg.id)
+            && following.is_none()
+            && lease.renewed_at.is_none_or(|t| t.elapsed() > 2 * self.touch_interval())
+            && contact_at.elapsed() > 2 * heartbeat;
         contact_at.elapsed() > election_timeout
             || lease.absent_since.is_some_and(|_| contact_at.elapsed() > 2 * heartbeat)
             || lapsed
+            || own_stale
     }
 
     /// Restarts the clocks that judge the leader (contact, lease renewal,
@@ -679,6 +721,7 @@ impl Node {
         let (mut seen_leader, mut seen_snapshot) = (None, None);
         let mut last_wal_snapshot: Option<Instant> = None;
         let mut last_claim: Option<Instant> = None;
+        let mut withholding = false;
         while !self.is_stopping() {
             let Some(raft) = self.raft() else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -766,7 +809,20 @@ impl Node {
                             tracing::info!(wal_bytes = self.witness.wal_bytes_since_snapshot(), "WAL in ZooKeeper is large: snapshotting");
                             let _ = raft.trigger().snapshot().await;
                         }
-                        if held_term == Some(m.current_term) && m.state == ServerState::Leader {
+                        let leading = held_term == Some(m.current_term) && m.state == ServerState::Leader;
+                        if leading && !self.commit_proven() {
+                            // Let the lease lapse: this leader holds its
+                            // session but cannot show that it commits.
+                            crate::metrics::METRICS.lease_withheld.inc();
+                            if !withholding {
+                                withholding = true;
+                                tracing::warn!("cannot prove this leader commits (disk, Raft core or apply stalled): not renewing the leader lease, so the other node can take over");
+                            }
+                        } else if leading {
+                            if withholding {
+                                withholding = false;
+                                tracing::info!("commit path works again: renewing the leader lease");
+                            }
                             if let Err(e) = self.renew_lease(&path, m.current_term).await {
                                 tracing::debug!(error = %e, "cannot renew the leader lease");
                                 if matches!(e, WitnessError::Zk { source: zookeeper_client::Error::NoNode, .. }) {
@@ -779,6 +835,54 @@ impl Node {
                 if self.is_stopping() {
                     return;
                 }
+            }
+        }
+    }
+
+    /// True when the commit path was proven to work within half an election
+    /// timeout. The follower deposes a leader whose lease went unrenewed for
+    /// an election timeout, so a leader that stalls stops renewing within
+    /// half of one and is replaced within about 1.5.
+    fn commit_proven(&self) -> bool {
+        let within = Duration::from_millis(self.cfg.election_timeout_ms / 2);
+        self.commit_proof
+            .lock()
+            .expect("proof lock")
+            .is_some_and(|t| t.elapsed() < within)
+    }
+
+    /// Gray failure (issue: a leader keeps its ZooKeeper session but cannot
+    /// commit: local disk frozen, Raft core wedged or dead, apply stuck).
+    /// The lease must say "this leader commits", not only "this process
+    /// reaches ZooKeeper". Every touch interval, while leading, this proves
+    /// it: entries were applied since the last look (under load), or else a
+    /// leadership check succeeds in time (`ensure_linearizable`: a checked
+    /// heartbeat to W through the Raft core, answered once everything
+    /// committed is applied). Either proof is dated at the start of the
+    /// look, so a proof never outlives what it observed.
+    async fn commit_probe_loop(self: Arc<Self>) {
+        let probe_timeout = Duration::from_millis((self.cfg.election_timeout_ms / 2).max(1));
+        let mut seen_applied: Option<Option<crate::types::LogId>> = None;
+        while !self.is_stopping() {
+            tokio::time::sleep(self.touch_interval()).await;
+            let Some(raft) = self.raft() else { continue };
+            let started = Instant::now();
+            let m = raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader {
+                *self.commit_proof.lock().expect("proof lock") = None;
+                seen_applied = None;
+                continue;
+            }
+            let progressed = seen_applied.is_some_and(|seen| m.last_applied > seen);
+            seen_applied = Some(m.last_applied);
+            let proven = progressed
+                || matches!(
+                    tokio::time::timeout(probe_timeout, raft.ensure_linearizable()).await,
+                    Ok(Ok(_))
+                );
+            if proven {
+                let mut proof = self.commit_proof.lock().expect("proof lock");
+                *proof = std::cmp::max(*proof, Some(started));
             }
         }
     }

@@ -42,6 +42,11 @@ pub struct Cluster {
     /// through (Raft RPC and forwarded client requests). Empty unless
     /// `partitionable`.
     proxies: std::collections::BTreeMap<u64, FaultProxy>,
+    /// Set by `start_zk_cuttable`: node id → the proxy between that node and
+    /// ZooKeeper (its `--zk`), so one node's ZooKeeper link can be cut while
+    /// the other keeps its own.
+    zk_proxies: std::collections::BTreeMap<u64, FaultProxy>,
+    zk_cuttable: bool,
 }
 
 impl Cluster {
@@ -91,6 +96,42 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Like `start_with`, but each node reaches ZooKeeper through a fault
+    /// proxy of its own (`cut_zk`), and node-to-node traffic goes through
+    /// proxies as in `start_partitionable`.
+    pub async fn start_zk_cuttable_with(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
+        let mut cluster = Cluster::start_stopped(test_name).await?;
+        cluster.partitionable = true;
+        cluster.zk_cuttable = true;
+        cluster.node_args = node_args.iter().map(|a| a.to_string()).collect();
+        let started = async {
+            for id in [1, 2] {
+                cluster.spawn_node(id).await?;
+            }
+            cluster.wait_for_leader(FIRST_LEADER_TIMEOUT).await
+        }
+        .await;
+        started.in_cluster(&cluster)?;
+        Ok(cluster)
+    }
+
+    /// Cut node `id`'s link to ZooKeeper (`start_zk_cuttable_with` only);
+    /// the other node keeps its own.
+    pub fn cut_zk(&self, id: u64, mode: CutMode) {
+        self.zk_proxy(id).cut(mode);
+    }
+
+    /// Restore node `id`'s link to ZooKeeper.
+    pub fn heal_zk(&self, id: u64) {
+        self.zk_proxy(id).heal();
+    }
+
+    fn zk_proxy(&self, id: u64) -> &FaultProxy {
+        self.zk_proxies
+            .get(&id)
+            .unwrap_or_else(|| panic!("node {id} has no ZooKeeper proxy: use Cluster::start_zk_cuttable_with"))
+    }
+
     /// ZooKeeper only; start nodes with `spawn_node`.
     pub async fn start_stopped(test_name: &str) -> Result<Cluster> {
         let dir = TestDir::new(test_name)?;
@@ -109,6 +150,8 @@ impl Cluster {
             node_args: Vec::new(),
             partitionable: false,
             proxies: Default::default(),
+            zk_proxies: Default::default(),
+            zk_cuttable: false,
         })
     }
 
@@ -132,7 +175,16 @@ impl Cluster {
             args.extend(["--advertise".to_string(), proxy.addr().to_string()]);
             self.proxies.insert(id, proxy);
         }
-        let mut node = Node::spawn_with(id, &self.name, &self.zk.addr(), &data_dir, listen, &args)?;
+        let mut zk_addr = self.zk.addr();
+        if self.zk_cuttable {
+            let upstream: std::net::SocketAddr = zk_addr.parse().context("ZooKeeper address")?;
+            let proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), upstream)
+                .await
+                .with_context(|| format!("start the ZooKeeper proxy for node {id}"))?;
+            zk_addr = proxy.addr().to_string();
+            self.zk_proxies.insert(id, proxy);
+        }
+        let mut node = Node::spawn_with(id, &self.name, &zk_addr, &data_dir, listen, &args)?;
         let mut attempt = 1;
         loop {
             match node.wait_live(LIVE_TIMEOUT).await {
