@@ -1,5 +1,8 @@
 //! Inbound Raft RPC from the other node: decode, hand to the local Raft,
-//! encode its answer. Nothing protocol-related happens here.
+//! encode its answer. One check happens here, before openraft sees an
+//! append: an entry that has a local entry's log id but other bytes (a
+//! reused log id, which openraft's log matching would keep) is refused and
+//! repaired (see `node_repair.rs`).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -86,6 +89,25 @@ async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     };
     let Some(raft) = node.raft() else { return unavailable() };
     let leader_vote = req.vote;
+    // openraft's follower keeps an entry whose log id it already has,
+    // whatever its bytes: compare them first. The leader sees an error and
+    // retries (not a Conflict, which would make it search backwards), and
+    // the repair replaces the local suffix (W's entry wins; none if W does
+    // not hold the index). Past the local log's end, the usual case, this
+    // is one empty range lookup.
+    if let Some(reused) = node.log.first_reused(&req.entries) {
+        // The leader is alive and reaching us: no failover over this.
+        node.note_leader_contact(leader_vote);
+        node.report_reused_in_catch_up(reused, leader_vote);
+        return (
+            StatusCode::CONFLICT,
+            format!(
+                "log id reused: this node holds another entry under {} (crc32 {:08x}, the leader's {:08x}); repairing its log, retry",
+                reused.log_id, reused.local_digest, reused.other_digest
+            ),
+        )
+            .into_response();
+    }
     let res = raft.append_entries(req).await;
     if let Ok(
         AppendEntriesResponse::Success | AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_),

@@ -21,6 +21,7 @@ use crate::types::LogId;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
+use crate::witness::SnapshotUpload;
 use crate::witness::Witness;
 use crate::witness::WitnessError;
 
@@ -50,6 +51,9 @@ pub struct WitnessClient {
 
 /// ZooKeeper down means back off (Unreachable); anything else is retried
 /// at once (Network). A corrupt znode is logged loudly: it needs an operator.
+/// A refused log id reuse is an error, never `Conflict` (openraft would
+/// back off to an earlier index and send the same entry again forever);
+/// `Witness::append_entries` has logged and counted it.
 fn rpc_error(e: WitnessError) -> RpcError {
     match e {
         WitnessError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
@@ -127,7 +131,9 @@ impl WitnessClient {
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
         let data = snapshot.snapshot.into_inner();
         match self.witness.install_snapshot(vote, snapshot.meta, data).await {
-            Ok(vote) => Ok(SnapshotResponse::new(vote)),
+            Ok(SnapshotUpload::Stored | SnapshotUpload::AlreadyCovered) => Ok(SnapshotResponse::new(vote)),
+            // W's higher vote makes openraft step this leader down.
+            Ok(SnapshotUpload::Refused(higher)) => Ok(SnapshotResponse::new(higher)),
             Err(e @ WitnessError::Unreachable(_)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
         }

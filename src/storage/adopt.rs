@@ -12,6 +12,7 @@ use super::StateMachine;
 use crate::types::Entry;
 use crate::types::LogId;
 use crate::types::SnapshotMeta;
+use crate::witness::record::entry_digest;
 
 /// Installs W's snapshot into `sm` (unless `sm` is already past it) and makes
 /// `log` consistent with it (purged up to its last log id; the whole local
@@ -30,24 +31,83 @@ pub async fn install_snapshot_offline(
     Ok(())
 }
 
+/// A local entry and W's under one log id with different bytes (a reused
+/// log id: witness-protocol.md, "A log id names one entry forever").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReusedLogId {
+    pub log_id: LogId,
+    /// crc32 of the local entry's bytes (`witness::record::entry_digest`).
+    pub local_digest: u32,
+    /// crc32 of the other entry's bytes (W's, or the leader's).
+    pub other_digest: u32,
+}
+
+/// What [`LogStore::adopt_entries`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Entries written from W.
+    pub appended: usize,
+    /// The index from which the local suffix was cut and replaced by W's.
+    pub replaced_from: Option<u64>,
+    /// Set when the first replaced entry had W's log id but other bytes.
+    pub reused: Option<ReusedLogId>,
+}
+
 impl LogStore {
+    /// The first of `entries` (consecutive) that this log holds under the
+    /// same log id but with other bytes. Entries outside the in-memory log
+    /// (purged, or past its end) are not compared; a request past the end,
+    /// the steady state of replication, costs one empty range lookup.
+    pub fn first_reused(&self, entries: &[Entry]) -> Option<ReusedLogId> {
+        let (first, last) = (entries.first()?.log_id.index, entries.last()?.log_id.index);
+        let local = self.entries(first..=last);
+        let reused = local.iter().find_map(|l| {
+            let theirs = entries.get((l.log_id.index - first) as usize)?;
+            (theirs.log_id == l.log_id && theirs != l).then_some(theirs)
+        })?;
+        let mine = local.iter().find(|l| l.log_id == reused.log_id).expect("found above");
+        Some(ReusedLogId {
+            log_id: reused.log_id,
+            local_digest: entry_digest(mine),
+            other_digest: entry_digest(reused),
+        })
+    }
+
     /// Adoption (witness-protocol.md): makes this log equal to `entries` (W's,
-    /// consecutive) from the first index where they differ: a conflicting local
-    /// suffix is truncated, the missing entries appended, all fsync'd. Entries
-    /// at or below the purged id are skipped. Refuses to rewrite a committed
-    /// entry or to leave a hole. Only while no `Raft` runs on this store.
-    pub async fn adopt_entries(&self, entries: Vec<Entry>) -> Result<()> {
+    /// consecutive) from the first index where they differ, in log id or in
+    /// bytes: the local suffix from there is truncated, W's entries appended,
+    /// all fsync'd. Entries at or below the purged id are skipped. Refuses to
+    /// leave a hole, or to replace a committed entry by one with another log
+    /// id. Only while no `Raft` runs on this store.
+    ///
+    /// A local entry that has W's log id but other bytes is replaced even at
+    /// or below the committed hint. That hint names a log id, not bytes: it
+    /// is what a leader reported committed, and the entry committed under
+    /// that id is W's (W is in every quorum). W never swaps an entry for
+    /// another under the same id: it only cuts its log at an entry whose log
+    /// id differs (which shows that entry and all after it uncommitted), and
+    /// it refuses a request that reuses an id (`AppendDecision::LogIdReused`).
+    /// So an entry committed under an id is still in W under that id, with
+    /// its bytes, and a local entry under it with other bytes was never
+    /// committed, whatever the local hint says: it came from a leader that
+    /// reused the id (restarted having forgotten what it appended), and the
+    /// leader that committed told this node the id only. The replacement must
+    /// keep the hint true of the new log (W's entries reach the hint's index
+    /// with the hint's log id); the caller must roll the state machine back if
+    /// it applied a replaced entry (`Adopted::replaced_from`).
+    pub async fn adopt_entries(&self, entries: Vec<Entry>) -> Result<Adopted> {
         check_consecutive(&entries)?;
         let committed = self.committed();
         self.run(move |disk, lock| {
-            let (k, conflict) = {
+            let (k, conflict, reused) = {
                 let mem = read(lock);
                 let purged = mem.hard.purged.map(|p| p.index);
                 let fresh = entries.iter().position(|e| {
-                    purged.is_none_or(|p| e.log_id.index > p)
-                        && mem.entries.get(&e.log_id.index).map(|l| l.log_id) != Some(e.log_id)
+                    purged.is_none_or(|p| e.log_id.index > p) && mem.entries.get(&e.log_id.index) != Some(e)
                 });
-                let Some(k) = fresh else { return Ok(()) };
+                let Some(k) = fresh else {
+                    return Ok(Adopted::default());
+                };
                 let at = entries[k].log_id;
                 if at.index > mem.next_index() {
                     let last = mem.last_log_id();
@@ -55,13 +115,26 @@ impl LogStore {
                         "adopting from {at} would leave a hole after {last:?}"
                     )));
                 }
-                let local = mem.entries.get(&at.index).map(|e| e.log_id);
+                let local = mem.entries.get(&at.index);
+                let reused = local.filter(|l| l.log_id == at).map(|l| ReusedLogId {
+                    log_id: at,
+                    local_digest: entry_digest(l),
+                    other_digest: entry_digest(&entries[k]),
+                });
                 if let (Some(local), Some(c)) = (local, committed.filter(|c| c.index >= at.index)) {
-                    return Err(StoreError::Invariant(format!(
-                        "adopting {at} would overwrite {local}, at or below the committed {c}"
-                    )));
+                    if reused.is_none() {
+                        return Err(StoreError::Invariant(format!(
+                            "adopting {at} would overwrite {}, at or below the committed {c}",
+                            local.log_id
+                        )));
+                    }
+                    if !entries[k..].iter().any(|e| e.log_id == c) {
+                        return Err(StoreError::Invariant(format!(
+                            "log id {at} reused at or below the committed {c}, and W's entries from there do not reach {c}: not replacing"
+                        )));
+                    }
                 }
-                (k, local.is_some())
+                (k, local.is_some(), reused)
             };
             let new = &entries[k..];
             let at = new[0].log_id.index;
@@ -73,7 +146,32 @@ impl LogStore {
             write(lock)
                 .entries
                 .extend(new.iter().map(|e| (e.log_id.index, e.clone())));
-            Ok(())
+            Ok(Adopted {
+                appended: new.len(),
+                replaced_from: conflict.then_some(at),
+                reused,
+            })
+        })
+        .await
+    }
+
+    /// Cuts the log from `index` on, with Raft stopped: the repair of a
+    /// reused log id that W does not hold (then neither copy is committed).
+    /// Refuses to cut at or below the committed hint.
+    pub async fn truncate_offline(&self, index: u64) -> Result<bool> {
+        let committed = self.committed();
+        self.run(move |disk, lock| {
+            if let Some(c) = committed.filter(|c| c.index >= index) {
+                return Err(StoreError::Invariant(format!(
+                    "cutting the log from index {index} would drop the committed {c}"
+                )));
+            }
+            if read(lock).entries.range(index..).next().is_none() {
+                return Ok(false);
+            }
+            disk.truncate(index)?;
+            write(lock).entries.split_off(&index);
+            Ok(true)
         })
         .await
     }

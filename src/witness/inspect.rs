@@ -173,7 +173,7 @@ impl Witness {
     }
 
     /// Children of `path`, sorted; none if the directory does not exist.
-    async fn list(&self, path: &str) -> Result<Vec<String>, WitnessError> {
+    pub(super) async fn list(&self, path: &str) -> Result<Vec<String>, WitnessError> {
         let p = path.to_string();
         match self
             .zk

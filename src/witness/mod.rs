@@ -60,6 +60,19 @@ pub enum WitnessError {
     Corrupt { path: String, reason: String },
     #[error("{0}")]
     Identity(String),
+    /// W holds another entry (other bytes) under `log_id`, which the
+    /// request carries too (see [`rules::AppendDecision::LogIdReused`]).
+    #[error(
+        "log id reused: W holds another entry under the log id {log_id} (W's crc32 {witness_digest:08x}, the request's {request_digest:08x}); W keeps its own"
+    )]
+    LogIdReused {
+        log_id: LogId,
+        witness_digest: u32,
+        request_digest: u32,
+    },
+    /// W refused a snapshot: it has promised a higher vote.
+    #[error("ZooKeeper refused the snapshot: W holds the vote {0}, which the uploader's does not reach (it no longer leads)")]
+    SnapshotRefused(Vote),
 }
 
 impl WitnessError {
@@ -92,6 +105,8 @@ impl WitnessError {
             WitnessError::VersionMismatch => "version_mismatch",
             WitnessError::Corrupt { .. } => "corrupt",
             WitnessError::Identity(_) => "identity",
+            WitnessError::LogIdReused { .. } => "log_id_reused",
+            WitnessError::SnapshotRefused(_) => "snapshot_refused",
         }
     }
 
@@ -101,33 +116,53 @@ impl WitnessError {
     }
 }
 
+/// What W's view keeps of one entry: its log id and digest
+/// ([`record::entry_digest`]).
+type EntryId = (LogId, u32);
+
 /// One multi of an append: its ops, the segments it creates (first index,
-/// log ids) and the last log id it leaves W with.
-type Batch = (Vec<Op>, Vec<(u64, Vec<LogId>)>, LogId);
+/// entry ids) and the last log id it leaves W with.
+type Batch = (Vec<Op>, Vec<(u64, Vec<EntryId>)>, LogId);
 
 /// One write op inside a multi.
 enum Op {
     Create(String, Vec<u8>),
     Set(String, Vec<u8>),
     Delete(String),
+    /// `check(path, version)`: the multi fails unless the znode exists with
+    /// that version.
+    Check(String, i32),
 }
 
 impl Op {
     fn payload_len(&self) -> usize {
         match self {
             Op::Create(_, d) | Op::Set(_, d) => d.len(),
-            Op::Delete(_) => 0,
+            Op::Delete(_) | Op::Check(..) => 0,
         }
     }
 }
 
+/// The outcome of storing a snapshot as W's ([`Witness::install_snapshot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotUpload {
+    /// W's record now points at this snapshot.
+    Stored,
+    /// W already holds a snapshot at or past this one (or this one is
+    /// empty): nothing was uploaded, nothing needed to be.
+    AlreadyCovered,
+    /// W has promised a vote the uploader's does not reach: the uploader is
+    /// not the leader W follows. Nothing was kept.
+    Refused(Vote),
+}
+
 /// What this node last knew of W: its record, the record's znode version and
-/// the WAL segments (first index -> log ids, loaded lazily).
+/// the WAL segments (first index -> entry ids, loaded lazily).
 #[derive(Clone, Debug)]
 struct View {
     version: i32,
     record: WitnessRecord,
-    segments: BTreeMap<u64, Option<Vec<LogId>>>,
+    segments: BTreeMap<u64, Option<Vec<EntryId>>>,
 }
 
 impl View {
@@ -150,7 +185,7 @@ impl View {
             Some(first) => match &self.segments[&first] {
                 Some(ids) => ids
                     .get((index - first) as usize)
-                    .map(|l| Slot::Present(*l))
+                    .map(|(l, d)| Slot::Present(*l, *d))
                     .unwrap_or(Slot::Absent),
                 None => Slot::Unloaded,
             },
@@ -228,7 +263,18 @@ pub struct Witness {
     /// there: an entry can carry up to a whole batch, so a count of entries
     /// alone does not bound what ZooKeeper holds.
     wal_bytes: std::sync::atomic::AtomicU64,
+    /// One snapshot upload at a time from this node: the leader's shipper,
+    /// openraft's snapshot to W and `POST /admin/snapshot` may race, with
+    /// the same snapshot id, over the same chunk znodes.
+    upload: tokio::sync::Mutex<()>,
+    /// The last log id reuse logged at ERROR and when: a leader retries the
+    /// refused request every heartbeat, and one ERROR line per index per
+    /// `REUSE_LOG_EVERY` says it (the metric counts every refusal).
+    reuse_logged: Mutex<Option<(u64, std::time::Instant)>>,
 }
+
+/// How often the same refused log id reuse is logged again at ERROR.
+const REUSE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Witness {
     pub fn new(zk: Arc<ZkSession>, cluster: &str) -> Witness {
@@ -238,6 +284,8 @@ impl Witness {
             view: tokio::sync::Mutex::new(None),
             last_seen: Mutex::new(None),
             wal_bytes: std::sync::atomic::AtomicU64::new(0),
+            upload: tokio::sync::Mutex::new(()),
+            reuse_logged: Mutex::new(None),
         }
     }
 
@@ -368,21 +416,22 @@ impl Witness {
         })
     }
 
-    async fn read_segment(&self, first: u64) -> Result<Vec<Entry>, WitnessError> {
+    /// One segment's entries, each with its digest.
+    async fn read_segment(&self, first: u64) -> Result<Vec<(Entry, u32)>, WitnessError> {
         let path = self.paths.segment(first);
         let p = path.clone();
         let (bytes, _) = self
             .zk
             .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
             .await?;
-        record::decode_segment(&bytes, &path, first)
+        record::decode_segment_digests(&bytes, &path, first)
     }
 
     /// Reads many segments with ZooKeeper multi-reads (one round trip per
     /// `SEGMENTS_PER_READ`), each batch also reading W's record so the caller
     /// can tell whether W changed in between: returns the segments (None for
     /// one that no longer exists) and the record versions seen.
-    async fn read_segments(&self, firsts: &[u64]) -> Result<(Vec<Option<Vec<Entry>>>, Vec<i32>), WitnessError> {
+    async fn read_segments(&self, firsts: &[u64]) -> Result<(Vec<Option<Vec<(Entry, u32)>>>, Vec<i32>), WitnessError> {
         const SEGMENTS_PER_READ: usize = 64;
         let mut out = Vec::with_capacity(firsts.len());
         let mut versions = Vec::new();
@@ -414,7 +463,7 @@ impl Witness {
                 let path = self.paths.segment(*first);
                 match r {
                     zk::MultiReadResult::Data { data, .. } => {
-                        out.push(Some(record::decode_segment(&data, &path, *first)?))
+                        out.push(Some(record::decode_segment_digests(&data, &path, *first)?))
                     }
                     zk::MultiReadResult::Error { err: zk::Error::NoNode } => out.push(None),
                     zk::MultiReadResult::Error { err } => {
@@ -427,7 +476,11 @@ impl Witness {
         Ok((out, versions))
     }
 
-    /// Loads the log ids of every segment overlapping `[from, to]`.
+    /// Loads the entry ids (log id and digest) of every segment overlapping
+    /// `[from, to]` that the view has not loaded yet, with multi-reads (64
+    /// segments a round trip). A segment read at another record version than
+    /// the view's, or gone, means W changed since the view was read:
+    /// `VersionMismatch`, and the caller re-reads W.
     async fn load_segments(&self, view: &mut View, from: u64, to: u64) -> Result<(), WitnessError> {
         let Some(start) = view.segment_of(from).or_else(|| view.segments.keys().next().copied()) else {
             return Ok(());
@@ -438,10 +491,19 @@ impl Witness {
             .filter(|(_, ids)| ids.is_none())
             .map(|(first, _)| *first)
             .collect();
-        for first in wanted {
-            let entries = self.read_segment(first).await?;
-            view.segments
-                .insert(first, Some(entries.iter().map(|e| e.log_id).collect()));
+        const SEGMENTS_PER_LOAD: usize = 64;
+        for batch in wanted.chunks(SEGMENTS_PER_LOAD) {
+            let (segments, versions) = self.read_segments(batch).await?;
+            if versions.iter().any(|v| *v != view.version) {
+                return Err(WitnessError::VersionMismatch);
+            }
+            for (first, seg) in batch.iter().zip(segments) {
+                let Some(seg) = seg else {
+                    return Err(WitnessError::VersionMismatch);
+                };
+                view.segments
+                    .insert(*first, Some(seg.iter().map(|(e, d)| (e.log_id, *d)).collect()));
+            }
         }
         Ok(())
     }
@@ -470,6 +532,7 @@ impl Witness {
                         Op::Create(p, d) => w.add_create(p, d, &opts)?,
                         Op::Set(p, d) => w.add_set_data(p, d, None)?,
                         Op::Delete(p) => w.add_delete(p, None)?,
+                        Op::Check(p, v) => w.add_check_version(p, *v)?,
                     }
                 }
                 match w.commit().await {
@@ -519,28 +582,60 @@ impl Witness {
     ) -> Result<AppendEntriesResponse<u64>, WitnessError> {
         let w = self;
         let req = &req;
-        with_view!(self, "append", |view| {
+        // The overlap W must compare, for loading it in one go.
+        let req_last = req.entries.last().map(|e| e.log_id.index);
+        let answer = with_view!(self, "append", |view| {
             {
                 let decision = loop {
                     match rules::decide_append(&view.record, req, |i| view.slot(i)) {
-                        AppendDecision::Load(index) => w.load_segments(view, index, index).await?,
+                        AppendDecision::Load(index) => {
+                            let to = req_last.map_or(index, |l| l.max(index));
+                            w.load_segments(view, index, to).await?
+                        }
                         d => break d,
                     }
                 };
                 match decision {
                     AppendDecision::Load(_) => unreachable!("loaded above"),
-                    AppendDecision::HigherVote(v) => Ok(AppendEntriesResponse::HigherVote(v)),
+                    AppendDecision::HigherVote(v) => Ok(Ok(AppendEntriesResponse::HigherVote(v))),
                     AppendDecision::Conflict { record } => {
+                        // Conflict tells the sender W still follows its vote,
+                        // which confirms leadership like any answer but
+                        // HigherVote: it goes through ZooKeeper too (a checked
+                        // multi; a changed W is re-read and re-decided).
                         if record != view.record {
                             w.write_record(view, record, "witness vote (conflict)").await?;
+                        } else {
+                            w.multi("witness conflict (check)", Some(view.version), vec![]).await?;
                         }
-                        Ok(AppendEntriesResponse::Conflict)
+                        Ok(Ok(AppendEntriesResponse::Conflict))
+                    }
+                    AppendDecision::LogIdReused {
+                        index,
+                        witness_digest,
+                        request_digest,
+                    } => {
+                        // Refuse on W as it is, not on a stale view: a changed
+                        // W is re-read and the request re-decided.
+                        w.multi("witness log id reuse (check)", Some(view.version), vec![])
+                            .await?;
+                        let log_id = req
+                            .entries
+                            .iter()
+                            .find(|e| e.log_id.index == index)
+                            .map(|e| e.log_id)
+                            .expect("the rule names an entry of the request");
+                        Ok(Err(WitnessError::LogIdReused {
+                            log_id,
+                            witness_digest,
+                            request_digest,
+                        }))
                     }
                     d if d.is_check_only(&view.record) => {
                         // A heartbeat still goes through ZooKeeper's consensus, so
                         // a deposed leader learns of it and cannot confirm a read.
                         w.multi("witness heartbeat", Some(view.version), vec![]).await?;
-                        Ok(AppendEntriesResponse::Success)
+                        Ok(Ok(AppendEntriesResponse::Success))
                     }
                     AppendDecision::Accept {
                         record,
@@ -548,11 +643,41 @@ impl Witness {
                         append,
                     } => {
                         w.apply_append(view, record, truncate_from, append).await?;
-                        Ok(AppendEntriesResponse::Success)
+                        Ok(Ok(AppendEntriesResponse::Success))
                     }
                 }
             }
-        })
+        })?;
+        if let Err(WitnessError::LogIdReused {
+            log_id,
+            witness_digest,
+            request_digest,
+        }) = &answer
+        {
+            crate::metrics::METRICS
+                .log_id_conflicts
+                .with_label_values(&["witness"])
+                .inc();
+            let loud = {
+                let mut logged = self.reuse_logged.lock().expect("reuse_logged lock");
+                let loud = logged.is_none_or(|(i, at)| i != log_id.index || at.elapsed() >= REUSE_LOG_EVERY);
+                if loud {
+                    *logged = Some((log_id.index, std::time::Instant::now()));
+                }
+                loud
+            };
+            if loud {
+                tracing::error!(
+                    index = log_id.index,
+                    %log_id,
+                    witness_crc32 = format!("{witness_digest:08x}"),
+                    request_crc32 = format!("{request_digest:08x}"),
+                    leader_vote = %req.vote,
+                    "log id reused: the leader sent another entry under a log id W holds; W keeps its own (the one that may be committed) and refuses the append"
+                );
+            }
+        }
+        answer
     }
 
     /// Carries out an accepted append: truncation and the first batch of
@@ -576,29 +701,30 @@ impl Witness {
             if let Some(first) = view.segment_of(cut.saturating_sub(1)).filter(|f| *f < cut) {
                 let mut kept = self.read_segment(first).await?;
                 kept.truncate((cut - first) as usize);
-                let bytes = record::encode_segment(&kept);
+                let bytes = record::encode_segment(kept.iter().map(|(e, _)| e));
                 ops_bytes += bytes.len();
                 ops.push(Op::Set(self.paths.segment(first), bytes));
                 view.segments
-                    .insert(first, Some(kept.iter().map(|e| e.log_id).collect()));
+                    .insert(first, Some(kept.iter().map(|(e, d)| (e.log_id, *d)).collect()));
             }
         }
 
         // Pack entries into segments no bigger than one multi.
         let mut batches: Vec<Batch> = Vec::new();
         let mut seg_bytes = record::encode_segment([]);
-        let mut seg_ids: Vec<LogId> = Vec::new();
-        let mut new_segs: Vec<(u64, Vec<LogId>)> = Vec::new();
+        let mut seg_ids: Vec<EntryId> = Vec::new();
+        let mut new_segs: Vec<(u64, Vec<EntryId>)> = Vec::new();
         let flush_segment = |ops: &mut Vec<Op>,
                              seg_bytes: &mut Vec<u8>,
-                             seg_ids: &mut Vec<LogId>,
-                             new_segs: &mut Vec<(u64, Vec<LogId>)>| {
-            if let Some(first) = seg_ids.first() {
+                             seg_ids: &mut Vec<EntryId>,
+                             new_segs: &mut Vec<(u64, Vec<EntryId>)>| {
+            if let Some((first, _)) = seg_ids.first() {
                 ops.push(Op::Create(
                     self.paths.segment(first.index),
                     std::mem::replace(seg_bytes, record::encode_segment([])),
                 ));
-                new_segs.push((first.index, std::mem::take(seg_ids)));
+                let first = first.index;
+                new_segs.push((first, std::mem::take(seg_ids)));
             }
         };
         for e in &append {
@@ -607,13 +733,13 @@ impl Witness {
                 flush_segment(&mut ops, &mut seg_bytes, &mut seg_ids, &mut new_segs);
                 let last = new_segs
                     .last()
-                    .and_then(|(_, ids)| ids.last().copied())
+                    .and_then(|(_, ids)| ids.last().map(|(l, _)| *l))
                     .expect("segment not empty");
                 batches.push((std::mem::take(&mut ops), std::mem::take(&mut new_segs), last));
                 ops_bytes = 0;
             }
             seg_bytes.extend_from_slice(&bytes);
-            seg_ids.push(e.log_id);
+            seg_ids.push((e.log_id, record::framed_digest(&bytes)));
         }
         flush_segment(&mut ops, &mut seg_bytes, &mut seg_ids, &mut new_segs);
         let final_last = record.last_log_id.expect("an accepted append leaves W a last log id");
@@ -641,28 +767,74 @@ impl Witness {
 
     /// Stores a snapshot as W's (from the leader's shipper or openraft's
     /// snapshot replication to W) and drops the WAL segments it covers, in
-    /// the same multi that points W's record at it. Returns W's vote.
-    pub async fn install_snapshot(&self, vote: Vote, meta: SnapshotMeta, data: Vec<u8>) -> Result<Vote, WitnessError> {
+    /// the same multi that points W's record at it.
+    ///
+    /// The chunks are uploaded first, unreferenced until that multi, which
+    /// also checks that every chunk is still there as uploaded (so W never
+    /// points at a snapshot a sweep took apart). An upload that does not end
+    /// in W's record is removed (unless the multi's outcome is unknown and
+    /// it may have landed), and every successful one sweeps the snapshot
+    /// directories W's record does not name: a failed upload's chunks do not
+    /// outlive the next success.
+    pub async fn install_snapshot(
+        &self,
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<SnapshotUpload, WitnessError> {
         let Some(snap_last) = meta.last_log_id else {
-            return Ok(vote);
+            return Ok(SnapshotUpload::AlreadyCovered);
         };
-        // Upload the chunks first; unreferenced until the final multi.
+        let _one_at_a_time = self.upload.lock().await;
         // A cheap early refusal before uploading megabytes; the final multi
         // checks again.
         let (record, _) = self.read_record().await?;
         if !rules::vote_reaches(&vote, &record.vote) {
-            return Ok(record.vote);
+            return Ok(SnapshotUpload::Refused(record.vote));
         }
         if record.purged() >= Some(snap_last) {
-            return Ok(vote);
+            return Ok(SnapshotUpload::AlreadyCovered);
         }
+        let id = meta.snapshot_id.clone();
+        let result = match self.upload_chunks(&id, &data).await {
+            Ok(chunks) => self.point_at_snapshot(vote, meta, &data, chunks).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((SnapshotUpload::Stored, leftover)) => {
+                self.delete_unchecked(leftover).await;
+                match self.sweep_snapshots(None).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(dirs = n, "removed snapshot uploads W's record does not name"),
+                    Err(e) => tracing::warn!(error = %e, "could not sweep unreferenced snapshot uploads"),
+                }
+                self.wal_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(snapshot = %snap_last, bytes = data.len(), "snapshot stored in ZooKeeper");
+                Ok(SnapshotUpload::Stored)
+            }
+            Ok((other, _)) => {
+                self.remove_failed_upload(&id).await;
+                Ok(other)
+            }
+            Err(e) => {
+                // A multi whose outcome is unknown may have landed: the
+                // removal reads W's record first and keeps what it names.
+                self.remove_failed_upload(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Uploads `data` as the chunks of snapshot `id`; returns each chunk's
+    /// path and the znode version it was left at.
+    async fn upload_chunks(&self, id: &str, data: &[u8]) -> Result<Vec<(String, i32)>, WitnessError> {
         let chunk_bytes = MAX_MULTI_BYTES - 1024;
         let chunks: Vec<&[u8]> = if data.is_empty() {
-            vec![&data[..]]
+            vec![data]
         } else {
             data.chunks(chunk_bytes).collect()
         };
-        let dir = self.paths.snapshot_dir(&meta.snapshot_id);
+        let dir = self.paths.snapshot_dir(id);
         let d = dir.clone();
         let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
         match self
@@ -676,10 +848,11 @@ impl Witness {
             Err(e) if e.is_zk(zk::Error::NodeExists) => {}
             Err(e) => return Err(e),
         }
+        let mut uploaded = Vec::with_capacity(chunks.len());
         for (i, chunk) in chunks.iter().enumerate() {
-            let path = self.paths.chunk(&meta.snapshot_id, i as u32);
+            let path = self.paths.chunk(id, i as u32);
             let bytes = record::encode_chunk(chunk);
-            match self
+            let version = match self
                 .multi(
                     &format!("create {path}"),
                     None,
@@ -687,32 +860,51 @@ impl Witness {
                 )
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => 0,
                 Err(e) if e.is_zk(zk::Error::NodeExists) => {
-                    self.multi(&format!("set {path}"), None, vec![Op::Set(path, bytes)])
+                    let res = self
+                        .multi(&format!("set {path}"), None, vec![Op::Set(path.clone(), bytes)])
                         .await?;
+                    match res.last() {
+                        Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
+                        other => return Err(WitnessError::Unreachable(format!("unexpected multi result {other:?}"))),
+                    }
                 }
                 Err(e) => return Err(e),
-            }
+            };
+            uploaded.push((path, version));
         }
+        Ok(uploaded)
+    }
+
+    /// The final, checked multi of a snapshot install: points W's record at
+    /// the uploaded chunks (each checked to be as uploaded) and deletes the
+    /// WAL it covers. Returns the outcome and the znodes left to delete.
+    async fn point_at_snapshot(
+        &self,
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: &[u8],
+        chunks: Vec<(String, i32)>,
+    ) -> Result<(SnapshotUpload, Vec<String>), WitnessError> {
+        let snap_last = meta.last_log_id.expect("checked by the caller");
         let sref = SnapshotRef {
-            meta: meta.clone(),
+            meta,
             chunk_count: chunks.len() as u32,
             size_bytes: data.len() as u64,
-            crc32: crc32fast::hash(&data),
+            crc32: crc32fast::hash(data),
         };
-
         let mut leftover: Vec<String> = Vec::new();
         let w = self;
-        let result = with_view!(self, "witness snapshot", |view| {
+        let outcome = with_view!(self, "witness snapshot", |view| {
             let sref = sref.clone();
             leftover.clear();
             {
                 if !rules::vote_reaches(&vote, &view.record.vote) {
-                    return Ok(view.record.vote);
+                    return Ok(SnapshotUpload::Refused(view.record.vote));
                 }
                 if view.record.purged() >= Some(snap_last) {
-                    return Ok(vote);
+                    return Ok(SnapshotUpload::AlreadyCovered);
                 }
                 let mut next = view.record.clone();
                 let old = next.snapshot.replace(sref);
@@ -726,7 +918,7 @@ impl Witness {
                 if view.last_index() >= Some(snap_last.index) {
                     w.load_segments(view, snap_last.index, snap_last.index).await?;
                 }
-                let keeps_tail = view.slot(snap_last.index) == Slot::Present(snap_last);
+                let keeps_tail = matches!(view.slot(snap_last.index), Slot::Present(l, _) if l == snap_last);
                 let firsts: Vec<u64> = view.segments.keys().copied().collect();
                 let mut doomed = Vec::new();
                 for (i, first) in firsts.iter().enumerate() {
@@ -738,7 +930,7 @@ impl Witness {
                 if !keeps_tail {
                     next.last_log_id = Some(snap_last);
                 }
-                let mut ops: Vec<Op> = Vec::new();
+                let mut ops: Vec<Op> = chunks.iter().map(|(p, v)| Op::Check(p.clone(), *v)).collect();
                 for first in &doomed {
                     let p = w.paths.segment(*first);
                     if ops.len() < MAX_DELETES_PER_MULTI {
@@ -748,10 +940,12 @@ impl Witness {
                     }
                 }
                 if let Some(old) = old {
-                    for i in 0..old.chunk_count {
-                        leftover.push(w.paths.chunk(&old.meta.snapshot_id, i));
+                    if old.meta.snapshot_id != sref_id(&next) {
+                        for i in 0..old.chunk_count {
+                            leftover.push(w.paths.chunk(&old.meta.snapshot_id, i));
+                        }
+                        leftover.push(w.paths.snapshot_dir(&old.meta.snapshot_id));
                     }
-                    leftover.push(w.paths.snapshot_dir(&old.meta.snapshot_id));
                 }
                 ops.push(Op::Set(w.paths.witness(), record::encode_record(&next)));
                 let res = w.multi("witness snapshot", Some(view.version), ops).await?;
@@ -760,15 +954,20 @@ impl Witness {
                 for first in doomed {
                     view.segments.remove(&first);
                 }
-                Ok(vote)
+                Ok(SnapshotUpload::Stored)
             }
         })?;
-        // Garbage behind the snapshot: not part of W's log any more, so
-        // deleting it needs no check; a failure only leaves garbage. In
-        // multis: one delete per call would be one round trip per segment
-        // (seconds for a busy WAL). Children go before their parent, and a
-        // multi failing on one (already gone) znode is redone one by one.
-        for chunk in leftover.chunks(MAX_DELETES_PER_MULTI) {
+        Ok((outcome, leftover))
+    }
+
+    /// Deletes garbage nothing references any more (compacted WAL segments,
+    /// a replaced snapshot's chunks): no check needed, and a failure only
+    /// leaves garbage. In multis: one delete per call would be one round
+    /// trip per segment (seconds for a busy WAL). Children go before their
+    /// parent, and a multi failing on one (already gone) znode is redone one
+    /// by one.
+    async fn delete_unchecked(&self, paths: Vec<String>) {
+        for chunk in paths.chunks(MAX_DELETES_PER_MULTI) {
             let ops = chunk.iter().map(|p| Op::Delete(p.clone())).collect();
             if self.multi("delete compacted znodes", None, ops).await.is_ok() {
                 continue;
@@ -786,9 +985,78 @@ impl Witness {
                 }
             }
         }
-        self.wal_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(snapshot = %snap_last, bytes = data.len(), "snapshot stored in ZooKeeper");
-        Ok(result)
+    }
+
+    /// Removes the chunks of an upload that did not end in W's record.
+    /// Failure only leaves garbage for the next sweep.
+    async fn remove_failed_upload(&self, id: &str) {
+        match self.sweep_snapshots(Some(id)).await {
+            Ok(0) => {}
+            Ok(_) => tracing::info!(
+                snapshot_id = id,
+                "removed the chunks of a snapshot upload W did not take"
+            ),
+            Err(e) => {
+                tracing::warn!(snapshot_id = id, error = %e, "could not remove a failed snapshot upload; the next stored snapshot sweeps it")
+            }
+        }
+    }
+
+    /// Deletes snapshot directories (`snapshots/<id>` and its chunks) that
+    /// W's record does not name: the one given, or every one. Each deletion
+    /// is a multi checked against the record version that was read and did
+    /// not name it, so a snapshot W's record points at is never touched,
+    /// even if an install lands meanwhile. An upload in progress elsewhere
+    /// may lose its chunks; its final multi then fails on their checks and
+    /// it is retried. Returns the directories removed.
+    async fn sweep_snapshots(&self, only: Option<&str>) -> Result<usize, WitnessError> {
+        const TRIES: usize = 5;
+        let ids = match only {
+            Some(id) => vec![id.to_string()],
+            None => {
+                let (record, _) = self.read_record().await?;
+                let named = sref_id(&record).to_string();
+                let mut ids = self.list(&self.paths.snapshots_dir()).await?;
+                ids.retain(|id| *id != named);
+                ids
+            }
+        };
+        let mut removed = 0;
+        for id in ids {
+            let dir = self.paths.snapshot_dir(&id);
+            let chunks = self.list(&dir).await?;
+            for _ in 0..TRIES {
+                let (record, version) = self.read_record().await?;
+                if record.snapshot.as_ref().is_some_and(|s| s.meta.snapshot_id == id) {
+                    break;
+                }
+                let mut paths: Vec<String> = chunks.iter().map(|c| format!("{dir}/{c}")).collect();
+                paths.push(dir.clone());
+                let mut outcome = Ok(());
+                for group in paths.chunks(MAX_DELETES_PER_MULTI) {
+                    let ops = group.iter().map(|p| Op::Delete(p.clone())).collect();
+                    outcome = self
+                        .multi("delete an unreferenced snapshot upload", Some(version), ops)
+                        .await
+                        .map(|_| ());
+                    if outcome.is_err() {
+                        break;
+                    }
+                }
+                match outcome {
+                    Ok(()) => {
+                        removed += 1;
+                        break;
+                    }
+                    Err(WitnessError::VersionMismatch) => continue,
+                    // Gone already, or changed by an upload meanwhile: the
+                    // next sweep looks again.
+                    Err(e) if e.is_zk(zk::Error::NoNode) || e.is_zk(zk::Error::NotEmpty) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Reads W's log from `from_index` on for adoption, verifying every CRC.
@@ -846,6 +1114,7 @@ impl Witness {
             for (seg, (_, seg_last)) in segments.into_iter().flatten().zip(&wanted) {
                 entries.extend(
                     seg.into_iter()
+                        .map(|(e, _)| e)
                         .filter(|e| e.log_id.index >= start && e.log_id.index <= *seg_last),
                 );
             }
@@ -906,6 +1175,10 @@ impl Witness {
             )),
         }
     }
+}
+
+fn sref_id(record: &WitnessRecord) -> &str {
+    record.snapshot.as_ref().map_or("", |s| s.meta.snapshot_id.as_str())
 }
 
 fn set_version(results: &[zk::MultiWriteResult]) -> Result<i32, WitnessError> {

@@ -105,6 +105,19 @@ pub fn entry_bytes(e: &Entry) -> Vec<u8> {
     out
 }
 
+/// The digest of one entry: crc32 of its bincode bytes, the same number a
+/// segment record (here and in a node's local log) stores beside it. Two
+/// entries with one log id and different digests are two entries: the log id
+/// was reused (witness-protocol.md, "A log id names one entry forever").
+pub fn entry_digest(e: &Entry) -> u32 {
+    crc32fast::hash(&bincode::serialize(e).expect("entry serializes"))
+}
+
+/// The digest stored in bytes made by [`entry_bytes`].
+pub fn framed_digest(framed: &[u8]) -> u32 {
+    u32::from_le_bytes(framed[4..8].try_into().expect("a framed entry has a header"))
+}
+
 pub fn encode_segment<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
     let mut out = SEGMENT_MAGIC.to_vec();
     for e in entries {
@@ -116,11 +129,20 @@ pub fn encode_segment<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u
 /// Decodes a segment and checks that its entries are consecutive from
 /// `first_index` (the index in the znode's name).
 pub fn decode_segment(bytes: &[u8], path: &str, first_index: u64) -> Result<Vec<Entry>, WitnessError> {
+    Ok(decode_segment_digests(bytes, path, first_index)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect())
+}
+
+/// As [`decode_segment`], with each entry's digest ([`entry_digest`]): the
+/// record's verified crc32, so it costs nothing extra.
+pub fn decode_segment_digests(bytes: &[u8], path: &str, first_index: u64) -> Result<Vec<(Entry, u32)>, WitnessError> {
     if bytes.len() < 4 || &bytes[..4] != SEGMENT_MAGIC {
         return Err(WitnessError::corrupt(path, "bad magic: not a walship WAL segment"));
     }
     let mut rest = &bytes[4..];
-    let mut entries: Vec<Entry> = Vec::new();
+    let mut entries: Vec<(Entry, u32)> = Vec::new();
     while !rest.is_empty() {
         let at = bytes.len() - rest.len();
         if rest.len() < 8 {
@@ -151,7 +173,7 @@ pub fn decode_segment(bytes: &[u8], path: &str, first_index: u64) -> Result<Vec<
                 format!("record at byte {at} has index {}, expected {expected}", e.log_id.index),
             ));
         }
-        entries.push(e);
+        entries.push((e, got));
         rest = &rest[8 + len..];
     }
     if entries.is_empty() {

@@ -7,6 +7,7 @@ use openraft::raft::AppendEntriesRequest;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 
+use super::record::entry_digest;
 use super::record::WitnessRecord;
 use crate::types::Entry;
 use crate::types::LogId;
@@ -18,7 +19,9 @@ use crate::types::Vote;
 pub enum Slot {
     /// At or below W's snapshot: committed, so it matches any leader's entry.
     Purged,
-    Present(LogId),
+    /// W's entry: its log id and its digest ([`super::record::entry_digest`],
+    /// the crc32 its WAL record stores).
+    Present(LogId, u32),
     Absent,
     /// W holds it, but this node has not read that segment yet.
     Unloaded,
@@ -54,6 +57,17 @@ pub enum AppendDecision {
     HigherVote(Vote),
     /// `prev_log_id` is not in W's log; `record` carries the adopted vote.
     Conflict { record: WitnessRecord },
+    /// The request carries, at `index`, an entry with the log id of W's entry
+    /// there but other bytes. A log id names one entry forever: two entries
+    /// under one id mean a leader reused it (it restarted having forgotten
+    /// what it appended), and W's is the one that may be committed. W keeps
+    /// its entry and confirms nothing: the leader is told of an error, not
+    /// `Conflict` (its retry would send the same entry again and again).
+    LogIdReused {
+        index: u64,
+        witness_digest: u32,
+        request_digest: u32,
+    },
     /// The rules need W's entry at this index: load its segment and ask again.
     Load(u64),
     /// Make W's log: keep up to `truncate_from - 1` (if set), then append
@@ -78,13 +92,20 @@ impl AppendDecision {
 /// else delete W's entries from the first one that conflicts and append the
 /// rest (entries W already holds with the same log id are kept, as Raft
 /// requires). `slot(i)` looks W's log up; `Unloaded` makes the decision
-/// `Load(i)`, and the caller loads that segment and asks again.
+/// `Load(i)`, and the caller loads W's segments from `i` on and asks again.
 ///
-/// By Raft's log matching property, if W holds the request's entry at index
-/// i then it holds all of the request's entries before i; so the first
-/// conflicting entry is found by binary search, with a handful of lookups
-/// however long the request (a new leader's first append can carry
-/// thousands of entries W already has).
+/// Raft's log matching compares log ids only, which is sound only while a
+/// log id names one entry forever. So every entry of the request that W's
+/// log also holds under the same log id is compared by digest too, and a
+/// difference anywhere is `LogIdReused` (witness-protocol.md, "A log id
+/// names one entry forever"): W keeps its own entry. That comparison has to
+/// visit each overlapping entry (log matching, which would let a binary
+/// search skip most of them, is what it checks), so the first entry W does
+/// not hold is found by the same single pass. Digests are computed only for
+/// entries W already holds: a leader's steady appends lie past W's last
+/// entry and cost nothing; a new leader's first append that re-sends
+/// entries W has costs one crc32 of each (W's side is read from its WAL
+/// records, where the crc is stored).
 pub fn decide_append(
     w: &WitnessRecord,
     req: &AppendEntriesRequest<TypeConfig>,
@@ -99,7 +120,7 @@ pub fn decide_append(
     if let Some(prev) = req.prev_log_id {
         let ok = match slot(prev.index) {
             Slot::Purged => true,
-            Slot::Present(have) => have == prev,
+            Slot::Present(have, _) => have == prev,
             Slot::Absent => false,
             Slot::Unloaded => return AppendDecision::Load(prev.index),
         };
@@ -108,34 +129,39 @@ pub fn decide_append(
         }
     }
 
-    // Position in `req.entries` of the first entry W does not hold as is.
-    let holds = |i: usize| -> Result<bool, u64> {
-        let e = &req.entries[i];
-        match slot(e.log_id.index) {
-            Slot::Purged => Ok(true),
-            Slot::Present(have) => Ok(have == e.log_id),
-            Slot::Absent => Ok(false),
-            Slot::Unloaded => Err(e.log_id.index),
+    // Position in `req.entries` of the first entry W does not hold as is,
+    // and whether W holds another entry there (then its log is cut there).
+    let w_last = w.last_log_id.map(|l| l.index);
+    let mut first_new: Option<(usize, bool)> = None;
+    for (i, e) in req.entries.iter().enumerate() {
+        if w_last.is_none_or(|l| e.log_id.index > l) {
+            first_new.get_or_insert((i, false));
+            break;
         }
-    };
-    let (mut lo, mut hi) = (0usize, req.entries.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match holds(mid) {
-            Ok(true) => lo = mid + 1,
-            Ok(false) => hi = mid,
-            Err(index) => return AppendDecision::Load(index),
+        match slot(e.log_id.index) {
+            Slot::Purged => {}
+            Slot::Unloaded => return AppendDecision::Load(e.log_id.index),
+            Slot::Absent => {
+                first_new.get_or_insert((i, false));
+            }
+            Slot::Present(have, witness_digest) if have == e.log_id => {
+                let request_digest = entry_digest(e);
+                if request_digest != witness_digest {
+                    return AppendDecision::LogIdReused {
+                        index: e.log_id.index,
+                        witness_digest,
+                        request_digest,
+                    };
+                }
+            }
+            Slot::Present(..) => {
+                first_new.get_or_insert((i, true));
+            }
         }
     }
+    let (lo, cut) = first_new.unwrap_or((req.entries.len(), false));
     let append = req.entries[lo..].to_vec();
-    let truncate_from = match append.first() {
-        Some(e) => match slot(e.log_id.index) {
-            Slot::Present(_) => Some(e.log_id.index),
-            Slot::Unloaded => return AppendDecision::Load(e.log_id.index),
-            Slot::Purged | Slot::Absent => None,
-        },
-        None => None,
-    };
+    let truncate_from = append.first().filter(|_| cut).map(|e| e.log_id.index);
     if let Some(last) = append.last() {
         next.last_log_id = Some(last.log_id);
     }
@@ -187,7 +213,30 @@ mod tests {
             terms
                 .iter()
                 .find(|(idx, _)| *idx == i)
-                .map(|(idx, t)| Slot::Present(lid(*t, *idx)))
+                .map(|(idx, t)| Slot::Present(lid(*t, *idx), entry_digest(&entry(*t, *idx))))
+                .unwrap_or(Slot::Absent)
+        }
+    }
+    /// An entry with a payload, so two entries can share a log id and differ.
+    fn put(term: u64, index: u64, value: &str) -> Entry {
+        Entry {
+            log_id: lid(term, index),
+            payload: EntryPayload::Normal(crate::types::Batch::one(crate::types::Request::Set {
+                key: "x".into(),
+                value: value.as_bytes().to_vec(),
+            })),
+        }
+    }
+    /// W's log as whole entries, with indexes <= purged compacted.
+    fn entries_log(entries: &[Entry], purged: Option<u64>) -> impl Fn(u64) -> Slot + '_ {
+        move |i| {
+            if purged.is_some_and(|p| i <= p) {
+                return Slot::Purged;
+            }
+            entries
+                .iter()
+                .find(|e| e.log_id.index == i)
+                .map(|e| Slot::Present(e.log_id, entry_digest(e)))
                 .unwrap_or(Slot::Absent)
         }
     }
@@ -334,5 +383,171 @@ mod tests {
             }
             d => panic!("{d:?}"),
         }
+    }
+
+    /// What a table case of `log_id_reuse_table` expects.
+    #[derive(Debug)]
+    enum Want {
+        Reused(u64),
+        /// Accept with this truncation point and these appended indexes.
+        Accept(Option<u64>, Vec<u64>),
+        CheckOnly,
+        Conflict,
+        HigherVote,
+    }
+
+    /// witness-protocol.md, "A log id names one entry forever" (issue 9):
+    /// where a request's entry has the log id of W's entry at that index but
+    /// other bytes, W keeps its own (the one that may be committed) and
+    /// answers LogIdReused, wherever in the request the entry is, not only
+    /// where log matching's probes would look. Raft §5.3's checks come first
+    /// (a stale leader is still told W's vote; a request whose prev W lacks
+    /// is still a Conflict), and entries inside W's snapshot are not compared
+    /// (their bytes are no longer in W's WAL; they are committed).
+    #[test]
+    fn log_id_reuse_table() {
+        let v = Vote::new_committed(1, 1);
+        let (a, b) = ("OLD", "NEW");
+        let w_log = vec![put(1, 9, "o"), put(1, 10, "p"), put(1, 11, "q"), put(1, 12, a)];
+        let w2_log = vec![put(1, 9, "o"), put(1, 10, "p"), put(1, 11, "q"), put(2, 12, a)];
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(&str, Vote, &[Entry], Option<u64>, Option<LogId>, Vec<Entry>, Want)> = vec![
+            (
+                // The issue's reproduction: a reborn leader of term 1 sends
+                // its own (1,12) where W holds the forgotten one.
+                "reused id at the request's only entry",
+                v,
+                &w_log,
+                None,
+                Some(lid(1, 11)),
+                vec![put(1, 12, b)],
+                Want::Reused(12),
+            ),
+            (
+                "same id, same bytes: a retransmit, nothing to write",
+                v,
+                &w_log,
+                None,
+                Some(lid(1, 11)),
+                vec![put(1, 12, a)],
+                Want::CheckOnly,
+            ),
+            (
+                "reused id in the middle, later entries equal: every entry is compared",
+                v,
+                &w_log,
+                None,
+                Some(lid(1, 9)),
+                vec![put(1, 10, "p"), put(1, 11, "Q"), put(1, 12, a), put(1, 13, "r")],
+                Want::Reused(11),
+            ),
+            (
+                "reused id after the first log id conflict is refused too",
+                v,
+                &w2_log,
+                None,
+                Some(lid(1, 9)),
+                vec![put(1, 10, "p"), put(2, 11, "q2"), put(2, 12, b)],
+                Want::Reused(12),
+            ),
+            (
+                "a conflict with no reuse truncates as Raft says",
+                v,
+                &w2_log,
+                None,
+                Some(lid(1, 9)),
+                vec![put(1, 10, "p"), put(2, 11, "q2"), put(3, 12, b)],
+                Want::Accept(Some(11), vec![11, 12]),
+            ),
+            (
+                "entries inside W's snapshot are not compared",
+                v,
+                &w_log,
+                Some(11),
+                Some(lid(1, 9)),
+                vec![put(1, 10, "other"), put(1, 11, "other"), put(1, 12, a), put(1, 13, "r")],
+                Want::Accept(None, vec![13]),
+            ),
+            (
+                "entries past W's last are new, whatever they hold",
+                v,
+                &w_log,
+                None,
+                Some(lid(1, 12)),
+                vec![put(1, 13, "r"), put(1, 14, "s")],
+                Want::Accept(None, vec![13, 14]),
+            ),
+            (
+                "a stale leader is told W's vote first",
+                Vote::new_committed(0, 2),
+                &w_log,
+                None,
+                Some(lid(1, 11)),
+                vec![put(1, 12, b)],
+                Want::HigherVote,
+            ),
+            (
+                "a prev W lacks is a Conflict first",
+                v,
+                &w_log,
+                None,
+                Some(lid(2, 11)),
+                vec![put(2, 12, b)],
+                Want::Conflict,
+            ),
+        ];
+        for (name, vote, wl, purged, prev, entries, want) in cases {
+            let w = rec(Vote::new_committed(1, 1), wl.last().map(|e| e.log_id));
+            let req = append_req(vote, prev, entries, None);
+            let d = decide_append(&w, &req, entries_log(wl, purged));
+            let ok = match (&want, &d) {
+                (
+                    Want::Reused(i),
+                    AppendDecision::LogIdReused {
+                        index,
+                        witness_digest,
+                        request_digest,
+                    },
+                ) => {
+                    let ours = wl.iter().find(|e| e.log_id.index == *i).expect("case names W's entry");
+                    let theirs = req
+                        .entries
+                        .iter()
+                        .find(|e| e.log_id.index == *i)
+                        .expect("and the request's");
+                    assert_eq!(*witness_digest, entry_digest(ours), "{name}");
+                    assert_eq!(*request_digest, entry_digest(theirs), "{name}");
+                    index == i
+                }
+                (
+                    Want::Accept(cut, idx),
+                    AppendDecision::Accept {
+                        truncate_from, append, ..
+                    },
+                ) => cut == truncate_from && *idx == append.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+                (Want::CheckOnly, d) => d.is_check_only(&w),
+                (Want::Conflict, AppendDecision::Conflict { .. }) => true,
+                (Want::HigherVote, AppendDecision::HigherVote(_)) => true,
+                _ => false,
+            };
+            assert!(ok, "{name}: wanted {want:?}, got {d:?}");
+        }
+    }
+
+    #[test]
+    fn unloaded_overlap_asks_for_the_first_unloaded_index() {
+        // The whole overlap must be compared, so an unloaded segment
+        // anywhere in it is loaded, not only where a binary search probes.
+        let w_log = [put(1, 9, "o"), put(1, 10, "p"), put(1, 11, "q"), put(1, 12, "r")];
+        let w = rec(Vote::new_committed(1, 1), Some(lid(1, 12)));
+        let req = append_req(w.vote, Some(lid(1, 9)), w_log[1..].to_vec(), None);
+        let slot = |i: u64| {
+            if i == 12 {
+                Slot::Unloaded
+            } else {
+                entries_log(&w_log, None)(i)
+            }
+        };
+        assert_eq!(decide_append(&w, &req, slot), AppendDecision::Load(12));
     }
 }

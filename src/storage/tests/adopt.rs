@@ -124,3 +124,104 @@ async fn install_snapshot_offline_keeps_a_matching_suffix() {
     assert_eq!(log.purged(), Some(lid(1, 4)));
     assert_eq!(sm.len(), 5);
 }
+
+/// W's version of entry `index` of term 1: the same log id as `sets(1, ..)`
+/// gives it, other bytes (a reused log id).
+fn other(index: u64) -> crate::types::Entry {
+    super::set(1, index, &format!("k{index}"), "OTHER")
+}
+
+/// witness-protocol.md, "A log id names one entry forever": where the local
+/// entry and W's share a log id but not their bytes, W's wins and the local
+/// suffix from there is replaced; it is reported so the node can say so.
+#[tokio::test]
+async fn adopt_replaces_an_entry_that_has_w_s_log_id_but_not_its_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = open_log(dir.path()).await;
+        append(&mut log, sets(1, 0..=6)).await;
+        log.save_committed(Some(lid(1, 2))).await.expect("committed");
+        // W: 0..=3 as here, then its own (1,4), and (1,5) as here.
+        let mut w = sets(1, 0..=3);
+        w.push(other(4));
+        w.extend(sets(1, 5..=5));
+        assert_eq!(log.first_reused(&w).map(|r| r.log_id), Some(lid(1, 4)));
+        let adopted = log.adopt_entries(w.clone()).await.expect("adopt");
+        assert_eq!(adopted.replaced_from, Some(4));
+        assert_eq!(adopted.appended, 2);
+        let r = adopted.reused.expect("the reuse is reported");
+        assert_eq!(r.log_id, lid(1, 4));
+        assert_eq!(r.local_digest, crate::witness::record::entry_digest(&sets(1, 4..=4)[0]));
+        assert_eq!(r.other_digest, crate::witness::record::entry_digest(&other(4)));
+        assert_eq!(log.first_reused(&w), None);
+    }
+    // Durable: the local suffix past W's (1,6) is gone, W's (1,4) is there.
+    let log = open_log(dir.path()).await;
+    assert_eq!(log.last_log_id(), Some(lid(1, 5)));
+    assert_eq!(log.entries(4..=4), vec![other(4)]);
+}
+
+/// The local committed hint names log ids, not bytes: a reused id below it
+/// is still replaced by W's (W holds the entry committed under that id), as
+/// long as W's entries keep the hint true of the new log.
+#[tokio::test]
+async fn adopt_replaces_a_reused_id_below_the_committed_hint_only_if_w_reaches_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open_log(dir.path()).await;
+    append(&mut log, sets(1, 0..=6)).await;
+    log.save_committed(Some(lid(1, 5))).await.expect("committed");
+
+    // W's entries stop before the hint (a busy W read up to its committed
+    // prefix): refused, nothing changes.
+    let mut short = sets(1, 0..=2);
+    short.push(other(3));
+    let err = log.adopt_entries(short).await.expect_err("hint not reached");
+    assert!(matches!(err, StoreError::Invariant(_)), "{err}");
+    assert_eq!(log.entries(3..=3), sets(1, 3..=3), "nothing changed");
+
+    let mut w = sets(1, 0..=2);
+    w.push(other(3));
+    w.extend(sets(1, 4..=5));
+    let adopted = log.adopt_entries(w).await.expect("adopt");
+    assert_eq!(adopted.reused.map(|r| r.log_id), Some(lid(1, 3)));
+    assert_eq!(adopted.replaced_from, Some(3));
+    assert_eq!(log.entries(3..=3), vec![other(3)]);
+    assert_eq!(log.last_log_id(), Some(lid(1, 5)));
+    assert_eq!(log.committed(), Some(lid(1, 5)));
+
+    // A real Raft conflict (another log id) below the hint is still refused.
+    let err = log
+        .adopt_entries(sets(2, 4..=6))
+        .await
+        .expect_err("other id below committed");
+    assert!(matches!(err, StoreError::Invariant(_)), "{err}");
+}
+
+#[tokio::test]
+async fn first_reused_compares_only_what_the_local_log_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open_log(dir.path()).await;
+    append(&mut log, sets(1, 0..=4)).await;
+    assert_eq!(log.first_reused(&sets(1, 5..=9)), None, "past the end");
+    assert_eq!(log.first_reused(&sets(1, 2..=6)), None, "same bytes");
+    assert_eq!(log.first_reused(&sets(2, 3..=6)), None, "other ids are Raft's business");
+    let mut req = sets(1, 3..=3);
+    req.push(other(4));
+    req.extend(sets(1, 5..=6));
+    assert_eq!(log.first_reused(&req).map(|r| r.log_id), Some(lid(1, 4)));
+    log.purge(lid(1, 4)).await.expect("purge");
+    assert_eq!(log.first_reused(&req), None, "purged entries are not compared");
+}
+
+#[tokio::test]
+async fn truncate_offline_cuts_only_above_the_committed_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open_log(dir.path()).await;
+    append(&mut log, sets(1, 0..=6)).await;
+    log.save_committed(Some(lid(1, 3))).await.expect("committed");
+    let err = log.truncate_offline(3).await.expect_err("committed");
+    assert!(matches!(err, StoreError::Invariant(_)), "{err}");
+    assert!(log.truncate_offline(5).await.expect("cut"));
+    assert_eq!(log.last_log_id(), Some(lid(1, 4)));
+    assert!(!log.truncate_offline(5).await.expect("nothing left to cut"));
+}
