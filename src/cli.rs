@@ -182,6 +182,20 @@ pub struct NodeArgs {
     /// Default background.
     #[arg(long, env = "WALSHIP_LOG_SYNC")]
     pub log_sync: Option<String>,
+    /// If the local log, state file or snapshot is unreadable (corrupt), move
+    /// raft/ and snapshot/ into <data-dir>/discarded-<unix_ms>/ and rebuild
+    /// this node from ZooKeeper, instead of refusing to start. Meant for one
+    /// start after such an error. `--rebuild-from-witness` alone means true.
+    #[arg(
+        long,
+        env = "WALSHIP_REBUILD_FROM_WITNESS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub rebuild_from_witness: Option<bool>,
 }
 
 fn parse_cluster(s: &str) -> Result<String, String> {

@@ -145,6 +145,8 @@ settings! {
         "File holding the cluster's shared secret: ZooKeeper digest ACL on the cluster's znodes and a token on node-to-node RPC; unset: no access control.";
     api_token_file: PathBuf = None, "WALSHIP_API_TOKEN_FILE",
         "File holding the token clients must send as `Authorization: Bearer <token>`; unset: the client API is open.";
+    rebuild_from_witness: bool = Some(false), "WALSHIP_REBUILD_FROM_WITNESS",
+        "If the local log, state file or snapshot is unreadable (corrupt), move raft/ and snapshot/ into <data_dir>/discarded-<unix_ms>/ and rebuild this node from ZooKeeper instead of refusing to start; meant for one start after such an error.";
 }
 
 /// Longest timeout or period accepted: one day.
@@ -234,6 +236,7 @@ pub fn args_layer(a: &NodeArgs) -> FileConfig {
         log_sync: a.log_sync.clone(),
         secret_file: a.secret_file.clone(),
         api_token_file: a.api_token_file.clone(),
+        rebuild_from_witness: a.rebuild_from_witness,
     }
 }
 
@@ -452,6 +455,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         log_sync,
         secret_file: m.secret_file.clone(),
         api_token_file: m.api_token_file.clone(),
+        rebuild_from_witness: m.rebuild_from_witness.expect("default"),
     })
 }
 
@@ -482,6 +486,7 @@ pub fn to_toml(c: &NodeConfig) -> String {
                 crate::storage::LogSync::Background => "background",
                 crate::storage::LogSync::PerAppend => "per-append",
             }),
+            "rebuild_from_witness" => c.rebuild_from_witness.to_string(),
             other => unreachable!("setting {other} has no printer"),
         })
     };

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub leadership_forgotten: IntCounter,
     /// Lease renewals a leader skipped because it could not prove it commits.
     pub lease_withheld: IntCounter,
+    /// Torn tails cut from the last local log segment at start-up.
+    pub local_log_tail_repairs: IntCounter,
+    /// Starts that moved unreadable local state aside (`--rebuild-from-witness`).
+    pub local_rebuilds: IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -111,8 +115,20 @@ impl Metrics {
             "leader lease renewals skipped: no commit, apply or leadership check succeeded recently (stalled disk, wedged core)",
         )
         .expect("metric");
+        let local_log_tail_repairs = IntCounter::new(
+            "local_log_tail_repairs_total",
+            "torn tails (bad or half-written records) cut from the last local log segment at start-up; the node re-adopts them from ZooKeeper",
+        )
+        .expect("metric");
+        let local_rebuilds = IntCounter::new(
+            "local_rebuilds_total",
+            "starts that moved an unreadable local log, state file or snapshot aside and rebuilt from ZooKeeper (--rebuild-from-witness)",
+        )
+        .expect("metric");
         for c in [
             Box::new(leadership_forgotten.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(local_log_tail_repairs.clone()),
+            Box::new(local_rebuilds.clone()),
             Box::new(lease_withheld.clone()),
             Box::new(role.clone()),
             Box::new(term.clone()),
@@ -149,6 +165,8 @@ impl Metrics {
             snapshot_bytes,
             leadership_forgotten,
             lease_withheld,
+            local_log_tail_repairs,
+            local_rebuilds,
         }
     }
 

@@ -67,6 +67,9 @@ pub struct NodeConfig {
     /// Access control (see `crate::auth`); None: off.
     pub secret_file: Option<PathBuf>,
     pub api_token_file: Option<PathBuf>,
+    /// An unreadable local log or snapshot is moved aside and rebuilt from W
+    /// instead of refused (`storage::open_local`).
+    pub rebuild_from_witness: bool,
 }
 
 /// Corruption found in W during failover is logged at most this often.
@@ -216,8 +219,7 @@ impl Node {
             return Err(StartError::Config(format!("--id must be 1 or 2, not {}", cfg.id)));
         }
         let meta = storage::open_or_init_meta(&cfg.data_dir, &cfg.cluster, cfg.id)?;
-        let log = LogStore::open_with(&cfg.data_dir, crate::storage::SEGMENT_MAX_BYTES_DEFAULT, cfg.log_sync).await?;
-        let sm = StateMachine::open_with_app(&cfg.data_dir, app).await?;
+        let (log, sm) = storage::open_local(&cfg.data_dir, cfg.log_sync, app, cfg.rebuild_from_witness).await?;
         events.snapshot_known(sm.snapshot_last().map(|l| l.index));
 
         let auth = crate::auth::Auth::load(cfg.secret_file.as_deref(), cfg.api_token_file.as_deref())

@@ -103,11 +103,13 @@ fn print_config_round_trips_through_a_file() {
         "max_inflight_batches",
         "max_batch_bytes",
         "log_sync",
+        "rebuild_from_witness",
     ] {
         assert!(value_of(&first, key).is_some(), "{key} missing from\n{first}");
     }
     assert_eq!(value_of(&first, "heartbeat_interval_ms").as_deref(), Some("200"));
     assert_eq!(value_of(&first, "log_sync").as_deref(), Some("\"background\""));
+    assert_eq!(value_of(&first, "rebuild_from_witness").as_deref(), Some("false"));
     assert_eq!(value_of(&first, "write_timeout_ms").as_deref(), Some("7000"));
     assert_eq!(value_of(&first, "data_dir").as_deref(), Some("\"/var/lib/walship\""));
 
@@ -169,6 +171,38 @@ fn flags_beat_env_beat_the_file_beat_defaults() {
         "file fills a required setting"
     );
     assert_eq!(value_of(&out, "zk_op_timeout_ms").as_deref(), Some("2000"), "default");
+}
+
+/// `--rebuild-from-witness` is a bare flag (or `=false`), a boolean in the
+/// file, and `WALSHIP_REBUILD_FROM_WITNESS=1` (or true, yes, on).
+#[test]
+fn rebuild_from_witness_as_flag_env_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rebuild = |args: &[&str], env: &[(&str, &str)]| {
+        let out = print_config(&[REQUIRED_FLAGS, args].concat(), env);
+        value_of(&out, "rebuild_from_witness").unwrap()
+    };
+    assert_eq!(rebuild(&[], &[]), "false");
+    assert_eq!(rebuild(&["--rebuild-from-witness"], &[]), "true");
+    assert_eq!(
+        rebuild(&["--rebuild-from-witness", "--log-sync", "per-append"], &[]),
+        "true"
+    );
+    assert_eq!(rebuild(&[], &[("WALSHIP_REBUILD_FROM_WITNESS", "1")]), "true");
+    assert_eq!(rebuild(&[], &[("WALSHIP_REBUILD_FROM_WITNESS", "true")]), "true");
+    assert_eq!(
+        rebuild(
+            &["--rebuild-from-witness=false"],
+            &[("WALSHIP_REBUILD_FROM_WITNESS", "1")]
+        ),
+        "false",
+        "flag > env"
+    );
+    let file = write(dir.path(), "w.toml", "rebuild_from_witness = true\n");
+    assert_eq!(rebuild(&["--config", &file], &[]), "true");
+    let file = write(dir.path(), "bad.toml", "rebuild_from_witness = \"yes\"\n");
+    let err = refused(&[REQUIRED_FLAGS, &["--config", &file]].concat(), &[]);
+    assert!(err.contains("invalid setting rebuild_from_witness"), "{err}");
 }
 
 #[test]

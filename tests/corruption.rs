@@ -353,3 +353,270 @@ async fn s9_follower_never_adopts_a_corrupt_segment() -> Result<()> {
     );
     Ok(())
 }
+
+/// Local state is a cache of W (brainstorm.md, "Local state is a cache of W:
+/// torn tails and rebuilds"): a power loss that tears the unsynced tail of
+/// a node's log does not stop it from starting, and loses nothing
+/// acknowledged.
+mod local_state {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::path::PathBuf;
+
+    use anyhow::bail;
+    use anyhow::Context;
+    use anyhow::Result;
+
+    use super::common::cluster::ClusterContext;
+    use super::common::cluster::LIVE_TIMEOUT;
+    use super::common::Api;
+    use super::common::Cluster;
+    use super::common::Deadline;
+    use super::TIMEOUT;
+
+    /// Puts `prefix<i>` = `v<i>` for `range` through whichever node leads,
+    /// retrying a refused write (no leader for a moment); records each
+    /// acknowledged one. Returns the last index.
+    async fn put_all(
+        c: &mut Cluster,
+        prefix: &str,
+        range: std::ops::Range<u32>,
+        acked: &mut BTreeMap<String, String>,
+    ) -> Result<u64> {
+        let mut last = 0;
+        for i in range {
+            let (key, value) = (format!("{prefix}{i}"), format!("v{i}"));
+            let deadline = Deadline::after(TIMEOUT, format!("an acknowledged write of {key}"));
+            loop {
+                let leader = c.wait_for_leader(TIMEOUT).await?;
+                let reply = c.api(leader).put(&key, value.as_str()).await;
+                match reply {
+                    super::common::Reply::Success { value: index, .. } => {
+                        last = index;
+                        break;
+                    }
+                    other if other.outcome_unknown() => bail!("write of {key} has an unknown outcome: {other}"),
+                    other => deadline.tick(&other).await?,
+                }
+            }
+            acked.insert(key, value);
+        }
+        Ok(last)
+    }
+
+    /// Every acknowledged write reads back from `api`: first its local
+    /// state (`?stale=true`, polled until it has caught up), then
+    /// linearizably.
+    async fn reads_back(api: &Api, acked: &BTreeMap<String, String>) -> Result<()> {
+        let deadline = Deadline::after(TIMEOUT, "the node's local state to hold every acknowledged write");
+        loop {
+            let mut wrong = None;
+            for (k, v) in acked {
+                let got = api.get_stale(k).await;
+                if got.clone().success() != Some(Some(v.clone())) {
+                    wrong = Some(format!("{k}: {got}, want {v:?}"));
+                    break;
+                }
+            }
+            match wrong {
+                None => break,
+                Some(w) => deadline.tick(&w).await?,
+            }
+        }
+        for (k, v) in acked {
+            let got = api
+                .get(k)
+                .await
+                .into_result()
+                .with_context(|| format!("linearizable read of {k}"))?;
+            assert_eq!(got.as_deref(), Some(v.as_str()), "linearizable read of {k}");
+        }
+        Ok(())
+    }
+
+    /// Restarts node 1 with `WALSHIP_FAULT_DIR=<dir>/faults1` (so its store
+    /// traces what it synced) and waits until a leader serves again.
+    async fn with_fault_hooks(c: &mut Cluster) -> Result<PathBuf> {
+        let faults = c.dir().join("faults1");
+        std::fs::create_dir_all(&faults)?;
+        c.node_mut(1).sigterm().await?;
+        let dir = faults.to_string_lossy().into_owned();
+        c.node_mut(1).set_env(&[("WALSHIP_FAULT_DIR", dir.as_str())]);
+        c.node_mut(1).restart()?;
+        c.node_mut(1).wait_live(LIVE_TIMEOUT).await?;
+        c.wait_for_leader(TIMEOUT).await?;
+        Ok(faults)
+    }
+
+    async fn wait_for_file(path: &Path) -> Result<()> {
+        let deadline = Deadline::after(TIMEOUT, format!("{} to exist", path.display()));
+        while !path.exists() {
+            deadline.tick(&"absent").await?;
+        }
+        Ok(())
+    }
+
+    /// Power loss with `log_sync = background`: node 1's disk cache stops
+    /// flushing (`nosync`), more writes are acknowledged, node 1 is killed
+    /// and its unsynced tail torn (`power_loss(.., torn = true)`). It must
+    /// start (cutting the torn record, with a WARN naming the file, and
+    /// counting it), serve, and read back every acknowledged write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn torn_record_in_the_unsynced_tail_after_a_power_loss() -> Result<()> {
+        let mut c = Cluster::start("torn-tail").await?;
+        let test = async {
+            let faults = with_fault_hooks(&mut c).await?;
+            let mut acked = BTreeMap::new();
+            put_all(&mut c, "synced", 0..20, &mut acked).await?;
+            wait_for_file(&faults.join("synced")).await?;
+
+            std::fs::write(faults.join("nosync"), b"")?;
+            let last = put_all(&mut c, "unsynced", 0..40, &mut acked).await?;
+            // Node 1's log holds every entry (written, not synced).
+            c.wait_applied(last, TIMEOUT).await?;
+            c.node_mut(1).kill9().await?;
+            std::fs::remove_file(faults.join("nosync"))?;
+
+            let data_dir = c.node(1).data_dir().to_path_buf();
+            let report = walship::storage::fault::power_loss(&data_dir, &faults, true)?;
+            eprintln!("power loss on node 1: {report:?}");
+            let (torn_file, torn_at) = report.torn.clone().context("a torn record was left")?;
+            assert!(report.records_dropped >= 40, "the unsynced writes are gone: {report:?}");
+
+            // Writes go on while node 1 is down.
+            put_all(&mut c, "while-down", 0..10, &mut acked).await?;
+
+            c.node_mut(1).restart()?;
+            c.node_mut(1).wait_live(LIVE_TIMEOUT).await?;
+            let log = c.node(1).log_tail(2000);
+            let warned = log.lines().any(|l| {
+                l.contains("WARN")
+                    && l.contains("cutting the torn tail")
+                    && l.contains(&torn_file.display().to_string())
+                    && l.contains(&format!("byte offset {torn_at}"))
+            });
+            assert!(warned, "no WARN naming {} at {torn_at}:\n{log}", torn_file.display());
+
+            // It serves: a write through it, then every acknowledged write.
+            put_all(&mut c, "after", 0..5, &mut acked).await?;
+            let api = c.api(1);
+            let deadline = Deadline::after(TIMEOUT, "a write through node 1");
+            loop {
+                match api.put("through-node-1", "yes").await {
+                    super::common::Reply::Success { .. } => break,
+                    other if other.outcome_unknown() => bail!("write through node 1: {other}"),
+                    other => deadline.tick(&other).await?,
+                }
+            }
+            acked.insert("through-node-1".into(), "yes".into());
+            reads_back(&api, &acked).await?;
+
+            let metrics = api.raw(reqwest::Method::GET, "/metrics", None).await.into_result()?.1;
+            let metrics = String::from_utf8_lossy(&metrics).into_owned();
+            assert!(
+                metrics.lines().any(|l| l == "walship_local_log_tail_repairs_total 1"),
+                "the repair is counted:\n{metrics}"
+            );
+            Ok(())
+        };
+        test.await.in_cluster(&c)
+    }
+
+    /// Splits node 1's log segment at record `k` into two files, as if the
+    /// log had rolled there, and flips a byte in the payload of a record of
+    /// the first one. Returns the damaged (now not last) segment.
+    fn damage_a_segment_that_is_not_the_last(data_dir: &Path) -> Result<PathBuf> {
+        let log_dir = data_dir.join("raft/log");
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&log_dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        segments.sort();
+        let last = segments.pop().context("node 1 has no log segment")?;
+        let first_index: u64 = last
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{} is not <index>.log", last.display()))?;
+        let bytes = std::fs::read(&last)?;
+        let mut offsets = Vec::new();
+        let mut pos = 0;
+        while pos + 8 <= bytes.len() {
+            offsets.push(pos);
+            pos += 8 + u32::from_le_bytes(bytes[pos..pos + 4].try_into()?) as usize;
+        }
+        assert!(offsets.len() >= 10, "only {} records", offsets.len());
+        let k = offsets.len() / 2;
+        let (head, tail) = bytes.split_at(offsets[k]);
+        let mut head = head.to_vec();
+        head[offsets[k / 2] + 8 + 3] ^= 0x40;
+        std::fs::write(log_dir.join(format!("{:020}.log", first_index + k as u64)), tail)?;
+        std::fs::write(&last, head)?;
+        Ok(last)
+    }
+
+    /// A damaged segment that is not the last one is no torn tail: the node
+    /// refuses to start, naming the file and the flag. Started once with
+    /// --rebuild-from-witness it moves its local state aside, rebuilds from
+    /// ZooKeeper, and serves every acknowledged write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupt_earlier_segment_is_refused_then_rebuilt_with_the_flag() -> Result<()> {
+        let mut c = Cluster::start("rebuild").await?;
+        let test = async {
+            let mut acked = BTreeMap::new();
+            let last = put_all(&mut c, "k", 0..30, &mut acked).await?;
+            c.wait_applied(last, TIMEOUT).await?;
+            c.node_mut(1).kill9().await?;
+            let data_dir = c.node(1).data_dir().to_path_buf();
+            let damaged = damage_a_segment_that_is_not_the_last(&data_dir)?;
+            put_all(&mut c, "while-down", 0..10, &mut acked).await?;
+
+            c.node_mut(1).restart()?;
+            let deadline = Deadline::after(TIMEOUT, "node 1 to refuse to start");
+            let status = loop {
+                if let Some(s) = c.node_mut(1).exited() {
+                    break s;
+                }
+                deadline.tick(&"still running").await?;
+            };
+            assert!(!status.success(), "{status}");
+            let log = c.node(1).log_tail(50);
+            let line = log
+                .lines()
+                .find(|l| l.starts_with("walship node: "))
+                .with_context(|| format!("no one-line error:\n{log}"))?;
+            assert!(
+                line.contains(&damaged.display().to_string())
+                    && line.contains("crc32 mismatch")
+                    && line.contains("start this node once with --rebuild-from-witness"),
+                "{line}"
+            );
+
+            c.node_mut(1).set_extra_args(&["--rebuild-from-witness"]);
+            c.node_mut(1).restart()?;
+            c.node_mut(1).wait_live(LIVE_TIMEOUT).await?;
+            let discarded: Vec<PathBuf> = std::fs::read_dir(&data_dir)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("discarded-"))
+                })
+                .collect();
+            assert_eq!(discarded.len(), 1, "{discarded:?}");
+            let kept = discarded[0].join("raft/log").join(damaged.file_name().context("name")?);
+            assert!(kept.exists(), "{} moved aside, not deleted", kept.display());
+            let log = c.node(1).log_tail(2000);
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("WARN") && l.contains("--rebuild-from-witness") && l.contains("moved")),
+                "no WARN about the rebuild:\n{log}"
+            );
+
+            put_all(&mut c, "after", 0..5, &mut acked).await?;
+            reads_back(&c.api(1), &acked).await?;
+            Ok(())
+        };
+        test.await.in_cluster(&c)
+    }
+}

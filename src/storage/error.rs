@@ -18,6 +18,28 @@ use crate::types::StorageError;
 pub const WIPE_HINT: &str = "if ZooKeeper and the other node are healthy, stop this node, \
      wipe its data dir and restart it: it rebuilds itself from ZooKeeper";
 
+/// What an operator can do about an unreadable log, state file or snapshot
+/// (`storage::open_local`).
+pub const REBUILD_HINT: &str = "start this node once with --rebuild-from-witness \
+     (or WALSHIP_REBUILD_FROM_WITNESS=1) to rebuild it from ZooKeeper: its local state is \
+     moved aside into <data dir>/discarded-<time>/, not deleted";
+
+/// The hint for corruption in `path`. A corrupt `node.meta` gets the wipe
+/// hint, not the flag: the flag rebuilds *this* node's cached state and
+/// trusts `node.meta` to say the data dir is this node's. With it
+/// unreadable nobody can tell whose data dir it is (node 1's, node 2's,
+/// another cluster's), so the node refuses as for a foreign data dir, and
+/// it takes an operator who knows to clear the dir (which the flag would
+/// otherwise do on a guess, e.g. for a node started with the wrong --id
+/// whose real data dir this is).
+fn corrupt_hint(path: &Path) -> &'static str {
+    if path.file_name().is_some_and(|n| n == super::meta::META_FILE) {
+        WIPE_HINT
+    } else {
+        REBUILD_HINT
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot {op} {path}: {source}")]
@@ -28,7 +50,7 @@ pub enum StoreError {
         source: io::Error,
     },
 
-    #[error("corrupt data in {path} at byte offset {offset_bytes}: {reason}; {hint}", hint = WIPE_HINT)]
+    #[error("corrupt data in {path} at byte offset {offset_bytes}: {reason}; {hint}", hint = corrupt_hint(path))]
     Corrupt {
         path: PathBuf,
         offset_bytes: u64,

@@ -22,6 +22,8 @@ use std::sync::Mutex;
 use std::sync::Weak;
 use std::time::Duration;
 
+use super::fault::Faults;
+
 #[derive(Default)]
 struct State {
     /// Bumped by every write; `synced` catches up after an fdatasync.
@@ -30,6 +32,8 @@ struct State {
     /// A duplicate handle on the segment last written, and its path; shared
     /// with the syncing thread, which syncs it unlocked.
     file: Option<(Arc<File>, PathBuf)>,
+    /// The length of `file` after the last recorded write.
+    written_len_bytes: u64,
     /// Barriers waiting: the pacing below does not apply to them.
     waiting: usize,
     /// Set when an fdatasync failed: the kernel may have dropped the dirty
@@ -42,14 +46,17 @@ pub struct Flusher {
     /// Signalled on a new write (wakes the thread) and on a finished sync
     /// (wakes barriers).
     changed: Condvar,
+    /// Test-only fault hooks (`fault.rs`): stall or skip the sync, trace it.
+    faults: Option<Arc<Faults>>,
 }
 
 impl Flusher {
     /// Starts the syncing thread; it ends once the returned handle is dropped.
-    pub fn start() -> Arc<Flusher> {
+    pub fn start(faults: Option<Arc<Faults>>) -> Arc<Flusher> {
         let flusher = Arc::new(Flusher {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            faults,
         });
         let weak = Arc::downgrade(&flusher);
         std::thread::Builder::new()
@@ -63,15 +70,17 @@ impl Flusher {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a write to `file` (the active segment at `path`); `reopened`:
-    /// the handle is not the one of the previous write (a new segment, or
-    /// the same name re-created after a truncation).
-    pub fn written(&self, file: &File, path: &std::path::Path, reopened: bool) -> std::io::Result<()> {
+    /// Records a write to `file` (the active segment at `path`), now
+    /// `len_bytes` long; `reopened`: the handle is not the one of the
+    /// previous write (a new segment, or the same name re-created after a
+    /// truncation).
+    pub fn written(&self, file: &File, path: &std::path::Path, reopened: bool, len_bytes: u64) -> std::io::Result<()> {
         let mut s = self.lock();
         if reopened || s.file.is_none() {
             s.file = Some((Arc::new(file.try_clone()?), path.to_path_buf()));
         }
         s.written_seq += 1;
+        s.written_len_bytes = len_bytes;
         self.changed.notify_all();
         Ok(())
     }
@@ -126,15 +135,27 @@ fn run(weak: Weak<Flusher>) {
                 .unwrap_or_else(|e| e.into_inner());
             match &s.file {
                 Some((file, path)) if s.written_seq > s.synced_seq && s.failed.is_none() => {
-                    Some((Arc::clone(file), path.clone(), s.written_seq))
+                    Some((Arc::clone(file), path.clone(), s.written_seq, s.written_len_bytes))
                 }
                 _ => None,
             }
         };
         // The sync itself runs unlocked: writers keep appending meanwhile.
-        if let Some((file, path, seq)) = job {
+        if let Some((file, path, seq, len_bytes)) = job {
             last_sync = std::time::Instant::now();
-            let res = file.sync_data();
+            let res = match &f.faults {
+                None => file.sync_data(),
+                // Traced before `synced_seq` moves, so once a barrier
+                // returns no earlier sync reports in late.
+                Some(faults) => {
+                    faults.stall("fdatasync", &path);
+                    if faults.skip_sync() {
+                        Ok(())
+                    } else {
+                        file.sync_data().inspect(|()| faults.synced(&path, len_bytes))
+                    }
+                }
+            };
             let mut s = f.lock();
             match res {
                 Ok(()) => s.synced_seq = s.synced_seq.max(seq),
@@ -157,11 +178,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("seg");
         let mut file = File::create(&path).expect("create");
-        let f = Flusher::start();
+        let f = Flusher::start(None);
         assert!(f.barrier().is_ok(), "nothing written: nothing to wait for");
         for i in 0..50u32 {
             file.write_all(&i.to_le_bytes()).expect("write");
-            f.written(&file, &path, i == 0).expect("written");
+            f.written(&file, &path, i == 0, u64::from(i + 1) * 4).expect("written");
         }
         f.barrier().expect("barrier");
         let s = f.lock();
@@ -176,9 +197,9 @@ mod tests {
         let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         let fa = File::create(&a).expect("create a");
         let fb = File::create(&b).expect("create b");
-        let f = Flusher::start();
-        f.written(&fa, &a, true).expect("written a");
-        f.written(&fb, &b, true).expect("written b");
+        let f = Flusher::start(None);
+        f.written(&fa, &a, true, 0).expect("written a");
+        f.written(&fb, &b, true, 0).expect("written b");
         f.barrier().expect("barrier");
         assert_eq!(f.lock().file.as_ref().map(|(_, p)| p.clone()), Some(b));
     }

@@ -34,14 +34,17 @@ pub fn encode_record(buf: &mut Vec<u8>, payload: &[u8], path: &Path) -> Result<(
 pub enum ScanEnd {
     /// Every byte belonged to a good record.
     Clean,
-    /// From this byte offset on the file holds an unfinished write: a final
-    /// record shorter than its length, or only zero bytes.
-    TornTail { offset_bytes: u64 },
+    /// From this byte offset on the file holds an unfinished or torn write:
+    /// only zero bytes, a record header or payload cut short, a record whose
+    /// crc32 does not match (a torn page keeps its length and holds garbage),
+    /// or one `on_record` refused as `Corrupt`. `reason` says which.
+    TornTail { offset_bytes: u64, reason: String },
 }
 
 /// Calls `on_record(offset, payload)` for every record in `bytes`, checking
-/// each CRC. A torn tail is reported only if `allow_torn_tail`; otherwise, and
-/// for any CRC mismatch, the result is a `Corrupt` error naming `path`.
+/// each CRC. With `allow_torn_tail` the first bad record (see
+/// `ScanEnd::TornTail`) ends the scan as a torn tail; otherwise it is a
+/// `Corrupt` error naming `path`, as is any error `on_record` returns.
 /// Offsets are `base_offset_bytes` plus the position in `bytes`.
 pub fn scan_records(
     path: &Path,
@@ -56,7 +59,10 @@ pub fn scan_records(
         let at = base_offset_bytes + pos as u64;
         let torn = |reason: &str| {
             if allow_torn_tail {
-                Ok(ScanEnd::TornTail { offset_bytes: at })
+                Ok(ScanEnd::TornTail {
+                    offset_bytes: at,
+                    reason: reason.to_string(),
+                })
             } else {
                 Err(StoreError::corrupt(path, at, reason))
             }
@@ -78,13 +84,12 @@ pub fn scan_records(
         let payload = &body[..len];
         let actual = crc32fast::hash(payload);
         if actual != crc {
-            return Err(StoreError::corrupt(
-                path,
-                at,
-                format!("crc32 mismatch: stored {crc:08x}, computed {actual:08x}"),
-            ));
+            return torn(&format!("crc32 mismatch: stored {crc:08x}, computed {actual:08x}"));
         }
-        on_record(at, payload)?;
+        match on_record(at, payload) {
+            Err(StoreError::Corrupt { reason, .. }) if allow_torn_tail => return torn(&reason),
+            res => res?,
+        }
         pos += RECORD_HEADER_BYTES + len;
     }
     Ok(ScanEnd::Clean)

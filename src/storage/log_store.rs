@@ -22,6 +22,7 @@ use openraft::RaftLogReader;
 
 use super::error::Result;
 use super::error::StoreError;
+use super::fault::Faults;
 use super::segments::Disk;
 use super::segments::HardState;
 pub use super::segments::LogSync;
@@ -113,10 +114,21 @@ impl LogStore {
         Self::open_with(data_dir, segment_max_bytes, LogSync::default()).await
     }
 
+    /// With the fault hooks of `WALSHIP_FAULT_DIR` if it is set (`fault.rs`).
     pub async fn open_with(data_dir: &Path, segment_max_bytes: u64, sync: LogSync) -> Result<Self> {
+        Self::open_with_faults(data_dir, segment_max_bytes, sync, Faults::from_env()).await
+    }
+
+    /// As `open_with`, with these fault hooks (tests) instead of the environment's.
+    pub async fn open_with_faults(
+        data_dir: &Path,
+        segment_max_bytes: u64,
+        sync: LogSync,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<Self> {
         let raft_dir = data_dir.join("raft");
         let (disk, entries) =
-            tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes, sync)).await??;
+            tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes, sync, faults)).await??;
         let mem = Mem {
             entries,
             hard: disk.hard().clone(),
@@ -155,6 +167,11 @@ impl LogStore {
             op(&mut disk, &inner.mem)
         })
         .await?
+    }
+
+    /// Returns once every append so far is on disk (`LogSync::Background`).
+    pub async fn sync_barrier(&self) -> Result<()> {
+        self.run(|disk, _| disk.sync_barrier()).await
     }
 
     /// True when the log never held anything: no entry and nothing purged.

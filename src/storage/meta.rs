@@ -12,7 +12,7 @@ use super::error::StoreError;
 use super::frame;
 use crate::types::NodeId;
 
-const META_FILE: &str = "node.meta";
+pub(super) const META_FILE: &str = "node.meta";
 const META_MAGIC: &[u8; 8] = b"WSHIPNM1";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

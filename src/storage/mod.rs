@@ -3,7 +3,9 @@
 //! data dir's identity ([`NodeMeta`]).
 //!
 //! Layout under `data_dir` (every byte read back is CRC-checked; damage other
-//! than a torn log tail is a start-up error naming the file):
+//! than a torn log tail is a start-up error naming the file, which
+//! `--rebuild-from-witness` turns into a rebuild from W, see `rebuild.rs`;
+//! `fault.rs` holds the test-only fault hooks):
 //!
 //! ```text
 //! node.meta                        cluster, cluster_id, node id (checked file)
@@ -11,14 +13,17 @@
 //! raft/state                       vote, committed id, purged id (checked file, atomic replace)
 //! raft/log/<first_index:020>.log   log segments: [len u32][crc32 u32][bincode Entry]...
 //! snapshot/current.snap            [magic][meta record][data blob] (atomic replace)
+//! discarded-<unix_ms>/             raft/ and snapshot/ moved aside by --rebuild-from-witness
 //! ```
 
 mod adopt;
 mod error;
+pub mod fault;
 mod flusher;
 mod frame;
 mod log_store;
 mod meta;
+mod rebuild;
 mod segments;
 mod snapshot;
 mod state_machine;
@@ -27,6 +32,7 @@ mod tests;
 
 pub use adopt::install_snapshot_offline;
 pub use error::StoreError;
+pub use error::REBUILD_HINT;
 pub use error::WIPE_HINT;
 pub use log_store::LogStore;
 pub use log_store::LogSync;
@@ -36,6 +42,7 @@ pub use meta::open_or_init_meta;
 pub use meta::read_meta;
 pub use meta::write_meta;
 pub use meta::NodeMeta;
+pub use rebuild::open_local;
 pub use snapshot::decode_data as decode_snapshot_data;
 pub use snapshot::SmContent;
 pub use state_machine::apply_request;

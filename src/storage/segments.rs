@@ -16,6 +16,8 @@ use serde::Serialize;
 
 use super::error::Result;
 use super::error::StoreError;
+use super::fault;
+use super::fault::Faults;
 use super::flusher::Flusher;
 use super::frame;
 use super::frame::ScanEnd;
@@ -76,6 +78,8 @@ pub struct Disk {
     /// Set after a failed write or fsync: the kernel may have dropped the
     /// dirty pages, so nothing more is written until a restart re-reads the disk.
     poisoned: Option<String>,
+    /// Test-only fault hooks (`fault.rs`); `None` unless `WALSHIP_FAULT_DIR` is set.
+    faults: Option<Arc<Faults>>,
 }
 
 fn purged_index(hard: &HardState) -> Option<u64> {
@@ -86,7 +90,12 @@ impl Disk {
     /// Opens (creating if needed) the log under `raft_dir`, verifying every
     /// record; returns the non-purged entries. Only a torn tail of the last
     /// segment is repaired (cut, with a warning); any other damage is an error.
-    pub fn open(raft_dir: &Path, segment_max_bytes: u64, sync: LogSync) -> Result<(Disk, BTreeMap<u64, Entry>)> {
+    pub fn open(
+        raft_dir: &Path,
+        segment_max_bytes: u64,
+        sync: LogSync,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<(Disk, BTreeMap<u64, Entry>)> {
         let log_dir = raft_dir.join("log");
         frame::create_dir_durable(raft_dir)?;
         frame::create_dir_durable(&log_dir)?;
@@ -109,12 +118,13 @@ impl Disk {
             active: None,
             active_reopened: true,
             flusher: match sync {
-                LogSync::Background => Some(Flusher::start()),
+                LogSync::Background => Some(Flusher::start(faults.clone())),
                 LogSync::PerAppend => None,
             },
             segment_max_bytes,
             hard,
             poisoned: None,
+            faults,
         };
         let entries = disk.load_segments()?;
         Ok((disk, entries))
@@ -184,17 +194,31 @@ impl Disk {
                 record_offsets_bytes: offsets,
                 len_bytes: bytes.len() as u64,
             };
-            if let ScanEnd::TornTail { offset_bytes } = end {
-                // Only the last append can be unfinished, and it was never
-                // reported flushed, so dropping it loses nothing acknowledged.
+            if let ScanEnd::TornTail { offset_bytes, reason } = end {
+                // The last segment's tail is what a crash or a power loss
+                // can leave half written (with `log_sync = background`, the
+                // unsynced tail: a torn page has its full length and garbage
+                // in it). The local log is a cache of W: every committed
+                // entry is in ZooKeeper, and the node adopts W's log before
+                // Raft starts, so cutting from the first bad record on loses
+                // nothing acknowledged (brainstorm.md, "Local state is a
+                // cache of W"). Damage anywhere else is an error.
+                let records_dropped = fault::count_records(&bytes[offset_bytes as usize..]);
                 tracing::warn!(
                     path = %seg.path.display(),
                     offset_bytes,
+                    records_dropped,
                     cut_bytes = seg.len_bytes - offset_bytes,
-                    "cutting the torn tail of the log (an append interrupted by a crash)"
+                    reason,
+                    "cutting the torn tail of the last log segment {} at byte offset {offset_bytes} ({records_dropped} record(s) dropped: {reason}); the node re-adopts what it lacks from ZooKeeper",
+                    seg.path.display()
                 );
-                cut_file(&seg.path, offset_bytes)?;
+                crate::metrics::METRICS.local_log_tail_repairs.inc();
+                let synced = cut_file(&seg.path, offset_bytes, self.faults.as_deref())?;
                 seg.len_bytes = offset_bytes;
+                if let Some(f) = &self.faults {
+                    f.cut(Some((&seg.path, offset_bytes)), synced);
+                }
             }
             self.segments.push(seg);
         }
@@ -290,6 +314,7 @@ impl Disk {
                 what: "raft state",
                 source,
             })?;
+            d.stall("write", &d.state_path);
             frame::write_checked_file(&d.state_path, STATE_MAGIC, &payload)?;
             d.hard = hard;
             Ok(())
@@ -304,6 +329,7 @@ impl Disk {
         };
         let first_index = first.log_id.index;
         self.guarded(|d| {
+            d.stall("append to", &d.log_dir);
             let rotate = match d.segments.last() {
                 None => true,
                 Some(s) => s.len_bytes >= d.segment_max_bytes || s.next_index() != first_index,
@@ -311,9 +337,16 @@ impl Disk {
             let mut created = false;
             if rotate {
                 // The segment left behind is complete: sync it now, as the
-                // flusher only follows the active one.
-                if let (Some(old), Some(seg)) = (d.active.take(), d.segments.last()) {
-                    old.sync_data().map_err(|e| StoreError::io("fdatasync", &seg.path, e))?;
+                // flusher only follows the active one, so that only the last
+                // segment can ever lose a tail. Not opened yet by this
+                // process (the first append since a restart): a previous
+                // one may have left its tail unsynced, so open it to sync.
+                if let Some(seg) = d.segments.last() {
+                    let old = match d.active.take() {
+                        Some(f) => f,
+                        None => File::open(&seg.path).map_err(|e| StoreError::io("open log segment", &seg.path, e))?,
+                    };
+                    sync_segment(&old, &seg.path, seg.len_bytes, d.faults.as_deref())?;
                 }
                 let path = d.log_dir.join(format!("{first_index:020}.log"));
                 let file = OpenOptions::new()
@@ -352,18 +385,17 @@ impl Disk {
                 })?;
                 frame::encode_record(&mut buf, &payload, &seg.path)?;
             }
+            let new_len = seg.len_bytes + buf.len() as u64;
             if let Some(file) = d.active.as_mut() {
                 file.write_all(&buf)
                     .map_err(|e| StoreError::io("write", &seg.path, e))?;
                 match &d.flusher {
                     Some(f) => {
-                        f.written(file, &seg.path, d.active_reopened)
+                        f.written(file, &seg.path, d.active_reopened, new_len)
                             .map_err(|e| StoreError::io("duplicate the handle of", &seg.path, e))?;
                         d.active_reopened = false;
                     }
-                    None => file
-                        .sync_data()
-                        .map_err(|e| StoreError::io("fdatasync", &seg.path, e))?,
+                    None => sync_segment(file, &seg.path, new_len, d.faults.as_deref())?,
                 }
             }
             if created {
@@ -378,7 +410,13 @@ impl Disk {
     /// Durably removes every record with index >= `index`. Later segments go
     /// first, so a crash half way leaves a shorter log, never one with a hole.
     pub fn truncate(&mut self, index: u64) -> Result<()> {
+        if self.faults.is_some() {
+            // No sync of the old content may report in after the cut (the
+            // `synced` trace would claim bytes written after it).
+            self.sync_barrier()?;
+        }
         self.guarded(|d| {
+            d.stall("truncate", &d.log_dir);
             d.active = None;
             let mut removed = false;
             while let Some(seg) = d.segments.last().filter(|s| s.first_index >= index) {
@@ -389,14 +427,19 @@ impl Disk {
             if removed {
                 frame::sync_dir(&d.log_dir)?;
             }
+            // Whether the last segment left was cut, durably.
+            let mut synced = false;
             if let Some(seg) = d.segments.last_mut() {
                 if index < seg.next_index() {
                     let k = (index - seg.first_index) as usize;
                     let offset_bytes = seg.record_offsets_bytes[k];
-                    cut_file(&seg.path, offset_bytes)?;
+                    synced = cut_file(&seg.path, offset_bytes, d.faults.as_deref())?;
                     seg.record_offsets_bytes.truncate(k);
                     seg.len_bytes = offset_bytes;
                 }
+            }
+            if let Some(f) = &d.faults {
+                f.cut(d.segments.last().map(|s| (s.path.as_path(), s.len_bytes)), synced);
             }
             Ok(())
         })
@@ -407,6 +450,7 @@ impl Disk {
     /// entries the next open skips and deletes.
     pub fn remove_purged_segments(&mut self, upto_index: u64) -> Result<()> {
         self.guarded(|d| {
+            d.stall("remove purged segments from", &d.log_dir);
             let mut removed = 0;
             for seg in &d.segments {
                 if seg.next_index() > upto_index + 1 {
@@ -427,11 +471,44 @@ impl Disk {
     }
 }
 
-fn cut_file(path: &Path, len_bytes: u64) -> Result<()> {
+impl Disk {
+    /// The stall hook (`fault.rs`), before an operation touches the disk.
+    fn stall(&self, what: &str, path: &Path) {
+        if let Some(f) = &self.faults {
+            f.stall(what, path);
+        }
+    }
+}
+
+/// fdatasyncs a segment whose first `len_bytes` are written, through the
+/// fault hooks (stall, skip) if they are on, recording what is durable.
+fn sync_segment(file: &File, path: &Path, len_bytes: u64, faults: Option<&Faults>) -> Result<()> {
+    let Some(f) = faults else {
+        return file.sync_data().map_err(|e| StoreError::io("fdatasync", path, e));
+    };
+    f.stall("fdatasync", path);
+    if f.skip_sync() {
+        return Ok(());
+    }
+    file.sync_data().map_err(|e| StoreError::io("fdatasync", path, e))?;
+    f.synced(path, len_bytes);
+    Ok(())
+}
+
+/// Cuts `path` to `len_bytes`, durably; false if the fault hooks skipped
+/// the sync.
+fn cut_file(path: &Path, len_bytes: u64, faults: Option<&Faults>) -> Result<bool> {
+    if let Some(f) = faults {
+        f.stall("truncate", path);
+    }
     let f = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(|e| StoreError::io("open", path, e))?;
     f.set_len(len_bytes).map_err(|e| StoreError::io("truncate", path, e))?;
-    f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
+    if faults.is_some_and(|x| x.skip_sync()) {
+        return Ok(false);
+    }
+    f.sync_all().map_err(|e| StoreError::io("fsync", path, e))?;
+    Ok(true)
 }

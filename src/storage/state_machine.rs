@@ -23,6 +23,7 @@ use openraft::Snapshot;
 
 use super::error::Result;
 use super::error::StoreError;
+use super::fault::Faults;
 use super::frame;
 use super::snapshot;
 use super::snapshot::SmContent;
@@ -53,6 +54,17 @@ struct SmInner {
     app: Option<Mutex<Box<dyn Application>>>,
     /// Snapshots installed (from the leader or W) since open.
     installs: std::sync::atomic::AtomicU64,
+    /// Test-only fault hooks (`fault.rs`): a stalled disk holds up snapshot writes.
+    faults: Option<Arc<Faults>>,
+}
+
+impl SmInner {
+    fn write_snapshot_file(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+        if let Some(f) = &self.faults {
+            f.stall("write", &self.snapshot_path);
+        }
+        snapshot::write_file(&self.snapshot_path, meta, data)
+    }
 }
 
 /// Why a snapshot and this node's kind of state machine do not go together.
@@ -133,21 +145,40 @@ impl StateMachine {
     /// As `open`, with an embedder's application to apply `Request::App`
     /// commands to (restored from the snapshot file if there is one).
     pub async fn open_with_app(data_dir: &Path, app: Option<Box<dyn Application>>) -> Result<Self> {
+        Self::open_keeping_app(data_dir, app).await.map_err(|(e, _)| e)
+    }
+
+    /// As `open_with_app`, handing the application back on failure (so a
+    /// caller can retry after moving a corrupt snapshot aside).
+    pub(crate) async fn open_keeping_app(
+        data_dir: &Path,
+        app: Option<Box<dyn Application>>,
+    ) -> std::result::Result<Self, (StoreError, Option<Box<dyn Application>>)> {
         let snapshot_path = data_dir.join("snapshot").join("current.snap");
         let path = snapshot_path.clone();
-        let (loaded, app) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let loaded = tokio::task::spawn_blocking(move || {
             let mut app = app;
-            frame::create_dir_durable(path.parent().unwrap_or(&path))?;
-            let Some((meta, data)) = snapshot::read_file(&path)? else {
-                return Ok((None, app));
+            let load = |app: &mut Option<Box<dyn Application>>| -> Result<_> {
+                frame::create_dir_durable(path.parent().unwrap_or(&path))?;
+                let Some((meta, data)) = snapshot::read_file(&path)? else {
+                    return Ok(None);
+                };
+                let origin = path.display().to_string();
+                let (content, app_bytes) = snapshot::decode_data_with_app(&data, &meta, &origin)
+                    .map_err(|e| StoreError::corrupt(&path, 0, e.to_string()))?;
+                restore_app(app.as_deref_mut(), app_bytes, &origin)?;
+                Ok(Some((meta, content)))
             };
-            let origin = path.display().to_string();
-            let (content, app_bytes) = snapshot::decode_data_with_app(&data, &meta, &origin)
-                .map_err(|e| StoreError::corrupt(&path, 0, e.to_string()))?;
-            restore_app(app.as_deref_mut(), app_bytes, &origin)?;
-            Ok((Some((meta, content)), app))
+            match load(&mut app) {
+                Ok(loaded) => Ok((loaded, app)),
+                Err(e) => Err((e, app)),
+            }
         })
-        .await??;
+        .await;
+        let (loaded, app) = match loaded {
+            Ok(res) => res?,
+            Err(join) => return Err((join.into(), None)),
+        };
         let (meta, content) = match loaded {
             Some((meta, content)) => (Some(meta), content),
             None => (None, SmContent::default()),
@@ -158,6 +189,7 @@ impl StateMachine {
             snapshot_meta: Mutex::new(meta),
             app: app.map(Mutex::new),
             installs: std::sync::atomic::AtomicU64::new(0),
+            faults: Faults::from_env(),
         };
         Ok(StateMachine { inner: Arc::new(inner) })
     }
@@ -251,7 +283,7 @@ impl StateMachine {
                 let mut app = app.lock().unwrap_or_else(|e| e.into_inner());
                 restore_app(Some(&mut **app), app_bytes, &origin)?;
             }
-            snapshot::write_file(&inner.snapshot_path, &meta, &data)?;
+            inner.write_snapshot_file(&meta, &data)?;
             *current = Some(meta);
             *c = content;
             inner.installs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -287,7 +319,7 @@ impl StateMachine {
             let mut current = inner.snapshot_meta.lock().unwrap_or_else(|e| e.into_inner());
             // An install that ran meanwhile may have left a newer snapshot.
             if current.as_ref().is_none_or(|c| c.last_log_id <= meta.last_log_id) {
-                snapshot::write_file(&inner.snapshot_path, &meta, &data)?;
+                inner.write_snapshot_file(&meta, &data)?;
                 *current = Some(meta.clone());
             }
             Ok(Snapshot {

@@ -38,6 +38,8 @@ pub struct Node {
     log_offset: u64,
     /// More `walship node` flags (tuning), passed on every start.
     extra_args: Vec<String>,
+    /// Environment variables set on every start (e.g. `WALSHIP_FAULT_DIR`).
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -76,6 +78,7 @@ impl Node {
             starts: 0,
             log_offset: 0,
             extra_args: extra_args.to_vec(),
+            env: Vec::new(),
         };
         node.launch()?;
         Ok(node)
@@ -113,9 +116,12 @@ impl Node {
             "WALSHIP_DATA_DIR",
             "WALSHIP_LISTEN",
             "WALSHIP_CONFIG",
+            "WALSHIP_FAULT_DIR",
+            "WALSHIP_REBUILD_FROM_WITNESS",
         ] {
             cmd.env_remove(var);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
         let child = cmd
             .env("RUST_LOG", rust_log)
@@ -128,6 +134,12 @@ impl Node {
         self.child = Some(child);
         self.frozen = false;
         Ok(())
+    }
+
+    /// Environment variables set on every later start (replacing those set
+    /// before), e.g. `WALSHIP_FAULT_DIR` for the storage fault hooks.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     }
 
     /// Flags added to every later start (e.g. `--snapshot-every-entries 50`).

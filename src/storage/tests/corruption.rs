@@ -1,6 +1,8 @@
 //! Damaged files: a flipped byte anywhere is a start-up error naming the
-//! file; only a torn tail of the last log segment is cut (never reported
-//! flushed, so nothing acknowledged is lost).
+//! file (and how to rebuild from W); only the last log segment's tail, from
+//! its first bad record on, is cut as torn (a crash or power loss leaves
+//! it; the node re-adopts it from W). See brainstorm.md, "Local state is a
+//! cache of W".
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -32,7 +34,8 @@ fn flip_byte(path: &Path, offset: usize) {
     std::fs::write(path, bytes).expect("write");
 }
 
-/// The error must name the file and tell the operator about the wipe.
+/// The error must name the file and tell the operator how to rebuild the
+/// node from W: the flag, or for an unreadable identity (node.meta) a wipe.
 fn assert_names(err: StoreError, path: &Path) {
     let msg = err.to_string();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{msg}");
@@ -41,7 +44,15 @@ fn assert_names(err: StoreError, path: &Path) {
         "{msg} should name {}",
         path.display()
     );
-    assert!(msg.contains("wipe its data dir"), "{msg}");
+    if path.ends_with("node.meta") {
+        assert!(msg.contains("wipe its data dir"), "{msg}");
+        assert!(!msg.contains("--rebuild-from-witness"), "{msg}");
+    } else {
+        assert!(
+            msg.contains("start this node once with --rebuild-from-witness"),
+            "{msg}"
+        );
+    }
 }
 
 /// Entries 0..=11 in batches of 3, so there are two segments of six records.
@@ -64,18 +75,124 @@ fn record_offset(path: &Path, k: usize) -> usize {
     offset
 }
 
+/// The last segment's tail is cut from its first bad record on, whatever
+/// is wrong with it: the records before it stay, the file is cut there.
+async fn assert_tail_cut_at(dir: &Path, last: &Path, k: usize) {
+    let offset = record_offset(last, k) as u64;
+    let repairs = crate::metrics::METRICS.local_log_tail_repairs.get();
+    let log = open_log(dir).await;
+    // Entries 0..=5 in the first segment, 6.. in the last.
+    assert_eq!(log_ids(&log), (0..6 + k as u64).map(|i| lid(1, i)).collect::<Vec<_>>());
+    assert_eq!(
+        std::fs::metadata(last).expect("stat").len(),
+        offset,
+        "cut at the bad record"
+    );
+    assert!(
+        crate::metrics::METRICS.local_log_tail_repairs.get() > repairs,
+        "counted"
+    );
+}
+
 #[tokio::test]
-async fn flipped_byte_in_a_middle_record_of_the_last_segment() {
+async fn flipped_byte_in_a_middle_record_of_the_last_segment_cuts_from_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     log_with_entries(dir.path()).await;
     let last = segment_files(dir.path()).pop().expect("a segment");
-    // Inside the payload of record 2 of 6 (a flipped length field could
-    // pass for a torn tail; see frame::scan_records).
+    // Inside the payload of record 2 of 6.
     flip_byte(&last, record_offset(&last, 2) + 8 + 5);
+    assert_tail_cut_at(dir.path(), &last, 2).await;
+}
+
+/// A torn page after a power loss: the last record keeps its full length,
+/// its payload is garbage (bad crc32).
+#[tokio::test]
+async fn bad_crc_full_length_last_record_is_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    log_with_entries(dir.path()).await;
+    let last = segment_files(dir.path()).pop().expect("a segment");
+    let at = record_offset(&last, 5);
+    let mut bytes = std::fs::read(&last).expect("read");
+    for b in &mut bytes[at + 8..] {
+        *b = 0x5A;
+    }
+    std::fs::write(&last, bytes).expect("write");
+    assert_tail_cut_at(dir.path(), &last, 5).await;
+}
+
+/// A record with a good crc32 whose payload does not decode, or holds the
+/// wrong index, is as bad as a torn one in the last segment.
+#[tokio::test]
+async fn undecodable_or_misplaced_last_record_is_cut() {
+    for (k, payload) in [
+        (4usize, vec![0xFFu8; 3]),
+        (3, {
+            let e = &sets(1, 40..=40)[0];
+            bincode::serialize(e).expect("encode")
+        }),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        log_with_entries(dir.path()).await;
+        let last = segment_files(dir.path()).pop().expect("a segment");
+        let at = record_offset(&last, k);
+        let mut bytes = std::fs::read(&last).expect("read");
+        bytes.truncate(at);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        std::fs::write(&last, bytes).expect("write");
+        assert_tail_cut_at(dir.path(), &last, k).await;
+    }
+}
+
+/// The same torn record in a segment that is not the last one is an error
+/// naming that file: the entries after it are in later segments, so it
+/// cannot be a tail.
+#[tokio::test]
+async fn bad_crc_full_length_record_in_an_earlier_segment_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    log_with_entries(dir.path()).await;
+    let first = segment_files(dir.path()).remove(0);
+    let at = record_offset(&first, 5);
+    let mut bytes = std::fs::read(&first).expect("read");
+    for b in &mut bytes[at + 8..] {
+        *b = 0x5A;
+    }
+    std::fs::write(&first, bytes).expect("write");
     let err = LogStore::open_with_segment_max_bytes(dir.path(), SMALL_SEGMENT_BYTES)
         .await
         .expect_err("must fail");
-    assert_names(err, &last);
+    assert!(
+        err.to_string().contains(&format!("byte offset {at}: crc32 mismatch")),
+        "{err}"
+    );
+    assert_names(err, &first);
+}
+
+/// A committed id saved before a power loss can point past the log left
+/// after the tail is cut: the store clamps it to its last entry, so
+/// openraft never re-applies entries it does not have.
+#[tokio::test]
+async fn committed_past_a_cut_tail_is_clamped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = open_log(dir.path()).await;
+        for first in (0..12).step_by(3) {
+            append(&mut log, sets(1, first..=first + 2)).await;
+        }
+        log.save_committed(Some(lid(1, 11))).await.expect("committed");
+        log.flush_committed().await.expect("flush");
+    }
+    let last = segment_files(dir.path()).pop().expect("a segment");
+    flip_byte(&last, record_offset(&last, 2) + 8 + 5);
+    let mut log = open_log(dir.path()).await;
+    assert_eq!(log.last_log_id(), Some(lid(1, 7)));
+    assert_eq!(log.read_committed().await.expect("committed"), Some(lid(1, 7)));
+    let state = log.get_log_state().await.expect("log state");
+    assert_eq!(state.last_log_id, Some(lid(1, 7)));
+    // W's copies of 8..=11 are adopted over the cut; nothing conflicts.
+    log.adopt_entries(sets(1, 8..=11)).await.expect("adopt");
+    assert_eq!(log.read_committed().await.expect("committed"), Some(lid(1, 11)));
 }
 
 #[tokio::test]

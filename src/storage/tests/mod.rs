@@ -4,7 +4,9 @@
 mod adopt;
 mod apply;
 mod corruption;
+mod fault;
 mod meta;
+mod rebuild;
 mod restart;
 mod suite;
 
