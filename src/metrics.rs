@@ -40,6 +40,9 @@ pub struct Metrics {
     pub entries_adopted: IntCounter,
     pub snapshots: IntCounterVec,
     pub snapshot_bytes: IntCounterVec,
+    /// Entries found sharing a log id with another entry, by where: the
+    /// witness refused them, adoption replaced them, catch-up refused them.
+    pub log_id_conflicts: IntCounterVec,
     /// Restarts over a committed vote of this node's own (the restart rule).
     pub leadership_forgotten: IntCounter,
     /// Lease renewals a leader skipped because it could not prove it commits.
@@ -105,6 +108,17 @@ impl Metrics {
             &["event"],
         )
         .expect("metric");
+        let log_id_conflicts = IntCounterVec::new(
+            Opts::new(
+                "log_id_conflicts_total",
+                "an entry met another entry under the same log id (a reused log id): witness = ZooKeeper refused a leader's append, adoption = a local entry replaced by W's, catch_up = a leader's append refused and this node's log repaired",
+            ),
+            &["where"],
+        )
+        .expect("metric");
+        for w in ["witness", "adoption", "catch_up"] {
+            log_id_conflicts.with_label_values(&[w]);
+        }
         let leadership_forgotten = IntCounter::new(
             "leadership_forgotten_total",
             "starts of Raft over this node's own committed vote, un-committed so it leads again only after a new election",
@@ -144,6 +158,7 @@ impl Metrics {
             Box::new(entries_adopted.clone()),
             Box::new(snapshots.clone()),
             Box::new(snapshot_bytes.clone()),
+            Box::new(log_id_conflicts.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -163,6 +178,7 @@ impl Metrics {
             entries_adopted,
             snapshots,
             snapshot_bytes,
+            log_id_conflicts,
             leadership_forgotten,
             lease_withheld,
             local_log_tail_repairs,

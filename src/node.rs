@@ -154,7 +154,7 @@ pub struct Node {
     pub sm: StateMachine,
     pub http: reqwest::Client,
     pub auth: crate::auth::Auth,
-    raft: RwLock<Option<Raft>>,
+    pub(crate) raft: RwLock<Option<Raft>>,
     network: NetworkFactory,
     raft_config: Arc<openraft::Config>,
     /// When this node last heard from a leader, and whose vote it carried.
@@ -167,7 +167,7 @@ pub struct Node {
     /// Wakes the failover loop early (the `leader` znode changed).
     wake: Notify,
     /// One adoption/election at a time.
-    failover_lock: tokio::sync::Mutex<()>,
+    pub(crate) failover_lock: tokio::sync::Mutex<()>,
     stopping: std::sync::atomic::AtomicBool,
     /// Set by `POST /admin/leave`; `main` stops the process as on SIGTERM.
     stop_requested: Notify,
@@ -311,7 +311,7 @@ impl Node {
         Ok(node)
     }
 
-    async fn start_raft(&self) -> Result<(), StartError> {
+    pub(crate) async fn start_raft(&self) -> Result<(), StartError> {
         self.forget_own_leadership().await?;
         let raft = Raft::new(
             self.cfg.id,
@@ -379,10 +379,12 @@ impl Node {
             e.log_id.index > self.log.purged().map(|p| p.index).unwrap_or(0)
                 && self.log.log_id_at(e.log_id.index) != Some(e.log_id)
         }) || (self.log.last_log_id().is_none() && !w.entries.is_empty())
+            // Same log id, other bytes: W's entry wins (node_repair.rs).
+            || self.log.first_reused(&w.entries).is_some()
     }
 
     /// Makes the local log equal W's where they differ (Raft must not be running).
-    async fn adopt(&self, w: WitnessLog) -> Result<(), StartError> {
+    pub(crate) async fn adopt(&self, w: WitnessLog) -> Result<(), StartError> {
         if !self.needs_adoption(&w) {
             return Ok(());
         }
@@ -407,7 +409,8 @@ impl Node {
             }
         }
         let n = w.entries.len();
-        self.log.adopt_entries(w.entries).await?;
+        let adopted = self.log.adopt_entries(w.entries).await?;
+        self.after_adoption(&adopted).await?;
         crate::metrics::METRICS.adoptions.inc();
         crate::metrics::METRICS.entries_adopted.inc_by(n as u64);
         let entries = n as u64;
@@ -924,7 +927,16 @@ impl Node {
         };
         let last = meta.last_log_id;
         let bytes = data.len() as u64;
-        self.witness.install_snapshot(vote, meta, data).await?;
+        match self.witness.install_snapshot(vote, meta, data).await? {
+            crate::witness::SnapshotUpload::Stored => {}
+            // W holds this snapshot or a later one: nothing was uploaded.
+            crate::witness::SnapshotUpload::AlreadyCovered => return Ok(last),
+            // Not an upload: an error, so neither the metric, the event
+            // nor `POST /admin/snapshot` claims one.
+            crate::witness::SnapshotUpload::Refused(higher) => {
+                return Err(StartError::Witness(WitnessError::SnapshotRefused(higher)))
+            }
+        }
         crate::metrics::METRICS.snapshots.with_label_values(&["uploaded"]).inc();
         crate::metrics::METRICS
             .snapshot_bytes

@@ -31,6 +31,8 @@ mod state_machine;
 mod tests;
 
 pub use adopt::install_snapshot_offline;
+pub use adopt::Adopted;
+pub use adopt::ReusedLogId;
 pub use error::StoreError;
 pub use error::REBUILD_HINT;
 pub use error::WIPE_HINT;
