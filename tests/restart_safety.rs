@@ -41,6 +41,10 @@ enum Reborn {
     /// the follower lives (cut from ZooKeeper meanwhile, so it cannot win an
     /// election first and the reborn node must lead).
     EmptyDiskPeerAlive,
+    /// Both nodes die; the leader's machine lost power: its disk keeps only
+    /// what was fdatasync'd (the stray entry was not: the storage fault
+    /// hook `nosync` holds its syncs back), and it comes back alone.
+    PowerLossAlone,
 }
 
 async fn wait_appended(api: &Api, index: u64) -> Result<()> {
@@ -85,7 +89,7 @@ async fn wait_all_read(apis: &[Api], key: &str, want: &str) -> Result<()> {
 }
 
 async fn run(name: &str, reborn: Reborn) -> Result<()> {
-    let mut cluster = Cluster::start_zk_cuttable_with(name, &[]).await?;
+    let mut cluster = Cluster::start_zk_cuttable_with_fault_dirs(name, &[]).await?;
     let r = scenario(&mut cluster, reborn).await;
     r.in_cluster(&cluster)
 }
@@ -101,13 +105,25 @@ async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
         acked.push((k, v));
     }
     put_acked(&lapi, "x", "FIRST").await?;
-    let last = lapi.status().await.into_result()?.last_log_index.context("leader's last index")?;
+    let last = lapi
+        .status()
+        .await
+        .into_result()?
+        .last_log_index
+        .context("leader's last index")?;
 
     // Fault 1: the leader loses ZooKeeper (its sockets stay open, nothing
     // moves). A write reaches its log and the follower's, never W's.
+    let nosync = cluster.fault_dir(leader).join(walship::storage::fault::NOSYNC_FILE);
+    if matches!(reborn, Reborn::PowerLossAlone) {
+        std::fs::write(&nosync, b"")?;
+    }
     cluster.cut_zk(leader, CutMode::Blackhole);
     let doomed = lapi.with_timeout(DOOMED_WRITE_TIMEOUT).put("x", "OLD").await;
-    ensure!(!doomed.is_success(), "a write was acknowledged without ZooKeeper: {doomed}");
+    ensure!(
+        !doomed.is_success(),
+        "a write was acknowledged without ZooKeeper: {doomed}"
+    );
     wait_appended(&fapi, last + 1).await?;
 
     // Fault 2: the leader dies and comes back without that entry.
@@ -115,13 +131,22 @@ async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
         Reborn::EmptyDiskAlone => {
             cluster.node_mut(leader).kill9().await?;
             cluster.node_mut(follower).kill9().await?;
+            cluster.node_mut(leader).wipe_data_dir()?;
         }
         Reborn::EmptyDiskPeerAlive => {
             cluster.cut_zk(follower, CutMode::Blackhole);
             cluster.node_mut(leader).kill9().await?;
+            cluster.node_mut(leader).wipe_data_dir()?;
+        }
+        Reborn::PowerLossAlone => {
+            cluster.node_mut(leader).kill9().await?;
+            cluster.node_mut(follower).kill9().await?;
+            let data_dir = cluster.node(leader).data_dir().to_path_buf();
+            let lost = walship::storage::fault::power_loss(&data_dir, &cluster.fault_dir(leader), false)?;
+            ensure!(lost.records_dropped >= 1, "the power loss dropped nothing: {lost:?}");
+            std::fs::remove_file(&nosync)?;
         }
     }
-    cluster.node_mut(leader).wipe_data_dir()?;
     cluster.heal_zk(leader);
     cluster.node_mut(leader).restart()?;
     cluster.node_mut(leader).wait_live(LEADER_TIMEOUT).await?;
@@ -134,10 +159,13 @@ async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
         deadline.tick(&last).await?;
     }
     let new_index = put_acked(&lapi, "x", "NEW").await?;
-    ensure!(new_index > last, "NEW acknowledged at index {new_index}, not after {last}");
+    ensure!(
+        new_index > last,
+        "NEW acknowledged at index {new_index}, not after {last}"
+    );
 
     match reborn {
-        Reborn::EmptyDiskAlone => {
+        Reborn::EmptyDiskAlone | Reborn::PowerLossAlone => {
             cluster.node_mut(follower).restart()?;
             cluster.node_mut(follower).wait_live(LEADER_TIMEOUT).await?;
         }
@@ -153,7 +181,10 @@ async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
     cluster.node_mut(leader).kill9().await?;
     cluster.wait_for_new_leader(leader, LEADER_TIMEOUT).await?;
     let x = fapi.get("x").await.into_result()?;
-    ensure!(x.as_deref() == Some("NEW"), "linearizable read of x through node {follower}: {x:?}");
+    ensure!(
+        x.as_deref() == Some("NEW"),
+        "linearizable read of x through node {follower}: {x:?}"
+    );
     for (k, v) in &acked {
         let got = fapi.get(k).await.into_result()?;
         ensure!(got.as_deref() == Some(v.as_str()), "{k}: {got:?}, acknowledged {v}");
@@ -169,4 +200,9 @@ async fn reborn_empty_leader_alone_never_reuses_a_log_id() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reborn_empty_leader_beside_a_live_peer_never_reuses_a_log_id() -> Result<()> {
     run("reborn-empty-peer-alive", Reborn::EmptyDiskPeerAlive).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_after_power_loss_of_its_unsynced_tail_never_reuses_a_log_id() -> Result<()> {
+    run("power-loss-alone", Reborn::PowerLossAlone).await
 }

@@ -47,6 +47,9 @@ pub struct Cluster {
     /// the other keeps its own.
     zk_proxies: std::collections::BTreeMap<u64, FaultProxy>,
     zk_cuttable: bool,
+    /// Set by `with_fault_dirs`: each node runs with `WALSHIP_FAULT_DIR` =
+    /// `fault_dir(id)` (the storage fault hooks: stall, nosync, power loss).
+    fault_dirs: bool,
 }
 
 impl Cluster {
@@ -100,9 +103,26 @@ impl Cluster {
     /// proxy of its own (`cut_zk`), and node-to-node traffic goes through
     /// proxies as in `start_partitionable`.
     pub async fn start_zk_cuttable_with(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
+        Cluster::start_faulty(test_name, node_args, false).await
+    }
+
+    /// `start_zk_cuttable_with`, and every node also runs with the storage
+    /// fault hooks on (`fault_dir`).
+    pub async fn start_zk_cuttable_with_fault_dirs(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
+        Cluster::start_faulty(test_name, node_args, true).await
+    }
+
+    /// The directory of node `id`'s storage fault hooks
+    /// (`walship::storage::fault`): create `stall` or `nosync` in it.
+    pub fn fault_dir(&self, id: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("faults{id}"))
+    }
+
+    async fn start_faulty(test_name: &str, node_args: &[&str], fault_dirs: bool) -> Result<Cluster> {
         let mut cluster = Cluster::start_stopped(test_name).await?;
         cluster.partitionable = true;
         cluster.zk_cuttable = true;
+        cluster.fault_dirs = fault_dirs;
         cluster.node_args = node_args.iter().map(|a| a.to_string()).collect();
         let started = async {
             for id in [1, 2] {
@@ -152,6 +172,7 @@ impl Cluster {
             proxies: Default::default(),
             zk_proxies: Default::default(),
             zk_cuttable: false,
+            fault_dirs: false,
         })
     }
 
@@ -184,7 +205,16 @@ impl Cluster {
             zk_addr = proxy.addr().to_string();
             self.zk_proxies.insert(id, proxy);
         }
-        let mut node = Node::spawn_with(id, &self.name, &zk_addr, &data_dir, listen, &args)?;
+        let mut env = Vec::new();
+        if self.fault_dirs {
+            let dir = self.fault_dir(id);
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            env.push((
+                walship::storage::fault::FAULT_DIR_ENV.to_string(),
+                dir.display().to_string(),
+            ));
+        }
+        let mut node = Node::spawn_with_env(id, &self.name, &zk_addr, &data_dir, listen, &args, &env)?;
         let mut attempt = 1;
         loop {
             match node.wait_live(LIVE_TIMEOUT).await {

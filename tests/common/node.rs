@@ -59,6 +59,19 @@ impl Node {
         listen: SocketAddr,
         extra_args: &[String],
     ) -> Result<Node> {
+        Node::spawn_with_env(id, cluster, zk, data_dir, listen, extra_args, &[])
+    }
+
+    /// `spawn_with` with environment variables, kept for every restart.
+    pub fn spawn_with_env(
+        id: u64,
+        cluster: &str,
+        zk: &str,
+        data_dir: &Path,
+        listen: SocketAddr,
+        extra_args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Node> {
         let name = data_dir
             .file_name()
             .with_context(|| format!("data dir {} has no file name", data_dir.display()))?
@@ -78,7 +91,7 @@ impl Node {
             starts: 0,
             log_offset: 0,
             extra_args: extra_args.to_vec(),
-            env: Vec::new(),
+            env: env.to_vec(),
         };
         node.launch()?;
         Ok(node)

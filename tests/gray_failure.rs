@@ -1,0 +1,87 @@
+//! Gray failure (issue 9): a leader that keeps its ZooKeeper session but
+//! cannot commit must stop renewing its lease, so the other node takes over;
+//! when the stall ends it rejoins as a follower and nothing acknowledged is
+//! lost. On 342ed45 the lease was renewed on its own timer whatever Raft was
+//! doing, and the follower never deposes a leader whose lease is live.
+//!
+//! The stall is the storage fault hook `stall` (walship::storage::fault): every
+//! local log write and sync of the leader blocks, as on a frozen disk
+//! (`fsfreeze`), and openraft's core waits on its log append.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use anyhow::Result;
+use common::cluster::ClusterContext;
+use common::Cluster;
+use common::Deadline;
+use common::Reply;
+use common::Writer;
+use common::WriterOptions;
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The issue's "within a few seconds": the lease lapses an election timeout
+/// (1 s) after the last proof, which is at most half an election timeout old.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(8);
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn disk_stall(cluster: &mut Cluster) -> Result<()> {
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let follower = Cluster::other(leader);
+    let mut options = WriterOptions::new("stall");
+    options.request_timeout = Duration::from_secs(2);
+    let writer = Writer::start(cluster.apis(), options);
+    writer.wait_for_more_acks(50, LEADER_TIMEOUT).await?;
+
+    let stall = cluster.fault_dir(leader).join(walship::storage::fault::STALL_FILE);
+    std::fs::write(&stall, b"")?;
+    let stalled_at = std::time::Instant::now();
+    // The follower takes over: it leads, and writes are acknowledged again.
+    let deadline = Deadline::after(
+        TAKEOVER_TIMEOUT,
+        format!("node {follower} to lead while node {leader}'s disk is stalled"),
+    );
+    let fapi = cluster.api(follower);
+    loop {
+        let last = match fapi.status().await {
+            Reply::Success { value, .. } if value.is_leader() => break,
+            other => other.to_string(),
+        };
+        deadline.tick(&last).await?;
+    }
+    eprintln!(
+        "node {follower} leads {:?} after node {leader}'s disk stalled",
+        stalled_at.elapsed()
+    );
+    // Writes sent to it are acknowledged (the round-robin writer above
+    // spends its time waiting on the stalled node, as its clients would).
+    let to_follower = Writer::start(vec![fapi.clone()], WriterOptions::new("stall-follower"));
+    to_follower.wait_for_more_acks(20, TAKEOVER_TIMEOUT).await?;
+
+    // The stall ends: the old leader steps down and catches up.
+    std::fs::remove_file(&stall)?;
+    writer.wait_for_more_acks(20, LEADER_TIMEOUT).await?;
+    let logs = [writer.stop().await?, to_follower.stop().await?];
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let last = cluster.api(new_leader).status().await.into_result()?;
+    cluster
+        .wait_applied(last.applied_index.unwrap_or(0), CATCH_UP_TIMEOUT)
+        .await?;
+    for log in &logs {
+        ensure!(log.acked() > 0, "nothing acknowledged");
+        log.verify(&cluster.api(new_leader)).await?;
+        for id in [1, 2] {
+            log.verify_stale(&cluster.api(id)).await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_leader_disk_moves_writes_to_the_other_node() -> Result<()> {
+    let mut cluster = Cluster::start_zk_cuttable_with_fault_dirs("disk-stall", &[]).await?;
+    let r = disk_stall(&mut cluster).await;
+    r.in_cluster(&cluster)
+}
