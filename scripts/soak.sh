@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
 # walship: the die-and-reborn soak. A thin wrapper around `walship soak`:
 # installs ZooKeeper if it is missing (zk/zk.sh install; needs root or sudo),
-# builds the binary (`cargo build`, unless --bin names one), and execs
+# builds the binary (`cargo build`, or `cargo build --release` with
+# --release; neither when --bin names one), and execs
 #
 #   walship soak [flags]
 #
-# with every flag passed through. The common ones:
+# with every flag but --release passed through. The common ones:
 #
 #   --cycles N         fault cycles (default 12, about a minute)
 #   --duration 2m      run this long instead (90s, 2m, 1h)
 #   --clients N        concurrent workload clients (default 8)
 #   --keys N           key space (default 32)
-#   --seed S           reproduce a fault sequence (printed at start)
-#   --kinds a,b        only these faults: kill-leader, kill-leader-wipe, kill-follower,
-#                      kill-follower-wipe, freeze-leader, zk-restart, cut
+#   --seed S           reproduce a fault sequence and its parameters (printed at start)
+#   --kinds a,b        only these faults (default all). Single: kill-leader,
+#                      kill-leader-wipe, kill-follower, kill-follower-wipe, freeze-leader,
+#                      zk-restart, cut, zk-cut-leader, zk-cut-follower, power-loss-leader,
+#                      power-loss-follower, stall-leader. Two at once: zk-cut-leader+cut,
+#                      zk-cut-leader+kill-both+wipe, zk-cut-leader+kill-follower,
+#                      power-loss-both, stall-leader+kill-follower, freeze-leader+zk-cut.
+#                      Groups: all, single, combined, classic (the first seven)
 #   --run-dir DIR      data and logs (default ./.walship-soak)
 #   --history FILE     the history, JSON Lines (default <run-dir>/history.jsonl)
 #   --zk HOST:PORT     use an existing ZooKeeper instead of starting one
 #   --bin PATH         a prebuilt walship binary (no build)
+#   --release          build and run the release binary (for long runs)
 #
 # `walship soak --help` lists them all. Exit status: 0 pass, 1 a lost or wrong
 # acknowledged write, a non-linearizable history, a stall or a crash, 2 bad
@@ -29,11 +36,18 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 BIN=""
 OWN_ZK=1
+RELEASE=0
+ARGS=()
 prev=""
 for arg in "$@"; do
+    if [[ "$arg" == --release ]]; then
+        RELEASE=1
+        continue
+    fi
+    ARGS+=("$arg")
     case "$arg" in
         -h | --help)
-            sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         --bin=*) BIN="${arg#*=}" ;;
@@ -49,9 +63,14 @@ fi
 
 if [[ -z "$BIN" ]]; then
     command -v cargo >/dev/null 2>&1 || { echo "soak.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
-    (cd "$ROOT" && cargo build --bin walship) >&2
-    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/walship"
+    if ((RELEASE)); then
+        (cd "$ROOT" && cargo build --release --bin walship) >&2
+        BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/walship"
+    else
+        (cd "$ROOT" && cargo build --bin walship) >&2
+        BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/walship"
+    fi
 fi
 [[ -x "$BIN" ]] || { echo "soak.sh: walship binary not found or not executable: $BIN" >&2; exit 2; }
 
-exec "$BIN" soak "$@"
+exec "$BIN" soak ${ARGS[@]+"${ARGS[@]}"}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::faults::FaultKind;
+use super::faults::KindSet;
 
 /// Cycles when neither `--cycles` nor `--duration` is given: under a minute.
 pub const DEFAULT_CYCLES: u64 = 12;
@@ -34,13 +34,18 @@ pub struct SoakArgs {
     /// The history file (JSON Lines; default <run-dir>/history.jsonl).
     #[arg(long)]
     pub history: Option<PathBuf>,
-    /// Use this ZooKeeper (host:port) instead of starting one; zk-restart is then skipped.
+    /// Use this ZooKeeper (host:port) instead of starting one; zk-restart is then skipped
+    /// (and, for an ensemble a:1,b:2, the kinds that cut one node's link to ZooKeeper).
     #[arg(long)]
     pub zk: Option<String>,
-    /// Only these fault kinds, comma-separated: kill-leader, kill-leader-wipe, kill-follower,
-    /// kill-follower-wipe, freeze-leader, zk-restart, cut.
-    #[arg(long, value_delimiter = ',', value_parser = FaultKind::parse)]
-    pub kinds: Option<Vec<FaultKind>>,
+    /// Only these fault kinds, comma-separated (default all). Single: kill-leader,
+    /// kill-leader-wipe, kill-follower, kill-follower-wipe, freeze-leader, zk-restart, cut,
+    /// zk-cut-leader, zk-cut-follower, power-loss-leader, power-loss-follower, stall-leader.
+    /// Combined: zk-cut-leader+cut, zk-cut-leader+kill-both+wipe, zk-cut-leader+kill-follower,
+    /// power-loss-both, stall-leader+kill-follower, freeze-leader+zk-cut. Groups: all, single,
+    /// combined, classic (the first seven).
+    #[arg(long, value_delimiter = ',', value_parser = KindSet::parse)]
+    pub kinds: Option<Vec<KindSet>>,
     /// The walship binary to run the nodes with (default: this one).
     #[arg(long)]
     pub bin: Option<PathBuf>,

@@ -5,7 +5,11 @@
 //!    [`History::allowed_finals`] defines it, read three ways: a
 //!    linearizable GET through each node, a local (`?stale=true`) GET on each
 //!    node once both have caught up, and ZooKeeper alone (`walship wal verify
-//!    --history`, which rebuilds the map from W's snapshot and WAL).
+//!    --history`, which rebuilds the map from W's snapshot and WAL). The keys
+//!    read are the workload's and those the soak wrote itself (probes, the
+//!    keys of the faults that write their own). Once both nodes applied the
+//!    same index, they must also hold the same number of keys (their whole
+//!    state, not only the keys the soak knows of).
 //! 2. Linearizability: each key's history of puts, deletes, CAS and
 //!    linearizable reads (the final reads included) is checked by
 //!    [`super::lincheck`].
@@ -25,7 +29,6 @@ use super::history::OpRecord;
 use super::history::Outcome;
 use super::history::Recorder;
 use super::lincheck;
-use super::workload::key_name;
 use crate::history::AllowedFinal;
 use crate::history::History;
 
@@ -42,7 +45,7 @@ pub const BARRIER_KEY: &str = "soak-barrier";
 /// succeeded).
 pub async fn final_reads(
     cluster: &mut SoakCluster,
-    keys: u32,
+    keys: &[String],
     final_client: u32,
     recorder: &Recorder,
     clock: Clock,
@@ -80,8 +83,8 @@ pub async fn final_reads(
     for n in 0..2u32 {
         let client = cluster.clients[n as usize].clone();
         let mut read = BTreeMap::new();
-        for k in 0..keys as u64 {
-            let key = key_name(k);
+        for key in keys {
+            let key = key.clone();
             let end = Instant::now() + READ_DEADLINE;
             loop {
                 let invoke_ns = clock.now_ns();
@@ -129,25 +132,24 @@ fn outcome<T>(a: &Answer<T>) -> Outcome {
     }
 }
 
-/// Durability of one node's view: every key of the key space against what
-/// the history allows (a key never written must be absent).
+/// Durability of one node's view: every key read against what the history
+/// allows (a key never written must be absent).
 pub fn against_allowed(
     what: &str,
-    keys: u32,
+    keys: &[String],
     values: &BTreeMap<String, Option<String>>,
     allowed: &BTreeMap<String, AllowedFinal>,
 ) -> Vec<String> {
     let mut bad = Vec::new();
-    for k in 0..keys as u64 {
-        let key = key_name(k);
-        let Some(v) = values.get(&key) else { continue };
-        let ok = match allowed.get(&key) {
+    for key in keys {
+        let Some(v) = values.get(key) else { continue };
+        let ok = match allowed.get(key) {
             Some(a) => a.allows(v.as_deref()),
             None => v.is_none(),
         };
         if !ok {
             let expected: Vec<String> = allowed
-                .get(&key)
+                .get(key)
                 .map(|a| a.values.iter().map(|v| format!("{v:?}")).collect())
                 .unwrap_or_else(|| vec!["None".into()]);
             bad.push(format!(
@@ -164,13 +166,13 @@ pub fn against_allowed(
 pub async fn stale_reads(
     cluster: &SoakCluster,
     n: usize,
-    keys: u32,
+    keys: &[String],
 ) -> (BTreeMap<String, Option<String>>, Vec<String>) {
     let client = &cluster.clients[n];
     let mut values = BTreeMap::new();
     let mut problems = Vec::new();
-    for k in 0..keys as u64 {
-        let key = key_name(k);
+    for key in keys {
+        let key = key.clone();
         match client.get(&key, true).await {
             Answer::Ok(v) => {
                 values.insert(key, v);
@@ -179,6 +181,42 @@ pub async fn stale_reads(
         }
     }
     (values, problems)
+}
+
+/// Once nothing writes any more: polls until both nodes report the same
+/// applied index, then compares how many keys each holds. Returns a
+/// violation if they differ (one node lost or kept entries the other did
+/// not: a diverged log), a problem if they never reached the same index.
+pub async fn same_state(cluster: &SoakCluster) -> (Option<String>, Option<String>) {
+    let end = Instant::now() + READ_DEADLINE;
+    loop {
+        let a = cluster.status_of(1).await;
+        let b = cluster.status_of(2).await;
+        if let (Some(a), Some(b)) = (&a, &b) {
+            if a.applied_index.is_some() && a.applied_index == b.applied_index {
+                let verdict = (a.keys != b.keys).then(|| {
+                    format!(
+                        "at applied index {}: node 1 holds {:?} keys, node 2 holds {:?}",
+                        a.applied_index.unwrap_or(0),
+                        a.keys,
+                        b.keys
+                    )
+                });
+                return (verdict, None);
+            }
+        }
+        if Instant::now() >= end {
+            return (
+                None,
+                Some(format!(
+                    "the nodes never applied the same index within {READ_DEADLINE:?}: node 1 {:?}, node 2 {:?}",
+                    a.and_then(|s| s.applied_index),
+                    b.and_then(|s| s.applied_index)
+                )),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `walship wal verify --history` against ZooKeeper alone: (passed, its output).

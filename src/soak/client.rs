@@ -40,6 +40,14 @@ pub struct Status {
     pub applied_index: Option<u64>,
     #[serde(default)]
     pub last_log_index: Option<u64>,
+    #[serde(default)]
+    pub term: Option<u64>,
+    /// The last index this node knows W (ZooKeeper) holds.
+    #[serde(default)]
+    pub witness_log_index: Option<u64>,
+    /// Keys in the node's state machine (a cheap whole-state comparison).
+    #[serde(default)]
+    pub keys: Option<u64>,
 }
 
 impl Status {

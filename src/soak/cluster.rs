@@ -1,19 +1,26 @@
 //! The clusters under test. `LocalCluster` is what `walship soak` and
 //! `walship bench` share: ZooKeeper (ours, or an existing one), nodes 1 and
 //! 2 as `procs::NodeProc`s, and the waits for a ready leader, a live node
-//! and caught-up nodes. `SoakCluster` adds a fault proxy in front of each
-//! node: node `i` listens on its own port and advertises its proxy's
-//! address, so the other node (peer RPC and forwarded client requests)
-//! reaches it only through the proxy, while the soak's clients and
-//! ZooKeeper traffic go direct: cutting both proxies separates the nodes
-//! from each other and from nothing else. Every wait here polls against a
-//! deadline.
+//! and caught-up nodes. `SoakCluster` adds two fault proxies per node:
+//!
+//! - a peer proxy in front of each node: node `i` listens on its own port
+//!   and advertises its proxy's address, so the other node (peer RPC and
+//!   forwarded client requests) reaches it only through the proxy, while
+//!   the soak's clients go direct: cutting both peer proxies separates the
+//!   nodes from each other and from nothing else;
+//! - a ZooKeeper proxy per node between it and ZooKeeper (the node's `--zk`
+//!   is its proxy), so one node's link to ZooKeeper can be cut while the
+//!   other keeps its own.
+//!
+//! and a fault-hook directory per node (`WALSHIP_FAULT_DIR`, see `disk`).
+//! Every wait here polls against a deadline.
 
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::ops::DerefMut;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -23,6 +30,7 @@ use anyhow::Result;
 
 use super::client::NodeClient;
 use super::client::Status;
+use super::disk::FaultDir;
 use super::procs::NodeProc;
 use super::procs::NodeSpec;
 use super::procs::ZkServer;
@@ -231,11 +239,16 @@ pub struct ClusterConfig {
     pub cluster: String,
 }
 
-/// The soak's cluster: a `LocalCluster` (which it derefs to) with a fault
-/// proxy in front of each node.
+/// The soak's cluster: a `LocalCluster` (which it derefs to) with the fault
+/// proxies and fault dirs of both nodes.
 pub struct SoakCluster {
     local: LocalCluster,
-    proxies: Vec<FaultProxy>,
+    /// In front of each node, for the other node, by id - 1.
+    proxies: Vec<Arc<FaultProxy>>,
+    /// Between each node and ZooKeeper, by id - 1 (empty when ZooKeeper is
+    /// an ensemble given with --zk: no one address to proxy).
+    zk_proxies: Vec<Arc<FaultProxy>>,
+    fault_dirs: Vec<FaultDir>,
     /// Clients for the workload and checks, one per node, by id - 1.
     pub clients: Vec<NodeClient>,
 }
@@ -268,17 +281,32 @@ impl SoakCluster {
         let http = NodeClient::pool();
         let mut specs = Vec::new();
         let mut proxies = Vec::new();
+        let mut zk_proxies = Vec::new();
+        let mut fault_dirs = Vec::new();
         let mut clients = Vec::new();
+        let zk_upstream = zk_socket_addr(&zk_addr).await;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         for id in [1u64, 2] {
             let mut spec = NodeSpec::local(id, &cfg.bin, &cfg.cluster, &zk_addr, &cfg.run_dir)?;
-            let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), spec.listen)
+            let proxy = FaultProxy::start(loopback, spec.listen)
                 .await
                 .context("start the fault proxy")?;
             spec.advertise = Some(proxy.addr());
+            if let Some(up) = zk_upstream {
+                let zp = FaultProxy::start(loopback, up)
+                    .await
+                    .context("start the ZooKeeper fault proxy")?;
+                spec.zk = zp.addr().to_string();
+                zk_proxies.push(Arc::new(zp));
+            }
+            let fd = FaultDir::new(cfg.run_dir.join(format!("fault{id}")));
+            fd.reset()?;
+            spec.fault_dir = Some(fd.path().to_path_buf());
             spec.extra_args = NODE_ARGS.iter().map(|s| s.to_string()).collect();
             clients.push(NodeClient::new(http.clone(), spec.listen));
             specs.push(spec);
-            proxies.push(proxy);
+            proxies.push(Arc::new(proxy));
+            fault_dirs.push(fd);
         }
         let polling = Polling {
             tool: "walship soak",
@@ -288,6 +316,8 @@ impl SoakCluster {
         let mut cluster = SoakCluster {
             local: LocalCluster::new(&cfg.cluster, zk, zk_addr, specs, polling),
             proxies,
+            zk_proxies,
+            fault_dirs,
             clients,
         };
         for id in [1, 2] {
@@ -299,10 +329,10 @@ impl SoakCluster {
         Ok(cluster)
     }
 
-    /// Cut (blackhole) both directions between the nodes.
-    pub fn cut(&self) {
+    /// Cut both directions between the nodes.
+    pub fn cut(&self, mode: CutMode) {
         for p in &self.proxies {
-            p.cut(CutMode::Blackhole);
+            p.cut(mode);
         }
     }
 
@@ -312,11 +342,79 @@ impl SoakCluster {
         }
     }
 
-    /// Heals the cut, then stops everything we started (`LocalCluster::stop_all`).
+    /// Whether each node has its own ZooKeeper proxy (one ZooKeeper address).
+    pub fn has_zk_proxies(&self) -> bool {
+        !self.zk_proxies.is_empty()
+    }
+
+    /// Node `id`'s link to ZooKeeper (the other node keeps its own).
+    pub fn zk_link(&self, id: u64) -> Result<Arc<FaultProxy>> {
+        match self.zk_proxies.get((id - 1) as usize) {
+            Some(p) => Ok(Arc::clone(p)),
+            None => bail!("no ZooKeeper proxy for node {id} (--zk names an ensemble)"),
+        }
+    }
+
+    /// Cuts node `id`'s link to ZooKeeper.
+    pub fn cut_zk(&self, id: u64, mode: CutMode) -> Result<()> {
+        self.zk_link(id)?.cut(mode);
+        Ok(())
+    }
+
+    pub fn heal_zk(&self, id: u64) -> Result<()> {
+        self.zk_link(id)?.heal();
+        Ok(())
+    }
+
+    pub fn fault_dir(&self, id: u64) -> &FaultDir {
+        &self.fault_dirs[(id - 1) as usize]
+    }
+
+    /// `/v1/status` of node `id` (short timeout), if it answers.
+    pub async fn status_of(&self, id: u64) -> Option<Status> {
+        self.local.polls[(id - 1) as usize].status().await
+    }
+
+    /// Kills both nodes at once (SIGKILL to both, then reap both).
+    pub async fn kill_both(&mut self) -> Result<()> {
+        self.node(1).sigkill()?;
+        self.node(2).sigkill()?;
+        self.node(1).reap().await?;
+        self.node(2).reap().await
+    }
+
+    /// Empties node `id`'s data dir and its fault dir (stopped node).
+    pub fn wipe(&mut self, id: u64) -> Result<()> {
+        self.node(id).wipe()?;
+        self.fault_dirs[(id - 1) as usize].reset()
+    }
+
+    /// Heals every link and lifts every disk fault, then stops everything
+    /// we started (`LocalCluster::stop_all`).
     pub async fn stop_all(&mut self) {
         self.heal();
+        for p in &self.zk_proxies {
+            p.heal();
+        }
+        for d in &self.fault_dirs {
+            if let Err(e) = d.clear() {
+                eprintln!("walship soak: {e:#}");
+            }
+        }
         self.local.stop_all().await;
     }
+}
+
+/// ZooKeeper's one address, for a proxy; `None` for an ensemble
+/// (`a:1,b:2`) or a name that does not resolve.
+async fn zk_socket_addr(zk: &str) -> Option<SocketAddr> {
+    if zk.contains(',') {
+        return None;
+    }
+    if let Ok(a) = zk.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    tokio::net::lookup_host(zk).await.ok()?.next()
 }
 
 fn show(statuses: &[(u64, Option<Status>)]) -> String {

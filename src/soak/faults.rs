@@ -1,8 +1,6 @@
-//! The faults, their seeded schedule, and one cycle: inject a fault, wait
-//! (polling, with deadlines) until the cluster serves again, measure the
-//! failover time, then repair (restart the dead node, thaw the frozen one,
-//! heal the cut) and wait until both nodes are caught up, so every cycle
-//! starts from a whole cluster.
+//! The fault kinds, their seeded schedule, what one cycle reports, and the
+//! prober that measures failover. The cycles themselves (inject, wait for
+//! service, repair, wait until both nodes caught up) are in `nemesis`.
 //!
 //! Failover time is from the fault to the completion of the first write
 //! invoked after it and acknowledged. The workload's clients cannot measure
@@ -12,21 +10,17 @@
 //! request with its own timeout, all recorded in the history (key
 //! `soak-probe`) and checked like any other operation.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
-use std::time::Instant;
-
-use anyhow::bail;
-use anyhow::Context;
-use anyhow::Result;
 
 use super::client::Answer;
 use super::client::NodeClient;
-use super::cluster::SoakCluster;
 use super::history::Clock;
 use super::history::OpKind;
 use super::history::OpRecord;
@@ -34,24 +28,21 @@ use super::history::Outcome;
 use super::history::Recorder;
 use super::rng::Rng;
 
-/// Deadline of every wait in a cycle.
-pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a frozen leader stays frozen at least, and a cut lasts at least:
-/// well past the nodes' election timeout (1 s by default).
-const HOLD: Duration = Duration::from_millis(2000);
-const PROBE_EVERY: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 /// The key probe writes go to.
 pub const PROBE_KEY: &str = "soak-probe";
 /// Probe writes are history clients `PROBE_CLIENT_BASE + n`, one per write.
 pub const PROBE_CLIENT_BASE: u32 = 1_000_000;
 
-/// Starts probe writes and notes the first acknowledged one.
+/// Writes of the soak's own (probes, and the writes some faults make on
+/// keys of their own), each recorded in the history like the workload's.
 pub struct Prober {
     clients: Vec<NodeClient>,
     recorder: Recorder,
-    clock: Clock,
+    pub clock: Clock,
     next: Arc<AtomicU32>,
+    /// Keys written besides the workload's, for the final checks.
+    keys: Mutex<BTreeSet<String>>,
 }
 
 impl Prober {
@@ -61,43 +52,83 @@ impl Prober {
             recorder,
             clock,
             next: Arc::new(AtomicU32::new(0)),
+            keys: Mutex::new(BTreeSet::from([PROBE_KEY.to_string()])),
         }
+    }
+
+    /// A fresh number for a value (and a history client of its own).
+    pub fn next_number(&self) -> u32 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Keys the final checks must read besides the workload's.
+    pub fn extra_keys(&self) -> Vec<String> {
+        self.keys.lock().expect("keys lock").iter().cloned().collect()
+    }
+
+    pub fn register_key(&self, key: &str) {
+        self.keys.lock().expect("keys lock").insert(key.to_string());
     }
 
     /// One probe write to node `id` in the background; an acknowledged one
     /// lowers `first_ack` to its completion time.
-    fn spawn(&self, id: u64, first_ack: &Arc<AtomicU64>) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let client = self.clients[(id - 1) as usize].clone();
-        let recorder = self.recorder.clone();
-        let clock = self.clock;
+    pub fn spawn(&self, id: u64, first_ack: &Arc<AtomicU64>) {
+        let value = format!("p{}", self.next_number());
         let first_ack = Arc::clone(first_ack);
+        let w = self.writer(id);
         tokio::spawn(async move {
-            let value = format!("p{n}");
-            let invoke_ns = clock.now_ns();
-            let a = client.put(PROBE_KEY, &value).await;
-            let complete_ns = clock.now_ns();
-            let result = match a {
-                Answer::Ok(_) => {
-                    first_ack.fetch_min(complete_ns, Ordering::SeqCst);
-                    Outcome::Ok
-                }
-                Answer::Fail(_) => Outcome::Fail,
-                Answer::Unknown(_) => Outcome::Unknown,
-            };
-            recorder.record(OpRecord {
-                op: OpKind::Put,
-                key: PROBE_KEY.into(),
-                value: Some(value),
-                expect: None,
-                result,
-                cas_ok: None,
-                read: None,
-                client: PROBE_CLIENT_BASE + n,
-                invoke_ns,
-                complete_ns,
-            });
+            let (result, complete_ns) = w.put(PROBE_KEY, &value).await;
+            if result == Outcome::Ok {
+                first_ack.fetch_min(complete_ns, Ordering::SeqCst);
+            }
         });
+    }
+
+    /// A recorded write to node `id` (a history client of its own).
+    pub fn writer(&self, id: u64) -> ProbeWriter {
+        ProbeWriter {
+            client: self.clients[(id - 1) as usize].clone(),
+            recorder: self.recorder.clone(),
+            clock: self.clock,
+            next: Arc::clone(&self.next),
+        }
+    }
+}
+
+/// One node's recorded writes; cheap to clone into a task.
+#[derive(Clone)]
+pub struct ProbeWriter {
+    client: NodeClient,
+    recorder: Recorder,
+    clock: Clock,
+    next: Arc<AtomicU32>,
+}
+
+impl ProbeWriter {
+    /// `PUT key=value`, recorded; its outcome and completion time.
+    pub async fn put(&self, key: &str, value: &str) -> (Outcome, u64) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let invoke_ns = self.clock.now_ns();
+        let a = self.client.put(key, value).await;
+        let complete_ns = self.clock.now_ns();
+        let result = match a {
+            Answer::Ok(_) => Outcome::Ok,
+            Answer::Fail(_) => Outcome::Fail,
+            Answer::Unknown(_) => Outcome::Unknown,
+        };
+        self.recorder.record(OpRecord {
+            op: OpKind::Put,
+            key: key.into(),
+            value: Some(value.into()),
+            expect: None,
+            result,
+            cas_ok: None,
+            read: None,
+            client: PROBE_CLIENT_BASE + n,
+            invoke_ns,
+            complete_ns,
+        });
+        (result, complete_ns)
     }
 }
 
@@ -115,10 +146,58 @@ pub enum FaultKind {
     ZkRestart,
     /// Cut the link between the nodes (both still reach ZooKeeper), heal.
     Cut,
+    /// Cut the leader's link to ZooKeeper (the follower keeps its own).
+    ZkCutLeader,
+    /// Cut the follower's link to ZooKeeper (the leader keeps its own).
+    ZkCutFollower,
+    /// fdatasync off for a window, kill -9, drop what was not synced.
+    PowerLossLeader,
+    PowerLossFollower,
+    /// The leader's disk blocks every write and sync for a few seconds.
+    StallLeader,
+    // Two faults at once.
+    /// The leader cut from ZooKeeper and from the other node.
+    ZkCutLeaderCut,
+    /// The leader cut from ZooKeeper, writes to it (the follower may append
+    /// them; nothing may be acknowledged), both killed, one wiped, both
+    /// restarted: the reborn-leader case.
+    ZkCutLeaderKillBothWipe,
+    /// The leader cut from ZooKeeper and the follower killed (restarted
+    /// with its disk while the leader is still cut).
+    ZkCutLeaderKillFollower,
+    /// Power loss of both nodes at once.
+    PowerLossBoth,
+    /// The leader's disk stalled and the follower killed.
+    StallLeaderKillFollower,
+    /// The leader frozen and a node's link to ZooKeeper cut.
+    FreezeLeaderZkCut,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 18] = [
+        FaultKind::KillLeader,
+        FaultKind::KillLeaderWipe,
+        FaultKind::KillFollower,
+        FaultKind::KillFollowerWipe,
+        FaultKind::FreezeLeader,
+        FaultKind::ZkRestart,
+        FaultKind::Cut,
+        FaultKind::ZkCutLeader,
+        FaultKind::ZkCutFollower,
+        FaultKind::PowerLossLeader,
+        FaultKind::PowerLossFollower,
+        FaultKind::StallLeader,
+        FaultKind::ZkCutLeaderCut,
+        FaultKind::ZkCutLeaderKillBothWipe,
+        FaultKind::ZkCutLeaderKillFollower,
+        FaultKind::PowerLossBoth,
+        FaultKind::StallLeaderKillFollower,
+        FaultKind::FreezeLeaderZkCut,
+    ];
+
+    /// The seven kinds the soak had before it learnt ZooKeeper-link cuts,
+    /// power loss, disk stalls and combinations (`--kinds classic`).
+    pub const CLASSIC: [FaultKind; 7] = [
         FaultKind::KillLeader,
         FaultKind::KillLeaderWipe,
         FaultKind::KillFollower,
@@ -137,13 +216,56 @@ impl FaultKind {
             FaultKind::FreezeLeader => "freeze-leader",
             FaultKind::ZkRestart => "zk-restart",
             FaultKind::Cut => "cut",
+            FaultKind::ZkCutLeader => "zk-cut-leader",
+            FaultKind::ZkCutFollower => "zk-cut-follower",
+            FaultKind::PowerLossLeader => "power-loss-leader",
+            FaultKind::PowerLossFollower => "power-loss-follower",
+            FaultKind::StallLeader => "stall-leader",
+            FaultKind::ZkCutLeaderCut => "zk-cut-leader+cut",
+            FaultKind::ZkCutLeaderKillBothWipe => "zk-cut-leader+kill-both+wipe",
+            FaultKind::ZkCutLeaderKillFollower => "zk-cut-leader+kill-follower",
+            FaultKind::PowerLossBoth => "power-loss-both",
+            FaultKind::StallLeaderKillFollower => "stall-leader+kill-follower",
+            FaultKind::FreezeLeaderZkCut => "freeze-leader+zk-cut",
         }
+    }
+
+    /// Two faults at once.
+    pub fn combined(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ZkCutLeaderCut
+                | FaultKind::ZkCutLeaderKillBothWipe
+                | FaultKind::ZkCutLeaderKillFollower
+                | FaultKind::PowerLossBoth
+                | FaultKind::StallLeaderKillFollower
+                | FaultKind::FreezeLeaderZkCut
+        )
+    }
+
+    /// Restarts ZooKeeper: needs the soak's own.
+    pub fn needs_own_zk(self) -> bool {
+        self == FaultKind::ZkRestart
+    }
+
+    /// Cuts one node's link to ZooKeeper: needs a proxy per node, so one
+    /// ZooKeeper address (not an ensemble given with --zk).
+    pub fn cuts_zk_link(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ZkCutLeader
+                | FaultKind::ZkCutFollower
+                | FaultKind::ZkCutLeaderCut
+                | FaultKind::ZkCutLeaderKillBothWipe
+                | FaultKind::ZkCutLeaderKillFollower
+                | FaultKind::FreezeLeaderZkCut
+        )
     }
 
     pub fn parse(s: &str) -> Result<FaultKind, String> {
         FaultKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
             format!(
-                "unknown fault kind '{s}' (kinds: {})",
+                "unknown fault kind '{s}' (kinds: {}; groups: all, single, combined, classic)",
                 FaultKind::ALL.map(|k| k.name()).join(", ")
             )
         })
@@ -156,9 +278,31 @@ impl fmt::Display for FaultKind {
     }
 }
 
+/// One item of `--kinds`: a kind, or a group (`all`, `single`, `combined`,
+/// `classic`).
+#[derive(Clone, Debug)]
+pub struct KindSet(pub Vec<FaultKind>);
+
+impl KindSet {
+    pub fn parse(s: &str) -> Result<KindSet, String> {
+        let all = FaultKind::ALL.into_iter();
+        Ok(KindSet(match s.trim() {
+            "all" => all.collect(),
+            "single" => all.filter(|k| !k.combined()).collect(),
+            "combined" => all.filter(|k| k.combined()).collect(),
+            "classic" => FaultKind::CLASSIC.to_vec(),
+            other => vec![FaultKind::parse(other)?],
+        }))
+    }
+}
+
 /// The seeded order of faults: each round is a shuffle of every enabled kind,
-/// so any `--cycles` at least the number of kinds exercises each one.
+/// so any `--cycles` at least the number of kinds exercises each one. Each
+/// cycle's own choices (cut mode, torn or not, which node is wiped, how
+/// long) come from `params(n)`, a stream of its own per cycle number, so a
+/// seed names the same faults with the same parameters whatever the timing.
 pub struct Schedule {
+    seed: u64,
     rng: Rng,
     kinds: Vec<FaultKind>,
     bag: Vec<FaultKind>,
@@ -168,6 +312,7 @@ impl Schedule {
     pub fn new(seed: u64, kinds: Vec<FaultKind>) -> Schedule {
         assert!(!kinds.is_empty(), "at least one fault kind");
         Schedule {
+            seed,
             rng: Rng::fork(seed, 0),
             kinds,
             bag: Vec::new(),
@@ -182,144 +327,86 @@ impl Schedule {
         }
         self.bag.pop().expect("refilled")
     }
+
+    /// The random choices of cycle `n`.
+    pub fn params(&self, n: u64) -> Rng {
+        Rng::fork(self.seed ^ 0x0FA1_75EE_D0F0_A175, n)
+    }
 }
 
 /// What one cycle did.
 #[derive(Clone, Debug)]
 pub struct CycleReport {
     pub kind: FaultKind,
-    /// The node the fault hit (`None` for ZooKeeper).
+    /// The fault's categorical choices ("refuse", "torn", "wipe node 1
+    /// (leader)"), counted per kind in the summary.
+    pub variant: Vec<String>,
+    /// Its lengths ("stall 3400 ms"), shown on the cycle's line only.
+    pub params: Vec<String>,
+    /// The node the fault hit (`None` for ZooKeeper or both nodes).
     pub target: Option<u64>,
     pub failover_ms: u64,
     /// The leader once the cluster was whole again.
     pub leader_after: u64,
     /// The whole cycle, repair included.
     pub took: Duration,
+    /// What the cycle observed, in words (what a power loss dropped, how
+    /// many entries the follower appended), shown on the cycle's lines.
+    pub notes: Vec<String>,
+    /// What the cycle observed, as categories counted per kind in the
+    /// summary ("writes moved off the stalled leader").
+    pub outcomes: Vec<String>,
+    /// A service promise broken without losing data (writes did not move
+    /// off a stalled leader): reported, not a safety verdict.
+    pub liveness: Vec<String>,
+    /// A safety promise broken during the cycle (a leader cut from ZooKeeper
+    /// acknowledged a write): fails the soak.
+    pub violations: Vec<String>,
 }
 
-/// Runs one cycle of `kind`.
-pub async fn run_cycle(kind: FaultKind, cluster: &mut SoakCluster, probe: &Prober) -> Result<CycleReport> {
-    let started = Instant::now();
-    let leader = cluster
-        .wait_leader(RECOVERY_TIMEOUT, |_| true)
-        .await
-        .context("before the fault")?;
-    let follower = 3 - leader;
-    let fault_ns = probe.clock.now_ns();
-    let target = match kind {
-        FaultKind::KillLeader | FaultKind::KillLeaderWipe => {
-            cluster.node(leader).kill9().await?;
-            let failover = wait_failover(cluster, probe, fault_ns, Some(leader), |id| id == follower).await?;
-            restart(cluster, leader, kind == FaultKind::KillLeaderWipe).await?;
-            return finish(kind, Some(leader), failover, cluster, started).await;
-        }
-        FaultKind::KillFollower | FaultKind::KillFollowerWipe => {
-            cluster.node(follower).kill9().await?;
-            let failover = wait_failover(cluster, probe, fault_ns, Some(follower), |_| true).await?;
-            restart(cluster, follower, kind == FaultKind::KillFollowerWipe).await?;
-            return finish(kind, Some(follower), failover, cluster, started).await;
-        }
-        FaultKind::FreezeLeader => {
-            cluster.node(leader).sigstop()?;
-            // Frozen at least HOLD and until the other node leads and acks.
-            let failover = wait_failover(cluster, probe, fault_ns, Some(leader), |id| id == follower).await;
-            hold_until(started + HOLD).await;
-            cluster.node(leader).sigcont()?;
-            return finish(kind, Some(leader), failover?, cluster, started).await;
-        }
-        FaultKind::ZkRestart => {
-            let Some(zk) = cluster.zk.as_mut() else {
-                bail!("zk-restart needs the soak's own ZooKeeper (not --zk)");
-            };
-            zk.stop().await.context("stop ZooKeeper")?;
-            zk.start_again().await.context("start ZooKeeper again")?;
-            None
-        }
-        FaultKind::Cut => {
-            cluster.cut();
-            // Cut at least HOLD, and until a write is acknowledged during it
-            // (by the old leader with W, or by the other after it took over).
-            let failover = wait_failover(cluster, probe, fault_ns, None, |_| true).await;
-            hold_until(started + HOLD).await;
-            cluster.heal();
-            return finish(kind, None, failover?, cluster, started).await;
-        }
-    };
-    let failover = wait_failover(cluster, probe, fault_ns, None, |_| true).await?;
-    finish(kind, target, failover, cluster, started).await
-}
-
-/// Probes from the fault on (never node `down`, which the fault stopped)
-/// until a probe write is acknowledged, then waits for a ready leader that
-/// `accept` takes; returns the failover time in ms.
-async fn wait_failover(
-    cluster: &mut SoakCluster,
-    probe: &Prober,
-    fault_ns: u64,
-    down: Option<u64>,
-    accept: impl Fn(u64) -> bool,
-) -> Result<u64> {
-    let first_ack = Arc::new(AtomicU64::new(u64::MAX));
-    let end = Instant::now() + RECOVERY_TIMEOUT;
-    let mut n = 0u64;
-    loop {
-        let ack = first_ack.load(Ordering::SeqCst);
-        if ack != u64::MAX {
-            cluster
-                .wait_leader(RECOVERY_TIMEOUT, accept)
-                .await
-                .context("after the fault")?;
-            return Ok(ack.saturating_sub(fault_ns) / 1_000_000);
-        }
-        cluster.check_crashes()?;
-        if Instant::now() >= end {
-            bail!(
-                "no write invoked after the fault was acknowledged within {RECOVERY_TIMEOUT:?} ({:.1} s after the fault)",
-                (probe.clock.now_ns() - fault_ns) as f64 / 1e9
-            );
-        }
-        let id = match down {
-            Some(d) => 3 - d,
-            None => 1 + n % 2,
-        };
-        n += 1;
-        probe.spawn(id, &first_ack);
-        tokio::time::sleep(PROBE_EVERY).await;
+impl CycleReport {
+    /// Choices and lengths, for the cycle's line.
+    pub fn variant_text(&self) -> String {
+        self.variant
+            .iter()
+            .chain(&self.params)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
-async fn restart(cluster: &mut SoakCluster, id: u64, wipe: bool) -> Result<()> {
-    if wipe {
-        cluster.node(id).wipe()?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_groups() {
+        for k in FaultKind::ALL {
+            assert_eq!(FaultKind::parse(k.name()), Ok(k));
+        }
+        assert_eq!(KindSet::parse("all").unwrap().0.len(), FaultKind::ALL.len());
+        let combined = KindSet::parse("combined").unwrap().0;
+        let single = KindSet::parse("single").unwrap().0;
+        assert_eq!(combined.len() + single.len(), FaultKind::ALL.len());
+        assert!(combined.iter().all(|k| k.combined()));
+        assert!(combined.len() >= 5);
+        assert_eq!(KindSet::parse("classic").unwrap().0, FaultKind::CLASSIC.to_vec());
+        assert!(KindSet::parse("meteor").is_err());
     }
-    cluster.node(id).spawn()?;
-    cluster.wait_live(id, RECOVERY_TIMEOUT).await
-}
 
-/// Waits until the cluster is whole again (both nodes caught up).
-async fn finish(
-    kind: FaultKind,
-    target: Option<u64>,
-    failover_ms: u64,
-    cluster: &mut SoakCluster,
-    started: Instant,
-) -> Result<CycleReport> {
-    cluster
-        .wait_caught_up(RECOVERY_TIMEOUT)
-        .await
-        .context("repairing after the fault")?;
-    let leader_after = cluster.wait_leader(RECOVERY_TIMEOUT, |_| true).await?;
-    Ok(CycleReport {
-        kind,
-        target,
-        failover_ms,
-        leader_after,
-        took: started.elapsed(),
-    })
-}
-
-/// The fault's own minimum length (not a synchronisation: the waits above
-/// already polled for what must have happened).
-async fn hold_until(t: Instant) {
-    tokio::time::sleep_until(t.into()).await;
+    #[test]
+    fn schedule_is_a_function_of_the_seed() {
+        let kinds = FaultKind::ALL.to_vec();
+        let mut a = Schedule::new(5, kinds.clone());
+        let mut b = Schedule::new(5, kinds.clone());
+        let xs: Vec<_> = (0..40).map(|_| a.next_kind()).collect();
+        let ys: Vec<_> = (0..40).map(|_| b.next_kind()).collect();
+        assert_eq!(xs, ys);
+        // Every round of ALL.len() cycles holds every kind once.
+        let first: BTreeSet<_> = xs[..kinds.len()].iter().collect();
+        assert_eq!(first.len(), kinds.len());
+        assert_eq!(a.params(7).next_u64(), b.params(7).next_u64());
+        assert_ne!(a.params(7).next_u64(), a.params(8).next_u64());
+    }
 }

@@ -2,17 +2,21 @@
 //! witness-protocol.md). It starts ZooKeeper and both nodes, drives a
 //! concurrent workload over a small key space, and cycles seeded faults
 //! (kill -9 of the leader or the follower with the disk kept or wiped,
-//! SIGSTOP of the leader, a ZooKeeper restart, a cut between the nodes),
-//! waiting after each for the cluster to serve again. At the end it checks
-//! that every acknowledged write survived (through each node and from
-//! ZooKeeper alone) and that each key's history is linearizable, prints a
-//! summary, and exits 0 only if both hold.
+//! SIGSTOP of the leader, a ZooKeeper restart, a cut between the nodes, a
+//! cut between one node and ZooKeeper, power loss, a stalled disk, and
+//! two of these at once), waiting after each for the cluster to serve
+//! again. At the end it checks that every acknowledged write survived
+//! (through each node, on each node's own state, and from ZooKeeper alone)
+//! and that each key's history is linearizable, prints a summary with the
+//! faults exercised, and exits 0 only if both hold.
 //!
 //! This file is the orchestration; each other role has its own file:
-//! `args` (flags), `procs` (processes), `cluster` (the cluster and its
-//! waits), `client` (the HTTP API and outcome classes), `workload`,
-//! `faults`, `history` (the JSON Lines history), `check` (the two checks),
-//! `lincheck` (the linearizability checker), `summary`, `rng`.
+//! `args` (flags), `procs` (processes), `cluster` (the cluster, its fault
+//! proxies and its waits), `client` (the HTTP API and outcome classes),
+//! `workload`, `faults` (kinds, schedule, prober), `nemesis` (one fault
+//! cycle), `disk` (the storage layer's fault hooks), `history` (the JSON
+//! Lines history), `check` (the checks), `lincheck` (the linearizability
+//! checker), `summary`, `rng`.
 //!
 //! Exit status: 0 pass; 1 a violation, a stall or a crash; 2 bad flags or
 //! an unreachable `--zk` (one line on stderr); 130/143 interrupted by
@@ -23,9 +27,11 @@ mod args;
 pub mod check;
 pub mod client;
 pub mod cluster;
+pub mod disk;
 pub mod faults;
 pub mod history;
 pub mod lincheck;
+pub mod nemesis;
 pub mod procs;
 pub mod rng;
 pub mod summary;
@@ -79,6 +85,8 @@ struct Plan {
     history: PathBuf,
     zk: Option<String>,
     kinds: Vec<FaultKind>,
+    /// Kinds left out, and why.
+    skipped: Vec<(FaultKind, String)>,
     bin: PathBuf,
 }
 
@@ -102,12 +110,7 @@ pub async fn run(args: SoakArgs) -> ExitCode {
     state.summary.kinds = plan.kinds.clone();
     state.summary.history_path = plan.history.clone();
     state.summary.workload_clients = plan.clients;
-    if plan.zk.is_some() {
-        state.summary.skipped.push((
-            FaultKind::ZkRestart,
-            "ZooKeeper given with --zk is not the soak's to restart".into(),
-        ));
-    }
+    state.summary.skipped = plan.skipped.clone();
     println!(
         "walship soak: seed {}, {}, {} clients over {} keys, faults: {}",
         plan.seed,
@@ -203,13 +206,31 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         Some(b) => return Err(format!("--bin {}: no such file", b.display())),
         None => std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?,
     };
-    let mut kinds = args.kinds.unwrap_or_else(|| FaultKind::ALL.to_vec());
+    let mut kinds: Vec<FaultKind> = match args.kinds {
+        Some(sets) => sets.into_iter().flat_map(|s| s.0).collect(),
+        None => FaultKind::ALL.to_vec(),
+    };
     kinds.sort();
     kinds.dedup();
-    if args.zk.is_some() {
-        kinds.retain(|k| *k != FaultKind::ZkRestart);
+    let mut skipped = Vec::new();
+    if let Some(zk) = &args.zk {
+        let ensemble = zk.contains(',');
+        for k in &kinds {
+            if k.needs_own_zk() {
+                skipped.push((*k, "ZooKeeper given with --zk is not the soak's to restart".to_string()));
+            } else if ensemble && k.cuts_zk_link() {
+                skipped.push((
+                    *k,
+                    "--zk names an ensemble: no one address to put a node's ZooKeeper proxy in front of".to_string(),
+                ));
+            }
+        }
+        kinds.retain(|k| !skipped.iter().any(|(s, _)| s == k));
         if kinds.is_empty() {
-            return Err("--kinds zk-restart needs the soak's own ZooKeeper (drop --zk)".into());
+            return Err(format!(
+                "--kinds {} needs the soak's own ZooKeeper (drop --zk)",
+                skipped.iter().map(|(k, _)| k.name()).collect::<Vec<_>>().join(",")
+            ));
         }
     }
     let cycles = args.cycles.or(match args.duration {
@@ -223,7 +244,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
             .unwrap_or(0);
         (t ^ (std::process::id() as u64) << 32) % 1_000_000_000
     });
-    let run_dir = procs::prepare_run_dir(&args.run_dir, &["zk", "node1", "node2"])?;
+    let run_dir = procs::prepare_run_dir(&args.run_dir, &["zk", "node1", "node2", "fault1", "fault2"])?;
     let history = args.history.unwrap_or_else(|| run_dir.join("history.jsonl"));
     Ok(Plan {
         cycles,
@@ -235,6 +256,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         history,
         zk: args.zk,
         kinds,
+        skipped,
         bin,
     })
 }
@@ -305,12 +327,19 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
         }
         n += 1;
         let kind = schedule.next_kind();
-        let report = faults::run_cycle(kind, cluster, &prober)
+        let ctx = nemesis::CycleCtx {
+            cluster: &mut *cluster,
+            probe: &prober,
+            workload: wl,
+            number: n,
+            rng: schedule.params(n),
+        };
+        let report = nemesis::run_cycle(kind, ctx)
             .await
             .with_context(|| format!("cycle {n} ({kind}) did not recover"))?;
         let c = &wl.counters;
         println!(
-            "[{:>6}] cycle {n:>3}{} {:<18} {:<8} failover {:>5} ms, node {} leads; {} ops, {} writes acked  ({:.1} s)",
+            "[{:>6}] cycle {n:>3}{} {:<28} {:<8} failover {:>5} ms, node {} leads; {} ops, {} writes acked  ({:.1} s){}",
             elapsed(started),
             plan.cycles.map(|c| format!("/{c}")).unwrap_or_default(),
             kind.name(),
@@ -319,17 +348,33 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
             report.leader_after,
             c.ops(),
             c.acked(),
-            report.took.as_secs_f64()
+            report.took.as_secs_f64(),
+            if report.variant.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", report.variant_text())
+            }
         );
+        for note in &report.notes {
+            println!("           {note}");
+        }
+        for l in &report.liveness {
+            println!("           LIVENESS: {l}");
+        }
+        for v in &report.violations {
+            println!("           VIOLATION: {v}");
+        }
         state.summary.cycles.push(report);
         wait_progress(cluster, wl, WRITES_BETWEEN_CYCLES).await?;
     }
 
     println!("[{:>6}] stopping the workload; final reads", elapsed(started));
+    let mut keys: Vec<String> = (0..plan.keys as u64).map(workload::key_name).collect();
+    keys.extend(prober.extra_keys());
     drop(prober);
     state.workload.take().expect("started above").stop().await;
     let recorder = state.recorder.take().expect("started above");
-    let (lin_reads, problems) = check::final_reads(cluster, plan.keys, plan.clients, &recorder, clock).await?;
+    let (lin_reads, problems) = check::final_reads(cluster, &keys, plan.clients, &recorder, clock).await?;
     drop(recorder);
     state.summary.problems.extend(problems);
     let records = state.writer.take().expect("started above").finish().await?;
@@ -339,7 +384,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     // each node once caught up, and ZooKeeper alone.
     let mut violations = Vec::new();
     for (i, values) in lin_reads.iter().enumerate() {
-        let v = check::against_allowed(&format!("node {} (linearizable)", i + 1), plan.keys, values, &allowed);
+        let v = check::against_allowed(&format!("node {} (linearizable)", i + 1), &keys, values, &allowed);
         state.summary.durable.push(format!(
             "node {} linearizable reads: {}",
             i + 1,
@@ -349,9 +394,9 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     }
     cluster.wait_caught_up(Duration::from_secs(60)).await?;
     for i in 0..2usize {
-        let (values, problems) = check::stale_reads(cluster, i, plan.keys).await;
+        let (values, problems) = check::stale_reads(cluster, i, &keys).await;
         state.summary.problems.extend(problems);
-        let mut v = check::against_allowed(&format!("node {} (local)", i + 1), plan.keys, &values, &allowed);
+        let mut v = check::against_allowed(&format!("node {} (local)", i + 1), &keys, &values, &allowed);
         for (key, value) in &values {
             if lin_reads[0].get(key).is_some_and(|l| l != value) {
                 v.push(format!(
@@ -367,6 +412,25 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
             verdict_word(v.len(), values.len())
         ));
         violations.extend(v);
+    }
+    match check::same_state(cluster).await {
+        (None, None) => state
+            .summary
+            .durable
+            .push("nodes' whole state:         same key count at the same applied index".to_string()),
+        (Some(v), _) => {
+            state
+                .summary
+                .durable
+                .push("nodes' whole state:         DIFFERENT".to_string());
+            violations.push(format!("nodes' whole state: {v}"));
+        }
+        (None, Some(p)) => state.summary.problems.push(p),
+    }
+    // Violations a cycle saw as it happened (a leader cut from ZooKeeper
+    // acknowledging a write).
+    for c in &state.summary.cycles {
+        violations.extend(c.violations.iter().cloned());
     }
     let (zk_ok, zk_text) = check::zookeeper_alone(&plan.bin, &cluster.zk_addr, &cluster.name, &plan.history).await;
     let zk_line = zk_text.lines().last().unwrap_or("").to_string();

@@ -327,6 +327,10 @@ pub struct NodeSpec {
     /// The fault proxy in front of this node: what the other node dials.
     pub advertise: Option<SocketAddr>,
     pub extra_args: Vec<String>,
+    /// The storage layer's fault-hook directory (`WALSHIP_FAULT_DIR`):
+    /// `stall` and `nosync` files in it freeze the disk or skip fdatasync,
+    /// and its `synced` record says what a power loss keeps. `None`: no hooks.
+    pub fault_dir: Option<PathBuf>,
 }
 
 impl NodeSpec {
@@ -344,6 +348,7 @@ impl NodeSpec {
             listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
             advertise: None,
             extra_args: Vec::new(),
+            fault_dir: None,
         })
     }
 }
@@ -420,8 +425,13 @@ impl NodeProc {
             "WALSHIP_DATA_DIR",
             "WALSHIP_LISTEN",
             "WALSHIP_ADVERTISE",
+            "WALSHIP_FAULT_DIR",
         ] {
             cmd.env_remove(var);
+        }
+        if let Some(dir) = &s.fault_dir {
+            std::fs::create_dir_all(dir)?;
+            cmd.env("WALSHIP_FAULT_DIR", dir);
         }
         let child = cmd
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
@@ -439,6 +449,22 @@ impl NodeProc {
         match self.proc.as_mut() {
             Some(p) => p.kill9().await,
             None => bail!("node {} is not running", self.spec.id),
+        }
+    }
+
+    /// SIGKILL without waiting (`reap` waits): to kill two nodes at once.
+    pub fn sigkill(&mut self) -> Result<()> {
+        match self.proc.as_mut() {
+            Some(p) => p.signal(libc::SIGKILL),
+            None => bail!("node {} is not running", self.spec.id),
+        }
+    }
+
+    /// Waits for a node sent SIGKILL to exit, and reaps it.
+    pub async fn reap(&mut self) -> Result<()> {
+        match self.proc.as_mut() {
+            Some(p) => p.wait_exit(STOP_TIMEOUT).await,
+            None => Ok(()),
         }
     }
 

@@ -86,6 +86,7 @@ impl Summary {
         }
         let kinds: Vec<String> = per_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(s, "  cycles        {}", kinds.join(", "));
+        s.push_str(&self.fault_table());
         for (k, why) in &self.skipped {
             let _ = writeln!(s, "  skipped       {k}: {why}");
         }
@@ -179,6 +180,80 @@ impl Summary {
         s
     }
 
+    /// Which fault kinds and combinations ran, how often, with which
+    /// choices and outcomes, and their failover percentiles.
+    pub fn fault_table(&self) -> String {
+        let mut s = String::new();
+        let combined = self.cycles.iter().filter(|c| c.kind.combined()).count();
+        let _ = writeln!(
+            s,
+            "  faults        {} cycles: {} single faults, {} combined (two faults at once)",
+            self.cycles.len(),
+            self.cycles.len() - combined,
+            combined
+        );
+        let mut rows: BTreeMap<FaultKind, Vec<&CycleReport>> = self.kinds.iter().map(|k| (*k, Vec::new())).collect();
+        for c in &self.cycles {
+            rows.entry(c.kind).or_default().push(c);
+        }
+        let width = rows.keys().map(|k| k.name().len()).max().unwrap_or(4).max(4) + 2;
+        let _ = writeln!(
+            s,
+            "    {:<width$}{:>4} {:>8} {:>8} {:>8}  choices; outcomes",
+            "kind", "runs", "p50 ms", "p99 ms", "max ms"
+        );
+        // Single kinds first, then the combinations.
+        let mut order: Vec<(&FaultKind, &Vec<&CycleReport>)> = rows.iter().collect();
+        order.sort_by_key(|(k, _)| (k.combined(), **k));
+        for (kind, cycles) in order {
+            let mut ms: Vec<u64> = cycles.iter().map(|c| c.failover_ms).collect();
+            ms.sort_unstable();
+            let (p50, p99, max) = if ms.is_empty() {
+                ("-".to_string(), "-".to_string(), "-".to_string())
+            } else {
+                (
+                    rank(&ms, 50).to_string(),
+                    rank(&ms, 99).to_string(),
+                    ms[ms.len() - 1].to_string(),
+                )
+            };
+            let tally = |items: &mut dyn Iterator<Item = &String>| {
+                let mut t: BTreeMap<&str, usize> = BTreeMap::new();
+                for i in items {
+                    *t.entry(i.as_str()).or_default() += 1;
+                }
+                t.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+            };
+            let choices = tally(&mut cycles.iter().flat_map(|c| c.variant.iter()));
+            let outcomes = tally(&mut cycles.iter().flat_map(|c| c.outcomes.iter()));
+            let text = match (choices.is_empty(), outcomes.is_empty()) {
+                (_, true) => choices,
+                (true, false) => format!("-; {outcomes}"),
+                (false, false) => format!("{choices}; {outcomes}"),
+            };
+            let name = if kind.combined() {
+                format!("{} *", kind.name())
+            } else {
+                kind.name().to_string()
+            };
+            let _ = writeln!(
+                s,
+                "    {name:<width$}{:>4} {p50:>8} {p99:>8} {max:>8}  {text}",
+                cycles.len()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "    (* two faults at once; failover: fault -> first acknowledged write invoked after it)"
+        );
+        for c in &self.cycles {
+            for l in &c.liveness {
+                let _ = writeln!(s, "  LIVENESS      {}: {l}", c.kind);
+            }
+        }
+        s
+    }
+
     fn workload(&self) -> WorkloadCounts {
         let mut w = WorkloadCounts::default();
         for r in self.records.iter().filter(|r| r.client < self.workload_clients) {
@@ -239,6 +314,56 @@ pub fn show_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cycle(kind: FaultKind, ms: u64, variant: &[&str], outcomes: &[&str]) -> CycleReport {
+        CycleReport {
+            kind,
+            variant: variant.iter().map(|s| s.to_string()).collect(),
+            params: vec!["stall 3000 ms".into()],
+            target: Some(1),
+            failover_ms: ms,
+            leader_after: 2,
+            took: Duration::from_secs(3),
+            notes: vec!["a note".into()],
+            outcomes: outcomes.iter().map(|s| s.to_string()).collect(),
+            liveness: Vec::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn fault_table_counts_kinds_choices_and_outcomes() {
+        let s = Summary {
+            kinds: vec![FaultKind::ZkCutLeader, FaultKind::PowerLossBoth, FaultKind::Cut],
+            cycles: vec![
+                cycle(FaultKind::ZkCutLeader, 100, &["refuse"], &[]),
+                cycle(FaultKind::ZkCutLeader, 300, &["blackhole"], &[]),
+                cycle(FaultKind::ZkCutLeader, 200, &["refuse"], &[]),
+                cycle(FaultKind::PowerLossBoth, 900, &["1 of 2 torn"], &["log records lost"]),
+            ],
+            ..Default::default()
+        };
+        let t = s.fault_table();
+        assert!(t.contains("4 cycles: 3 single faults, 1 combined"), "{t}");
+        let row = |k: &str| {
+            t.lines()
+                .find(|l| l.trim_start().starts_with(k))
+                .unwrap_or("")
+                .to_string()
+        };
+        let zk_row = row("zk-cut-leader ");
+        let zk: Vec<&str> = zk_row.split_whitespace().collect();
+        assert_eq!(&zk[..5], ["zk-cut-leader", "3", "200", "300", "300"], "{t}");
+        assert!(row("zk-cut-leader ").ends_with("blackhole 1, refuse 2"), "{t}");
+        assert!(
+            row("power-loss-both *").ends_with("1 of 2 torn 1; log records lost 1"),
+            "{t}"
+        );
+        // An enabled kind that did not run still has its row.
+        assert!(row("cut ").contains(" 0 "), "{t}");
+        // Single kinds before combinations.
+        assert!(t.find("cut ").unwrap() < t.find("power-loss-both").unwrap(), "{t}");
+    }
 
     #[test]
     fn percentiles() {

@@ -24,6 +24,8 @@ use super::rng::Rng;
 /// Pause after an operation that was not acknowledged, so a client does not
 /// spin while there is no leader (pacing, not synchronisation).
 const BACKOFF: Duration = Duration::from_millis(25);
+/// How often a paused client looks whether it may go on.
+const PAUSED_POLL: Duration = Duration::from_millis(10);
 
 /// Live counters.
 #[derive(Debug, Default)]
@@ -51,6 +53,7 @@ impl Counters {
 
 pub struct Workload {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub counters: Arc<Counters>,
     /// Each client's operation in flight, to record as unknown on abort.
@@ -74,6 +77,7 @@ pub fn key_name(i: u64) -> String {
 impl Workload {
     pub fn start(cfg: &WorkloadConfig, nodes: Vec<NodeClient>, recorder: Recorder, clock: Clock) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let inflight = Arc::new(Mutex::new(vec![None; cfg.clients as usize]));
         let nodes = Arc::new(nodes);
@@ -87,6 +91,7 @@ impl Workload {
                     recorder: recorder.clone(),
                     clock,
                     stop: Arc::clone(&stop),
+                    paused: Arc::clone(&paused),
                     counters: Arc::clone(&counters),
                     inflight: Arc::clone(&inflight),
                     seen: HashMap::new(),
@@ -96,12 +101,20 @@ impl Workload {
             .collect();
         Workload {
             stop,
+            paused,
             tasks,
             counters,
             inflight,
             recorder,
             clock,
         }
+    }
+
+    /// Holds (or releases) every client before its next operation; one in
+    /// flight finishes. A fault that needs the next log entries to be its own
+    /// writes (see `faults`) pauses the workload for that moment.
+    pub fn pause(&self, on: bool) {
+        self.paused.store(on, Ordering::SeqCst);
     }
 
     /// Lets every client finish its operation in flight, then returns.
@@ -137,6 +150,7 @@ struct ClientLoop {
     recorder: Recorder,
     clock: Clock,
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     counters: Arc<Counters>,
     inflight: Arc<Mutex<Vec<Option<OpRecord>>>>,
     /// The last value this client saw per key (for its CAS expectations).
@@ -147,6 +161,10 @@ impl ClientLoop {
     async fn run(mut self) {
         let mut seq = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
+            if self.paused.load(Ordering::SeqCst) {
+                tokio::time::sleep(PAUSED_POLL).await;
+                continue;
+            }
             seq += 1;
             let key = key_name(self.rng.below(self.keys));
             let node = &self.nodes[self.rng.below(self.nodes.len() as u64) as usize];
