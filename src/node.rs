@@ -860,14 +860,18 @@ impl Node {
     /// commit: local disk frozen, Raft core wedged or dead, apply stuck).
     /// The lease must say "this leader commits", not only "this process
     /// reaches ZooKeeper". Every touch interval, while leading, this proves
-    /// it: entries were applied since the last look (under load), or else a
-    /// leadership check succeeds in time (`ensure_linearizable`: a checked
-    /// heartbeat to W through the Raft core, answered once everything
-    /// committed is applied). Either proof is dated at the start of the
-    /// look, so a proof never outlives what it observed.
+    /// it: entries were applied since the last look (under load), or else,
+    /// with no entry left waiting since the last look, a leadership check
+    /// succeeds in time (`ensure_linearizable`: a checked heartbeat to W
+    /// through the Raft core, answered once everything committed is
+    /// applied). Entries that wait a whole look with nothing applied mean
+    /// nothing commits (W refuses the append, the local disk is frozen), and
+    /// a heartbeat W still accepts must not hide that. Either proof is dated
+    /// at the start of the look, so a proof never outlives what it observed.
     async fn commit_probe_loop(self: Arc<Self>) {
         let probe_timeout = Duration::from_millis((self.cfg.election_timeout_ms / 2).max(1));
         let mut seen_applied: Option<Option<crate::types::LogId>> = None;
+        let mut seen_waiting = false;
         while !self.is_stopping() {
             tokio::time::sleep(self.touch_interval()).await;
             let Some(raft) = self.raft() else { continue };
@@ -876,15 +880,20 @@ impl Node {
             if m.state != ServerState::Leader {
                 *self.commit_proof.lock().expect("proof lock") = None;
                 seen_applied = None;
+                seen_waiting = false;
                 continue;
             }
             let progressed = seen_applied.is_some_and(|seen| m.last_applied > seen);
             seen_applied = Some(m.last_applied);
+            let waiting = m.last_log_index > m.last_applied.map(|l| l.index);
+            let stuck = waiting && seen_waiting && !progressed;
+            seen_waiting = waiting;
             let proven = progressed
-                || matches!(
-                    tokio::time::timeout(probe_timeout, raft.ensure_linearizable()).await,
-                    Ok(Ok(_))
-                );
+                || (!stuck
+                    && matches!(
+                        tokio::time::timeout(probe_timeout, raft.ensure_linearizable()).await,
+                        Ok(Ok(_))
+                    ));
             if proven {
                 let mut proof = self.commit_proof.lock().expect("proof lock");
                 *proof = std::cmp::max(*proof, Some(started));
