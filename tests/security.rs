@@ -172,3 +172,45 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
     assert_eq!(code, 200);
     Ok(())
 }
+
+/// A peer's request naming a term or index no real cluster reaches is
+/// refused before openraft sees it. On 342ed45 a vote of term u64::MAX
+/// panicked openraft's core: both nodes ended at term u64::MAX with no
+/// leader, every write 503/504, restarts included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_peer_terms_are_refused_and_change_nothing() -> Result<()> {
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::raft::VoteRequest;
+    use walship::types::Vote;
+    let mut c = Cluster::start("peer-bounds").await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    let follower = Cluster::other(leader);
+    let http = reqwest::Client::new();
+    let post = |id: u64, path: &str, body: Vec<u8>| {
+        let url = format!("http://{}{path}", c.node(id).listen());
+        let req = http.post(url).body(body);
+        async move { Ok::<u16, anyhow::Error>(req.send().await?.status().as_u16()) }
+    };
+    let huge_vote = VoteRequest::<u64>::new(Vote::new(u64::MAX, follower), None);
+    let huge_append = AppendEntriesRequest::<walship::types::TypeConfig> {
+        vote: Vote::new_committed(u64::MAX - 1, follower),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let stranger_vote = VoteRequest::<u64>::new(Vote::new(7, 99), None);
+    for id in [leader, follower] {
+        assert_eq!(post(id, "/raft/vote", bincode::serialize(&huge_vote)?).await?, 400);
+        assert_eq!(post(id, "/raft/append", bincode::serialize(&huge_append)?).await?, 400);
+        assert_eq!(post(id, "/raft/vote", bincode::serialize(&stranger_vote)?).await?, 400);
+    }
+    // Nothing changed: the same leader, a sane term, and writes go on.
+    assert_eq!(c.wait_for_leader(TIMEOUT).await?, leader);
+    let status = c.api(leader).status().await.into_result()?;
+    assert!(
+        status.term.is_some_and(|t| t < 1000),
+        "term after the probes: {status:?}"
+    );
+    assert!(c.api(follower).put("after-probes", "ok").await.is_success());
+    Ok(())
+}

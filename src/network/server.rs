@@ -71,6 +71,39 @@ fn bad_request(e: impl std::fmt::Display) -> Response {
     (StatusCode::BAD_REQUEST, format!("undecodable raft rpc: {e}")).into_response()
 }
 
+/// Terms and indexes a peer may name. A real cluster stays far below (a
+/// term per election, an index per entry); above, openraft's engine does
+/// arithmetic that overflows (a vote of term u64::MAX panicked its core and
+/// left both nodes leaderless, restarts included).
+const MAX_PEER_TERM: u64 = 1 << 40;
+const MAX_PEER_INDEX: u64 = 1 << 60;
+
+/// Checks what a peer's request says before openraft sees it: the vote is
+/// the other node's (or this node's, on a hand-over), its term and every
+/// log id in range, and no log id's term above the vote's (a leader never
+/// holds an entry from a later term than its own).
+fn check_peer_input<'a>(
+    vote: &Vote,
+    log_ids: impl IntoIterator<Item = Option<&'a crate::types::LogId>>,
+) -> Result<(), Response> {
+    let term = vote.leader_id().term;
+    let from = vote.leader_id().voted_for();
+    if !from.is_some_and(|id| crate::types::NODE_IDS.contains(&id)) {
+        return Err(bad_request(format!("vote of {from:?}: not a node of this cluster")));
+    }
+    if term > MAX_PEER_TERM {
+        return Err(bad_request(format!("term {term} is out of range")));
+    }
+    for l in log_ids.into_iter().flatten() {
+        if l.leader_id.term > term || l.index > MAX_PEER_INDEX {
+            return Err(bad_request(format!(
+                "log id {l} is out of range for a vote of term {term}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn encode<T: Serialize>(v: &T) -> Response {
     match bincode::serialize(v) {
         Ok(b) => b.into_response(),
@@ -87,6 +120,20 @@ async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
+    let ids = [req.prev_log_id.as_ref(), req.leader_commit.as_ref()]
+        .into_iter()
+        .chain(req.entries.iter().map(|e| Some(&e.log_id)));
+    if let Err(r) = check_peer_input(&req.vote, ids) {
+        return r;
+    }
+    let consecutive = req
+        .entries
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.log_id.index == req.prev_log_id.map_or(0, |p| p.index + 1) + i as u64);
+    if !consecutive {
+        return bad_request("entries do not follow prev_log_id one by one");
+    }
     let Some(raft) = node.raft() else { return unavailable() };
     let leader_vote = req.vote;
     // openraft's follower keeps an entry whose log id it already has,
@@ -123,6 +170,9 @@ async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
+    if let Err(r) = check_peer_input(&req.vote, [req.last_log_id.as_ref()]) {
+        return r;
+    }
     let Some(raft) = node.raft() else { return unavailable() };
     encode(&raft.vote(req).await)
 }
@@ -132,6 +182,13 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
+    let ids = [
+        req.meta.last_log_id.as_ref(),
+        req.meta.last_membership.log_id().as_ref(),
+    ];
+    if let Err(r) = check_peer_input(&req.vote, ids) {
+        return r;
+    }
     let Some(raft) = node.raft() else { return unavailable() };
     crate::metrics::METRICS
         .snapshots
