@@ -104,7 +104,10 @@ async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(stop).await?;
     tracing::info!("stopping: handing over if leading, then closing the ZooKeeper session");
     node.shutdown().await;
-    Ok(())
+    match node.fatal() {
+        Some(why) => Err(anyhow::anyhow!("{why}")),
+        None => Ok(()),
+    }
 }
 
 /// Puts `node=<id>` at the start of every log line, including those of

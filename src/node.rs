@@ -171,6 +171,9 @@ pub struct Node {
     stopping: std::sync::atomic::AtomicBool,
     /// Set by `POST /admin/leave`; `main` stops the process as on SIGTERM.
     stop_requested: Notify,
+    /// Why the Raft core stopped by itself (a storage error, a panic): the
+    /// node then stops serving and exits with this error (`core_watch_loop`).
+    fatal: std::sync::OnceLock<String>,
     /// Set by the leader's hand-over request: fail over at the next tick.
     takeover: std::sync::atomic::AtomicBool,
     /// Group commit of client requests; set once the node is in an Arc.
@@ -297,6 +300,7 @@ impl Node {
             stopping: std::sync::atomic::AtomicBool::new(false),
             proposer: std::sync::OnceLock::new(),
             stop_requested: Notify::new(),
+            fatal: std::sync::OnceLock::new(),
             takeover: std::sync::atomic::AtomicBool::new(false),
             events,
         });
@@ -481,6 +485,7 @@ impl Node {
         tokio::spawn(Arc::clone(self).leader_znode_watch());
         tokio::spawn(Arc::clone(self).leader_duties_loop());
         tokio::spawn(Arc::clone(self).commit_probe_loop());
+        tokio::spawn(Arc::clone(self).core_watch_loop());
         tokio::spawn(crate::events::watch_peer(Arc::clone(self)));
         Ok(())
     }
@@ -842,6 +847,48 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// A Raft core that stopped by itself (a storage error such as a failed
+    /// write or descriptor exhaustion, a panic) never comes back, and a node
+    /// left serving without one answers 504 to every write while looking
+    /// alive. So the node stops instead: `/health/live` turns 503 at once,
+    /// the process exits non-zero with the reason (a supervisor restarts
+    /// it, and a restart re-reads the disk and adopts W), and the other
+    /// node takes over meanwhile. `Fatal::Stopped` is ours (failover
+    /// restarts, shutdown) and ignored.
+    async fn core_watch_loop(self: Arc<Self>) {
+        while !self.is_stopping() {
+            let Some(raft) = self.raft() else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            let mut metrics = raft.metrics();
+            loop {
+                let state = metrics.borrow_and_update().running_state.clone();
+                match state {
+                    Err(openraft::error::Fatal::Stopped) => break,
+                    Err(fatal) => {
+                        let why = format!("the Raft core stopped: {fatal}");
+                        tracing::error!("{why}; this node stops serving and exits so that it can be restarted");
+                        let _ = self.fatal.set(why);
+                        self.request_stop();
+                        return;
+                    }
+                    Ok(()) => {}
+                }
+                if metrics.changed().await.is_err() {
+                    break;
+                }
+            }
+            // This core was stopped or replaced: watch the next one.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Why the Raft core stopped by itself, if it did (see `core_watch_loop`).
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.get().map(String::as_str)
     }
 
     /// True when the commit path was proven to work within half an election

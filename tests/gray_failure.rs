@@ -79,6 +79,60 @@ async fn disk_stall(cluster: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+/// The leader's disk fails (the fault hook `fail`: every write EIO, as on a
+/// dying disk or with no descriptors left). Its Raft core stops for good; on
+/// 342ed45 the node then sat in role `shutdown` answering 504 to every write
+/// with `/health/live` 200. Now it exits non-zero with the reason, the other
+/// node takes over, and a restart (the disk healed) rejoins with nothing lost.
+async fn disk_failure(cluster: &mut Cluster) -> Result<()> {
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let follower = Cluster::other(leader);
+    let writer = Writer::start(vec![cluster.api(follower)], WriterOptions::new("fail"));
+    writer.wait_for_more_acks(30, LEADER_TIMEOUT).await?;
+
+    let fail = cluster.fault_dir(leader).join(walship::storage::fault::FAIL_FILE);
+    std::fs::write(&fail, b"")?;
+    let deadline = Deadline::after(TAKEOVER_TIMEOUT, format!("node {leader} to exit after its disk failed"));
+    let status = loop {
+        if let Some(status) = cluster.node_mut(leader).exited() {
+            break status;
+        }
+        deadline.tick(&"still running").await?;
+    };
+    ensure!(
+        !status.success(),
+        "node {leader} exited with {status} after a disk failure"
+    );
+    let log = std::fs::read_to_string(cluster.node(leader).log_path())?;
+    ensure!(
+        log.contains("the Raft core stopped"),
+        "node {leader}'s log does not say why it exited"
+    );
+    writer.wait_for_more_acks(20, TAKEOVER_TIMEOUT).await?;
+
+    std::fs::remove_file(&fail)?;
+    cluster.node_mut(leader).restart()?;
+    cluster.node_mut(leader).wait_live(LEADER_TIMEOUT).await?;
+    let log = writer.stop().await?;
+    let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let last = cluster.api(new_leader).status().await.into_result()?;
+    cluster
+        .wait_applied(last.applied_index.unwrap_or(0), CATCH_UP_TIMEOUT)
+        .await?;
+    log.verify(&cluster.api(new_leader)).await?;
+    for id in [1, 2] {
+        log.verify_stale(&cluster.api(id)).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_leader_disk_exits_and_the_other_node_takes_over() -> Result<()> {
+    let mut cluster = Cluster::start_zk_cuttable_with_fault_dirs("disk-fail", &[]).await?;
+    let r = disk_failure(&mut cluster).await;
+    r.in_cluster(&cluster)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_leader_disk_moves_writes_to_the_other_node() -> Result<()> {
     let mut cluster = Cluster::start_zk_cuttable_with_fault_dirs("disk-stall", &[]).await?;

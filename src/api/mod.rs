@@ -54,7 +54,7 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .merge(guarded)
         .route("/v1/status", get(status))
-        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(crate::network::server::routes(Arc::clone(&node)))
@@ -434,5 +434,14 @@ async fn admin_snapshot(State(node): State<Arc<Node>>) -> Response {
             Json(json!({ "snapshot_index": index, "uploaded_to_zookeeper": uploaded })).into_response()
         }
         Err(e) => ApiError::unavailable(format!("snapshot failed: {e}")).into_response(),
+    }
+}
+
+/// Live unless the Raft core stopped by itself (the process is then about
+/// to exit: `Node::core_watch_loop`).
+async fn live(State(node): State<Arc<Node>>) -> Response {
+    match node.fatal() {
+        Some(why) => ApiError::unavailable(why.to_string()).into_response(),
+        None => "ok".into_response(),
     }
 }

@@ -18,6 +18,9 @@
 //! - `nosync`: while this file exists, the log's fdatasyncs (background
 //!   sync thread, `log_sync = per-append`, a segment roll, a truncation's)
 //!   are skipped but reported done: a volatile disk write cache that lies.
+//! - `fail`: while this file exists, every local log write, truncation and
+//!   state-file write fails with EIO (after any stall): a failing disk. The
+//!   store refuses writes from then on and openraft's core stops.
 //! - `synced`, written by the node (plain write + rename, no fsync: tests
 //!   kill -9, they do not cut the power): one line `<segment file name>
 //!   <durable length in bytes>`, rewritten after every fdatasync of a log
@@ -45,6 +48,7 @@ pub const FAULT_DIR_ENV: &str = "WALSHIP_FAULT_DIR";
 /// Files in the fault directory.
 pub const STALL_FILE: &str = "stall";
 pub const NOSYNC_FILE: &str = "nosync";
+pub const FAIL_FILE: &str = "fail";
 pub const SYNCED_FILE: &str = "synced";
 
 const STALL_POLL: Duration = Duration::from_millis(10);
@@ -54,6 +58,7 @@ const STALL_POLL: Duration = Duration::from_millis(10);
 pub struct Faults {
     stall_path: PathBuf,
     nosync_path: PathBuf,
+    fail_path: PathBuf,
     synced_path: PathBuf,
     /// A stall is under way (so it is logged once, not per waiter).
     stalled: AtomicBool,
@@ -85,6 +90,7 @@ impl Faults {
         Faults {
             stall_path: dir.join(STALL_FILE),
             nosync_path: dir.join(NOSYNC_FILE),
+            fail_path: dir.join(FAIL_FILE),
             trace: Mutex::new(read_trace(&synced_path).ok().flatten()),
             synced_path,
             stalled: AtomicBool::new(false),
@@ -106,6 +112,13 @@ impl Faults {
         if self.stalled.swap(false, Ordering::SeqCst) {
             tracing::warn!(op = what, path = %path.display(), "fault hook: local disk stall ended");
         }
+    }
+
+    /// While `fail` exists, the I/O error a failing disk would give (EIO):
+    /// the log poisons itself and openraft's core stops, as on a disk error
+    /// or descriptor exhaustion.
+    pub fn injected_error(&self) -> Option<io::Error> {
+        self.fail_path.exists().then(|| io::Error::from_raw_os_error(libc::EIO))
     }
 
     /// True while `nosync` exists: skip the fdatasync, report it done.

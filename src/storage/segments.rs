@@ -314,7 +314,7 @@ impl Disk {
                 what: "raft state",
                 source,
             })?;
-            d.stall("write", &d.state_path);
+            d.stall("write", &d.state_path)?;
             frame::write_checked_file(&d.state_path, STATE_MAGIC, &payload)?;
             d.hard = hard;
             Ok(())
@@ -329,7 +329,7 @@ impl Disk {
         };
         let first_index = first.log_id.index;
         self.guarded(|d| {
-            d.stall("append to", &d.log_dir);
+            d.stall("append to", &d.log_dir)?;
             let rotate = match d.segments.last() {
                 None => true,
                 Some(s) => s.len_bytes >= d.segment_max_bytes || s.next_index() != first_index,
@@ -416,7 +416,7 @@ impl Disk {
             self.sync_barrier()?;
         }
         self.guarded(|d| {
-            d.stall("truncate", &d.log_dir);
+            d.stall("truncate", &d.log_dir)?;
             d.active = None;
             let mut removed = false;
             while let Some(seg) = d.segments.last().filter(|s| s.first_index >= index) {
@@ -450,7 +450,7 @@ impl Disk {
     /// entries the next open skips and deletes.
     pub fn remove_purged_segments(&mut self, upto_index: u64) -> Result<()> {
         self.guarded(|d| {
-            d.stall("remove purged segments from", &d.log_dir);
+            d.stall("remove purged segments from", &d.log_dir)?;
             let mut removed = 0;
             for seg in &d.segments {
                 if seg.next_index() > upto_index + 1 {
@@ -472,11 +472,16 @@ impl Disk {
 }
 
 impl Disk {
-    /// The stall hook (`fault.rs`), before an operation touches the disk.
-    fn stall(&self, what: &str, path: &Path) {
+    /// The stall and fail hooks (`fault.rs`), before an operation touches
+    /// the disk: blocks while `stall` exists, then fails while `fail` does.
+    fn stall(&self, what: &'static str, path: &Path) -> Result<()> {
         if let Some(f) = &self.faults {
             f.stall(what, path);
+            if let Some(e) = f.injected_error() {
+                return Err(StoreError::io(what, path, e));
+            }
         }
+        Ok(())
     }
 }
 
