@@ -214,3 +214,79 @@ async fn out_of_range_peer_terms_are_refused_and_change_nothing() -> Result<()> 
     assert!(c.api(follower).put("after-probes", "ok").await.is_success());
     Ok(())
 }
+
+async fn zk_client(c: &Cluster) -> Result<zookeeper_client::Client> {
+    Ok(zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&c.zk.addr())
+        .await?)
+}
+
+/// `/walship` cannot be re-ACL'd by a client without rights (on 342ed45 it
+/// was world:anyone:cdrwa, and `setAcl /walship world:anyone:r` from any
+/// client stopped every node from ever restarting); a `/walship` left open
+/// by an older walship is narrowed at start; and a node restarts without
+/// needing CREATE on a parent that exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_cannot_be_locked_by_an_outsider() -> Result<()> {
+    use zookeeper_client as zk;
+    let mut c = Cluster::start_stopped("namespace-acl").await?;
+    let outsider = zk_client(&c).await?;
+    // As an older walship left it: open to all, ADMIN included.
+    outsider
+        .create(
+            "/walship",
+            &[],
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+        )
+        .await?;
+    for id in [1, 2] {
+        c.spawn_node(id).await?;
+    }
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    let (acl, _) = outsider.get_acl("/walship").await?;
+    assert!(
+        acl.iter().all(|a| !a.permission().has(zk::Permission::ADMIN)),
+        "/walship still grants ADMIN: {acl:?}"
+    );
+    let locked = outsider
+        .set_acl("/walship", zk::Acls::anyone_read().as_ref(), None)
+        .await;
+    assert!(
+        matches!(locked, Err(zk::Error::NoAuth)),
+        "an outsider re-ACL'd /walship: {locked:?}"
+    );
+    // Nothing stops a restart.
+    c.node_mut(leader).kill9().await?;
+    c.node_mut(leader).restart()?;
+    c.node_mut(leader).wait_live(TIMEOUT).await?;
+    let now = c.wait_for_leader(TIMEOUT).await?;
+    assert!(c.api(now).put("after-restart", "ok").await.is_success());
+    Ok(())
+}
+
+/// A cluster name squatted by a client without the secret (its root and
+/// `members` created first, world-writable) is refused at start, naming the
+/// znode and the ACL found. On 342ed45 the nodes started on them, and the
+/// squatter could then advertise its own address as a node's and receive
+/// the peer token and clients' writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squatted_cluster_znodes_are_refused() -> Result<()> {
+    use zookeeper_client as zk;
+    let secrets = tempfile::tempdir()?;
+    let secret = secrets.path().join("secret");
+    std::fs::write(&secret, "correct horse battery staple\n")?;
+    let s = secret.to_string_lossy().into_owned();
+    let mut c = Cluster::start_stopped("squat").await?;
+    c.set_node_args(&["--secret-file", &s]);
+    let outsider = zk_client(&c).await?;
+    let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    outsider.mkdir(&format!("/walship/{}/members", c.name), &open).await?;
+    let refused = c.spawn_node(1).await;
+    let e = format!("{:#}", refused.err().expect("a node started on squatted znodes"));
+    assert!(
+        e.contains(&format!("/walship/{}", c.name)) && e.contains("world:anyone"),
+        "the refusal names the znode and its ACL: {e}"
+    );
+    Ok(())
+}

@@ -253,6 +253,17 @@ macro_rules! with_view {
     }};
 }
 
+/// The namespace every walship cluster lives under.
+const NAMESPACE: &str = "/walship";
+/// Its ACL: anyone may read it and create a cluster in it; nobody may
+/// delete in it or change its ACL.
+static NAMESPACE_ACL: std::sync::LazyLock<[zk::Acl; 1]> = std::sync::LazyLock::new(|| {
+    [zk::Acl::new(
+        zk::Permission::READ | zk::Permission::CREATE,
+        zk::AuthId::anyone(),
+    )]
+});
+
 pub struct Witness {
     zk: Arc<ZkSession>,
     paths: Paths,
@@ -314,26 +325,19 @@ impl Witness {
     /// multi, so two nodes racing agree (the loser reads the winner's).
     /// Returns W's record; a path holding something else is an error.
     pub async fn bootstrap(&self) -> Result<WitnessRecord, WitnessError> {
-        // `/walship` itself stays open (clusters with different secrets share
-        // it); everything of this cluster gets the session's ACL.
-        let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        self.zk
-            .run("mkdir /walship", |c| async move { c.mkdir("/walship", &open).await })
-            .await?;
-        let root = self.paths.root.clone();
-        let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
-        self.zk
-            .run(&format!("mkdir {root}"), |c| async move { c.mkdir(&root, &opts).await })
-            .await?;
-        let members = self.paths.members_dir();
-        let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
-        self.zk
-            .run(&format!("mkdir {members}"), |c| async move {
-                c.mkdir(&members, &opts).await
-            })
-            .await?;
+        // `/walship` itself is shared by clusters with different secrets:
+        // anyone may read it and create a cluster under it, nobody may
+        // change its ACL or delete under it (`NAMESPACE_ACL`); everything of
+        // this cluster gets the session's ACL.
+        self.ensure_dir(NAMESPACE, zk::Acls::new(&NAMESPACE_ACL[..])).await?;
+        self.close_open_namespace().await?;
+        self.ensure_dir(&self.paths.root, self.zk.acls()).await?;
+        self.ensure_dir(&self.paths.members_dir(), self.zk.acls()).await?;
         match self.read_record().await {
-            Ok((record, _)) => return Ok(record),
+            Ok((record, _)) => {
+                self.check_cluster_acls().await?;
+                return Ok(record);
+            }
             Err(e) if e.is_zk(zk::Error::NoNode) => {}
             Err(e) => return Err(e),
         }
@@ -351,18 +355,122 @@ impl Witness {
             Op::Create(self.paths.snapshots_dir(), vec![]),
             Op::Create(self.paths.witness(), record::encode_record(&record)),
         ];
-        match self.multi("create the cluster (genesis)", None, ops).await {
+        let record = match self.multi("create the cluster (genesis)", None, ops).await {
             Ok(_) => {
                 tracing::info!(
                     cluster_id = record.cluster_id,
                     path = self.paths.root,
                     "created cluster genesis in ZooKeeper"
                 );
-                Ok(record)
+                record
             }
-            Err(e) if e.is_zk(zk::Error::NodeExists) => Ok(self.read_record().await?.0),
-            Err(e) => Err(e),
+            Err(e) if e.is_zk(zk::Error::NodeExists) => self.read_record().await?.0,
+            Err(e) => return Err(e),
+        };
+        self.check_cluster_acls().await?;
+        Ok(record)
+    }
+
+    /// Creates `path` (its parent exists) unless it exists. Existence is
+    /// looked up first: ZooKeeper checks CREATE on the parent before it
+    /// checks whether the node exists, so a node restarting must not need
+    /// CREATE on a parent someone else may have locked down.
+    async fn ensure_dir(&self, path: &str, acls: zk::Acls<'static>) -> Result<(), WitnessError> {
+        let p = path.to_string();
+        let exists = self
+            .zk
+            .run(&format!("stat {path}"), |c| async move { c.check_stat(&p).await })
+            .await?;
+        if exists.is_some() {
+            return Ok(());
         }
+        let p = path.to_string();
+        let opts = zk::CreateMode::Persistent.with_acls(acls);
+        match self
+            .zk
+            .run(&format!("create {path}"), |c| async move {
+                c.create(&p, &[], &opts).await.map(|_| ())
+            })
+            .await
+        {
+            Err(e) if e.is_zk(zk::Error::NodeExists) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// `/walship` made by walship before this check existed is open to all,
+    /// ADMIN included, so any client could re-ACL it and stop every node
+    /// from restarting. While it still grants ADMIN to the world, narrow it
+    /// (the world's ADMIN is exactly what lets this node do so).
+    async fn close_open_namespace(&self) -> Result<(), WitnessError> {
+        let (acl, stat) = self
+            .zk
+            .run(&format!("get acl {NAMESPACE}"), |c| async move {
+                c.get_acl(NAMESPACE).await
+            })
+            .await?;
+        let world_admin = acl
+            .iter()
+            .any(|a| a.scheme() == "world" && a.permission().has(zk::Permission::ADMIN));
+        if world_admin {
+            let version = stat.aversion;
+            self.zk
+                .run(&format!("set acl {NAMESPACE}"), |c| async move {
+                    c.set_acl(NAMESPACE, &NAMESPACE_ACL[..], Some(version))
+                        .await
+                        .map(|_| ())
+                })
+                .await?;
+            tracing::info!(
+                "{NAMESPACE} was open to every ZooKeeper client (ADMIN included); narrowed to read and create"
+            );
+        }
+        Ok(())
+    }
+
+    /// With a secret, the cluster's znodes must carry the cluster's ACL
+    /// (digest identities only): a client without the secret could have
+    /// created them first (a world-writable `members` lets it advertise its
+    /// own address for a node, and receive the peer token and clients'
+    /// writes). A start on such znodes is refused, naming the znode and the
+    /// ACL found. Without a secret there is nothing to protect them with.
+    async fn check_cluster_acls(&self) -> Result<(), WitnessError> {
+        if !self.zk.has_digest() {
+            return Ok(());
+        }
+        let paths = [
+            self.paths.root.clone(),
+            self.paths.members_dir(),
+            self.paths.witness(),
+            self.paths.wal_dir(),
+            self.paths.snapshots_dir(),
+            self.paths.leader(),
+        ];
+        for path in paths {
+            let p = path.clone();
+            let found = self
+                .zk
+                .run(&format!("get acl {path}"), |c| async move {
+                    match c.get_acl(&p).await {
+                        Ok((acl, _)) => Ok(Some(acl)),
+                        Err(zk::Error::NoNode) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            let Some(acl) = found else { continue };
+            if acl.is_empty() || acl.iter().any(|a| a.scheme() != "digest") {
+                let shown: Vec<String> = acl
+                    .iter()
+                    .map(|a| format!("{}:{}:{:?}", a.scheme(), a.id(), a.permission()))
+                    .collect();
+                return Err(WitnessError::Identity(format!(
+                    "{path} has ACL [{}], not this cluster's (digest identities only, from --secret-file): a client without the secret created or changed it; remove the cluster's znodes as a ZooKeeper superuser, or use another --cluster name",
+                    shown.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     // ---- reads ---------------------------------------------------------

@@ -178,6 +178,11 @@ impl ZkSession {
         }
     }
 
+    /// True when this session authenticates with the cluster's secret.
+    pub fn has_digest(&self) -> bool {
+        self.digest.is_some()
+    }
+
     /// The ACL for znodes this session creates: all rights to sessions with
     /// the same digest identity when access control is on, else open.
     pub fn acls(&self) -> zk::Acls<'static> {

@@ -152,6 +152,11 @@ impl Cluster {
             .unwrap_or_else(|| panic!("node {id} has no ZooKeeper proxy: use Cluster::start_zk_cuttable_with"))
     }
 
+    /// Flags for the nodes `spawn_node` starts from now on.
+    pub fn set_node_args(&mut self, node_args: &[&str]) {
+        self.node_args = node_args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// ZooKeeper only; start nodes with `spawn_node`.
     pub async fn start_stopped(test_name: &str) -> Result<Cluster> {
         let dir = TestDir::new(test_name)?;
