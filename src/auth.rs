@@ -7,8 +7,8 @@
 //!   (`x-walship-token`); a request without it is refused (401), with a wrong
 //!   one too (403), before anything is decoded.
 //! - The client API requires `Authorization: Bearer <token>` when
-//!   `--api-token-file` is set; followers forward such requests with the
-//!   peer token.
+//!   `--api-token-file` is set; a follower forwards the client's header and
+//!   the leader checks it again. The peer token is never a client credential.
 //!
 //! Tokens are compared in constant time.
 
@@ -81,16 +81,20 @@ impl Auth {
         check(self.peer_token.as_deref(), presented)
     }
 
-    /// Checks a client request: the API token as a bearer token, or the peer
-    /// token of a follower forwarding it.
-    pub fn check_client(&self, authorization: Option<&str>, peer: Option<&str>) -> Result<(), Refusal> {
+    /// Checks a client request: the API token as a bearer token (the
+    /// scheme case-insensitive, RFC 7235). A follower forwards the client's
+    /// own header, so the leader checks the client, never the follower: the
+    /// peer token is not a client credential (a captured one would otherwise
+    /// open the client API too), and a bare token without the scheme is
+    /// not a bearer credential.
+    pub fn check_client(&self, authorization: Option<&str>) -> Result<(), Refusal> {
         if self.api_token.is_none() {
             return Ok(());
         }
-        if peer.is_some() && self.check_peer(peer).is_ok() && self.peer_token.is_some() {
-            return Ok(());
-        }
-        let bearer = authorization.map(|a| a.strip_prefix("Bearer ").unwrap_or(a).trim());
+        let bearer = authorization.and_then(|a| {
+            let (scheme, token) = a.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+        });
         check(self.api_token.as_deref(), bearer)
     }
 }
@@ -158,19 +162,30 @@ mod tests {
     }
 
     #[test]
-    fn client_token_or_forwarding_peer() {
+    fn client_token_only() {
         let a = auth("s", Some("tok"));
-        assert_eq!(a.check_client(Some("Bearer tok"), None), Ok(()));
-        assert_eq!(a.check_client(None, None), Err(Refusal::Missing));
-        assert_eq!(a.check_client(Some("Bearer bad"), None), Err(Refusal::Wrong));
-        let peer = a.peer_token().unwrap().to_string();
-        assert_eq!(a.check_client(None, Some(&peer)), Ok(()));
-        assert_eq!(a.check_client(None, Some("forged")), Err(Refusal::Missing));
+        assert_eq!(a.check_client(Some("Bearer tok")), Ok(()));
         assert_eq!(
-            auth("s", None).check_client(None, None),
+            a.check_client(Some("bearer tok")),
             Ok(()),
-            "no API token, open API"
+            "the scheme is case-insensitive"
         );
+        assert_eq!(a.check_client(Some("BEARER  tok ")), Ok(()));
+        assert_eq!(a.check_client(None), Err(Refusal::Missing));
+        assert_eq!(
+            a.check_client(Some("tok")),
+            Err(Refusal::Missing),
+            "no scheme, no credential"
+        );
+        assert_eq!(a.check_client(Some("Basic tok")), Err(Refusal::Missing));
+        assert_eq!(a.check_client(Some("Bearer bad")), Err(Refusal::Wrong));
+        let peer = a.peer_token().unwrap().to_string();
+        assert_eq!(
+            a.check_client(Some(&format!("Bearer {peer}"))),
+            Err(Refusal::Wrong),
+            "the peer token is not a client credential"
+        );
+        assert_eq!(auth("s", None).check_client(None), Ok(()), "no API token, open API");
     }
 
     #[test]

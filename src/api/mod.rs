@@ -72,10 +72,8 @@ async fn require_client_token(
 ) -> Response {
     let verdict = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        node.auth.check_client(
-            header(axum::http::header::AUTHORIZATION.as_str()),
-            header(crate::auth::PEER_TOKEN_HEADER),
-        )
+        node.auth
+            .check_client(header(axum::http::header::AUTHORIZATION.as_str()))
     };
     match verdict {
         Ok(()) => next.run(req).await,
@@ -294,12 +292,9 @@ async fn forward(
         .http
         .request(method, url)
         .header(FORWARDED, node.cfg.id.to_string());
-    // The leader checks the client's token itself, or accepts ours.
+    // The leader checks the client's own token (ours is no client credential).
     if let Some(a) = headers.get(axum::http::header::AUTHORIZATION) {
         request = request.header(reqwest::header::AUTHORIZATION, a.as_bytes());
-    }
-    if let Some(t) = node.auth.peer_token() {
-        request = request.header(crate::auth::PEER_TOKEN_HEADER, t);
     }
     let sent = request.timeout(timeout).body(body).send().await;
     match sent {
