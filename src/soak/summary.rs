@@ -236,11 +236,11 @@ impl Summary {
             } else {
                 kind.name().to_string()
             };
-            let _ = writeln!(
-                s,
+            let row = format!(
                 "    {name:<width$}{:>4} {p50:>8} {p99:>8} {max:>8}  {text}",
                 cycles.len()
             );
+            let _ = writeln!(s, "{}", row.trim_end());
         }
         let _ = writeln!(
             s,
