@@ -182,6 +182,18 @@ pub struct NodeArgs {
     /// Default background.
     #[arg(long, env = "WALSHIP_LOG_SYNC")]
     pub log_sync: Option<String>,
+    /// HTTP connections served at once; more are closed on accept. 0 (the
+    /// default): half the process's descriptor limit, 64..=4096.
+    #[arg(long, env = "WALSHIP_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// A request's head must arrive within this, and an idle connection is
+    /// closed after it. Default 60000.
+    #[arg(long, env = "WALSHIP_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// A whole request, body included, is answered within this (408 else);
+    /// more than write_timeout_ms. Default 60000.
+    #[arg(long, env = "WALSHIP_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
     /// If the local log, state file or snapshot is unreadable (corrupt), move
     /// raft/ and snapshot/ into <data-dir>/discarded-<unix_ms>/ and rebuild
     /// this node from ZooKeeper, instead of refusing to start. Meant for one

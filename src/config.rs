@@ -145,6 +145,12 @@ settings! {
         "File holding the cluster's shared secret: ZooKeeper digest ACL on the cluster's znodes and a token on node-to-node RPC; unset: no access control.";
     api_token_file: PathBuf = None, "WALSHIP_API_TOKEN_FILE",
         "File holding the token clients must send as `Authorization: Bearer <token>`; unset: the client API is open.";
+    max_connections: usize = Some(0), "WALSHIP_MAX_CONNECTIONS",
+        "HTTP connections served at once, more are closed on accept; 0: half the process's descriptor limit (64..=4096).";
+    header_read_timeout_ms: u64 = Some(60_000), "WALSHIP_HEADER_READ_TIMEOUT_MS",
+        "A request's head must arrive within this, and an idle connection is closed after it.";
+    request_timeout_ms: u64 = Some(60_000), "WALSHIP_REQUEST_TIMEOUT_MS",
+        "A whole request, body included, is answered within this (408 else); above write_timeout_ms.";
     rebuild_from_witness: bool = Some(false), "WALSHIP_REBUILD_FROM_WITNESS",
         "If the local log, state file or snapshot is unreadable (corrupt), move raft/ and snapshot/ into <data_dir>/discarded-<unix_ms>/ and rebuild this node from ZooKeeper instead of refusing to start; meant for one start after such an error.";
 }
@@ -236,6 +242,9 @@ pub fn args_layer(a: &NodeArgs) -> FileConfig {
         log_sync: a.log_sync.clone(),
         secret_file: a.secret_file.clone(),
         api_token_file: a.api_token_file.clone(),
+        max_connections: a.max_connections,
+        header_read_timeout_ms: a.header_read_timeout_ms,
+        request_timeout_ms: a.request_timeout_ms,
         rebuild_from_witness: a.rebuild_from_witness,
     }
 }
@@ -418,6 +427,20 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     check_range(l, "write_timeout_ms", write_timeout, 1, MAX_MS)?;
     check_range(l, "max_inflight_batches", inflight as u64, 1, 1024)?;
     check_range(l, "max_batch_bytes", batch_bytes as u64, 1024, 768 * 1024)?;
+    let max_connections = m.max_connections.expect("default");
+    check_range(l, "max_connections", max_connections as u64, 0, 1 << 20)?;
+    let header_read_timeout = get(m.header_read_timeout_ms);
+    check_range(l, "header_read_timeout_ms", header_read_timeout, 1, MAX_MS)?;
+    let request_timeout = get(m.request_timeout_ms);
+    check_range(l, "request_timeout_ms", request_timeout, 1, MAX_MS)?;
+    if request_timeout <= write_timeout {
+        return Err(l.invalid(
+            "request_timeout_ms",
+            &request_timeout.to_string(),
+            format!("must be more than write_timeout_ms ({write_timeout})"),
+            &["write_timeout_ms"],
+        ));
+    }
     let log_sync_text = m.log_sync.clone().expect("default");
     let log_sync = match log_sync_text.as_str() {
         "background" => crate::storage::LogSync::Background,
@@ -455,6 +478,9 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         log_sync,
         secret_file: m.secret_file.clone(),
         api_token_file: m.api_token_file.clone(),
+        max_connections,
+        header_read_timeout_ms: header_read_timeout,
+        request_timeout_ms: request_timeout,
         rebuild_from_witness: m.rebuild_from_witness.expect("default"),
     })
 }
@@ -487,6 +513,9 @@ pub fn to_toml(c: &NodeConfig) -> String {
                 crate::storage::LogSync::PerAppend => "per-append",
             }),
             "rebuild_from_witness" => c.rebuild_from_witness.to_string(),
+            "max_connections" => c.max_connections.to_string(),
+            "header_read_timeout_ms" => c.header_read_timeout_ms.to_string(),
+            "request_timeout_ms" => c.request_timeout_ms.to_string(),
             other => unreachable!("setting {other} has no printer"),
         })
     };

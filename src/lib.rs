@@ -16,6 +16,7 @@ pub mod network;
 pub mod node;
 mod node_repair;
 pub mod proposer;
+pub mod serve;
 pub mod soak;
 pub mod storage;
 pub mod types;

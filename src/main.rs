@@ -101,7 +101,7 @@ async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
             _ = stopper.stop_requested() => {}
         }
     };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    walship::serve::serve(listener, app, walship::serve::Limits::of(&node.cfg), stop).await?;
     tracing::info!("stopping: handing over if leading, then closing the ZooKeeper session");
     node.shutdown().await;
     match node.fatal() {

@@ -70,6 +70,10 @@ pub struct NodeConfig {
     /// An unreadable local log or snapshot is moved aside and rebuilt from W
     /// instead of refused (`storage::open_local`).
     pub rebuild_from_witness: bool,
+    /// The HTTP listener's bounds (`crate::serve`); 0 connections: derived.
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub request_timeout_ms: u64,
 }
 
 /// Corruption found in W during failover is logged at most this often.

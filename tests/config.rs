@@ -104,6 +104,9 @@ fn print_config_round_trips_through_a_file() {
         "max_batch_bytes",
         "log_sync",
         "rebuild_from_witness",
+        "max_connections",
+        "header_read_timeout_ms",
+        "request_timeout_ms",
     ] {
         assert!(value_of(&first, key).is_some(), "{key} missing from\n{first}");
     }

@@ -290,3 +290,77 @@ async fn squatted_cluster_znodes_are_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// Connections are bounded: an idle connection (or one that never sends a
+/// whole request head) is closed after the header-read timeout, connections
+/// past the cap are closed on accept, and a request whose body never comes
+/// gets 408 at the request deadline. On 342ed45 none of these were bounded:
+/// idle connections were never closed, and about a thousand of them under a
+/// 1,024-descriptor limit made the leader fail its own state writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_bounded() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+    let mut c = Cluster::start_with(
+        "conn-bounds",
+        &[
+            "--max-connections",
+            "24",
+            "--header-read-timeout-ms",
+            "2000",
+            "--request-timeout-ms",
+            "6000",
+        ],
+    )
+    .await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    let addr = c.node(leader).listen();
+    // Whether the server closed `s` within `within` (EOF or reset).
+    async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        matches!(
+            tokio::time::timeout(within, s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+    // Open more connections than the cap at once (the peer and the harness
+    // hold a few slots too): those past it are closed at once, well before
+    // the header-read timeout could close any.
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        conns.push(tokio::net::TcpStream::connect(addr).await?);
+    }
+    let looks = futures::future::join_all(conns.iter_mut().map(|s| closed_within(s, Duration::from_millis(700)))).await;
+    let refused = looks.iter().filter(|c| **c).count();
+    assert!(
+        (16..=40).contains(&refused),
+        "{refused} of 40 connections closed at once with a cap of 24"
+    );
+    let mut idle: Vec<_> = conns
+        .into_iter()
+        .zip(looks)
+        .filter(|(_, c)| !c)
+        .map(|(s, _)| s)
+        .collect();
+    // Idle connections are closed after the header-read timeout.
+    for s in idle.iter_mut() {
+        assert!(
+            closed_within(s, Duration::from_secs(10)).await,
+            "an idle connection stayed open"
+        );
+    }
+    // A body that never arrives: 408 at the request deadline.
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(b"PUT /v1/kv/slow HTTP/1.1\r\nHost: w\r\nContent-Length: 1000000\r\n\r\nabc")
+        .await?;
+    let mut out = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    let head = String::from_utf8_lossy(&out);
+    assert!(head.starts_with("HTTP/1.1 408"), "a stalled body got: {head:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The node serves on, and nothing was written by the stalled request.
+    assert!(c.api(leader).put("after-bounds", "ok").await.is_success());
+    assert_eq!(c.api(leader).get("slow").await.into_result()?, None);
+    Ok(())
+}
