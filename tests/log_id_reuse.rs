@@ -149,7 +149,9 @@ async fn adoption_replaces_a_local_entry_with_w_s_log_id_but_not_its_bytes() -> 
     let before = conflicts("adoption");
     let (node, _addr, server) = start_node(&world, &data_dir).await?;
     assert_eq!(node.log.entries(1..), vec![put(1, "a"), put(2, "W")]);
-    assert_eq!(conflicts("adoption"), before + 1);
+    // The metric is process-wide and the other tests here repair logs in
+    // parallel: at least this adoption counted.
+    assert!(conflicts("adoption") > before);
     node.shutdown().await;
     server.abort();
     Ok(())

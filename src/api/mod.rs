@@ -90,19 +90,9 @@ async fn require_client_token(
 /// every byte outside RFC 3986's unreserved set percent-encoded, so the
 /// leader decodes exactly this key. (Forwarding the decoded key raw made
 /// `a%23b` write `a` and `..%2Fx` reach other routes: the same request wrote
-/// different keys depending on which node got it.) Hand-rolled: five lines,
-/// and the one rule that matters here is that nothing is left unencoded.
+/// different keys depending on which node got it.)
 fn key_path(prefix: &str, key: &str) -> String {
-    let mut out = String::with_capacity(prefix.len() + key.len() * 3);
-    out.push_str(prefix);
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!("{prefix}{}", crate::client::transport::encode_key(key))
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {

@@ -61,17 +61,7 @@ impl Cluster {
 
     /// Like `start`, with more `walship node` flags for both nodes.
     pub async fn start_with(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
-        let mut cluster = Cluster::start_stopped(test_name).await?;
-        cluster.node_args = node_args.iter().map(|a| a.to_string()).collect();
-        let started = async {
-            for id in [1, 2] {
-                cluster.spawn_node(id).await?;
-            }
-            cluster.wait_for_leader(FIRST_LEADER_TIMEOUT).await
-        }
-        .await;
-        started.in_cluster(&cluster)?;
-        Ok(cluster)
+        Cluster::start_stopped(test_name).await?.start_both(node_args).await
     }
 
     /// Like `start`, but each node advertises (in its `members/<id>` znode)
@@ -87,16 +77,7 @@ impl Cluster {
     pub async fn start_partitionable_with(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
         let mut cluster = Cluster::start_stopped(test_name).await?;
         cluster.partitionable = true;
-        cluster.node_args = node_args.iter().map(|a| a.to_string()).collect();
-        let started = async {
-            for id in [1, 2] {
-                cluster.spawn_node(id).await?;
-            }
-            cluster.wait_for_leader(FIRST_LEADER_TIMEOUT).await
-        }
-        .await;
-        started.in_cluster(&cluster)?;
-        Ok(cluster)
+        cluster.start_both(node_args).await
     }
 
     /// Like `start_with`, but each node reaches ZooKeeper through a fault
@@ -123,16 +104,21 @@ impl Cluster {
         cluster.partitionable = true;
         cluster.zk_cuttable = true;
         cluster.fault_dirs = fault_dirs;
-        cluster.node_args = node_args.iter().map(|a| a.to_string()).collect();
+        cluster.start_both(node_args).await
+    }
+
+    /// Starts nodes 1 and 2 with `node_args` and waits for a leader.
+    async fn start_both(mut self, node_args: &[&str]) -> Result<Cluster> {
+        self.set_node_args(node_args);
         let started = async {
             for id in [1, 2] {
-                cluster.spawn_node(id).await?;
+                self.spawn_node(id).await?;
             }
-            cluster.wait_for_leader(FIRST_LEADER_TIMEOUT).await
+            self.wait_for_leader(FIRST_LEADER_TIMEOUT).await
         }
         .await;
-        started.in_cluster(&cluster)?;
-        Ok(cluster)
+        started.in_cluster(&self)?;
+        Ok(self)
     }
 
     /// Cut node `id`'s link to ZooKeeper (`start_zk_cuttable_with` only);
