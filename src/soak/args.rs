@@ -36,14 +36,23 @@ pub struct SoakArgs {
     pub history: Option<PathBuf>,
     /// Use this ZooKeeper (host:port) instead of starting one; zk-restart is then skipped
     /// (and, for an ensemble a:1,b:2, the kinds that cut one node's link to ZooKeeper).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ensemble")]
     pub zk: Option<String>,
+    /// Run ZooKeeper as a 3-server ensemble on loopback (the production shape)
+    /// instead of one server; enables the ZooKeeper faults (zk-kill-leader,
+    /// zk-kill-follower, zk-quorum-loss, zk-freeze-leader and their
+    /// combinations with a walship fault). zk-restart is left out.
+    #[arg(long)]
+    pub ensemble: bool,
     /// Only these fault kinds, comma-separated (default all). Single: kill-leader,
     /// kill-leader-wipe, kill-follower, kill-follower-wipe, freeze-leader, zk-restart, cut,
     /// zk-cut-leader, zk-cut-follower, power-loss-leader, power-loss-follower, stall-leader.
     /// Combined: zk-cut-leader+cut, zk-cut-leader+kill-both+wipe, zk-cut-leader+kill-follower,
-    /// power-loss-both, stall-leader+kill-follower, freeze-leader+zk-cut. Groups: all, single,
-    /// combined, classic (the first seven).
+    /// power-loss-both, stall-leader+kill-follower, freeze-leader+zk-cut. With --ensemble:
+    /// zk-kill-leader, zk-kill-follower, zk-quorum-loss, zk-freeze-leader,
+    /// zk-kill-leader+kill-leader, zk-kill-follower+kill-leader, zk-quorum-loss+kill-leader,
+    /// zk-freeze-leader+freeze-leader. Groups: all, single, combined, classic (the first
+    /// seven), zk (the ZooKeeper-ensemble kinds); a group holds only what the run can do.
     #[arg(long, value_delimiter = ',', value_parser = KindSet::parse)]
     pub kinds: Option<Vec<KindSet>>,
     /// The walship binary to run the nodes with (default: this one).

@@ -13,6 +13,9 @@
 //! 2. Linearizability: each key's history of puts, deletes, CAS and
 //!    linearizable reads (the final reads included) is checked by
 //!    [`super::lincheck`].
+//!
+//! And, with a ZooKeeper ensemble: no write invoked and completed while
+//! ZooKeeper had no quorum was acknowledged (`writes_while_down`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -302,4 +305,59 @@ pub fn to_operation(r: &OpRecord) -> Option<lincheck::Operation> {
 /// `History::allowed_finals` over records in memory.
 pub fn allowed_finals(records: &[OpRecord]) -> BTreeMap<String, AllowedFinal> {
     History { ops: records.to_vec() }.allowed_finals()
+}
+
+/// What writes saw while ZooKeeper had no quorum.
+#[derive(Clone, Debug, Default)]
+pub struct QuorumLossTally {
+    /// Windows without quorum, and their total length.
+    pub windows: usize,
+    pub down_ms: u64,
+    /// Writes invoked and completed inside a window, by outcome.
+    pub acked: u64,
+    /// CAS answered "refused" (nothing written; a read in effect).
+    pub cas_refused: u64,
+    pub failed: u64,
+    pub unknown: u64,
+}
+
+/// Writes invoked and completed inside one of `windows` (history-clock
+/// nanoseconds; ZooKeeper had no quorum, so W could take no entry): one
+/// acknowledged (a put, a delete, a CAS that swapped) is a violation.
+pub fn writes_while_down(records: &[OpRecord], windows: &[(u64, u64)]) -> (QuorumLossTally, Vec<String>) {
+    let mut t = QuorumLossTally {
+        windows: windows.len(),
+        down_ms: windows.iter().map(|(a, b)| b.saturating_sub(*a) / 1_000_000).sum(),
+        ..Default::default()
+    };
+    let mut violations = Vec::new();
+    for r in records.iter().filter(|r| r.op != OpKind::Get) {
+        let Some((from, until)) = windows
+            .iter()
+            .find(|(from, until)| r.invoke_ns >= *from && r.complete_ns <= *until)
+        else {
+            continue;
+        };
+        match (r.result, r.cas_ok) {
+            (Outcome::Ok, Some(false)) => t.cas_refused += 1,
+            (Outcome::Ok, _) => {
+                t.acked += 1;
+                violations.push(format!(
+                    "{:?} {}={:?} by client {} acknowledged while ZooKeeper had no quorum (invoked {:.3} s, \
+                     completed {:.3} s; quorum gone {:.3}..{:.3} s)",
+                    r.op,
+                    r.key,
+                    r.value,
+                    r.client,
+                    r.invoke_ns as f64 / 1e9,
+                    r.complete_ns as f64 / 1e9,
+                    *from as f64 / 1e9,
+                    *until as f64 / 1e9
+                ));
+            }
+            (Outcome::Fail, _) => t.failed += 1,
+            (Outcome::Unknown, _) => t.unknown += 1,
+        }
+    }
+    (t, violations)
 }

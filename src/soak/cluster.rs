@@ -10,7 +10,9 @@
 //!   nodes from each other and from nothing else;
 //! - a ZooKeeper proxy per node between it and ZooKeeper (the node's `--zk`
 //!   is its proxy), so one node's link to ZooKeeper can be cut while the
-//!   other keeps its own.
+//!   other keeps its own. With an ensemble of our own (`--ensemble`), one
+//!   per server per node: node `i`'s `--zk` lists its three proxies, and
+//!   cutting its link cuts all three.
 //!
 //! and a fault-hook directory per node (`WALSHIP_FAULT_DIR`, see `disk`).
 //! Every wait here polls against a deadline.
@@ -33,6 +35,7 @@ use super::client::Status;
 use super::disk::FaultDir;
 use super::procs::NodeProc;
 use super::procs::NodeSpec;
+use super::procs::ZkMode;
 use super::procs::ZkServer;
 use crate::faultproxy::CutMode;
 use crate::faultproxy::FaultProxy;
@@ -56,8 +59,9 @@ pub struct Polling {
 pub struct LocalCluster {
     pub name: String,
     pub zk_addr: String,
-    /// Our own ZooKeeper (`None` for an existing one: not ours to restart).
-    pub zk: Option<ZkServer>,
+    /// Our own ZooKeeper: one server, or the servers of an ensemble (none
+    /// for an existing one: not ours to restart).
+    pub zk: Vec<ZkServer>,
     nodes: Vec<NodeProc>,
     /// Short-timeout clients for status polls, by id - 1.
     polls: Vec<NodeClient>,
@@ -67,6 +71,17 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Nodes 1 and 2 as `specs` say (not started yet).
     pub fn new(name: &str, zk: Option<ZkServer>, zk_addr: String, specs: Vec<NodeSpec>, polling: Polling) -> Self {
+        Self::with_servers(name, zk.into_iter().collect(), zk_addr, specs, polling)
+    }
+
+    /// `new` with every ZooKeeper server of ours (an ensemble).
+    pub fn with_servers(
+        name: &str,
+        zk: Vec<ZkServer>,
+        zk_addr: String,
+        specs: Vec<NodeSpec>,
+        polling: Polling,
+    ) -> Self {
         let http = NodeClient::pool();
         let polls = specs
             .iter()
@@ -101,8 +116,14 @@ impl LocalCluster {
             .iter()
             .filter_map(|n| Some((format!("node{}", n.id()), n.pid()?)))
             .collect();
-        if let Some(p) = self.zk.as_ref().and_then(|z| z.pid()) {
-            out.push(("zookeeper".into(), p));
+        for z in &self.zk {
+            if let Some(p) = z.pid() {
+                let name = match z.myid() {
+                    0 => "zookeeper".to_string(),
+                    id => format!("zookeeper{id}"),
+                };
+                out.push((name, p));
+            }
         }
         out
     }
@@ -223,9 +244,9 @@ impl LocalCluster {
                 eprintln!("{tool}: stopping node {}: {e:#}", n.id());
             }
         }
-        if let Some(zk) = self.zk.as_mut() {
+        for zk in self.zk.iter_mut() {
             if let Err(e) = zk.stop().await {
-                eprintln!("{tool}: stopping ZooKeeper: {e:#}");
+                eprintln!("{tool}: stopping ZooKeeper {}: {e:#}", zk.addr());
             }
         }
     }
@@ -234,8 +255,12 @@ impl LocalCluster {
 pub struct ClusterConfig {
     pub run_dir: PathBuf,
     pub bin: PathBuf,
-    /// An existing ZooKeeper; `None` starts a private one in `<run_dir>/zk`.
+    /// An existing ZooKeeper; `None` starts a private one in `<run_dir>/zk`
+    /// (or an ensemble, see `ensemble`).
     pub zk: Option<String>,
+    /// Start a private ensemble of this many servers (`<run_dir>/zk1`..)
+    /// instead of one.
+    pub ensemble: Option<u32>,
     pub cluster: String,
 }
 
@@ -245,9 +270,10 @@ pub struct SoakCluster {
     local: LocalCluster,
     /// In front of each node, for the other node, by id - 1.
     proxies: Vec<Arc<FaultProxy>>,
-    /// Between each node and ZooKeeper, by id - 1 (empty when ZooKeeper is
-    /// an ensemble given with --zk: no one address to proxy).
-    zk_proxies: Vec<Arc<FaultProxy>>,
+    /// Between each node and ZooKeeper, by id - 1, one per ZooKeeper
+    /// server (empty when ZooKeeper is an ensemble given with --zk: the
+    /// soak does not know its servers).
+    zk_proxies: Vec<ZkLink>,
     fault_dirs: Vec<FaultDir>,
     /// Clients for the workload and checks, one per node, by id - 1.
     pub clients: Vec<NodeClient>,
@@ -270,12 +296,17 @@ impl SoakCluster {
     /// Starts ZooKeeper (unless given), the proxies and both nodes; returns
     /// once both answer `/health/live` (a leader is `wait_leader`'s job).
     pub async fn start(cfg: &ClusterConfig) -> Result<SoakCluster> {
-        let (zk, zk_addr) = match &cfg.zk {
-            Some(addr) => (None, addr.clone()),
-            None => {
+        let (zk, zk_addr) = match (&cfg.zk, cfg.ensemble) {
+            (Some(addr), _) => (Vec::new(), addr.clone()),
+            (None, Some(n)) => {
+                let servers = ZkServer::start_ensemble(&cfg.run_dir, n).await?;
+                let a = servers.iter().map(|z| z.addr()).collect::<Vec<_>>().join(",");
+                (servers, a)
+            }
+            (None, None) => {
                 let z = ZkServer::start(&cfg.run_dir.join("zk")).await?;
                 let a = z.addr();
-                (Some(z), a)
+                (vec![z], a)
             }
         };
         let http = NodeClient::pool();
@@ -284,7 +315,12 @@ impl SoakCluster {
         let mut zk_proxies = Vec::new();
         let mut fault_dirs = Vec::new();
         let mut clients = Vec::new();
-        let zk_upstream = zk_socket_addr(&zk_addr).await;
+        // One proxy per node per server we know the address of.
+        let zk_upstream: Vec<SocketAddr> = if zk.is_empty() {
+            zk_socket_addr(&zk_addr).await.into_iter().collect()
+        } else {
+            zk.iter().filter_map(|z| z.addr().parse().ok()).collect()
+        };
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         for id in [1u64, 2] {
             let mut spec = NodeSpec::local(id, &cfg.bin, &cfg.cluster, &zk_addr, &cfg.run_dir)?;
@@ -292,12 +328,16 @@ impl SoakCluster {
                 .await
                 .context("start the fault proxy")?;
             spec.advertise = Some(proxy.addr());
-            if let Some(up) = zk_upstream {
-                let zp = FaultProxy::start(loopback, up)
-                    .await
-                    .context("start the ZooKeeper fault proxy")?;
-                spec.zk = zp.addr().to_string();
-                zk_proxies.push(Arc::new(zp));
+            if !zk_upstream.is_empty() {
+                let mut link = Vec::new();
+                for up in &zk_upstream {
+                    let zp = FaultProxy::start(loopback, *up)
+                        .await
+                        .context("start the ZooKeeper fault proxy")?;
+                    link.push(Arc::new(zp));
+                }
+                spec.zk = link.iter().map(|p| p.addr().to_string()).collect::<Vec<_>>().join(",");
+                zk_proxies.push(ZkLink(link));
             }
             let fd = FaultDir::new(cfg.run_dir.join(format!("fault{id}")));
             fd.reset()?;
@@ -314,7 +354,7 @@ impl SoakCluster {
             request_timeout: Duration::from_secs(1),
         };
         let mut cluster = SoakCluster {
-            local: LocalCluster::new(&cfg.cluster, zk, zk_addr, specs, polling),
+            local: LocalCluster::with_servers(&cfg.cluster, zk, zk_addr, specs, polling),
             proxies,
             zk_proxies,
             fault_dirs,
@@ -348,9 +388,9 @@ impl SoakCluster {
     }
 
     /// Node `id`'s link to ZooKeeper (the other node keeps its own).
-    pub fn zk_link(&self, id: u64) -> Result<Arc<FaultProxy>> {
+    pub fn zk_link(&self, id: u64) -> Result<ZkLink> {
         match self.zk_proxies.get((id - 1) as usize) {
-            Some(p) => Ok(Arc::clone(p)),
+            Some(p) => Ok(p.clone()),
             None => bail!("no ZooKeeper proxy for node {id} (--zk names an ensemble)"),
         }
     }
@@ -396,12 +436,101 @@ impl SoakCluster {
         for p in &self.zk_proxies {
             p.heal();
         }
+        for z in self.local.zk.iter_mut() {
+            if z.is_frozen() {
+                let _ = z.thaw();
+            }
+        }
         for d in &self.fault_dirs {
             if let Err(e) = d.clear() {
                 eprintln!("walship soak: {e:#}");
             }
         }
         self.local.stop_all().await;
+    }
+}
+
+/// One node's link to ZooKeeper: its proxy to each server.
+#[derive(Clone)]
+pub struct ZkLink(Vec<Arc<FaultProxy>>);
+
+impl ZkLink {
+    pub fn cut(&self, mode: CutMode) {
+        for p in &self.0 {
+            p.cut(mode);
+        }
+    }
+
+    pub fn heal(&self) {
+        for p in &self.0 {
+            p.heal();
+        }
+    }
+}
+
+/// The ensemble's state as `srvr` tells it.
+#[derive(Clone, Debug, Default)]
+pub struct ZkView {
+    /// Index (in `LocalCluster::zk`) of the server that says it leads.
+    pub leader: Option<usize>,
+    /// Servers that serve (leader, follower or standalone).
+    pub serving: usize,
+}
+
+impl ZkView {
+    /// A leader and a majority of `n` servers serving.
+    pub fn has_quorum(&self, n: usize) -> bool {
+        self.leader.is_some() && self.serving > n / 2
+    }
+}
+
+impl LocalCluster {
+    /// Asks every running, unfrozen server of ours what it is.
+    pub async fn zk_view(&mut self) -> ZkView {
+        let mut v = ZkView::default();
+        for (i, z) in self.zk.iter_mut().enumerate() {
+            match z.mode().await {
+                Some(ZkMode::Leader) => {
+                    v.leader = Some(i);
+                    v.serving += 1;
+                }
+                Some(ZkMode::Follower | ZkMode::Standalone) => v.serving += 1,
+                Some(ZkMode::NotServing) | None => {}
+            }
+        }
+        v
+    }
+
+    /// Polls until the ensemble has a leader and a quorum serving; the
+    /// instant it was first seen so.
+    pub async fn wait_zk_quorum(&mut self, timeout: Duration) -> Result<(Instant, ZkView)> {
+        let end = Instant::now() + timeout;
+        let n = self.zk.len();
+        loop {
+            let v = self.zk_view().await;
+            if v.has_quorum(n) {
+                return Ok((Instant::now(), v));
+            }
+            if Instant::now() >= end {
+                bail!("ZooKeeper had no leader with a quorum within {timeout:?} ({v:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until every running server of ours serves again.
+    pub async fn wait_zk_whole(&mut self, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        loop {
+            let v = self.zk_view().await;
+            if v.leader.is_some() && v.serving == self.zk.len() {
+                return Ok(());
+            }
+            if Instant::now() >= end {
+                bail!("ZooKeeper servers not all serving within {timeout:?} ({v:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

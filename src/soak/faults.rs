@@ -105,6 +105,12 @@ pub struct ProbeWriter {
 }
 
 impl ProbeWriter {
+    /// `PUT key=p<n>` with a fresh number `n`, recorded.
+    pub async fn put_fresh(&self, key: &str) -> (Outcome, u64) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.put(key, &format!("p{n}")).await
+    }
+
     /// `PUT key=value`, recorded; its outcome and completion time.
     pub async fn put(&self, key: &str, value: &str) -> (Outcome, u64) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -171,10 +177,30 @@ pub enum FaultKind {
     StallLeaderKillFollower,
     /// The leader frozen and a node's link to ZooKeeper cut.
     FreezeLeaderZkCut,
+    // ZooKeeper faults: need the soak's own ensemble (--ensemble).
+    /// kill -9 the ZooKeeper leader (`srvr`: "Mode: leader"); restarted
+    /// once walship serves again.
+    ZkKillLeader,
+    /// kill -9 a ZooKeeper follower; restarted once walship serves again.
+    ZkKillFollower,
+    /// Two of the three servers killed for a few seconds (no quorum), then
+    /// started again.
+    ZkQuorumLoss,
+    /// SIGSTOP the ZooKeeper leader until the others elect a new one and
+    /// walship serves again, then SIGCONT.
+    ZkFreezeLeader,
+    /// The ZooKeeper leader and the walship leader killed at once.
+    ZkKillLeaderKillLeader,
+    /// A ZooKeeper follower and the walship leader killed at once.
+    ZkKillFollowerKillLeader,
+    /// Quorum loss, and the walship leader killed while it lasts.
+    ZkQuorumLossKillLeader,
+    /// The ZooKeeper leader and the walship leader frozen at once.
+    ZkFreezeLeaderFreezeLeader,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 26] = [
         FaultKind::KillLeader,
         FaultKind::KillLeaderWipe,
         FaultKind::KillFollower,
@@ -193,6 +219,14 @@ impl FaultKind {
         FaultKind::PowerLossBoth,
         FaultKind::StallLeaderKillFollower,
         FaultKind::FreezeLeaderZkCut,
+        FaultKind::ZkKillLeader,
+        FaultKind::ZkKillFollower,
+        FaultKind::ZkQuorumLoss,
+        FaultKind::ZkFreezeLeader,
+        FaultKind::ZkKillLeaderKillLeader,
+        FaultKind::ZkKillFollowerKillLeader,
+        FaultKind::ZkQuorumLossKillLeader,
+        FaultKind::ZkFreezeLeaderFreezeLeader,
     ];
 
     /// The seven kinds the soak had before it learnt ZooKeeper-link cuts,
@@ -227,6 +261,14 @@ impl FaultKind {
             FaultKind::PowerLossBoth => "power-loss-both",
             FaultKind::StallLeaderKillFollower => "stall-leader+kill-follower",
             FaultKind::FreezeLeaderZkCut => "freeze-leader+zk-cut",
+            FaultKind::ZkKillLeader => "zk-kill-leader",
+            FaultKind::ZkKillFollower => "zk-kill-follower",
+            FaultKind::ZkQuorumLoss => "zk-quorum-loss",
+            FaultKind::ZkFreezeLeader => "zk-freeze-leader",
+            FaultKind::ZkKillLeaderKillLeader => "zk-kill-leader+kill-leader",
+            FaultKind::ZkKillFollowerKillLeader => "zk-kill-follower+kill-leader",
+            FaultKind::ZkQuorumLossKillLeader => "zk-quorum-loss+kill-leader",
+            FaultKind::ZkFreezeLeaderFreezeLeader => "zk-freeze-leader+freeze-leader",
         }
     }
 
@@ -240,6 +282,26 @@ impl FaultKind {
                 | FaultKind::PowerLossBoth
                 | FaultKind::StallLeaderKillFollower
                 | FaultKind::FreezeLeaderZkCut
+                | FaultKind::ZkKillLeaderKillLeader
+                | FaultKind::ZkKillFollowerKillLeader
+                | FaultKind::ZkQuorumLossKillLeader
+                | FaultKind::ZkFreezeLeaderFreezeLeader
+        )
+    }
+
+    /// Hurts one or more servers of a ZooKeeper ensemble: needs the soak's
+    /// own (`--ensemble`).
+    pub fn needs_ensemble(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ZkKillLeader
+                | FaultKind::ZkKillFollower
+                | FaultKind::ZkQuorumLoss
+                | FaultKind::ZkFreezeLeader
+                | FaultKind::ZkKillLeaderKillLeader
+                | FaultKind::ZkKillFollowerKillLeader
+                | FaultKind::ZkQuorumLossKillLeader
+                | FaultKind::ZkFreezeLeaderFreezeLeader
         )
     }
 
@@ -265,7 +327,7 @@ impl FaultKind {
     pub fn parse(s: &str) -> Result<FaultKind, String> {
         FaultKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
             format!(
-                "unknown fault kind '{s}' (kinds: {}; groups: all, single, combined, classic)",
+                "unknown fault kind '{s}' (kinds: {}; groups: all, single, combined, classic, zk)",
                 FaultKind::ALL.map(|k| k.name()).join(", ")
             )
         })
@@ -279,20 +341,33 @@ impl fmt::Display for FaultKind {
 }
 
 /// One item of `--kinds`: a kind, or a group (`all`, `single`, `combined`,
-/// `classic`).
+/// `classic`, `zk`: the ZooKeeper-ensemble kinds). A group holds what the
+/// run can do (the ensemble kinds only with `--ensemble`, zk-restart only
+/// without); a kind named alone that the run cannot do is an error.
 #[derive(Clone, Debug)]
-pub struct KindSet(pub Vec<FaultKind>);
+pub struct KindSet {
+    pub kinds: Vec<FaultKind>,
+    /// A group, not one kind by name.
+    pub group: bool,
+}
 
 impl KindSet {
     pub fn parse(s: &str) -> Result<KindSet, String> {
         let all = FaultKind::ALL.into_iter();
-        Ok(KindSet(match s.trim() {
+        let kinds: Vec<FaultKind> = match s.trim() {
             "all" => all.collect(),
             "single" => all.filter(|k| !k.combined()).collect(),
             "combined" => all.filter(|k| k.combined()).collect(),
             "classic" => FaultKind::CLASSIC.to_vec(),
-            other => vec![FaultKind::parse(other)?],
-        }))
+            "zk" => all.filter(|k| k.needs_ensemble()).collect(),
+            other => {
+                return Ok(KindSet {
+                    kinds: vec![FaultKind::parse(other)?],
+                    group: false,
+                })
+            }
+        };
+        Ok(KindSet { kinds, group: true })
     }
 }
 
@@ -362,6 +437,18 @@ pub struct CycleReport {
     /// A safety promise broken during the cycle (a leader cut from ZooKeeper
     /// acknowledged a write): fails the soak.
     pub violations: Vec<String>,
+    /// ZooKeeper faults: from the fault to the instant the ensemble was
+    /// seen with a leader and a quorum again (0 if it never lost them).
+    pub zk_outage_ms: Option<u64>,
+    /// ZooKeeper faults: from that instant (or the fault's end) to the
+    /// first write acknowledged at or after it.
+    pub zk_recovery_ms: Option<u64>,
+    /// On the history clock: a window in which ZooKeeper had no quorum
+    /// (from the second server's kill to the restart of the first); no
+    /// write invoked and completed inside it may be acknowledged.
+    pub quorum_down_ns: Option<(u64, u64)>,
+    /// ERROR lines the nodes logged during the cycle.
+    pub error_lines: u64,
 }
 
 impl CycleReport {
@@ -385,13 +472,15 @@ mod tests {
         for k in FaultKind::ALL {
             assert_eq!(FaultKind::parse(k.name()), Ok(k));
         }
-        assert_eq!(KindSet::parse("all").unwrap().0.len(), FaultKind::ALL.len());
-        let combined = KindSet::parse("combined").unwrap().0;
-        let single = KindSet::parse("single").unwrap().0;
+        assert_eq!(KindSet::parse("all").unwrap().kinds.len(), FaultKind::ALL.len());
+        let combined = KindSet::parse("combined").unwrap().kinds;
+        let single = KindSet::parse("single").unwrap().kinds;
         assert_eq!(combined.len() + single.len(), FaultKind::ALL.len());
         assert!(combined.iter().all(|k| k.combined()));
         assert!(combined.len() >= 5);
-        assert_eq!(KindSet::parse("classic").unwrap().0, FaultKind::CLASSIC.to_vec());
+        assert_eq!(KindSet::parse("classic").unwrap().kinds, FaultKind::CLASSIC.to_vec());
+        assert_eq!(KindSet::parse("zk").unwrap().kinds.len(), 8);
+        assert!(!KindSet::parse("zk-kill-leader").unwrap().group);
         assert!(KindSet::parse("meteor").is_err());
     }
 

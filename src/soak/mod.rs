@@ -63,6 +63,8 @@ use self::workload::WorkloadConfig;
 /// under load), with their deadline.
 const WRITES_BETWEEN_CYCLES: u64 = 100;
 const PROGRESS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Servers of the ZooKeeper ensemble `--ensemble` starts.
+const ENSEMBLE_SERVERS: u32 = 3;
 
 /// What `run` has started, so an interrupt can stop it.
 #[derive(Default)]
@@ -84,6 +86,7 @@ struct Plan {
     run_dir: PathBuf,
     history: PathBuf,
     zk: Option<String>,
+    ensemble: bool,
     kinds: Vec<FaultKind>,
     /// Kinds left out, and why.
     skipped: Vec<(FaultKind, String)>,
@@ -111,6 +114,11 @@ pub async fn run(args: SoakArgs) -> ExitCode {
     state.summary.history_path = plan.history.clone();
     state.summary.workload_clients = plan.clients;
     state.summary.skipped = plan.skipped.clone();
+    state.summary.zookeeper = match (&plan.zk, plan.ensemble) {
+        (Some(zk), _) => format!("given: {zk}"),
+        (None, true) => format!("the soak's own {ENSEMBLE_SERVERS}-server ensemble on loopback"),
+        (None, false) => "the soak's own single server on loopback".into(),
+    };
     println!(
         "walship soak: seed {}, {}, {} clients over {} keys, faults: {}",
         plan.seed,
@@ -166,7 +174,11 @@ pub async fn run(args: SoakArgs) -> ExitCode {
             println!(
                 "logs: {}/node1.log, node2.log{}",
                 plan.run_dir.display(),
-                if plan.zk.is_none() { ", zk/zk.log" } else { "" }
+                match (&plan.zk, plan.ensemble) {
+                    (Some(_), _) => "",
+                    (None, true) => ", zk1/zk.log, zk2/zk.log, zk3/zk.log",
+                    (None, false) => ", zk/zk.log",
+                }
             );
             if state.summary.passed() {
                 ExitCode::SUCCESS
@@ -206,10 +218,30 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         Some(b) => return Err(format!("--bin {}: no such file", b.display())),
         None => std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?,
     };
-    let mut kinds: Vec<FaultKind> = match args.kinds {
-        Some(sets) => sets.into_iter().flat_map(|s| s.0).collect(),
-        None => FaultKind::ALL.to_vec(),
-    };
+    let sets = args
+        .kinds
+        .unwrap_or_else(|| vec![faults::KindSet::parse("all").expect("a group")]);
+    let mut kinds: Vec<FaultKind> = Vec::new();
+    for set in sets {
+        for k in set.kinds {
+            let why = if k.needs_ensemble() && !args.ensemble {
+                Some("needs --ensemble (the soak's own ZooKeeper ensemble)")
+            } else if k.needs_own_zk() && args.ensemble {
+                Some("is for a single ZooKeeper; with --ensemble the zk-* kinds restart servers")
+            } else {
+                None
+            };
+            match why {
+                None => kinds.push(k),
+                // A group holds what this run can do.
+                Some(_) if set.group => {}
+                Some(why) => return Err(format!("--kinds {k} {why}")),
+            }
+        }
+    }
+    if kinds.is_empty() {
+        return Err("--kinds leaves no fault kind this run can do (the zk group needs --ensemble)".into());
+    }
     kinds.sort();
     kinds.dedup();
     let mut skipped = Vec::new();
@@ -244,7 +276,10 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
             .unwrap_or(0);
         (t ^ (std::process::id() as u64) << 32) % 1_000_000_000
     });
-    let run_dir = procs::prepare_run_dir(&args.run_dir, &["zk", "node1", "node2", "fault1", "fault2"])?;
+    let run_dir = procs::prepare_run_dir(
+        &args.run_dir,
+        &["zk", "zk1", "zk2", "zk3", "node1", "node2", "fault1", "fault2"],
+    )?;
     let history = args.history.unwrap_or_else(|| run_dir.join("history.jsonl"));
     Ok(Plan {
         cycles,
@@ -255,6 +290,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         run_dir,
         history,
         zk: args.zk,
+        ensemble: args.ensemble,
         kinds,
         skipped,
         bin,
@@ -290,6 +326,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
         run_dir: plan.run_dir.clone(),
         bin: plan.bin.clone(),
         zk: plan.zk.clone(),
+        ensemble: plan.ensemble.then_some(ENSEMBLE_SERVERS),
         cluster: cluster_name,
     };
     println!("[{:>6}] starting ZooKeeper and nodes 1 and 2", elapsed(started));
@@ -327,6 +364,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
         }
         n += 1;
         let kind = schedule.next_kind();
+        let log_marks = [1u64, 2].map(|id| log_len(cluster.log_path(id)));
         let ctx = nemesis::CycleCtx {
             cluster: &mut *cluster,
             probe: &prober,
@@ -334,9 +372,13 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
             number: n,
             rng: schedule.params(n),
         };
-        let report = nemesis::run_cycle(kind, ctx)
+        let mut report = nemesis::run_cycle(kind, ctx)
             .await
             .with_context(|| format!("cycle {n} ({kind}) did not recover"))?;
+        report.error_lines = [1u64, 2]
+            .iter()
+            .map(|id| error_lines_since(cluster.log_path(*id), log_marks[(*id - 1) as usize]))
+            .sum();
         let c = &wl.counters;
         println!(
             "[{:>6}] cycle {n:>3}{} {:<28} {:<8} failover {:>5} ms, node {} leads; {} ops, {} writes acked  ({:.1} s){}",
@@ -355,6 +397,12 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
                 format!("  [{}]", report.variant_text())
             }
         );
+        if let (Some(out), Some(rec)) = (report.zk_outage_ms, report.zk_recovery_ms) {
+            println!(
+                "           ZooKeeper quorum back {out} ms after the fault, first write acknowledged {rec} ms after that; {} ERROR lines",
+                report.error_lines
+            );
+        }
         for note in &report.notes {
             println!("           {note}");
         }
@@ -432,6 +480,11 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     for c in &state.summary.cycles {
         violations.extend(c.violations.iter().cloned());
     }
+    // No write acknowledged while ZooKeeper had no quorum.
+    let windows: Vec<(u64, u64)> = state.summary.cycles.iter().filter_map(|c| c.quorum_down_ns).collect();
+    let (tally, v) = check::writes_while_down(&records, &windows);
+    violations.extend(v);
+    state.summary.quorum_loss = tally;
     let (zk_ok, zk_text) = check::zookeeper_alone(&plan.bin, &cluster.zk_addr, &cluster.name, &plan.history).await;
     let zk_line = zk_text.lines().last().unwrap_or("").to_string();
     match zk_ok {
@@ -503,6 +556,28 @@ async fn wait_progress(cluster: &mut SoakCluster, wl: &Workload, more: u64) -> R
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Ok(())
+}
+
+/// A log file's length now (0 if missing).
+fn log_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// ERROR lines a node's log gained since `from` (its length then).
+fn error_lines_since(path: &std::path::Path, from: u64) -> u64 {
+    use std::io::Read;
+    use std::io::Seek;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut text = Vec::new();
+    if f.seek(std::io::SeekFrom::Start(from)).is_err() || f.read_to_end(&mut text).is_err() {
+        return 0;
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| l.split_whitespace().take(3).any(|w| w.contains("ERROR")))
+        .count() as u64
 }
 
 fn elapsed(started: Instant) -> String {

@@ -8,9 +8,11 @@
 //! cut, a disk stalled, fdatasync off), drawn from the cycle's seeded
 //! parameters; whether the cluster recovered is always polled for.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -24,6 +26,7 @@ use super::disk;
 use super::faults::CycleReport;
 use super::faults::FaultKind;
 use super::faults::Prober;
+use super::faults::PROBE_KEY;
 use super::history::Outcome;
 use super::rng::Rng;
 use super::workload::Workload;
@@ -81,6 +84,9 @@ pub async fn run_cycle(kind: FaultKind, ctx: CycleCtx<'_>) -> Result<CycleReport
         outcomes: Vec::new(),
         liveness: Vec::new(),
         violations: Vec::new(),
+        zk_outage_ms: None,
+        zk_recovery_ms: None,
+        quorum_down_ns: None,
     };
     c.run().await
 }
@@ -114,6 +120,91 @@ struct Cycle<'a> {
     outcomes: Vec<String>,
     liveness: Vec<String>,
     violations: Vec<String>,
+    zk_outage_ms: Option<u64>,
+    zk_recovery_ms: Option<u64>,
+    quorum_down_ns: Option<(u64, u64)>,
+}
+
+/// Probe writes every `PROBE_EVERY` in the background, to either node but
+/// `avoid`, each its own request; every acknowledged one's completion time
+/// is kept. For the ZooKeeper faults, which measure both the failover and
+/// the time from the quorum's return to the first write acknowledged.
+struct ProbeLoop {
+    acks: Arc<Mutex<Vec<u64>>>,
+    avoid: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl ProbeLoop {
+    fn start(probe: &Prober, avoid: Option<u64>) -> ProbeLoop {
+        let writers = [probe.writer(1), probe.writer(2)];
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let avoid = Arc::new(AtomicU64::new(avoid.unwrap_or(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, v, st) = (Arc::clone(&acks), Arc::clone(&avoid), Arc::clone(&stop));
+        let task = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !st.load(Ordering::SeqCst) {
+                let mut id = 1 + n % 2;
+                if id == v.load(Ordering::SeqCst) {
+                    id = 3 - id;
+                }
+                n += 1;
+                let (w, a) = (writers[(id - 1) as usize].clone(), Arc::clone(&a));
+                tokio::spawn(async move {
+                    let (outcome, complete_ns) = w.put_fresh(PROBE_KEY).await;
+                    if outcome == Outcome::Ok {
+                        a.lock().expect("acks lock").push(complete_ns);
+                    }
+                });
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+        });
+        ProbeLoop {
+            acks,
+            avoid,
+            stop,
+            task,
+        }
+    }
+
+    fn avoid(&self, id: Option<u64>) {
+        self.avoid.store(id.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// The first acknowledgment completed at or after `t_ns`.
+    fn first_ack_from(&self, t_ns: u64) -> Option<u64> {
+        self.acks
+            .lock()
+            .expect("acks lock")
+            .iter()
+            .copied()
+            .filter(|a| *a >= t_ns)
+            .min()
+    }
+
+    /// Polls (with a deadline) for an acknowledgment at or after `t_ns`.
+    async fn wait_ack_from(&self, t_ns: u64, cluster: &mut SoakCluster) -> Result<u64> {
+        let end = Instant::now() + RECOVERY_TIMEOUT;
+        loop {
+            if let Some(a) = self.first_ack_from(t_ns) {
+                return Ok(a);
+            }
+            cluster.check_crashes()?;
+            if Instant::now() >= end {
+                bail!("no probe write acknowledged within {RECOVERY_TIMEOUT:?} of ZooKeeper's quorum returning");
+            }
+            tokio::time::sleep(STATUS_POLL).await;
+        }
+    }
+}
+
+impl Drop for ProbeLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.abort();
+    }
 }
 
 impl Cycle<'_> {
@@ -148,7 +239,7 @@ impl Cycle<'_> {
             }
             FaultKind::ZkRestart => {
                 self.mark_fault();
-                let Some(zk) = self.cluster.zk.as_mut() else {
+                let Some(zk) = self.cluster.zk.first_mut() else {
                     bail!("zk-restart needs the soak's own ZooKeeper (not --zk)");
                 };
                 zk.stop().await.context("stop ZooKeeper")?;
@@ -230,6 +321,12 @@ impl Cycle<'_> {
                 self.finish(fo?).await
             }
             FaultKind::ZkCutLeaderKillBothWipe => self.zk_cut_kill_both_wipe().await,
+            FaultKind::ZkKillLeader
+            | FaultKind::ZkKillFollower
+            | FaultKind::ZkKillLeaderKillLeader
+            | FaultKind::ZkKillFollowerKillLeader => self.zk_kill().await,
+            FaultKind::ZkQuorumLoss | FaultKind::ZkQuorumLossKillLeader => self.zk_quorum_loss().await,
+            FaultKind::ZkFreezeLeader | FaultKind::ZkFreezeLeaderFreezeLeader => self.zk_freeze().await,
             FaultKind::ZkCutLeaderKillFollower => {
                 self.target = Some(l);
                 let mode = self.cut_mode();
@@ -436,6 +533,225 @@ impl Cycle<'_> {
             ));
             self.outcomes.push("a write to the cut leader acknowledged".into());
         }
+        self.finish(fo).await
+    }
+
+    /// The ZooKeeper leader before the fault (index into the cluster's
+    /// servers), polled for: a cycle starts from a whole ensemble.
+    async fn zk_leader(&mut self) -> Result<usize> {
+        if self.cluster.zk.len() < 3 {
+            bail!("{} needs the soak's own ZooKeeper ensemble (--ensemble)", self.kind);
+        }
+        self.cluster
+            .wait_zk_whole(RECOVERY_TIMEOUT)
+            .await
+            .context("before the fault")?;
+        let v = self.cluster.zk_view().await;
+        v.leader.context("the ZooKeeper ensemble has no leader")
+    }
+
+    /// A ZooKeeper follower (seeded), not `leader`.
+    fn zk_follower(&mut self, leader: usize) -> usize {
+        let others: Vec<usize> = (0..self.cluster.zk.len()).filter(|i| *i != leader).collect();
+        others[self.rng.below(others.len() as u64) as usize]
+    }
+
+    fn zk_name(&self, i: usize) -> String {
+        format!("zk{}", self.cluster.zk[i].myid())
+    }
+
+    /// Records the ZooKeeper figures: outage (fault to quorum back) and
+    /// recovery (quorum back to the first write acknowledged from then on).
+    fn zk_figures(&mut self, back_ns: u64, ack_ns: u64) {
+        self.zk_outage_ms = Some(back_ns.saturating_sub(self.fault_ns) / 1_000_000);
+        let rec = ack_ns.saturating_sub(back_ns) / 1_000_000;
+        self.zk_recovery_ms = Some(rec);
+        self.outcomes.push(
+            if rec <= 1000 {
+                "writes back within 1 s"
+            } else {
+                "writes back after more than 1 s"
+            }
+            .into(),
+        );
+    }
+
+    /// kill -9 of the ZooKeeper leader or of a follower, with or without the
+    /// walship leader; the dead ones restarted once walship serves again.
+    async fn zk_kill(mut self) -> Result<CycleReport> {
+        let (l, f) = (self.leader, self.follower);
+        let zl = self.zk_leader().await?;
+        let kills_zk_leader = matches!(self.kind, FaultKind::ZkKillLeader | FaultKind::ZkKillLeaderKillLeader);
+        let kills_walship = matches!(
+            self.kind,
+            FaultKind::ZkKillLeaderKillLeader | FaultKind::ZkKillFollowerKillLeader
+        );
+        let victim = if kills_zk_leader { zl } else { self.zk_follower(zl) };
+        self.params.push(format!("{} killed", self.zk_name(victim)));
+        if kills_walship {
+            self.target = Some(l);
+        }
+        self.mark_fault();
+        let probes = ProbeLoop::start(self.probe, kills_walship.then_some(l));
+        self.cluster.zk[victim]
+            .kill9()
+            .await
+            .context("kill a ZooKeeper server")?;
+        if kills_walship {
+            self.cluster.node(l).kill9().await?;
+        }
+        // The quorum's return: the two others elect a leader (a follower's
+        // death loses nothing: its end is the fault itself).
+        let back_ns = if kills_zk_leader {
+            let (t, _) = self.cluster.wait_zk_quorum(RECOVERY_TIMEOUT).await?;
+            self.probe.clock.at_ns(t)
+        } else {
+            self.fault_ns
+        };
+        let ack = probes.wait_ack_from(back_ns, self.cluster).await?;
+        let first = probes.first_ack_from(self.fault_ns).unwrap_or(ack);
+        drop(probes);
+        self.zk_figures(back_ns, ack);
+        let accept = move |id: u64| !kills_walship || id == f;
+        let leader = self.cluster.wait_leader(RECOVERY_TIMEOUT, accept).await?;
+        let fo = Failover {
+            ms: first.saturating_sub(self.fault_ns) / 1_000_000,
+            ack_ns: first,
+            leader,
+        };
+        self.cluster.zk[victim]
+            .start_again()
+            .await
+            .context("start the killed ZooKeeper server again")?;
+        self.cluster.wait_zk_whole(RECOVERY_TIMEOUT).await?;
+        if kills_walship {
+            self.restart(l, false).await?;
+        }
+        self.finish(fo).await
+    }
+
+    /// Two of the three servers killed (the leader and a follower, or both
+    /// followers: seeded) for 2-5 s, then started again. No write invoked
+    /// while the quorum is gone may be acknowledged (checked at the end
+    /// against the history, `quorum_down_ns`). With the walship leader
+    /// killed too, it is restarted while the quorum is still gone.
+    async fn zk_quorum_loss(mut self) -> Result<CycleReport> {
+        let l = self.leader;
+        let zl = self.zk_leader().await?;
+        let kills_walship = self.kind == FaultKind::ZkQuorumLossKillLeader;
+        let with_leader = self.rng.percent(50);
+        let victims: Vec<usize> = if with_leader {
+            vec![zl, self.zk_follower(zl)]
+        } else {
+            (0..self.cluster.zk.len()).filter(|i| *i != zl).collect()
+        };
+        self.variant.push(
+            if with_leader {
+                "leader and a follower"
+            } else {
+                "both followers"
+            }
+            .into(),
+        );
+        let down_for = self.ms(2000, 5000);
+        self.params.push(format!(
+            "{} down {} ms",
+            victims.iter().map(|v| self.zk_name(*v)).collect::<Vec<_>>().join("+"),
+            down_for.as_millis()
+        ));
+        if kills_walship {
+            self.target = Some(l);
+        }
+        self.mark_fault();
+        let probes = ProbeLoop::start(self.probe, kills_walship.then_some(l));
+        for v in &victims {
+            self.cluster.zk[*v].kill9().await.context("kill a ZooKeeper server")?;
+        }
+        let down_from = self.probe.clock.now_ns();
+        if kills_walship {
+            self.cluster.node(l).kill9().await?;
+        }
+        let restart_at = Instant::now() + down_for;
+        if kills_walship {
+            // Back while ZooKeeper has no quorum: it must wait for it.
+            hold_until(Instant::now() + down_for / 2).await;
+            self.cluster.node(l).spawn()?;
+            probes.avoid(None);
+        }
+        hold_until(restart_at).await;
+        let down_until = self.probe.clock.now_ns();
+        self.quorum_down_ns = Some((down_from, down_until));
+        for v in &victims {
+            self.cluster.zk[*v].spawn().context("start a ZooKeeper server again")?;
+        }
+        let (t, _) = self.cluster.wait_zk_quorum(RECOVERY_TIMEOUT).await?;
+        let back_ns = self.probe.clock.at_ns(t);
+        let ack = probes.wait_ack_from(back_ns, self.cluster).await?;
+        // Writes acknowledged before the second server died do not count:
+        // the failover is from the loss of the quorum.
+        let first = probes.first_ack_from(down_from).unwrap_or(ack);
+        drop(probes);
+        self.zk_figures(back_ns, ack);
+        let leader = self.cluster.wait_leader(RECOVERY_TIMEOUT, |_| true).await?;
+        let fo = Failover {
+            ms: first.saturating_sub(down_from) / 1_000_000,
+            ack_ns: first,
+            leader,
+        };
+        for v in &victims {
+            self.cluster.zk[*v].wait_serving(RECOVERY_TIMEOUT).await?;
+        }
+        self.cluster.wait_zk_whole(RECOVERY_TIMEOUT).await?;
+        if kills_walship {
+            self.cluster.wait_live(l, RECOVERY_TIMEOUT).await?;
+        }
+        self.finish(fo).await
+    }
+
+    /// SIGSTOP of the ZooKeeper leader (and, combined, of the walship
+    /// leader) until the other two servers elect a leader and a write is
+    /// acknowledged after that, at least `HOLD`; then SIGCONT.
+    async fn zk_freeze(mut self) -> Result<CycleReport> {
+        let (l, f) = (self.leader, self.follower);
+        let zl = self.zk_leader().await?;
+        let freezes_walship = self.kind == FaultKind::ZkFreezeLeaderFreezeLeader;
+        self.params.push(format!("{} frozen", self.zk_name(zl)));
+        if freezes_walship {
+            self.target = Some(l);
+        }
+        self.mark_fault();
+        let probes = ProbeLoop::start(self.probe, freezes_walship.then_some(l));
+        self.cluster.zk[zl].freeze()?;
+        if freezes_walship {
+            self.cluster.node(l).sigstop()?;
+        }
+        let clock = self.probe.clock;
+        let cluster = &mut *self.cluster;
+        let result: Result<(u64, u64)> = async {
+            let (t, _) = cluster.wait_zk_quorum(RECOVERY_TIMEOUT).await?;
+            let back_ns = clock.at_ns(t);
+            let ack = probes.wait_ack_from(back_ns, cluster).await?;
+            Ok((back_ns, ack))
+        }
+        .await;
+        let first = probes.first_ack_from(self.fault_ns);
+        drop(probes);
+        hold_until(self.started + HOLD).await;
+        self.cluster.zk[zl].thaw()?;
+        if freezes_walship {
+            self.cluster.node(l).sigcont()?;
+        }
+        let (back_ns, ack) = result?;
+        self.zk_figures(back_ns, ack);
+        let first = first.unwrap_or(ack);
+        let accept = move |id: u64| !freezes_walship || id == f;
+        let leader = self.cluster.wait_leader(RECOVERY_TIMEOUT, accept).await?;
+        let fo = Failover {
+            ms: first.saturating_sub(self.fault_ns) / 1_000_000,
+            ack_ns: first,
+            leader,
+        };
+        self.cluster.wait_zk_whole(RECOVERY_TIMEOUT).await?;
         self.finish(fo).await
     }
 
@@ -677,6 +993,10 @@ impl Cycle<'_> {
             outcomes: self.outcomes,
             liveness: self.liveness,
             violations: self.violations,
+            zk_outage_ms: self.zk_outage_ms,
+            zk_recovery_ms: self.zk_recovery_ms,
+            quorum_down_ns: self.quorum_down_ns,
+            error_lines: 0,
         })
     }
 }

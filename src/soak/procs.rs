@@ -194,6 +194,11 @@ pub fn zk_classpath() -> Result<String> {
 
 /// Send a four-letter word to `addr`; the whole reply (2 s limit).
 pub async fn four_letter(addr: &str, word: &str) -> Result<String> {
+    four_letter_within(addr, word, Duration::from_secs(2)).await
+}
+
+/// `four_letter` with its own limit.
+pub async fn four_letter_within(addr: &str, word: &str, limit: Duration) -> Result<String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream.write_all(word.as_bytes()).await?;
@@ -201,18 +206,35 @@ pub async fn four_letter(addr: &str, word: &str) -> Result<String> {
         stream.read_to_string(&mut reply).await?;
         Ok::<_, std::io::Error>(reply)
     };
-    match tokio::time::timeout(Duration::from_secs(2), exchange).await {
+    match tokio::time::timeout(limit, exchange).await {
         Ok(Ok(reply)) => Ok(reply),
         Ok(Err(e)) => Err(e).with_context(|| format!("{word} to {addr}")),
-        Err(_) => bail!("{word} to {addr}: no reply within 2 s"),
+        Err(_) => bail!("{word} to {addr}: no reply within {limit:?}"),
     }
 }
 
 /// Our private ZooKeeper in `<dir>`: zoo.cfg, log4j.properties, data/, zk.log, zk.out.
+/// Standalone (`start`), or one server of an ensemble on loopback
+/// (`start_ensemble`): the same template, plus `server.N` lines and
+/// `data/myid`.
 pub struct ZkServer {
     dir: PathBuf,
     port: u16,
+    /// 1-based id in an ensemble (`myid`); 0 standalone.
+    myid: u32,
+    /// The `server.N=...` lines of the ensemble (empty standalone).
+    servers: String,
     proc: Option<Proc>,
+}
+
+/// What a server says it is (`srvr`'s `Mode:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZkMode {
+    Leader,
+    Follower,
+    Standalone,
+    /// Answering, but not serving (no quorum: electing).
+    NotServing,
 }
 
 impl ZkServer {
@@ -224,6 +246,8 @@ impl ZkServer {
             let mut zk = ZkServer {
                 dir: dir.to_path_buf(),
                 port: free_port()?,
+                myid: 0,
+                servers: String::new(),
                 proc: None,
             };
             match zk.launch().await {
@@ -234,12 +258,77 @@ impl ZkServer {
         Err(last.expect("tried")).context("ZooKeeper did not start")
     }
 
+    /// An ensemble of `n` servers on loopback in `<base>/zk1`..`zk<n>`, each
+    /// with free client, quorum and election ports; returns once every
+    /// server serves (one leader, the others following).
+    pub async fn start_ensemble(base: &Path, n: u32) -> Result<Vec<ZkServer>> {
+        let mut last = None;
+        for _ in 0..3 {
+            let mut ports = Vec::new();
+            let mut lines = String::new();
+            for id in 1..=n {
+                let (client, quorum, election) = (free_port()?, free_port()?, free_port()?);
+                ports.push(client);
+                lines.push_str(&format!("server.{id}=127.0.0.1:{quorum}:{election}\n"));
+            }
+            let mut servers = Vec::new();
+            for id in 1..=n {
+                let dir = base.join(format!("zk{id}"));
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).with_context(|| format!("clear {}", dir.display()))?;
+                }
+                std::fs::create_dir_all(dir.join("data")).with_context(|| format!("create {}", dir.display()))?;
+                servers.push(ZkServer {
+                    dir,
+                    port: ports[(id - 1) as usize],
+                    myid: id,
+                    servers: lines.clone(),
+                    proc: None,
+                });
+            }
+            let started: Result<()> = async {
+                for s in servers.iter_mut() {
+                    s.spawn()?;
+                }
+                for s in servers.iter_mut() {
+                    s.wait_serving(ZK_START_TIMEOUT).await?;
+                }
+                Ok(())
+            }
+            .await;
+            match started {
+                Ok(()) => return Ok(servers),
+                Err(e) => {
+                    for s in servers.iter_mut() {
+                        let _ = s.kill9().await;
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("tried")).context("the ZooKeeper ensemble did not start")
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// `myid` in an ensemble (0 standalone).
+    pub fn myid(&self) -> u32 {
+        self.myid
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().and_then(|p| p.pid())
+    }
+
+    /// Running (frozen or not).
+    pub fn is_running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| p.is_running())
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.proc.as_ref().is_some_and(|p| p.is_frozen())
     }
 
     /// SIGTERM and wait (SIGKILL after 15 s).
@@ -250,16 +339,71 @@ impl ZkServer {
         Ok(())
     }
 
+    /// SIGKILL and reap.
+    pub async fn kill9(&mut self) -> Result<()> {
+        if let Some(mut p) = self.proc.take() {
+            if p.is_running() {
+                p.kill9().await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn freeze(&mut self) -> Result<()> {
+        self.proc
+            .as_mut()
+            .context("ZooKeeper not running")?
+            .signal(libc::SIGSTOP)
+    }
+
+    pub fn thaw(&mut self) -> Result<()> {
+        self.proc
+            .as_mut()
+            .context("ZooKeeper not running")?
+            .signal(libc::SIGCONT)
+    }
+
     /// Start again: same port, same data dir.
     pub async fn start_again(&mut self) -> Result<()> {
         self.launch().await
     }
 
+    /// `srvr`'s `Mode:` (`None`: no answer; never asks a frozen server).
+    pub async fn mode(&mut self) -> Option<ZkMode> {
+        if !self.is_running() || self.is_frozen() {
+            return None;
+        }
+        let r = four_letter_within(&self.addr(), "srvr", Duration::from_millis(500))
+            .await
+            .ok()?;
+        Some(if r.contains("Mode: leader") {
+            ZkMode::Leader
+        } else if r.contains("Mode: follower") {
+            ZkMode::Follower
+        } else if r.contains("Mode: standalone") {
+            ZkMode::Standalone
+        } else {
+            ZkMode::NotServing
+        })
+    }
+
     async fn launch(&mut self) -> Result<()> {
+        self.spawn()?;
+        self.wait_serving(ZK_START_TIMEOUT).await
+    }
+
+    /// Starts the JVM (no wait: a server of an ensemble serves only once a
+    /// quorum of them runs).
+    pub fn spawn(&mut self) -> Result<()> {
         let cp = zk_classpath()?;
-        let cfg = ZOO_CFG_TEMPLATE
+        let mut cfg = ZOO_CFG_TEMPLATE
             .replace("@DATA_DIR@", &self.dir.join("data").display().to_string())
             .replace("@CLIENT_PORT@", &self.port.to_string());
+        if self.myid > 0 {
+            cfg.push_str("\n# walship soak: one server of an ensemble on loopback\n");
+            cfg.push_str(&self.servers);
+            std::fs::write(self.dir.join("data").join("myid"), format!("{}\n", self.myid))?;
+        }
         let cfg_path = self.dir.join("zoo.cfg");
         std::fs::write(&cfg_path, cfg)?;
         let log4j = self.dir.join("log4j.properties");
@@ -283,29 +427,34 @@ impl ZkServer {
             .process_group(0)
             .spawn()
             .context("spawn java (is a JRE installed? run `zk/zk.sh install`)")?;
-        let mut proc = Proc::new("ZooKeeper".into(), child);
-        let end = Instant::now() + ZK_START_TIMEOUT;
+        self.proc = Some(Proc::new(format!("ZooKeeper {}", self.addr()), child));
+        Ok(())
+    }
+
+    /// Polls `srvr` until the server serves (a `Mode:` line).
+    pub async fn wait_serving(&mut self, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
         loop {
+            let Some(proc) = self.proc.as_mut() else {
+                bail!("ZooKeeper {} is not running", self.addr());
+            };
             if let Some(status) = proc.exited() {
+                self.proc = None;
                 bail!(
                     "ZooKeeper exited during start-up ({status}); see {}",
                     self.dir.join("zk.log").display()
                 );
             }
             let last = match four_letter(&self.addr(), "srvr").await {
-                Ok(r) if r.contains("Mode:") => {
-                    self.proc = Some(proc);
-                    return Ok(());
-                }
+                Ok(r) if r.contains("Mode:") => return Ok(()),
                 Ok(r) => format!("srvr answered {r:?}"),
                 Err(e) => format!("{e:#}"),
             };
             if Instant::now() >= end {
-                let _ = proc.kill9().await;
-                bail!(
-                    "ZooKeeper on {} did not serve within {ZK_START_TIMEOUT:?}: {last}",
-                    self.addr()
-                );
+                if let Some(mut p) = self.proc.take() {
+                    let _ = p.kill9().await;
+                }
+                bail!("ZooKeeper on {} did not serve within {timeout:?}: {last}", self.addr());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::check::QuorumLossTally;
 use super::faults::CycleReport;
 use super::faults::FaultKind;
 use super::history::OpKind;
@@ -17,6 +18,8 @@ use super::history::Outcome;
 pub struct Summary {
     pub seed: u64,
     pub cluster: String,
+    /// Which ZooKeeper the run used, in words.
+    pub zookeeper: String,
     pub elapsed: Duration,
     pub history_path: PathBuf,
     pub kinds: Vec<FaultKind>,
@@ -35,6 +38,8 @@ pub struct Summary {
     pub problems: Vec<String>,
     /// Set on Ctrl-C / SIGTERM.
     pub interrupted: Option<&'static str>,
+    /// What writes saw while ZooKeeper had no quorum (zk-quorum-loss).
+    pub quorum_loss: QuorumLossTally,
 }
 
 #[derive(Default)]
@@ -80,6 +85,9 @@ impl Summary {
             show_duration(self.elapsed),
             self.cluster
         );
+        if !self.zookeeper.is_empty() {
+            let _ = writeln!(s, "  zookeeper     {}", self.zookeeper);
+        }
         let mut per_kind: BTreeMap<FaultKind, usize> = self.kinds.iter().map(|k| (*k, 0)).collect();
         for c in &self.cycles {
             *per_kind.entry(c.kind).or_default() += 1;
@@ -87,6 +95,7 @@ impl Summary {
         let kinds: Vec<String> = per_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(s, "  cycles        {}", kinds.join(", "));
         s.push_str(&self.fault_table());
+        s.push_str(&self.zk_table());
         for (k, why) in &self.skipped {
             let _ = writeln!(s, "  skipped       {k}: {why}");
         }
@@ -254,6 +263,92 @@ impl Summary {
         s
     }
 
+    /// Per ZooKeeper fault kind: how long the ensemble had no leader with a
+    /// quorum, how long after its return (or the fault's end) the first
+    /// write was acknowledged (target: 1 s), and the ERROR lines the nodes
+    /// logged; then what writes saw while the quorum was gone.
+    pub fn zk_table(&self) -> String {
+        let mut s = String::new();
+        let mut rows: BTreeMap<FaultKind, Vec<&CycleReport>> = BTreeMap::new();
+        for c in self.cycles.iter().filter(|c| c.zk_recovery_ms.is_some()) {
+            rows.entry(c.kind).or_default().push(c);
+        }
+        for k in self.kinds.iter().filter(|k| k.needs_ensemble()) {
+            rows.entry(*k).or_default();
+        }
+        if rows.is_empty() {
+            return s;
+        }
+        let width = rows.keys().map(|k| k.name().len()).max().unwrap_or(4).max(4) + 2;
+        let _ = writeln!(
+            s,
+            "  zk recovery   quorum back (or fault end) -> first acknowledged write; target within 1 s"
+        );
+        let _ = writeln!(
+            s,
+            "    {:<width$}{:>4} {:>10} {:>8} {:>8} {:>8} {:>9} {:>10}",
+            "kind", "runs", "outage p50", "p50 ms", "p99 ms", "max ms", "<= 1 s", "ERROR/run"
+        );
+        let mut order: Vec<(&FaultKind, &Vec<&CycleReport>)> = rows.iter().collect();
+        order.sort_by_key(|(k, _)| (k.combined(), **k));
+        for (kind, cycles) in order {
+            let mut rec: Vec<u64> = cycles.iter().filter_map(|c| c.zk_recovery_ms).collect();
+            rec.sort_unstable();
+            let mut out: Vec<u64> = cycles.iter().filter_map(|c| c.zk_outage_ms).collect();
+            out.sort_unstable();
+            let pick = |v: &[u64], p: usize| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    rank(v, p).to_string()
+                }
+            };
+            let within = rec.iter().filter(|r| **r <= 1000).count();
+            let errors: u64 = cycles.iter().map(|c| c.error_lines).sum();
+            let per_run = if cycles.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", errors as f64 / cycles.len() as f64)
+            };
+            let name = if kind.combined() {
+                format!("{} *", kind.name())
+            } else {
+                kind.name().to_string()
+            };
+            let _ = writeln!(
+                s,
+                "    {name:<width$}{:>4} {:>10} {:>8} {:>8} {:>8} {:>9} {:>10}",
+                cycles.len(),
+                pick(&out, 50),
+                pick(&rec, 50),
+                pick(&rec, 99),
+                pick(&rec, 100),
+                format!("{within}/{}", rec.len()),
+                per_run
+            );
+        }
+        let total: u64 = self.cycles.iter().map(|c| c.error_lines).sum();
+        let zk: u64 = self
+            .cycles
+            .iter()
+            .filter(|c| c.kind.needs_ensemble())
+            .map(|c| c.error_lines)
+            .sum();
+        let _ = writeln!(
+            s,
+            "    (outage: fault -> ZooKeeper leader with a quorum again, 0 for a follower; ERROR lines: {total} in the nodes' logs over all cycles, {zk} in ZooKeeper-fault cycles)"
+        );
+        let q = &self.quorum_loss;
+        if q.windows > 0 {
+            let _ = writeln!(
+                s,
+                "  quorum loss   {} windows, {} ms without quorum: writes invoked and completed inside them: {} acknowledged (must be 0), {} failed (503), {} unknown (504/timeout), {} CAS refused",
+                q.windows, q.down_ms, q.acked, q.failed, q.unknown, q.cas_refused
+            );
+        }
+        s
+    }
+
     fn workload(&self) -> WorkloadCounts {
         let mut w = WorkloadCounts::default();
         for r in self.records.iter().filter(|r| r.client < self.workload_clients) {
@@ -328,6 +423,10 @@ mod tests {
             outcomes: outcomes.iter().map(|s| s.to_string()).collect(),
             liveness: Vec::new(),
             violations: Vec::new(),
+            zk_outage_ms: None,
+            zk_recovery_ms: None,
+            quorum_down_ns: None,
+            error_lines: 0,
         }
     }
 
