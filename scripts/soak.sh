@@ -19,7 +19,13 @@
 #                      power-loss-follower, stall-leader. Two at once: zk-cut-leader+cut,
 #                      zk-cut-leader+kill-both+wipe, zk-cut-leader+kill-follower,
 #                      power-loss-both, stall-leader+kill-follower, freeze-leader+zk-cut.
-#                      Groups: all, single, combined, classic (the first seven)
+#                      With --ensemble also: zk-kill-leader, zk-kill-follower,
+#                      zk-quorum-loss, zk-freeze-leader, zk-kill-leader+kill-leader,
+#                      zk-kill-follower+kill-leader, zk-quorum-loss+kill-leader,
+#                      zk-freeze-leader+freeze-leader (zk-restart is then left out).
+#                      Groups: all, single, combined, classic (the first seven), zk
+#   --ensemble         ZooKeeper as a 3-server ensemble on loopback (the production
+#                      shape), with the ZooKeeper faults above
 #   --run-dir DIR      data and logs (default ./.walship-soak)
 #   --history FILE     the history, JSON Lines (default <run-dir>/history.jsonl)
 #   --zk HOST:PORT     use an existing ZooKeeper instead of starting one
@@ -47,7 +53,7 @@ for arg in "$@"; do
     ARGS+=("$arg")
     case "$arg" in
         -h | --help)
-            sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         --bin=*) BIN="${arg#*=}" ;;

@@ -2,6 +2,8 @@
 //! against its own private ZooKeeper must pass with each of a dozen fault
 //! kinds exercised (among them a cut between one node and ZooKeeper, power
 //! loss, a disk stall, and faults combined two at once) and no violation;
+//! a short one against a 3-server ensemble (`--ensemble`) must pass with
+//! the ZooKeeper leader killed and frozen and the quorum lost;
 //! bad flags and an unreachable ZooKeeper are rejected with one line and
 //! exit 2; an interrupted soak stops everything it started and prints what
 //! it has.
@@ -148,6 +150,80 @@ fn twelve_cycles_with_zk_link_cuts_power_loss_stall_and_combined_faults_no_viola
     );
 }
 
+/// The production shape: ZooKeeper as a 3-server ensemble (`--ensemble`),
+/// with its leader killed, its quorum lost for a few seconds (two servers
+/// down), its leader frozen, and a ZooKeeper-leader kill combined with a
+/// walship-leader kill: nothing lost, every key linearizable, no write
+/// acknowledged while the quorum was gone.
+#[test]
+fn ensemble_soak_zk_leader_kill_and_quorum_loss_lose_nothing() {
+    const ZK_KINDS: [&str; 5] = [
+        "zk-kill-leader",
+        "zk-quorum-loss",
+        "zk-freeze-leader",
+        "zk-kill-leader+kill-leader",
+        "zk-cut-leader",
+    ];
+    let dir = run_dir("soak-ensemble");
+    let path = dir.path().to_path_buf();
+    let started = Instant::now();
+    let kinds = ZK_KINDS.join(",");
+    let out = soak(&[
+        "--ensemble",
+        "--cycles",
+        "5",
+        "--seed",
+        "11",
+        "--kinds",
+        &kinds,
+        "--run-dir",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        let kept = dir.keep();
+        panic!(
+            "walship soak --ensemble exited {:?} after {:.0?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\nrun dir kept: {}",
+            out.status.code(),
+            started.elapsed(),
+            kept.display()
+        );
+    }
+    println!("{stdout}");
+    assert!(
+        stdout.contains("zookeeper     the soak's own 3-server ensemble"),
+        "{stdout}"
+    );
+    for kind in ZK_KINDS {
+        assert_eq!(cycles_of(&stdout, kind), Some(1), "fault kind {kind}:\n{stdout}");
+        assert_eq!(
+            table_runs(&stdout, kind),
+            Some((1, kind.contains('+'))),
+            "table row for {kind}:\n{stdout}"
+        );
+    }
+    // The recovery table has the ZooKeeper kinds; the quorum loss was a
+    // real one, and nothing was acknowledged while it lasted.
+    assert!(stdout.contains("zk recovery   quorum back"), "{stdout}");
+    assert!(
+        stdout.contains("quorum loss   1 windows") && stdout.contains(": 0 acknowledged (must be 0)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verdict       PASS"), "{stdout}");
+    assert!(stdout.contains("; 0 violations, 0 undecided)"), "{stdout}");
+    assert!(!stdout.contains("VIOLATION"), "{stdout}");
+    assert!(stdout.contains("ZooKeeper alone (wal verify): ok"), "{stdout}");
+    for id in 1..=3 {
+        assert!(path.join(format!("zk{id}/data/myid")).is_file(), "zk{id} has no myid");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the ensemble soak took {:.0?}",
+        started.elapsed()
+    );
+}
+
 fn assert_one_line_exit_2(out: &Output, what: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(
@@ -180,6 +256,11 @@ fn bad_flags_exit_2_with_one_line() {
     assert!(e.contains("meteor"), "{e}");
     let e = assert_one_line_exit_2(&soak(&["--zk", "localhost", "--run-dir", d]), "zk without port");
     assert!(e.contains("host:port"), "{e}");
+    let e = assert_one_line_exit_2(
+        &soak(&["--kinds", "zk-kill-leader", "--run-dir", d]),
+        "ensemble kind without --ensemble",
+    );
+    assert!(e.contains("--ensemble"), "{e}");
 }
 
 #[test]

@@ -391,7 +391,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
             c.ops(),
             c.acked(),
             report.took.as_secs_f64(),
-            if report.variant.is_empty() {
+            if report.variant.is_empty() && report.params.is_empty() {
                 String::new()
             } else {
                 format!("  [{}]", report.variant_text())
