@@ -283,7 +283,7 @@ async fn squatted_cluster_znodes_are_refused() -> Result<()> {
     let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     outsider.mkdir(&format!("/walship/{}/members", c.name), &open).await?;
     let refused = c.spawn_node(1).await;
-    let e = format!("{:#}", refused.err().expect("a node started on squatted znodes"));
+    let e = format!("{:#}", refused.expect_err("a node started on squatted znodes"));
     assert!(
         e.contains(&format!("/walship/{}", c.name)) && e.contains("world:anyone"),
         "the refusal names the znode and its ACL: {e}"

@@ -337,7 +337,7 @@ async fn linearize(node: &Arc<Node>, headers: &HeaderMap, key: &str) -> Result<(
     match node.proposer().linearize().await {
         Ok(()) => Ok(()),
         Err(ProposeError::NotLeader(Some(l))) if l != node.cfg.id => {
-            Err(forward(node, l, headers, Method::GET, &key_path("/v1/kv/", &key), Bytes::new()).await)
+            Err(forward(node, l, headers, Method::GET, &key_path("/v1/kv/", key), Bytes::new()).await)
         }
         Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment")),
         Err(ProposeError::Unavailable(m) | ProposeError::Unknown(m)) => Err(ApiError::unavailable(m)),

@@ -85,20 +85,18 @@ const MAX_PEER_INDEX: u64 = 1 << 60;
 fn check_peer_input<'a>(
     vote: &Vote,
     log_ids: impl IntoIterator<Item = Option<&'a crate::types::LogId>>,
-) -> Result<(), Response> {
+) -> Result<(), String> {
     let term = vote.leader_id().term;
     let from = vote.leader_id().voted_for();
     if !from.is_some_and(|id| crate::types::NODE_IDS.contains(&id)) {
-        return Err(bad_request(format!("vote of {from:?}: not a node of this cluster")));
+        return Err(format!("vote of {from:?}: not a node of this cluster"));
     }
     if term > MAX_PEER_TERM {
-        return Err(bad_request(format!("term {term} is out of range")));
+        return Err(format!("term {term} is out of range"));
     }
     for l in log_ids.into_iter().flatten() {
         if l.leader_id.term > term || l.index > MAX_PEER_INDEX {
-            return Err(bad_request(format!(
-                "log id {l} is out of range for a vote of term {term}"
-            )));
+            return Err(format!("log id {l} is out of range for a vote of term {term}"));
         }
     }
     Ok(())
@@ -124,7 +122,7 @@ async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         .into_iter()
         .chain(req.entries.iter().map(|e| Some(&e.log_id)));
     if let Err(r) = check_peer_input(&req.vote, ids) {
-        return r;
+        return bad_request(r);
     }
     let consecutive = req
         .entries
@@ -171,7 +169,7 @@ async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Err(e) => return bad_request(e),
     };
     if let Err(r) = check_peer_input(&req.vote, [req.last_log_id.as_ref()]) {
-        return r;
+        return bad_request(r);
     }
     let Some(raft) = node.raft() else { return unavailable() };
     encode(&raft.vote(req).await)
@@ -187,7 +185,7 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         req.meta.last_membership.log_id().as_ref(),
     ];
     if let Err(r) = check_peer_input(&req.vote, ids) {
-        return r;
+        return bad_request(r);
     }
     let Some(raft) = node.raft() else { return unavailable() };
     crate::metrics::METRICS

@@ -62,7 +62,10 @@ async fn corrupt_earlier_segment_refused_then_moved_aside_with_the_flag() {
     let first = segment_files(dir.path()).remove(0);
     flip_byte(&first, 20);
 
-    let err = open(dir.path(), false).await.err().expect("refused without the flag");
+    let err = match open(dir.path(), false).await {
+        Ok(_) => panic!("refused without the flag"),
+        Err(e) => e,
+    };
     let msg = err.to_string();
     assert!(msg.contains(&first.display().to_string()), "{msg}");
     assert!(msg.contains("--rebuild-from-witness"), "{msg}");
@@ -98,7 +101,10 @@ async fn corrupt_snapshot_or_state_file_is_moved_aside_with_the_flag() {
         let path = dir.path().join(file);
         let len = std::fs::metadata(&path).expect("stat").len() as usize;
         flip_byte(&path, len - 2);
-        let err = open(dir.path(), false).await.err().expect("refused");
+        let err = match open(dir.path(), false).await {
+            Ok(_) => panic!("refused"),
+            Err(e) => e,
+        };
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         let (log, sm) = open(dir.path(), true).await.expect("rebuilt");
@@ -116,7 +122,10 @@ async fn a_store_in_use_is_not_moved_aside() {
     let dir = tempfile::tempdir().expect("tempdir");
     node_state(dir.path()).await;
     let running = open_log(dir.path()).await;
-    let err = open(dir.path(), true).await.err().expect("in use");
+    let err = match open(dir.path(), true).await {
+        Ok(_) => panic!("in use"),
+        Err(e) => e,
+    };
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
     assert!(discarded(dir.path()).is_empty());
     drop(running);
