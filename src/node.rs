@@ -376,12 +376,22 @@ impl Node {
         self.witness.read_log(from).await
     }
 
+    /// W's snapshot is needed when it ends past this node's purged point at
+    /// an entry this node does not hold. Compared by position, not by
+    /// openraft's log-id order: a stray entry of a leader that lost a duel
+    /// in the same term (say (1, n2, 1), never in W) sorts above W's
+    /// snapshot (1, n1, 2) although it sits at a lower index, and skipping
+    /// the snapshot then left a hole before W's next entries, so the node
+    /// could never start (found by the model, tests/model.rs).
+    fn needs_snapshot(&self, meta: &crate::types::SnapshotMeta) -> bool {
+        meta.last_log_id
+            .is_some_and(|last| snapshot_needed(last, self.log.purged(), self.log.log_id_at(last.index)))
+    }
+
     /// True if W holds something this node's log lacks or has otherwise.
     fn needs_adoption(&self, w: &WitnessLog) -> bool {
-        if let Some((meta, _)) = &w.snapshot {
-            if meta.last_log_id > self.log.last_log_id() && meta.last_log_id > self.log.purged() {
-                return true;
-            }
+        if w.snapshot.as_ref().is_some_and(|(meta, _)| self.needs_snapshot(meta)) {
+            return true;
         }
         w.entries.iter().any(|e| {
             e.log_id.index > self.log.purged().map(|p| p.index).unwrap_or(0)
@@ -399,7 +409,7 @@ impl Node {
         let before = self.log.last_log_id();
         let mut snapshot_index = None;
         if let Some((meta, data)) = w.snapshot {
-            if meta.last_log_id > self.log.last_log_id() && meta.last_log_id > self.log.purged() {
+            if self.needs_snapshot(&meta) {
                 tracing::info!(snapshot = ?meta.last_log_id, bytes = data.len(), "adopting W's snapshot");
                 let bytes = data.len() as u64;
                 snapshot_index = meta.last_log_id.map(|l| l.index);
@@ -1103,10 +1113,68 @@ impl Node {
     }
 }
 
+/// W's snapshot ending at `last` is needed by a node that purged up to
+/// `purged` and holds `held` at `last.index`: unless the node's own snapshot
+/// covers that index, or it holds that very entry (then its log continues
+/// W's). By index and identity, never by log-id order (`Node::needs_snapshot`).
+fn snapshot_needed(
+    last: crate::types::LogId,
+    purged: Option<crate::types::LogId>,
+    held: Option<crate::types::LogId>,
+) -> bool {
+    purged.is_none_or(|p| p.index < last.index) && held != Some(last)
+}
+
 pub fn other(id: NodeId) -> NodeId {
     if id == 1 {
         2
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::snapshot_needed;
+    use crate::types::LogId;
+
+    fn lid(term: u64, node: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, node), index)
+    }
+
+    /// The model's liveness finding: node 2 won a duel in term 1, its blank
+    /// (1, n2, 1) never reached W, and W's snapshot ends at (1, n1, 2). In
+    /// log-id order (1, n2, 1) > (1, n1, 2), so the old rule ("W's snapshot
+    /// is newer than my last entry") skipped the snapshot and adoption then
+    /// refused to leave a hole: node 2 could never start.
+    #[test]
+    fn a_higher_ranked_stray_entry_at_a_lower_index_does_not_hide_ws_snapshot() {
+        let (snap, stray) = (lid(1, 1, 2), lid(1, 2, 1));
+        assert!(
+            stray > snap,
+            "the premise: openraft orders the stray entry above the snapshot"
+        );
+        assert!(snapshot_needed(snap, None, None));
+    }
+
+    #[test]
+    fn a_snapshot_the_node_covers_or_continues_is_not_needed() {
+        let snap = lid(2, 1, 5);
+        assert!(
+            !snapshot_needed(snap, Some(lid(2, 1, 5)), None),
+            "own snapshot at the same point"
+        );
+        assert!(!snapshot_needed(snap, Some(lid(2, 1, 9)), None), "own snapshot past it");
+        assert!(
+            !snapshot_needed(snap, Some(lid(1, 1, 2)), Some(snap)),
+            "holds the very entry"
+        );
+        assert!(
+            snapshot_needed(snap, Some(lid(1, 1, 2)), Some(lid(1, 2, 5))),
+            "another entry there"
+        );
+        assert!(snapshot_needed(snap, Some(lid(1, 1, 2)), None), "a shorter log");
     }
 }
