@@ -746,6 +746,10 @@ impl Node {
         let mut last_wal_snapshot: Option<Instant> = None;
         let mut last_claim: Option<Instant> = None;
         let mut withholding = false;
+        // The claim itself is a fresh lease; the first proof comes within a
+        // touch interval, so a missing one right after it is not a stall.
+        let mut claimed_at: Option<Instant> = None;
+        let grace = Duration::from_millis(self.cfg.election_timeout_ms / 2);
         while !self.is_stopping() {
             let Some(raft) = self.raft() else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -793,6 +797,7 @@ impl Node {
                             Ok(()) => {
                                 tracing::info!(term = m.current_term, "leading; leader znode held");
                                 held_term = Some(m.current_term);
+                                claimed_at = Some(Instant::now());
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot claim the leader znode yet"),
                         }
@@ -837,8 +842,11 @@ impl Node {
                         if leading && !self.commit_proven() {
                             // Let the lease lapse: this leader holds its
                             // session but cannot show that it commits.
-                            crate::metrics::METRICS.lease_withheld.inc();
-                            if !withholding {
+                            let new_leadership = claimed_at.is_some_and(|t| t.elapsed() < grace);
+                            if !new_leadership {
+                                crate::metrics::METRICS.lease_withheld.inc();
+                            }
+                            if !withholding && !new_leadership {
                                 withholding = true;
                                 tracing::warn!("cannot prove this leader commits (disk, Raft core or apply stalled): not renewing the leader lease, so the other node can take over");
                             }
