@@ -58,6 +58,27 @@ fn soak(args: &[&str]) -> Output {
         .expect("run walship soak")
 }
 
+/// Runs `walship soak <args> --run-dir <dir>` and returns its stdout (and
+/// the dir, kept alive); if it fails, panics with both outputs and keeps
+/// the run dir.
+fn soak_passing(what: &str, dir: tempfile::TempDir, args: &[&str]) -> (tempfile::TempDir, String) {
+    let started = Instant::now();
+    let run_dir = dir.path().to_str().expect("utf-8 path").to_string();
+    let out = soak(&[args, &["--run-dir", &run_dir]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let kept = dir.keep();
+        panic!(
+            "{what} exited {:?} after {:.0?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\nrun dir kept: {}",
+            out.status.code(),
+            started.elapsed(),
+            kept.display()
+        );
+    }
+    (dir, stdout)
+}
+
 /// The count after `<kind> ` on the summary's "cycles" line.
 fn cycles_of(summary: &str, kind: &str) -> Option<u64> {
     let line = summary.lines().find(|l| l.trim_start().starts_with("cycles "))?;
@@ -87,27 +108,11 @@ fn twelve_cycles_with_zk_link_cuts_power_loss_stall_and_combined_faults_no_viola
     let path = dir.path().to_path_buf();
     let started = Instant::now();
     let kinds = KINDS.join(",");
-    let out = soak(&[
-        "--cycles",
-        "12",
-        "--seed",
-        "20",
-        "--kinds",
-        &kinds,
-        "--run-dir",
-        path.to_str().expect("utf-8 path"),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        let kept = dir.keep();
-        panic!(
-            "walship soak exited {:?} after {:.0?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\nrun dir kept: {}",
-            out.status.code(),
-            started.elapsed(),
-            kept.display()
-        );
-    }
+    let (_dir, stdout) = soak_passing(
+        "walship soak",
+        dir,
+        &["--cycles", "12", "--seed", "20", "--kinds", &kinds],
+    );
     println!("{stdout}");
     for kind in KINDS {
         let n = cycles_of(&stdout, kind);
@@ -168,28 +173,11 @@ fn ensemble_soak_zk_leader_kill_and_quorum_loss_lose_nothing() {
     let path = dir.path().to_path_buf();
     let started = Instant::now();
     let kinds = ZK_KINDS.join(",");
-    let out = soak(&[
-        "--ensemble",
-        "--cycles",
-        "5",
-        "--seed",
-        "11",
-        "--kinds",
-        &kinds,
-        "--run-dir",
-        path.to_str().expect("utf-8 path"),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        let kept = dir.keep();
-        panic!(
-            "walship soak --ensemble exited {:?} after {:.0?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}\nrun dir kept: {}",
-            out.status.code(),
-            started.elapsed(),
-            kept.display()
-        );
-    }
+    let (_dir, stdout) = soak_passing(
+        "walship soak --ensemble",
+        dir,
+        &["--ensemble", "--cycles", "5", "--seed", "11", "--kinds", &kinds],
+    );
     println!("{stdout}");
     assert!(
         stdout.contains("zookeeper     the soak's own 3-server ensemble"),
