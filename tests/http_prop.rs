@@ -375,7 +375,12 @@ async fn check_http(
     if !DOCUMENTED.contains(&status) {
         return Err(fail(format!("{method} {url}: undocumented status {status}: {shown}")));
     }
-    let route = path.split('?').next().unwrap_or_default();
+    // The path as sent: the client folds dot-segments (`%2e%2e` included)
+    // away, so `/v1/kv/%2e%2e/%2e%2e` reaches the server as `/`.
+    let sent = reqwest::Url::parse(&url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_default();
+    let route = sent.as_str();
     if route.starts_with("/v1") && status != 200 && method != "HEAD" {
         let v: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         let has_error = v
