@@ -175,6 +175,8 @@ pub struct Node {
     stopping: std::sync::atomic::AtomicBool,
     /// Set by `POST /admin/leave`; `main` stops the process as on SIGTERM.
     stop_requested: Notify,
+    /// The background loops `run_background` started (ended by `shutdown`).
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Why the Raft core stopped by itself (a storage error, a panic): the
     /// node then stops serving and exits with this error (`core_watch_loop`).
     fatal: std::sync::OnceLock<String>,
@@ -305,6 +307,7 @@ impl Node {
             proposer: std::sync::OnceLock::new(),
             stop_requested: Notify::new(),
             fatal: std::sync::OnceLock::new(),
+            tasks: Mutex::new(Vec::new()),
             takeover: std::sync::atomic::AtomicBool::new(false),
             events,
         });
@@ -495,12 +498,15 @@ impl Node {
                 Claim::Replace,
             )
             .await?;
-        tokio::spawn(Arc::clone(self).failover_loop());
-        tokio::spawn(Arc::clone(self).leader_znode_watch());
-        tokio::spawn(Arc::clone(self).leader_duties_loop());
-        tokio::spawn(Arc::clone(self).commit_probe_loop());
-        tokio::spawn(Arc::clone(self).core_watch_loop());
-        tokio::spawn(crate::events::watch_peer(Arc::clone(self)));
+        let handles = [
+            tokio::spawn(Arc::clone(self).failover_loop()),
+            tokio::spawn(Arc::clone(self).leader_znode_watch()),
+            tokio::spawn(Arc::clone(self).leader_duties_loop()),
+            tokio::spawn(Arc::clone(self).commit_probe_loop()),
+            tokio::spawn(Arc::clone(self).core_watch_loop()),
+            tokio::spawn(crate::events::watch_peer(Arc::clone(self))),
+        ];
+        self.tasks.lock().expect("tasks lock").extend(handles);
         Ok(())
     }
 
@@ -1098,6 +1104,14 @@ impl Node {
         }
         if let Err(e) = self.log.flush_committed().await {
             tracing::warn!(error = %e, "could not save the committed id on exit");
+        }
+        // The loops hold the node (and so its log's lock) until they next
+        // look at `stopping`; end them now, so that once this returns the
+        // data dir can be opened again (an embedder restarting in-process).
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
         }
     }
 }
