@@ -36,6 +36,9 @@ pub struct Metrics {
     pub read_seconds: Histogram,
     pub zk_op_seconds: Histogram,
     pub zk_errors: IntCounterVec,
+    /// New ZooKeeper sessions opened because a server served again before
+    /// the disconnected client resumed its own (witness/session.rs).
+    pub zk_sessions_replaced: IntCounter,
     pub adoptions: IntCounter,
     pub entries_adopted: IntCounter,
     pub snapshots: IntCounterVec,
@@ -91,6 +94,11 @@ impl Metrics {
         .expect("metric");
         let zk_errors = IntCounterVec::new(Opts::new("zookeeper_errors_total", "failed ZooKeeper calls"), &["kind"])
             .expect("metric");
+        let zk_sessions_replaced = IntCounter::new(
+            "zookeeper_sessions_replaced_total",
+            "new ZooKeeper sessions opened on a serving server while the old one was still reconnecting",
+        )
+        .expect("metric");
         let adoptions =
             IntCounter::new("adoptions_total", "adoptions of W's log that changed the local log").expect("metric");
         let entries_adopted = IntCounter::new(
@@ -154,6 +162,7 @@ impl Metrics {
             Box::new(read_seconds.clone()),
             Box::new(zk_op_seconds.clone()),
             Box::new(zk_errors.clone()),
+            Box::new(zk_sessions_replaced.clone()),
             Box::new(adoptions.clone()),
             Box::new(entries_adopted.clone()),
             Box::new(snapshots.clone()),
@@ -174,6 +183,7 @@ impl Metrics {
             read_seconds,
             zk_op_seconds,
             zk_errors,
+            zk_sessions_replaced,
             adoptions,
             entries_adopted,
             snapshots,

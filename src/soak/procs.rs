@@ -20,9 +20,6 @@ use std::time::Instant;
 use anyhow::bail;
 use anyhow::Context;
 use anyhow::Result;
-use tokio::io::AsyncReadExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// zk/zoo.cfg.template (with @DATA_DIR@ and @CLIENT_PORT@).
 pub const ZOO_CFG_TEMPLATE: &str = include_str!("../../zk/zoo.cfg.template");
@@ -199,18 +196,9 @@ pub async fn four_letter(addr: &str, word: &str) -> Result<String> {
 
 /// `four_letter` with its own limit.
 pub async fn four_letter_within(addr: &str, word: &str, limit: Duration) -> Result<String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(word.as_bytes()).await?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
-    };
-    match tokio::time::timeout(limit, exchange).await {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(e)) => Err(e).with_context(|| format!("{word} to {addr}")),
-        Err(_) => bail!("{word} to {addr}: no reply within {limit:?}"),
-    }
+    crate::witness::session::four_letter(addr, word, limit)
+        .await
+        .with_context(|| format!("{word} to {addr}"))
 }
 
 /// Our private ZooKeeper in `<dir>`: zoo.cfg, log4j.properties, data/, zk.log, zk.out.

@@ -52,6 +52,92 @@ pub fn connection_timeout(hosts: &str, session_timeout_ms: u64, op_timeout_ms: u
     Duration::from_millis((session_timeout_ms / servers).min(op_timeout_ms).max(100))
 }
 
+/// How long a disconnected client may try to resume by itself before the
+/// keeper also probes the servers (its first round has no back-off).
+const RESUME_GRACE_MS: u64 = 150;
+/// How often the keeper probes the servers while disconnected.
+const PROBE_INTERVAL_MS: u64 = 100;
+/// How long a server may take to answer `srvr` before it counts as not
+/// serving (a frozen one never answers).
+const PROBE_TIMEOUT_MS: u64 = 250;
+
+/// What the keeper does about a disconnect.
+enum Reconnect {
+    Resumed,
+    Replaced(zk::Client),
+    Lost(zk::SessionState),
+    Closed,
+}
+
+/// A server's state as its `srvr` reply tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerMode {
+    /// `Mode: leader | follower | standalone | observer`: takes sessions.
+    Serving,
+    /// Read-only, or "not currently serving requests" (no quorum).
+    NotServing,
+    /// Answered something else, e.g. `srvr` is not in the server's
+    /// `4lw.commands.whitelist`.
+    Unknown,
+}
+
+impl ServerMode {
+    pub fn of_srvr(reply: &str) -> ServerMode {
+        let mode = reply
+            .lines()
+            .find_map(|l| l.strip_prefix("Mode:"))
+            .map(str::trim);
+        match mode {
+            Some("leader" | "follower" | "standalone" | "observer") => ServerMode::Serving,
+            Some(_) => ServerMode::NotServing,
+            None if reply.contains("not currently serving") => ServerMode::NotServing,
+            None => ServerMode::Unknown,
+        }
+    }
+}
+
+/// Splits a connect string into its servers (`host:port`, any `tcp://`
+/// prefix dropped) and its chroot suffix (`""` or `/path`, which
+/// ZooKeeper's syntax puts after the last server).
+pub fn split_connect_string(hosts: &str) -> (Vec<String>, String) {
+    let (list, chroot) = match hosts.find('/') {
+        // `tcp://` prefixes also hold slashes: a chroot is a slash not followed by another.
+        _ if hosts.contains("://") => {
+            let stripped = hosts.replace("tcp://", "");
+            return split_connect_string(&stripped);
+        }
+        Some(i) => (&hosts[..i], hosts[i..].to_string()),
+        None => (hosts, String::new()),
+    };
+    let servers = list
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    (servers, chroot)
+}
+
+/// Sends a four-letter word to a ZooKeeper server; its whole reply, or an
+/// error when it does not come within `limit`.
+pub async fn four_letter(addr: &str, word: &str, limit: Duration) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(word.as_bytes()).await?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    match tokio::time::timeout(limit, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{word} to {addr}: no reply within {} ms", limit.as_millis()),
+        )),
+    }
+}
+
 pub struct ZkSession {
     /// `walship:<secret>` for the digest scheme, when access control is on.
     digest: Option<Vec<u8>>,
@@ -129,6 +215,14 @@ impl ZkSession {
     }
 
     async fn new_client(&self) -> Result<zk::Client, WitnessError> {
+        self.new_client_on(&self.hosts, false).await
+    }
+
+    /// A client of a new session on `hosts`. `one_pass`: try each server
+    /// once and fail (no back-off rounds): the keeper's probes retry.
+    /// The connection timeout is always the one of the whole server list,
+    /// so a client built on a subset is no more impatient than the others.
+    async fn new_client_on(&self, hosts: &str, one_pass: bool) -> Result<zk::Client, WitnessError> {
         let mut connector = zk::Client::connector()
             .with_session_timeout(Duration::from_millis(self.session_timeout_ms))
             .with_connection_timeout(connection_timeout(
@@ -136,49 +230,71 @@ impl ZkSession {
                 self.session_timeout_ms,
                 self.op_timeout_ms,
             ));
+        if one_pass {
+            connector = connector.with_fail_eagerly();
+        }
         if let Some(d) = &self.digest {
             connector = connector.with_auth("digest", d);
         }
-        let connect = connector.connect(&self.hosts);
+        let connect = connector.connect(hosts);
         match tokio::time::timeout(Duration::from_millis(self.op_timeout_ms * 2), connect).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(WitnessError::Unreachable(format!("{}: {e}", self.hosts))),
-            Err(_) => Err(WitnessError::Unreachable(format!("{}: connect timed out", self.hosts))),
+            Ok(Err(e)) => Err(WitnessError::Unreachable(format!("{hosts}: {e}"))),
+            Err(_) => Err(WitnessError::Unreachable(format!("{hosts}: connect timed out"))),
         }
     }
 
-    /// The keeper: follows the session state; on expiry builds a new client
-    /// and re-creates every registered ephemeral.
+    /// The keeper: follows the session state; on expiry, or when a
+    /// disconnect outlasts a server that already serves again (see
+    /// `fresh_session_when_resume_lags`), installs a new client and
+    /// re-creates every registered ephemeral.
     /// It holds only a state watcher, never a client: dropping the node's
     /// clients must be able to close the session.
     async fn keep(self: Arc<Self>, mut states: zk::StateWatcher) {
         loop {
-            loop {
+            let fresh = loop {
                 match states.changed().await {
                     zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                         tracing::info!("ZooKeeper session resumed");
                         self.generation.send_modify(|g| *g += 1);
                     }
-                    zk::SessionState::Disconnected => tracing::warn!("ZooKeeper disconnected; session may resume"),
+                    zk::SessionState::Disconnected => {
+                        tracing::warn!("ZooKeeper disconnected; resuming the session, or starting a new one if a server serves first");
+                        match self.resume_or_replace(&mut states).await {
+                            Reconnect::Resumed => {
+                                tracing::info!("ZooKeeper session resumed");
+                                self.generation.send_modify(|g| *g += 1);
+                            }
+                            Reconnect::Replaced(client) => break Some(client),
+                            Reconnect::Lost(s) => {
+                                tracing::warn!(state = ?s, "ZooKeeper session lost; building a new one");
+                                break None;
+                            }
+                            Reconnect::Closed => return,
+                        }
+                    }
                     zk::SessionState::Closed => return,
                     s => {
                         tracing::warn!(state = ?s, "ZooKeeper session lost; building a new one");
-                        break;
+                        break None;
                     }
                 }
-            }
+            };
             *self.client.lock().expect("zk client lock") = None;
-            let client = loop {
-                if Arc::strong_count(&self) == 1 {
-                    return; // the node is shutting down
-                }
-                match self.new_client().await {
-                    Ok(c) => break c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ZooKeeper still unreachable");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+            let client = match fresh {
+                Some(c) => c,
+                None => loop {
+                    if Arc::strong_count(&self) == 1 {
+                        return; // the node is shutting down
                     }
-                }
+                    match self.new_client().await {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ZooKeeper still unreachable");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                },
             };
             states = client.state_watcher();
             tracing::info!(session_id = ?client.session_id(), "new ZooKeeper session");
@@ -196,6 +312,80 @@ impl ZkSession {
                 }
             }
             self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    /// While disconnected: whichever comes first, the client resuming its
+    /// session by itself, or a new session on a server seen serving.
+    ///
+    /// Why not only wait: zookeeper-client 0.11 retries the servers with a
+    /// back-off that doubles per round (300 ms, 600 ms, 1.2 s, ... for three
+    /// servers) and waits a whole connection timeout on a frozen server, so
+    /// after a few seconds without quorum it resumes up to ~2.5 s after the
+    /// quorum is back. Why a new session rather than the old one on a new
+    /// client: the old client keeps retrying and would take the session's
+    /// connection back once (the server drops the other connection); a new
+    /// session only costs re-creating the ephemerals, which the old client
+    /// closes on its own session when it next gets through.
+    /// Cancellation safe: a probe or connect dropped midway leaves at most a
+    /// session with no ephemerals, which the server expires.
+    async fn resume_or_replace(self: &Arc<Self>, states: &mut zk::StateWatcher) -> Reconnect {
+        let fresh = self.fresh_session_when_resume_lags();
+        tokio::pin!(fresh);
+        loop {
+            tokio::select! {
+                s = states.changed() => match s {
+                    zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => return Reconnect::Resumed,
+                    zk::SessionState::Disconnected => {}
+                    zk::SessionState::Closed => return Reconnect::Closed,
+                    other => return Reconnect::Lost(other),
+                },
+                c = &mut fresh => return c.map_or(Reconnect::Closed, Reconnect::Replaced),
+            }
+        }
+    }
+
+    /// After `RESUME_GRACE_MS` (the client's own first round, which costs
+    /// nothing, gets its chance), asks every server `srvr` in parallel every
+    /// `PROBE_INTERVAL_MS` and opens a new session on those that serve.
+    /// A server that does not answer within `PROBE_TIMEOUT_MS` (frozen, or
+    /// gone) is left out, so it cannot hold the connect for a connection
+    /// timeout. One that refuses `srvr` (not in `4lw.commands.whitelist`)
+    /// counts as a candidate: the connect then finds out. `None` when the
+    /// node shuts down.
+    async fn fresh_session_when_resume_lags(self: &Arc<Self>) -> Option<zk::Client> {
+        tokio::time::sleep(Duration::from_millis(RESUME_GRACE_MS)).await;
+        let mut serving_seen = false;
+        loop {
+            if Arc::strong_count(self) == 1 {
+                return None; // only the keeper holds the session: the node is shutting down
+            }
+            let (servers, chroot) = split_connect_string(&self.hosts);
+            let probes = servers.iter().map(|s| async move {
+                let reply = four_letter(s, "srvr", Duration::from_millis(PROBE_TIMEOUT_MS)).await;
+                (s.clone(), reply.map(|r| ServerMode::of_srvr(&r)))
+            });
+            let candidates: Vec<String> = futures::future::join_all(probes)
+                .await
+                .into_iter()
+                .filter(|(_, mode)| matches!(mode, Ok(ServerMode::Serving | ServerMode::Unknown)))
+                .map(|(s, _)| s)
+                .collect();
+            if !candidates.is_empty() {
+                if !serving_seen {
+                    tracing::info!(servers = ?candidates, "ZooKeeper serves again; opening a new session");
+                    serving_seen = true;
+                }
+                let hosts = format!("{}{chroot}", candidates.join(","));
+                match self.new_client_on(&hosts, true).await {
+                    Ok(c) => {
+                        crate::metrics::METRICS.zk_sessions_replaced.inc();
+                        return Some(c);
+                    }
+                    Err(e) => tracing::debug!(error = %e, hosts, "new ZooKeeper session not yet possible"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(PROBE_INTERVAL_MS)).await;
         }
     }
 
@@ -406,6 +596,33 @@ impl ZkSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn srvr_replies_say_who_serves() {
+        let leader = "Zookeeper version: 3.8.0\nLatency min/avg/max: 0/0.1/3\nMode: leader\nNode count: 12\n";
+        assert_eq!(ServerMode::of_srvr(leader), ServerMode::Serving);
+        assert_eq!(ServerMode::of_srvr("Mode: follower\n"), ServerMode::Serving);
+        assert_eq!(ServerMode::of_srvr("Mode: standalone\n"), ServerMode::Serving);
+        assert_eq!(ServerMode::of_srvr("Mode: read-only\n"), ServerMode::NotServing);
+        assert_eq!(
+            ServerMode::of_srvr("This ZooKeeper instance is not currently serving requests\n"),
+            ServerMode::NotServing
+        );
+        assert_eq!(
+            ServerMode::of_srvr("srvr is not executed because it is not in the whitelist.\n"),
+            ServerMode::Unknown
+        );
+        assert_eq!(ServerMode::of_srvr(""), ServerMode::Unknown);
+    }
+
+    #[test]
+    fn connect_strings_split_into_servers_and_chroot() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(split_connect_string("a:1,b:2"), (s(&["a:1", "b:2"]), String::new()));
+        assert_eq!(split_connect_string("a:1, b:2/walship/x"), (s(&["a:1", "b:2"]), "/walship/x".into()));
+        assert_eq!(split_connect_string("tcp://a:1,tcp://b:2/r"), (s(&["a:1", "b:2"]), "/r".into()));
+        assert_eq!(split_connect_string("a:1,,"), (s(&["a:1"]), String::new()));
+    }
 
     #[test]
     fn connection_timeout_is_a_slice_of_the_session_per_server() {
