@@ -113,19 +113,20 @@ async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
 /// Puts `node=<id>` at the start of every log line, including those of
 /// spawned tasks and of openraft and zookeeper-client, which no span reaches.
 ///
-/// It also keeps openraft's per-request warnings from flooding the log: while
-/// ZooKeeper or the peer is unreachable, openraft logs every failed RPC and
-/// every waiting read (thousands of lines a minute). Each of its WARN/ERROR
-/// call sites prints at most once per `OPENRAFT_REPEAT_EVERY`, the next line
-/// saying how many were left out, so a state change shows and the storm does not.
+/// It also keeps the libraries' per-request warnings from flooding the log:
+/// while ZooKeeper or the peer is unreachable, openraft logs every failed RPC
+/// and every waiting read (thousands of lines a minute), and zookeeper-client
+/// every failed connect. Each of their WARN/ERROR call sites prints at most
+/// once per `CHATTY_REPEAT_EVERY`, the next line saying how many were left
+/// out, so a state change shows and the storm does not.
 struct WithNodeId<F> {
     id: u64,
     inner: F,
-    /// Per openraft call site: when it last printed, and lines left out since.
+    /// Per library call site: when it last printed, and lines left out since.
     quiet: std::sync::Mutex<std::collections::HashMap<tracing::callsite::Identifier, (std::time::Instant, u64)>>,
 }
 
-const OPENRAFT_REPEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const CHATTY_REPEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithNodeId<F>
 where
@@ -141,11 +142,12 @@ where
     ) -> std::fmt::Result {
         let meta = event.metadata();
         let mut left_out = 0;
-        if meta.target().starts_with("openraft") && *meta.level() <= tracing::Level::WARN {
+        let chatty = meta.target().starts_with("openraft") || meta.target().starts_with("zookeeper_client");
+        if chatty && *meta.level() <= tracing::Level::WARN {
             let mut quiet = self.quiet.lock().unwrap_or_else(|e| e.into_inner());
             let now = std::time::Instant::now();
             match quiet.get_mut(&meta.callsite()) {
-                Some((at, n)) if now.duration_since(*at) < OPENRAFT_REPEAT_EVERY => {
+                Some((at, n)) if now.duration_since(*at) < CHATTY_REPEAT_EVERY => {
                     *n += 1;
                     return Ok(()); // an empty line is not written
                 }

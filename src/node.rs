@@ -523,8 +523,8 @@ impl Node {
         // When corruption in W was last logged, and attempts since (see below).
         let mut corrupt_logged: Option<(Instant, u64)> = None;
         let pause_threshold = std::cmp::max(3 * tick, election_timeout / 2);
-        let mut last_tick = Instant::now();
         while !self.is_stopping() {
+            let slept_at = Instant::now();
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = self.wake.notified() => {}
@@ -534,11 +534,13 @@ impl Node {
             // of the leader is as old as the pause, and the leader's
             // heartbeats are only now arriving. Count the resume as fresh
             // contact, so a live leader is not deposed for our own pause.
-            let gap = last_tick.elapsed();
-            last_tick = Instant::now();
-            if gap > pause_threshold {
+            // Only the sleep counts: a failover attempt that waited on
+            // ZooKeeper last time round is not a pause (taking it for one
+            // put off the next attempt by an election timeout).
+            let overslept = slept_at.elapsed().saturating_sub(tick);
+            if overslept > pause_threshold {
                 tracing::warn!(
-                    paused_ms = gap.as_millis() as u64,
+                    paused_ms = overslept.as_millis() as u64,
                     "this node did not run for a while; giving the leader a fresh election timeout"
                 );
                 self.forgive_pause();
@@ -615,7 +617,13 @@ impl Node {
         // A lapsed lease counts against the leader we follow only: after a
         // change of leader the znode may still be the old one (a killed
         // leader's, until its session expires) while the new one talks to us.
+        // And only once this node has itself been connected to ZooKeeper
+        // for an election timeout: while ZooKeeper is out for us it most
+        // likely is for the leader too (nobody can commit, so deposing it
+        // gains nothing), and once it is back the leader needs that long to
+        // renew; deposing it at the first look costs an election.
         let lapsed = lease.renewed_at.is_some_and(|t| t.elapsed() > election_timeout)
+            && self.zk.connected_for() > election_timeout
             && lease.holder.as_ref().is_some_and(|h| Some(h.id) == following);
         // The znode is this node's own, from before a restart (the restart
         // rule made it a follower) and nobody renews it: no one leads.

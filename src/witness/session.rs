@@ -74,7 +74,8 @@ enum Reconnect {
 pub enum ServerMode {
     /// `Mode: leader | follower | standalone | observer`: takes sessions.
     Serving,
-    /// Read-only, or "not currently serving requests" (no quorum).
+    /// Read-only, "not currently serving requests" (no quorum), or an
+    /// empty reply (a server starting up accepts and closes).
     NotServing,
     /// Answered something else, e.g. `srvr` is not in the server's
     /// `4lw.commands.whitelist`.
@@ -91,6 +92,8 @@ impl ServerMode {
             Some("leader" | "follower" | "standalone" | "observer") => ServerMode::Serving,
             Some(_) => ServerMode::NotServing,
             None if reply.contains("not currently serving") => ServerMode::NotServing,
+            // Accepted and closed without a word: starting up or shutting down.
+            None if reply.trim().is_empty() => ServerMode::NotServing,
             None => ServerMode::Unknown,
         }
     }
@@ -148,7 +151,16 @@ pub struct ZkSession {
     /// Bumped every time a new session is established or an old one resumes
     /// after a disconnect; watch loops re-arm on every change.
     generation: watch::Sender<u64>,
+    /// Bumped when the keeper installs a client of a new session: calls
+    /// still waiting on the old one (queued while it was disconnected) fail
+    /// at once instead of waiting out their timeout, so callers retry on
+    /// the new session.
+    client_epoch: watch::Sender<u64>,
     ephemerals: Mutex<BTreeMap<String, Ephemeral>>,
+    /// Since when the session has been connected without a break (`None`
+    /// while disconnected): how long this node could have seen the leader
+    /// renew its lease.
+    connected_since: Mutex<Option<std::time::Instant>>,
     /// Lets `claim_ephemeral` read the term of a `leader` payload without
     /// this module knowing its format.
     term_of: fn(&[u8]) -> Option<u64>,
@@ -187,6 +199,7 @@ impl ZkSession {
         digest: Option<Vec<u8>>,
     ) -> Result<Arc<ZkSession>, WitnessError> {
         let (generation, _) = watch::channel(0);
+        let (client_epoch, _) = watch::channel(0);
         let session = Arc::new(ZkSession {
             digest,
             hosts: hosts.to_string(),
@@ -194,7 +207,9 @@ impl ZkSession {
             op_timeout_ms,
             client: Mutex::new(None),
             generation,
+            client_epoch,
             ephemerals: Mutex::new(BTreeMap::new()),
+            connected_since: Mutex::new(None),
             term_of,
         });
         let deadline = tokio::time::Instant::now() + Duration::from_millis(connect_deadline_ms);
@@ -210,6 +225,7 @@ impl ZkSession {
         };
         let states = client.state_watcher();
         *session.client.lock().expect("zk client lock") = Some(client);
+        session.mark_connected(true);
         tokio::spawn(Arc::clone(&session).keep(states));
         Ok(session)
     }
@@ -256,13 +272,16 @@ impl ZkSession {
                 match states.changed().await {
                     zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                         tracing::info!("ZooKeeper session resumed");
+                        self.mark_connected(true);
                         self.generation.send_modify(|g| *g += 1);
                     }
                     zk::SessionState::Disconnected => {
+                        self.mark_connected(false);
                         tracing::warn!("ZooKeeper disconnected; resuming the session, or starting a new one if a server serves first");
                         match self.resume_or_replace(&mut states).await {
                             Reconnect::Resumed => {
                                 tracing::info!("ZooKeeper session resumed");
+                                self.mark_connected(true);
                                 self.generation.send_modify(|g| *g += 1);
                             }
                             Reconnect::Replaced(client) => break Some(client),
@@ -281,6 +300,7 @@ impl ZkSession {
                 }
             };
             *self.client.lock().expect("zk client lock") = None;
+            self.mark_connected(false);
             let client = match fresh {
                 Some(c) => c,
                 None => loop {
@@ -299,6 +319,8 @@ impl ZkSession {
             states = client.state_watcher();
             tracing::info!(session_id = ?client.session_id(), "new ZooKeeper session");
             *self.client.lock().expect("zk client lock") = Some(client);
+            self.client_epoch.send_modify(|e| *e += 1);
+            self.mark_connected(true);
             let registered: Vec<(String, Ephemeral)> = self
                 .ephemerals
                 .lock()
@@ -389,6 +411,24 @@ impl ZkSession {
         }
     }
 
+    fn mark_connected(&self, connected: bool) {
+        let mut since = self.connected_since.lock().expect("connected_since lock");
+        match (connected, since.is_some()) {
+            (true, false) => *since = Some(std::time::Instant::now()),
+            (false, _) => *since = None,
+            (true, true) => {}
+        }
+    }
+
+    /// How long the session has been connected without a break (zero while
+    /// disconnected or reconnecting).
+    pub fn connected_for(&self) -> Duration {
+        self.connected_since
+            .lock()
+            .expect("connected_since lock")
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
     /// True when this session authenticates with the cluster's secret.
     pub fn has_digest(&self) -> bool {
         self.digest.is_some()
@@ -453,23 +493,39 @@ impl ZkSession {
         Fut: Future<Output = Result<T, zk::Error>>,
     {
         let metrics = &crate::metrics::METRICS;
+        // Subscribed before the client is taken: a replacement in between
+        // at worst fails this call needlessly (the caller retries).
+        let mut epoch = self.client_epoch.subscribe();
         let client = self
             .client()
             .inspect_err(|_| metrics.zk_errors.with_label_values(&["no_session"]).inc())?;
         let _timer = metrics.zk_op_seconds.start_timer();
-        match tokio::time::timeout(timeout, f(client)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                let e = WitnessError::from_zk(what, e);
-                metrics.zk_errors.with_label_values(&[e.kind()]).inc();
-                Err(e)
-            }
-            Err(_) => {
-                metrics.zk_errors.with_label_values(&["timeout"]).inc();
-                Err(WitnessError::Timeout {
-                    what: what.to_string(),
-                    timeout_ms: timeout.as_millis() as u64,
-                })
+        let call = tokio::time::timeout(timeout, f(client));
+        let replaced = async {
+            // The sender lives in `self`, so this only ends on a replacement.
+            let _ = epoch.changed().await;
+        };
+        tokio::select! {
+            r = call => match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => {
+                    let e = WitnessError::from_zk(what, e);
+                    metrics.zk_errors.with_label_values(&[e.kind()]).inc();
+                    Err(e)
+                }
+                Err(_) => {
+                    metrics.zk_errors.with_label_values(&["timeout"]).inc();
+                    Err(WitnessError::Timeout {
+                        what: what.to_string(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    })
+                }
+            },
+            _ = replaced => {
+                metrics.zk_errors.with_label_values(&["session_replaced"]).inc();
+                Err(WitnessError::Unreachable(format!(
+                    "{what}: the ZooKeeper session was replaced while this call waited (outcome unknown: the old client may still send it)"
+                )))
             }
         }
     }
@@ -612,7 +668,7 @@ mod tests {
             ServerMode::of_srvr("srvr is not executed because it is not in the whitelist.\n"),
             ServerMode::Unknown
         );
-        assert_eq!(ServerMode::of_srvr(""), ServerMode::Unknown);
+        assert_eq!(ServerMode::of_srvr(""), ServerMode::NotServing);
     }
 
     #[test]
