@@ -51,6 +51,10 @@ pub enum Command {
     /// holder (with --zk and --cluster), else what the endpoints say.
     #[command(after_help = crate::client::EXIT_CODES_HELP)]
     Members(crate::client::MembersArgs),
+    /// Development certificates for TLS mode: a CA, nodes 1 and 2 of
+    /// --cluster and a client, as PEM files in --dir. Exit 0: written; 2: bad
+    /// flags, or files there already (without --force).
+    DevCa(crate::devca::DevCaArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +140,30 @@ pub struct NodeArgs {
     /// File with the token clients must present (`Authorization: Bearer`).
     #[arg(long, env = "WALSHIP_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// TLS mode (with --tls-key-file and --tls-ca-file): PEM certificate
+    /// naming this node as node<id>.<cluster>.walship (`walship dev-ca`).
+    #[arg(long, env = "WALSHIP_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS mode: PEM private key of --tls-cert-file.
+    #[arg(long, env = "WALSHIP_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// TLS mode: PEM CA certificate the other node's and clients' certificates
+    /// must chain to.
+    #[arg(long, env = "WALSHIP_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// TLS mode: the client API's key-value and admin routes also need a
+    /// client certificate of this cluster (client.<cluster>.walship, or a
+    /// node's); status, health and metrics stay open. Default false.
+    #[arg(
+        long,
+        env = "WALSHIP_TLS_CLIENT_AUTH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub tls_client_auth: Option<bool>,
     /// Leader heartbeat period; also openraft's per-RPC timeout to ZooKeeper,
     /// so it must stay above ZooKeeper's p99 multi latency. Default 200.
     #[arg(long, env = "WALSHIP_HEARTBEAT_MS")]
@@ -194,6 +222,14 @@ pub struct NodeArgs {
     /// more than write_timeout_ms. Default 60000.
     #[arg(long, env = "WALSHIP_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// A request's body must have arrived within this of its head (408
+    /// else). Default 10000.
+    #[arg(long, env = "WALSHIP_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Largest snapshot accepted from the other node (413 above); must stay
+    /// above the state's size. Default 1 GiB.
+    #[arg(long, env = "WALSHIP_MAX_SNAPSHOT_BYTES")]
+    pub max_snapshot_bytes: Option<u64>,
     /// If the local log, state file or snapshot is unreadable (corrupt), move
     /// raft/ and snapshot/ into <data-dir>/discarded-<unix_ms>/ and rebuild
     /// this node from ZooKeeper, instead of refusing to start. Meant for one

@@ -145,12 +145,24 @@ settings! {
         "File holding the cluster's shared secret: ZooKeeper digest ACL on the cluster's znodes and a token on node-to-node RPC; unset: no access control.";
     api_token_file: PathBuf = None, "WALSHIP_API_TOKEN_FILE",
         "File holding the token clients must send as `Authorization: Bearer <token>`; unset: the client API is open.";
+    tls_cert_file: PathBuf = None, "WALSHIP_TLS_CERT_FILE",
+        "TLS mode (with tls_key_file and tls_ca_file): PEM certificate naming this node as node<id>.<cluster>.walship; the listener then speaks only TLS, and peer RPC needs the other node's certificate. Unset: plain HTTP.";
+    tls_key_file: PathBuf = None, "WALSHIP_TLS_KEY_FILE",
+        "TLS mode: PEM private key of tls_cert_file.";
+    tls_ca_file: PathBuf = None, "WALSHIP_TLS_CA_FILE",
+        "TLS mode: PEM CA certificate the other node's and clients' certificates must chain to.";
+    tls_client_auth: bool = Some(false), "WALSHIP_TLS_CLIENT_AUTH",
+        "TLS mode: the key-value and admin routes also need a client certificate of this cluster (client.<cluster>.walship, or a node's); status, health and metrics stay open.";
     max_connections: usize = Some(0), "WALSHIP_MAX_CONNECTIONS",
         "HTTP connections served at once, more are closed on accept; 0: half the process's descriptor limit (64..=4096).";
     header_read_timeout_ms: u64 = Some(60_000), "WALSHIP_HEADER_READ_TIMEOUT_MS",
         "A request's head must arrive within this, and an idle connection is closed after it.";
     request_timeout_ms: u64 = Some(60_000), "WALSHIP_REQUEST_TIMEOUT_MS",
         "A whole request, body included, is answered within this (408 else); above write_timeout_ms.";
+    body_read_timeout_ms: u64 = Some(10_000), "WALSHIP_BODY_READ_TIMEOUT_MS",
+        "A request's body must have arrived within this of its head (408 else).";
+    max_snapshot_bytes: u64 = Some(1 << 30), "WALSHIP_MAX_SNAPSHOT_BYTES",
+        "Largest snapshot accepted from the other node (413 above); must stay above the state's size.";
     rebuild_from_witness: bool = Some(false), "WALSHIP_REBUILD_FROM_WITNESS",
         "If the local log, state file or snapshot is unreadable (corrupt), move raft/ and snapshot/ into <data_dir>/discarded-<unix_ms>/ and rebuild this node from ZooKeeper instead of refusing to start; meant for one start after such an error.";
 }
@@ -242,9 +254,15 @@ pub fn args_layer(a: &NodeArgs) -> FileConfig {
         log_sync: a.log_sync.clone(),
         secret_file: a.secret_file.clone(),
         api_token_file: a.api_token_file.clone(),
+        tls_cert_file: a.tls_cert_file.clone(),
+        tls_key_file: a.tls_key_file.clone(),
+        tls_ca_file: a.tls_ca_file.clone(),
+        tls_client_auth: a.tls_client_auth,
         max_connections: a.max_connections,
         header_read_timeout_ms: a.header_read_timeout_ms,
         request_timeout_ms: a.request_timeout_ms,
+        body_read_timeout_ms: a.body_read_timeout_ms,
+        max_snapshot_bytes: a.max_snapshot_bytes,
         rebuild_from_witness: a.rebuild_from_witness,
     }
 }
@@ -354,6 +372,36 @@ pub fn check_cluster_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// TLS mode needs all three files or none; the certificate is checked to
+/// be this node's, signed by the CA.
+fn check_tls(l: &Layered, id: u64, cluster: &str) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    let m = &l.merged;
+    let files = [
+        ("tls_cert_file", &m.tls_cert_file),
+        ("tls_key_file", &m.tls_key_file),
+        ("tls_ca_file", &m.tls_ca_file),
+    ];
+    let (Some(cert), Some(key), Some(ca)) = (&m.tls_cert_file, &m.tls_key_file, &m.tls_ca_file) else {
+        let given: Vec<&str> = files.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
+        let Some(first) = given.first() else { return Ok(None) };
+        let missing: Vec<&str> = files.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| *k).collect();
+        let value = files.iter().find(|(k, _)| k == first).and_then(|(_, v)| v.as_ref());
+        return Err(l.invalid(
+            first,
+            &toml_string(&value.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()),
+            format!("TLS mode needs {} too", missing.join(" and ")),
+            &[],
+        ));
+    };
+    let files = crate::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        ca: ca.clone(),
+    };
+    crate::tls::NodeTls::load(&files, cluster, id).map_err(ConfigError)?;
+    Ok(Some(files))
+}
+
 /// Turns the merged layers into a `NodeConfig`, refusing the first bad value.
 pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     let m = &l.merged;
@@ -455,8 +503,23 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         }
     };
 
+    let body_read_timeout = get(m.body_read_timeout_ms);
+    check_range(l, "body_read_timeout_ms", body_read_timeout, 1, MAX_MS)?;
+    let max_snapshot_bytes = get(m.max_snapshot_bytes);
+    check_range(l, "max_snapshot_bytes", max_snapshot_bytes, 1 << 20, 1 << 40)?;
+
     // Reading the files now names the setting if one is missing or empty.
     crate::auth::Auth::load(m.secret_file.as_deref(), m.api_token_file.as_deref()).map_err(ConfigError)?;
+    let tls = check_tls(l, id, &cluster)?;
+    let tls_client_auth = m.tls_client_auth.expect("default");
+    if tls_client_auth && tls.is_none() {
+        return Err(l.invalid(
+            "tls_client_auth",
+            "true",
+            "needs TLS mode (tls_cert_file, tls_key_file and tls_ca_file)",
+            &[],
+        ));
+    }
 
     Ok(NodeConfig {
         id,
@@ -481,6 +544,10 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         max_connections,
         header_read_timeout_ms: header_read_timeout,
         request_timeout_ms: request_timeout,
+        body_read_timeout_ms: body_read_timeout,
+        max_snapshot_bytes,
+        tls,
+        tls_client_auth,
         rebuild_from_witness: m.rebuild_from_witness.expect("default"),
     })
 }
@@ -516,6 +583,12 @@ pub fn to_toml(c: &NodeConfig) -> String {
             "max_connections" => c.max_connections.to_string(),
             "header_read_timeout_ms" => c.header_read_timeout_ms.to_string(),
             "request_timeout_ms" => c.request_timeout_ms.to_string(),
+            "body_read_timeout_ms" => c.body_read_timeout_ms.to_string(),
+            "max_snapshot_bytes" => c.max_snapshot_bytes.to_string(),
+            "tls_cert_file" => return c.tls.as_ref().map(|t| toml_string(&t.cert.to_string_lossy())),
+            "tls_key_file" => return c.tls.as_ref().map(|t| toml_string(&t.key.to_string_lossy())),
+            "tls_ca_file" => return c.tls.as_ref().map(|t| toml_string(&t.ca.to_string_lossy())),
+            "tls_client_auth" => c.tls_client_auth.to_string(),
             other => unreachable!("setting {other} has no printer"),
         })
     };
@@ -527,6 +600,7 @@ pub fn to_toml(c: &NodeConfig) -> String {
         out.push_str(&format!("\n# {} ({}, {})\n", s.doc, s.flag(), s.env));
         match value(s.key) {
             Some(v) => out.push_str(&format!("{} = {v}\n", s.key)),
+            None if s.key.ends_with("_file") => out.push_str(&format!("# {} = \"/path/to/file\"\n", s.key)),
             None => out.push_str(&format!("# {} = \"host:port\"\n", s.key)),
         }
     }
@@ -583,6 +657,9 @@ mod tests {
         fields.advertise = Some("a:1".into());
         fields.secret_file = Some("/s".into());
         fields.api_token_file = Some("/t".into());
+        fields.tls_cert_file = Some("/c".into());
+        fields.tls_key_file = Some("/k".into());
+        fields.tls_ca_file = Some("/ca".into());
         assert_eq!(fields.keys().len(), SETTINGS.len());
     }
 

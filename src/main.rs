@@ -53,6 +53,7 @@ async fn main() -> ExitCode {
         Command::Kv(args) => walship::client::run_kv(args).await,
         Command::Status(args) => walship::client::run_status(args).await,
         Command::Members(args) => walship::client::run_members(args).await,
+        Command::DevCa(args) => walship::devca::run(args),
     }
 }
 
@@ -61,9 +62,12 @@ async fn main() -> ExitCode {
 /// with one line.
 fn exit_on_bad_flags(e: clap::Error) -> ! {
     use clap::error::ErrorKind;
-    let sub = std::env::args()
-        .nth(1)
-        .filter(|a| matches!(a.as_str(), "node" | "soak" | "bench" | "kv" | "status" | "members"));
+    let sub = std::env::args().nth(1).filter(|a| {
+        matches!(
+            a.as_str(),
+            "node" | "soak" | "bench" | "kv" | "status" | "members" | "dev-ca"
+        )
+    });
     let shows_help = matches!(
         e.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
@@ -101,7 +105,11 @@ async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
             _ = stopper.stop_requested() => {}
         }
     };
-    walship::serve::serve(listener, app, walship::serve::Limits::of(&node.cfg), stop).await?;
+    let tls = node.server_tls.as_ref().map(|config| walship::serve::ServerTls {
+        config: Arc::clone(config),
+        cluster: node.cfg.cluster.clone(),
+    });
+    walship::serve::serve(listener, app, walship::serve::Limits::of(&node.cfg), tls, stop).await?;
     tracing::info!("stopping: handing over if leading, then closing the ZooKeeper session");
     node.shutdown().await;
     match node.fatal() {

@@ -74,6 +74,14 @@ pub struct NodeConfig {
     pub max_connections: usize,
     pub header_read_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// A request's body must arrive within this of its head.
+    pub body_read_timeout_ms: u64,
+    /// Largest snapshot body accepted from the other node.
+    pub max_snapshot_bytes: u64,
+    /// TLS mode (see `crate::tls`); None: plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// TLS mode: client routes need a client certificate of this cluster.
+    pub tls_client_auth: bool,
 }
 
 /// Corruption found in W during failover is logged at most this often.
@@ -156,7 +164,13 @@ pub struct Node {
     pub directory: Arc<Directory>,
     pub log: LogStore,
     pub sm: StateMachine,
+    /// For requests to the other node; in TLS mode it checks that the
+    /// other end holds the other node's certificate.
     pub http: reqwest::Client,
+    /// "https" in TLS mode, else "http".
+    pub scheme: &'static str,
+    /// The listener's TLS configuration, in TLS mode.
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
     pub auth: crate::auth::Auth,
     pub(crate) raft: RwLock<Option<Raft>>,
     network: NetworkFactory,
@@ -257,11 +271,22 @@ impl Node {
         }
 
         let directory = Arc::new(Directory::new(Arc::clone(&zk), witness.paths().clone()));
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| StartError::Config(e.to_string()))?;
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(|f| crate::tls::NodeTls::load(f, &cfg.cluster, cfg.id))
+            .transpose()
+            .map_err(StartError::Config)?;
+        let mut http = reqwest::Client::builder().tcp_nodelay(true);
+        if let Some(t) = &tls {
+            // Raft RPC, forwarded writes, takeover and snapshots all go
+            // through this client, so all check the other node's certificate.
+            http = http.use_preconfigured_tls(t.peer_client.clone());
+        }
+        let http = http.build().map_err(|e| StartError::Config(e.to_string()))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let network = NetworkFactory {
+            scheme,
             peer_token: auth.peer_token().map(str::to_string),
             directory: Arc::clone(&directory),
             witness: Arc::clone(&witness),
@@ -294,6 +319,8 @@ impl Node {
             log,
             sm,
             http,
+            scheme,
+            server_tls: tls.map(|t| t.server),
             auth,
             raft: RwLock::new(None),
             network,
@@ -1130,7 +1157,7 @@ impl Node {
         let Some(addr) = self.directory.cached_addr(other(self.cfg.id)) else {
             return;
         };
-        let mut req = self.http.post(format!("http://{addr}/raft/takeover"));
+        let mut req = self.http.post(format!("{}://{addr}/raft/takeover", self.scheme));
         if let Some(t) = self.auth.peer_token() {
             req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
         }

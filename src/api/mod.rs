@@ -65,11 +65,38 @@ pub fn router(node: Arc<Node>) -> Router {
 }
 
 /// 401 without a token, 403 with a wrong one; nothing is read or changed.
+/// With `tls_client_auth`, the connection's certificate must also be a
+/// client's of this cluster, or a node's (a follower forwarding a client's
+/// request, whose certificate it checked; a node can change anything
+/// through Raft anyway, so this opens nothing more to it).
 async fn require_client_token(
     State(node): State<Arc<Node>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if node.cfg.tls_client_auth {
+        use crate::tls::Identity;
+        match req.extensions().get::<Identity>().copied().unwrap_or_default() {
+            Identity::Client | Identity::Node(_) => {}
+            Identity::Anonymous => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "this API needs a client certificate ({})",
+                        crate::tls::client_name(&node.cfg.cluster)
+                    ),
+                )
+                .into_response()
+            }
+            Identity::Stranger => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("the client certificate is not one of cluster {}", node.cfg.cluster),
+                )
+                .into_response()
+            }
+        }
+    }
     let verdict = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         node.auth
@@ -276,7 +303,7 @@ async fn forward(
         Ok(Some(a)) => a,
         _ => return ApiError::unavailable(format!("leader {leader} is not reachable; nothing was written")),
     };
-    let url = format!("http://{addr}{path}");
+    let url = format!("{}://{addr}{path}", node.scheme);
     let timeout = Duration::from_millis(node.cfg.write_timeout_ms + 1000);
     let mut request = node
         .http
@@ -302,7 +329,15 @@ async fn forward(
         }
         Err(e) if e.is_connect() => {
             node.directory.invalidate(leader);
-            ApiError::unavailable(format!("cannot connect to leader {leader}: nothing was written"))
+            // The cause says whether it was down or, in TLS mode, not who
+            // ZooKeeper said it was.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            ApiError::unavailable(format!(
+                "cannot connect to leader {leader} ({cause}): nothing was written"
+            ))
         }
         Err(e) => ApiError::unknown(format!("leader {leader} did not answer: {e}")),
     }

@@ -31,6 +31,17 @@ pub struct ClientOpts {
     /// sent as `Authorization: Bearer <token>`.
     #[arg(long, env = "WALSHIP_API_TOKEN_FILE", global = true)]
     pub api_token_file: Option<std::path::PathBuf>,
+    /// Speak https to the endpoints (nodes in TLS mode), checking their
+    /// certificates against this PEM CA and the endpoint's host.
+    #[arg(long, env = "WALSHIP_TLS_CA_FILE", global = true)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// With --tls-ca-file: a PEM client certificate to present (needed by
+    /// nodes run with --tls-client-auth), with --tls-key-file.
+    #[arg(long, env = "WALSHIP_TLS_CERT_FILE", global = true, requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert-file.
+    #[arg(long, env = "WALSHIP_TLS_KEY_FILE", global = true, requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 /// ZooKeeper, for the commands that can also read the cluster's znodes.

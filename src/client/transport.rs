@@ -77,15 +77,22 @@ pub enum Retry {
 
 pub struct Transport {
     http: reqwest::Client,
+    /// "https" with --tls-ca-file, else "http".
+    scheme: &'static str,
     pub endpoints: Vec<String>,
     deadline: Instant,
     timeout_ms: u64,
 }
 
-/// `host:port` of an endpoint, with or without `http://` and a trailing '/'.
+/// `host:port` of an endpoint, with or without `http://` (or `https://`)
+/// and a trailing '/'.
 pub fn normalize_endpoint(e: &str) -> Result<String, Failure> {
     let e = e.trim();
-    let bare = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
+    let bare = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))
+        .unwrap_or(e)
+        .trim_end_matches('/');
     let ok = bare
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
@@ -121,14 +128,26 @@ impl Transport {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(Duration::from_millis(opts.timeout_ms)))
             .default_headers(headers)
-            .no_proxy()
+            .no_proxy();
+        let https = opts.tls_ca_file.is_some();
+        if let Some(ca) = &opts.tls_ca_file {
+            let identity = opts.tls_cert_file.as_deref().zip(opts.tls_key_file.as_deref());
+            let tls = crate::tls::client_config(ca, identity).map_err(Failure::usage)?;
+            http = http.use_preconfigured_tls(tls);
+        } else if opts.endpoints.iter().any(|e| e.trim().starts_with("https://")) {
+            return Err(Failure::usage(
+                "https:// endpoints need --tls-ca-file (the CA of the nodes' certificates)",
+            ));
+        }
+        let http = http
             .build()
             .map_err(|e| Failure::new(EXIT_SERVER, format!("cannot build an HTTP client: {e}")))?;
         Ok(Transport {
             http,
+            scheme: if https { "https" } else { "http" },
             endpoints,
             deadline: Instant::now() + Duration::from_millis(opts.timeout_ms),
             timeout_ms: opts.timeout_ms,
@@ -158,7 +177,7 @@ impl Transport {
         }
         let mut req = self
             .http
-            .request(method, format!("http://{endpoint}{path}"))
+            .request(method, format!("{}://{endpoint}{path}", self.scheme))
             .timeout(left);
         if let Some(b) = body {
             req = req.body(b.to_vec());

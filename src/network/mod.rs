@@ -27,6 +27,8 @@ pub enum Client {
 
 #[derive(Clone)]
 pub struct NetworkFactory {
+    /// "https" in TLS mode (the client then checks the peer's certificate).
+    pub scheme: &'static str,
     /// Sent with every peer RPC when access control is on.
     pub peer_token: Option<String>,
     pub directory: Arc<Directory>,
@@ -48,6 +50,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             ))
         } else {
             Client::Peer(peer::PeerClient {
+                scheme: self.scheme,
                 token: self.peer_token.clone(),
                 target,
                 directory: Arc::clone(&self.directory),

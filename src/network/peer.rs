@@ -35,6 +35,7 @@ use crate::types::Vote;
 pub const MAX_APPEND_BODY_BYTES: usize = 1 << 20;
 
 pub struct PeerClient {
+    pub scheme: &'static str,
     pub token: Option<String>,
     pub target: NodeId,
     pub directory: Arc<Directory>,
@@ -83,7 +84,7 @@ impl PeerClient {
                 )))
             }
         };
-        let mut req = self.http.post(format!("http://{addr}/raft/{route}"));
+        let mut req = self.http.post(format!("{}://{addr}/raft/{route}", self.scheme));
         if let Some(t) = &self.token {
             req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
         }

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::post;
+use axum::routing::MethodRouter;
 use axum::Router;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
@@ -35,27 +36,85 @@ pub struct SnapshotBody {
     pub data: Vec<u8>,
 }
 
+/// Largest vote or takeover body: a vote is a few dozen bytes, a takeover none.
+const MAX_SMALL_BODY_BYTES: usize = 64 * 1024;
+
 pub fn routes(node: Arc<Node>) -> Router<Arc<Node>> {
+    let max_snapshot_bytes = usize::try_from(node.cfg.max_snapshot_bytes).unwrap_or(usize::MAX);
     Router::new()
         // Bodies: appends are capped by the sender (with room for a single
         // oversized entry); a snapshot is the whole state in one request.
         .route(
             "/raft/append",
-            post(append).layer(DefaultBodyLimit::max(2 * super::peer::MAX_APPEND_BODY_BYTES)),
+            limited(post(append), 2 * super::peer::MAX_APPEND_BODY_BYTES),
         )
-        .route("/raft/vote", post(vote))
-        .route("/raft/snapshot", post(snapshot).layer(DefaultBodyLimit::disable()))
-        .route("/raft/takeover", post(takeover))
-        .route_layer(axum::middleware::from_fn_with_state(node, require_peer_token))
+        .route("/raft/vote", limited(post(vote), MAX_SMALL_BODY_BYTES))
+        .route("/raft/snapshot", limited(post(snapshot), max_snapshot_bytes))
+        .route("/raft/takeover", limited(post(takeover), MAX_SMALL_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(node, require_peer))
 }
 
-/// Refuses peer RPC without the token derived from the cluster's secret
-/// (401 missing, 403 wrong), before the body is decoded.
-async fn require_peer_token(
+/// `route` with a body limit: 413 at once for a larger Content-Length
+/// (nothing read), and 413 once more than `max_bytes` arrived otherwise.
+fn limited(route: MethodRouter<Arc<Node>>, max_bytes: usize) -> MethodRouter<Arc<Node>> {
+    route
+        .layer(DefaultBodyLimit::max(max_bytes))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let declared = req
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                async move {
+                    match declared {
+                        Some(n) if n > max_bytes as u64 => (
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            [(axum::http::header::CONNECTION, "close")],
+                            format!("body of {n} bytes; this route takes at most {max_bytes}"),
+                        )
+                            .into_response(),
+                        _ => next.run(req).await,
+                    }
+                }
+            },
+        ))
+}
+
+/// Refuses peer RPC, before the body is read, from anyone but the other
+/// node: in TLS mode its certificate must name it (`node<other>.<cluster>.walship`;
+/// 401 without a certificate, 403 with another), and with a secret the
+/// request must carry the token derived from it (401 missing, 403 wrong).
+async fn require_peer(
     State(node): State<Arc<Node>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if node.server_tls.is_some() {
+        let other = crate::types::NODE_IDS
+            .iter()
+            .copied()
+            .find(|id| *id != node.cfg.id)
+            .expect("two nodes");
+        let expected = crate::tls::node_name(&node.cfg.cluster, other);
+        match req.extensions().get::<crate::tls::Identity>() {
+            Some(crate::tls::Identity::Node(id)) if *id == other => {}
+            None | Some(crate::tls::Identity::Anonymous) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    format!("peer RPC needs node {other}'s certificate ({expected})"),
+                )
+                    .into_response()
+            }
+            Some(who) => {
+                tracing::warn!(?who, "peer RPC refused: the certificate is not node {other}'s");
+                return (
+                    StatusCode::FORBIDDEN,
+                    format!("peer RPC needs node {other}'s certificate ({expected}); this one is {who:?}"),
+                )
+                    .into_response();
+            }
+        }
+    }
     let presented = req
         .headers()
         .get(crate::auth::PEER_TOKEN_HEADER)

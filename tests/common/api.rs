@@ -124,6 +124,26 @@ struct IndexBody {
     index: u64,
 }
 
+/// The files a client needs to talk to nodes in TLS mode: the CA, and the
+/// client certificate and key it presents.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl ClientTls {
+    /// The files `walship dev-ca` wrote into `dir`, with its client certificate.
+    pub fn dev_ca(dir: &std::path::Path) -> ClientTls {
+        ClientTls {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("client.pem"),
+            key: dir.join("client-key.pem"),
+        }
+    }
+}
+
 /// A client for one node. Cheap to clone (shares the connection pool).
 #[derive(Clone)]
 pub struct Api {
@@ -140,14 +160,20 @@ impl fmt::Debug for Api {
 
 impl Api {
     pub fn new(addr: SocketAddr) -> Api {
-        let http = Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .expect("reqwest client with default TLS-less config");
+        Api::with_tls(addr, None)
+    }
+
+    /// https with `tls`'s CA and client certificate when it is set, else http.
+    pub fn with_tls(addr: SocketAddr, tls: Option<&ClientTls>) -> Api {
+        let mut http = Client::builder().no_proxy().connect_timeout(Duration::from_secs(2));
+        if let Some(t) = tls {
+            let config = walship::tls::client_config(&t.ca, Some((&t.cert, &t.key))).expect("client TLS files");
+            http = http.use_preconfigured_tls(config);
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Api {
-            http,
-            base: format!("http://{addr}"),
+            http: http.build().expect("reqwest client"),
+            base: format!("{scheme}://{addr}"),
             timeout: REQUEST_TIMEOUT,
         }
     }

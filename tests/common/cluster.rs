@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use walship::faultproxy::{CutMode, FaultProxy, ProxyStats};
 
-use super::api::{Api, Reply, Status};
+use super::api::{Api, ClientTls, Reply, Status};
 use super::dir::{sanitize, TestDir};
 use super::node::Node;
 use super::ports::free_addr;
@@ -50,6 +50,9 @@ pub struct Cluster {
     /// Set by `with_fault_dirs`: each node runs with `WALSHIP_FAULT_DIR` =
     /// `fault_dir(id)` (the storage fault hooks: stall, nosync, power loss).
     fault_dirs: bool,
+    /// Set by `start_tls`: the nodes run in TLS mode with the certificates
+    /// `walship dev-ca` wrote into `tls_dir()`, and are reached over https.
+    tls: Option<ClientTls>,
 }
 
 impl Cluster {
@@ -121,6 +124,59 @@ impl Cluster {
         Ok(self)
     }
 
+    /// Like `start_with`, in TLS mode: `walship dev-ca` writes a CA and
+    /// certificates for this cluster into `tls_dir()`, each node runs with
+    /// its own, and the harness's clients use https with the client
+    /// certificate.
+    pub async fn start_tls(test_name: &str, node_args: &[&str]) -> Result<Cluster> {
+        let mut cluster = Cluster::start_stopped(test_name).await?;
+        cluster.make_dev_ca()?;
+        let mut args: Vec<&str> = cluster_tls_args().to_vec();
+        args.extend_from_slice(node_args);
+        let certs = cluster.tls_dir().display().to_string();
+        let args: Vec<String> = args.iter().map(|a| a.replace("{certs}", &certs)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cluster.start_both(&args).await
+    }
+
+    /// Runs `walship dev-ca` for this cluster into `tls_dir()`, and reaches
+    /// the nodes spawned from now on over https (their flags are the
+    /// caller's: see `tls_node_args`).
+    pub fn make_dev_ca(&mut self) -> Result<()> {
+        let dir = self.tls_dir();
+        let out = std::process::Command::new(super::node::WALSHIP_BIN)
+            .args(["dev-ca", "--cluster", &self.name, "--dir"])
+            .arg(&dir)
+            .env_remove("WALSHIP_CLUSTER")
+            .output()
+            .context("run walship dev-ca")?;
+        if !out.status.success() {
+            bail!("walship dev-ca failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        self.tls = Some(ClientTls::dev_ca(&dir));
+        Ok(())
+    }
+
+    /// The node flags of TLS mode with this cluster's dev-ca files (node
+    /// `{id}`'s certificate: `spawn_node` fills the id in).
+    pub fn tls_node_args(&self) -> Vec<String> {
+        let certs = self.tls_dir().display().to_string();
+        cluster_tls_args()
+            .iter()
+            .map(|a| a.replace("{certs}", &certs))
+            .collect()
+    }
+
+    /// Where `walship dev-ca` wrote this cluster's certificates.
+    pub fn tls_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// The TLS files the harness's clients use (TLS clusters only).
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
+    }
+
     /// Cut node `id`'s link to ZooKeeper (`start_zk_cuttable_with` only);
     /// the other node keeps its own.
     pub fn cut_zk(&self, id: u64, mode: CutMode) {
@@ -164,6 +220,7 @@ impl Cluster {
             zk_proxies: Default::default(),
             zk_cuttable: false,
             fault_dirs: false,
+            tls: None,
         })
     }
 
@@ -175,7 +232,12 @@ impl Cluster {
         }
         let data_dir = self.dir.path().join(format!("node{id}"));
         let listen = free_addr()?;
-        let mut args = self.node_args.clone();
+        // "{id}" stands for the node's id (per-node certificate files).
+        let mut args: Vec<String> = self
+            .node_args
+            .iter()
+            .map(|a| a.replace("{id}", &id.to_string()))
+            .collect();
         if self.partitionable {
             let proxy = match self.proxies.remove(&id) {
                 Some(p) => p,
@@ -206,6 +268,9 @@ impl Cluster {
             ));
         }
         let mut node = Node::spawn_with_env(id, &self.name, &zk_addr, &data_dir, listen, &args, &env)?;
+        if let Some(tls) = &self.tls {
+            node.set_client_tls(tls.clone());
+        }
         let mut attempt = 1;
         loop {
             match node.wait_live(LIVE_TIMEOUT).await {
@@ -433,6 +498,18 @@ impl Drop for Cluster {
             self.print_log_tails();
         }
     }
+}
+
+/// TLS mode's node flags; `{certs}` is the dev-ca directory, `{id}` the node's id.
+fn cluster_tls_args() -> [&'static str; 6] {
+    [
+        "--tls-cert-file",
+        "{certs}/node{id}.pem",
+        "--tls-key-file",
+        "{certs}/node{id}-key.pem",
+        "--tls-ca-file",
+        "{certs}/ca.pem",
+    ]
 }
 
 fn show(statuses: &[(u64, Reply<Status>)]) -> String {

@@ -33,7 +33,7 @@ pub mod wait;
 pub mod writer;
 pub mod zk;
 
-pub use api::{Api, CasResult, Reply, Status};
+pub use api::{Api, CasResult, ClientTls, Reply, Status};
 pub use cluster::Cluster;
 pub use dir::TestDir;
 pub use node::Node;

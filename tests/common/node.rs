@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::api::{Api, Reply};
+use super::api::{Api, ClientTls, Reply};
 use super::process::{file_len, kill_and_reap, says_addr_in_use, signal, tail, wait_exit};
 use super::wait::Deadline;
 
@@ -40,6 +40,8 @@ pub struct Node {
     extra_args: Vec<String>,
     /// Environment variables set on every start (e.g. `WALSHIP_FAULT_DIR`).
     env: Vec<(String, String)>,
+    /// Set when the node runs in TLS mode: how `api` reaches it.
+    tls: Option<ClientTls>,
 }
 
 impl Node {
@@ -92,6 +94,7 @@ impl Node {
             log_offset: 0,
             extra_args: extra_args.to_vec(),
             env: env.to_vec(),
+            tls: None,
         };
         node.launch()?;
         Ok(node)
@@ -131,6 +134,10 @@ impl Node {
             "WALSHIP_CONFIG",
             "WALSHIP_FAULT_DIR",
             "WALSHIP_REBUILD_FROM_WITNESS",
+            "WALSHIP_TLS_CERT_FILE",
+            "WALSHIP_TLS_KEY_FILE",
+            "WALSHIP_TLS_CA_FILE",
+            "WALSHIP_TLS_CLIENT_AUTH",
         ] {
             cmd.env_remove(var);
         }
@@ -171,7 +178,13 @@ impl Node {
     /// Use another listen address from the next start on (e.g. after a port clash).
     pub fn set_listen(&mut self, listen: SocketAddr) {
         self.listen = listen;
-        self.api = Api::new(listen);
+        self.api = Api::with_tls(listen, self.tls.as_ref());
+    }
+
+    /// Reach this node over https with `tls` (it runs in TLS mode).
+    pub fn set_client_tls(&mut self, tls: ClientTls) {
+        self.api = Api::with_tls(self.listen, Some(&tls));
+        self.tls = Some(tls);
     }
 
     pub fn data_dir(&self) -> &Path {
