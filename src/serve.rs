@@ -301,6 +301,37 @@ impl hyper::body::Body for DeadlineBody {
     }
 }
 
+/// `route` with a body limit: 413 at once for a larger Content-Length
+/// (nothing read), and 413 once more than `max_bytes` arrived otherwise.
+pub fn limited<S>(route: axum::routing::MethodRouter<S>, max_bytes: usize) -> axum::routing::MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    use axum::response::IntoResponse;
+    route
+        .layer(axum::extract::DefaultBodyLimit::max(max_bytes))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let declared = req
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                async move {
+                    match declared {
+                        Some(n) if n > max_bytes as u64 => (
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            // The body stays unread: the connection cannot be reused.
+                            [(axum::http::header::CONNECTION, "close")],
+                            format!("a body of {n} bytes; this route takes at most {max_bytes}"),
+                        )
+                            .into_response(),
+                        _ => next.run(req).await,
+                    }
+                }
+            },
+        ))
+}
+
 /// Answers 408 if the request (reading its body included) is not answered
 /// within `timeout`. A write cut off here may still commit, like any 504.
 async fn request_deadline(

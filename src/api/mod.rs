@@ -42,9 +42,14 @@ const FORWARDED: &str = "x-walship-forwarded";
 pub fn router(node: Arc<Node>) -> Router {
     // Client routes that need the API token when one is configured; status,
     // health and metrics stay open for probes, scrapers and operators.
+    // Larger than any valid value, so oversize values get our JSON 413.
+    let max_body_bytes = 4 * MAX_VALUE_BYTES;
     let guarded = Router::new()
-        .route("/v1/kv/*key", get(get_key).put(put_key).delete(delete_key))
-        .route("/v1/cas/*key", post(cas_key))
+        .route(
+            "/v1/kv/*key",
+            crate::serve::limited(get(get_key).put(put_key).delete(delete_key), max_body_bytes),
+        )
+        .route("/v1/cas/*key", crate::serve::limited(post(cas_key), max_body_bytes))
         .route("/admin/leave", post(admin_leave))
         .route("/admin/snapshot", post(admin_snapshot))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -58,8 +63,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(crate::network::server::routes(Arc::clone(&node)))
-        // Larger than any valid value, so oversize values get our JSON 413.
-        .layer(DefaultBodyLimit::max(4 * MAX_VALUE_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(node)
 }

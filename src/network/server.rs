@@ -8,13 +8,11 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::post;
-use axum::routing::MethodRouter;
 use axum::Router;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
@@ -46,38 +44,18 @@ pub fn routes(node: Arc<Node>) -> Router<Arc<Node>> {
         // oversized entry); a snapshot is the whole state in one request.
         .route(
             "/raft/append",
-            limited(post(append), 2 * super::peer::MAX_APPEND_BODY_BYTES),
+            crate::serve::limited(post(append), 2 * super::peer::MAX_APPEND_BODY_BYTES),
         )
-        .route("/raft/vote", limited(post(vote), MAX_SMALL_BODY_BYTES))
-        .route("/raft/snapshot", limited(post(snapshot), max_snapshot_bytes))
-        .route("/raft/takeover", limited(post(takeover), MAX_SMALL_BODY_BYTES))
+        .route("/raft/vote", crate::serve::limited(post(vote), MAX_SMALL_BODY_BYTES))
+        .route(
+            "/raft/snapshot",
+            crate::serve::limited(post(snapshot), max_snapshot_bytes),
+        )
+        .route(
+            "/raft/takeover",
+            crate::serve::limited(post(takeover), MAX_SMALL_BODY_BYTES),
+        )
         .route_layer(axum::middleware::from_fn_with_state(node, require_peer))
-}
-
-/// `route` with a body limit: 413 at once for a larger Content-Length
-/// (nothing read), and 413 once more than `max_bytes` arrived otherwise.
-fn limited(route: MethodRouter<Arc<Node>>, max_bytes: usize) -> MethodRouter<Arc<Node>> {
-    route
-        .layer(DefaultBodyLimit::max(max_bytes))
-        .layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let declared = req
-                    .headers()
-                    .get(axum::http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                async move {
-                    match declared {
-                        Some(n) if n > max_bytes as u64 => (
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            [(axum::http::header::CONNECTION, "close")],
-                            format!("body of {n} bytes; this route takes at most {max_bytes}"),
-                        )
-                            .into_response(),
-                        _ => next.run(req).await,
-                    }
-                }
-            },
-        ))
 }
 
 /// Refuses peer RPC, before the body is read, from anyone but the other
