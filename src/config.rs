@@ -709,6 +709,18 @@ mod tests {
             ("max_inflight_batches = 0", "invalid setting max_inflight_batches = 0"),
             ("zk = \",\"", "invalid setting zk = \",\""),
             ("advertise = \"h:0\"", "invalid setting advertise = \"h:0\""),
+            (
+                "tls_cert_file = \"/c.pem\"",
+                "invalid setting tls_cert_file = \"/c.pem\": TLS mode needs tls_key_file and tls_ca_file too",
+            ),
+            (
+                "tls_client_auth = true",
+                "invalid setting tls_client_auth = true: needs TLS mode",
+            ),
+            (
+                "body_read_timeout_ms = 0",
+                "invalid setting body_read_timeout_ms = 0: must be within 1..=86400000",
+            ),
         ] {
             let key = text.split(' ').next().unwrap();
             let without: String = REQUIRED
