@@ -94,7 +94,7 @@ async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     let node: Arc<Node> = Node::start(cfg).await?;
     node.run_background().await?;
-    tracing::info!(listen = node.cfg.listen, "serving");
+    tracing::info!(listen = node.cfg.listen, tls = node.server_tls.is_some(), "serving");
     let app = walship::api::router(Arc::clone(&node));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stopper = Arc::clone(&node);

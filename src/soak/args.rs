@@ -58,6 +58,10 @@ pub struct SoakArgs {
     /// The walship binary to run the nodes with (default: this one).
     #[arg(long)]
     pub bin: Option<PathBuf>,
+    /// Run the nodes in TLS mode (certificates from `walship dev-ca` in
+    /// <run-dir>/certs) and the workload and checks over https.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// A whole number above zero.

@@ -80,22 +80,27 @@ pub struct NodeClient {
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl NodeClient {
-    pub fn new(http: Client, addr: SocketAddr) -> NodeClient {
+    /// A client of the node at `addr`, over https if `https` (with a pool
+    /// from `pool(Some(..))`).
+    pub fn new(http: Client, addr: SocketAddr, https: bool) -> NodeClient {
+        let scheme = if https { "https" } else { "http" };
         NodeClient {
             http,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             timeout: REQUEST_TIMEOUT,
         }
     }
 
-    /// The shared connection pool every client uses.
-    pub fn pool() -> Client {
-        Client::builder()
+    /// The shared connection pool every client uses; with `tls` (TLS mode), https.
+    pub fn pool(tls: Option<rustls::ClientConfig>) -> Client {
+        let mut builder = Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .expect("reqwest client")
+            .pool_idle_timeout(Duration::from_secs(5));
+        if let Some(config) = tls {
+            builder = builder.use_preconfigured_tls(config);
+        }
+        builder.build().expect("reqwest client")
     }
 
     pub fn with_timeout(&self, timeout: Duration) -> NodeClient {

@@ -71,7 +71,7 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Nodes 1 and 2 as `specs` say (not started yet).
     pub fn new(name: &str, zk: Option<ZkServer>, zk_addr: String, specs: Vec<NodeSpec>, polling: Polling) -> Self {
-        Self::with_servers(name, zk.into_iter().collect(), zk_addr, specs, polling)
+        Self::with_servers(name, zk.into_iter().collect(), zk_addr, specs, polling, None)
     }
 
     /// `new` with every ZooKeeper server of ours (an ensemble).
@@ -81,11 +81,13 @@ impl LocalCluster {
         zk_addr: String,
         specs: Vec<NodeSpec>,
         polling: Polling,
+        client_tls: Option<rustls::ClientConfig>,
     ) -> Self {
-        let http = NodeClient::pool();
+        let https = client_tls.is_some();
+        let http = NodeClient::pool(client_tls);
         let polls = specs
             .iter()
-            .map(|s| NodeClient::new(http.clone(), s.listen).with_timeout(polling.request_timeout))
+            .map(|s| NodeClient::new(http.clone(), s.listen, https).with_timeout(polling.request_timeout))
             .collect();
         LocalCluster {
             name: name.to_string(),
@@ -262,6 +264,8 @@ pub struct ClusterConfig {
     /// instead of one.
     pub ensemble: Option<u32>,
     pub cluster: String,
+    /// TLS mode: dev-ca certificates in `<run_dir>/certs`, clients on https.
+    pub tls: bool,
 }
 
 /// The soak's cluster: a `LocalCluster` (which it derefs to) with the fault
@@ -309,7 +313,24 @@ impl SoakCluster {
                 (vec![z], a)
             }
         };
-        let http = NodeClient::pool();
+        let certs = cfg.run_dir.join("certs");
+        let client_tls = if cfg.tls {
+            crate::devca::write(&crate::devca::DevCaArgs {
+                dir: certs.clone(),
+                cluster: cfg.cluster.clone(),
+                hosts: Vec::new(),
+                force: true,
+            })
+            .map_err(anyhow::Error::msg)?;
+            let identity = (certs.join("client.pem"), certs.join("client-key.pem"));
+            Some(
+                crate::tls::client_config(&certs.join("ca.pem"), Some((&identity.0, &identity.1)))
+                    .map_err(anyhow::Error::msg)?,
+            )
+        } else {
+            None
+        };
+        let http = NodeClient::pool(client_tls.clone());
         let mut specs = Vec::new();
         let mut proxies = Vec::new();
         let mut zk_proxies = Vec::new();
@@ -343,7 +364,18 @@ impl SoakCluster {
             fd.reset()?;
             spec.fault_dir = Some(fd.path().to_path_buf());
             spec.extra_args = NODE_ARGS.iter().map(|s| s.to_string()).collect();
-            clients.push(NodeClient::new(http.clone(), spec.listen));
+            if cfg.tls {
+                let file = |name: String| certs.join(name).display().to_string();
+                spec.extra_args.extend([
+                    "--tls-cert-file".to_string(),
+                    file(format!("node{id}.pem")),
+                    "--tls-key-file".to_string(),
+                    file(format!("node{id}-key.pem")),
+                    "--tls-ca-file".to_string(),
+                    file("ca.pem".to_string()),
+                ]);
+            }
+            clients.push(NodeClient::new(http.clone(), spec.listen, cfg.tls));
             specs.push(spec);
             proxies.push(Arc::new(proxy));
             fault_dirs.push(fd);
@@ -354,7 +386,7 @@ impl SoakCluster {
             request_timeout: Duration::from_secs(1),
         };
         let mut cluster = SoakCluster {
-            local: LocalCluster::with_servers(&cfg.cluster, zk, zk_addr, specs, polling),
+            local: LocalCluster::with_servers(&cfg.cluster, zk, zk_addr, specs, polling, client_tls),
             proxies,
             zk_proxies,
             fault_dirs,

@@ -87,6 +87,7 @@ struct Plan {
     history: PathBuf,
     zk: Option<String>,
     ensemble: bool,
+    tls: bool,
     kinds: Vec<FaultKind>,
     /// Kinds left out, and why.
     skipped: Vec<(FaultKind, String)>,
@@ -291,6 +292,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         history,
         zk: args.zk,
         ensemble: args.ensemble,
+        tls: args.tls,
         kinds,
         skipped,
         bin,
@@ -328,6 +330,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
         zk: plan.zk.clone(),
         ensemble: plan.ensemble.then_some(ENSEMBLE_SERVERS),
         cluster: cluster_name,
+        tls: plan.tls,
     };
     println!("[{:>6}] starting ZooKeeper and nodes 1 and 2", elapsed(started));
     // Filled in as soon as it exists, so an interrupt stops what started.

@@ -84,10 +84,7 @@ pub enum ServerMode {
 
 impl ServerMode {
     pub fn of_srvr(reply: &str) -> ServerMode {
-        let mode = reply
-            .lines()
-            .find_map(|l| l.strip_prefix("Mode:"))
-            .map(str::trim);
+        let mode = reply.lines().find_map(|l| l.strip_prefix("Mode:")).map(str::trim);
         match mode {
             Some("leader" | "follower" | "standalone" | "observer") => ServerMode::Serving,
             Some(_) => ServerMode::NotServing,
@@ -675,8 +672,14 @@ mod tests {
     fn connect_strings_split_into_servers_and_chroot() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(split_connect_string("a:1,b:2"), (s(&["a:1", "b:2"]), String::new()));
-        assert_eq!(split_connect_string("a:1, b:2/walship/x"), (s(&["a:1", "b:2"]), "/walship/x".into()));
-        assert_eq!(split_connect_string("tcp://a:1,tcp://b:2/r"), (s(&["a:1", "b:2"]), "/r".into()));
+        assert_eq!(
+            split_connect_string("a:1, b:2/walship/x"),
+            (s(&["a:1", "b:2"]), "/walship/x".into())
+        );
+        assert_eq!(
+            split_connect_string("tcp://a:1,tcp://b:2/r"),
+            (s(&["a:1", "b:2"]), "/r".into())
+        );
         assert_eq!(split_connect_string("a:1,,"), (s(&["a:1"]), String::new()));
     }
 
