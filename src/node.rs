@@ -112,11 +112,20 @@ pub struct LeaderLease {
     renewed_at: Option<Instant>,
     /// Since when the znode has been observed absent.
     absent_since: Option<Instant>,
+    /// Start of the current unbroken run of observations through the
+    /// ZooKeeper leader (each read follows a `sync`), and the last one.
+    /// A lease is only judged over such a run: while ZooKeeper cannot take
+    /// writes (no quorum, a frozen ZooKeeper leader) the leader cannot renew,
+    /// and a ZooKeeper follower may still serve the old znode.
+    observed_since: Option<Instant>,
+    observed_at: Option<Instant>,
 }
 
 impl LeaderLease {
     fn observe(&mut self, znode: Option<(LeaderInfo, i64, i32)>) {
         let now = Instant::now();
+        self.observed_since.get_or_insert(now);
+        self.observed_at = Some(now);
         match znode {
             Some((info, czxid, version)) => {
                 if self.stamp != Some((czxid, version)) {
@@ -132,6 +141,21 @@ impl LeaderLease {
                 self.absent_since.get_or_insert(now);
             }
         }
+    }
+
+    /// A synced read of the znode failed: the run of observations is broken.
+    fn observe_failed(&mut self) {
+        self.observed_since = None;
+    }
+
+    /// The lease has gone unrenewed for `timeout` while this node watched it
+    /// through the ZooKeeper leader all along (the last look within half of
+    /// `timeout`), so the leader had `timeout` of a writable ZooKeeper to
+    /// renew it and did not.
+    fn lapsed(&self, timeout: Duration) -> bool {
+        self.renewed_at.is_some_and(|t| t.elapsed() > timeout)
+            && self.observed_since.is_some_and(|t| t.elapsed() > timeout)
+            && self.observed_at.is_some_and(|t| t.elapsed() < timeout / 2)
     }
 
     /// The lease of a leader of at least `term` was renewed within `within`.
@@ -644,14 +668,12 @@ impl Node {
         // A lapsed lease counts against the leader we follow only: after a
         // change of leader the znode may still be the old one (a killed
         // leader's, until its session expires) while the new one talks to us.
-        // And only once this node has itself been connected to ZooKeeper
-        // for an election timeout: while ZooKeeper is out for us it most
-        // likely is for the leader too (nobody can commit, so deposing it
-        // gains nothing), and once it is back the leader needs that long to
-        // renew; deposing it at the first look costs an election.
-        let lapsed = lease.renewed_at.is_some_and(|t| t.elapsed() > election_timeout)
-            && self.zk.connected_for() > election_timeout
-            && lease.holder.as_ref().is_some_and(|h| Some(h.id) == following);
+        // And only over time in which ZooKeeper took writes (see
+        // `LeaderLease::lapsed`): while it does not, nobody can commit, so
+        // deposing the leader gains nothing, and once it is back the leader
+        // needs a moment to renew; deposing it at the first look costs an
+        // election (it did after every ZooKeeper outage).
+        let lapsed = lease.lapsed(election_timeout) && lease.holder.as_ref().is_some_and(|h| Some(h.id) == following);
         // The znode is this node's own, from before a restart (the restart
         // rule made it a follower) and nobody renews it: no one leads.
         let own_stale = lease.holder.as_ref().is_some_and(|h| h.id == self.cfg.id)
@@ -723,15 +745,19 @@ impl Node {
 
     /// Follows the `leader` znode with one-shot watches (re-armed after every
     /// event and every new ZooKeeper session) and re-reads it every touch
-    /// interval, keeping `lease` current.
+    /// interval, keeping `lease` current. Each read follows a `sync`, so it
+    /// goes through the ZooKeeper leader: a read that works proves ZooKeeper
+    /// takes writes, which a ZooKeeper follower serving reads alone does not.
     async fn leader_znode_watch(self: Arc<Self>) {
         let path = self.witness.paths().leader();
         let mut generation = self.zk.generation();
         while !self.is_stopping() {
             let p = path.clone();
+            let look_timeout = Duration::from_millis(self.cfg.election_timeout_ms / 2);
             let watched = self
                 .zk
-                .run(&format!("watch {path}"), |c| async move {
+                .run_within(&format!("watch {path}"), look_timeout, |c| async move {
+                    c.sync(&p).await?;
                     match c.get_and_watch_data(&p).await {
                         Ok((data, stat, w)) => Ok((Some((data, stat)), w)),
                         Err(zookeeper_client::Error::NoNode) => {
@@ -759,6 +785,7 @@ impl Node {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot watch the leader znode");
+                    self.lease.lock().expect("lease lock").observe_failed();
                     None
                 }
             };

@@ -154,10 +154,6 @@ pub struct ZkSession {
     /// the new session.
     client_epoch: watch::Sender<u64>,
     ephemerals: Mutex<BTreeMap<String, Ephemeral>>,
-    /// Since when the session has been connected without a break (`None`
-    /// while disconnected): how long this node could have seen the leader
-    /// renew its lease.
-    connected_since: Mutex<Option<std::time::Instant>>,
     /// Lets `claim_ephemeral` read the term of a `leader` payload without
     /// this module knowing its format.
     term_of: fn(&[u8]) -> Option<u64>,
@@ -206,7 +202,6 @@ impl ZkSession {
             generation,
             client_epoch,
             ephemerals: Mutex::new(BTreeMap::new()),
-            connected_since: Mutex::new(None),
             term_of,
         });
         let deadline = tokio::time::Instant::now() + Duration::from_millis(connect_deadline_ms);
@@ -222,7 +217,6 @@ impl ZkSession {
         };
         let states = client.state_watcher();
         *session.client.lock().expect("zk client lock") = Some(client);
-        session.mark_connected(true);
         tokio::spawn(Arc::clone(&session).keep(states));
         Ok(session)
     }
@@ -269,16 +263,13 @@ impl ZkSession {
                 match states.changed().await {
                     zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                         tracing::info!("ZooKeeper session resumed");
-                        self.mark_connected(true);
                         self.generation.send_modify(|g| *g += 1);
                     }
                     zk::SessionState::Disconnected => {
-                        self.mark_connected(false);
                         tracing::warn!("ZooKeeper disconnected; resuming the session, or starting a new one if a server serves first");
                         match self.resume_or_replace(&mut states).await {
                             Reconnect::Resumed => {
                                 tracing::info!("ZooKeeper session resumed");
-                                self.mark_connected(true);
                                 self.generation.send_modify(|g| *g += 1);
                             }
                             Reconnect::Replaced(client) => break Some(client),
@@ -297,7 +288,6 @@ impl ZkSession {
                 }
             };
             *self.client.lock().expect("zk client lock") = None;
-            self.mark_connected(false);
             let client = match fresh {
                 Some(c) => c,
                 None => loop {
@@ -317,7 +307,6 @@ impl ZkSession {
             tracing::info!(session_id = ?client.session_id(), "new ZooKeeper session");
             *self.client.lock().expect("zk client lock") = Some(client);
             self.client_epoch.send_modify(|e| *e += 1);
-            self.mark_connected(true);
             let registered: Vec<(String, Ephemeral)> = self
                 .ephemerals
                 .lock()
@@ -406,24 +395,6 @@ impl ZkSession {
             }
             tokio::time::sleep(Duration::from_millis(PROBE_INTERVAL_MS)).await;
         }
-    }
-
-    fn mark_connected(&self, connected: bool) {
-        let mut since = self.connected_since.lock().expect("connected_since lock");
-        match (connected, since.is_some()) {
-            (true, false) => *since = Some(std::time::Instant::now()),
-            (false, _) => *since = None,
-            (true, true) => {}
-        }
-    }
-
-    /// How long the session has been connected without a break (zero while
-    /// disconnected or reconnecting).
-    pub fn connected_for(&self) -> Duration {
-        self.connected_since
-            .lock()
-            .expect("connected_since lock")
-            .map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     /// True when this session authenticates with the cluster's secret.
