@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # walship: the die-and-reborn soak. A thin wrapper around `walship soak`:
 # installs ZooKeeper if it is missing (zk/zk.sh install; needs root or sudo),
-# builds the binary (`cargo build`, or `cargo build --release` with
-# --release; neither when --bin names one), and execs
+# builds the soak tool and the node binary (`cargo build -p walship-soak -p
+# walship`, with --release in release; only the tool when --bin names a node
+# binary), and execs
 #
-#   walship soak [flags]
+#   walship-soak [flags]      (the same as `walship soak [flags]`)
 #
 # with every flag but --release passed through. The common ones:
 #
@@ -67,16 +68,20 @@ if ((OWN_ZK)); then
     "$ROOT/zk/zk.sh" install >&2
 fi
 
-if [[ -z "$BIN" ]]; then
-    command -v cargo >/dev/null 2>&1 || { echo "soak.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
-    if ((RELEASE)); then
-        (cd "$ROOT" && cargo build --release --bin walship) >&2
-        BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/walship"
-    else
-        (cd "$ROOT" && cargo build --bin walship) >&2
-        BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/walship"
-    fi
+command -v cargo >/dev/null 2>&1 || { echo "soak.sh: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
+# The soak is its own binary (tools/soak); it starts nodes from the walship
+# binary beside it, or from --bin.
+PROFILE=debug
+BUILD=(cargo build -p walship-soak)
+if ((RELEASE)); then
+    PROFILE=release
+    BUILD+=(--release)
 fi
-[[ -x "$BIN" ]] || { echo "soak.sh: walship binary not found or not executable: $BIN" >&2; exit 2; }
+[[ -z "$BIN" ]] && BUILD+=(-p walship)
+(cd "$ROOT" && "${BUILD[@]}") >&2
+SOAK="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/walship-soak"
+if [[ -n "$BIN" ]]; then
+    [[ -x "$BIN" ]] || { echo "soak.sh: walship binary not found or not executable: $BIN" >&2; exit 2; }
+fi
 
-exec "$BIN" soak ${ARGS[@]+"${ARGS[@]}"}
+exec "$SOAK" ${ARGS[@]+"${ARGS[@]}"}

@@ -1,6 +1,8 @@
 //! Command-line interface: `walship node ...` runs a node. Flags double as
 //! environment variables (`WALSHIP_*`), for containers and scripts.
 
+use std::ffi::OsString;
+
 use std::path::PathBuf;
 
 use clap::Args;
@@ -29,16 +31,6 @@ pub enum Command {
     /// Read-only tools over what ZooKeeper holds for a cluster.
     #[command(subcommand)]
     Wal(WalCommand),
-    /// Die-and-reborn soak: ZooKeeper and both nodes under a concurrent workload
-    /// while seeded faults cycle; checks that no acknowledged write is lost and
-    /// that every key's history is linearizable. Exit 0: pass; 1: a violation,
-    /// stall or crash; 2: bad flags or unreachable --zk; 130/143: interrupted.
-    Soak(crate::soak::SoakArgs),
-    /// Benchmarks: write/read throughput and latency against ZooKeeper-direct and
-    /// etcd, failover and rebirth times, ZooKeeper footprint; a table, a JSON
-    /// report and SVG plots. Exit 0: completed; 1: stopped on an error; 2: bad
-    /// flags; 130/143: interrupted.
-    Bench(crate::bench::BenchArgs),
     /// Client: put, get, delete and compare-and-set keys through the nodes
     /// of --endpoints.
     #[command(after_help = crate::client::EXIT_CODES_HELP)]
@@ -57,6 +49,12 @@ pub enum Command {
     /// --cluster and a client, as PEM files in --dir. Exit 0: written; 2: bad
     /// flags, or files there already (without --force).
     DevCa(crate::devca::DevCaArgs),
+    /// `walship <tool> ...` runs `walship-<tool>` (from beside this binary, or
+    /// from PATH) with the rest of the command line, as cargo and git do: the
+    /// soak (`walship soak`) and the benchmarks (`walship bench`) are their
+    /// own binaries (tools/), so the node binary carries none of their code.
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
 }
 
 #[derive(Subcommand, Debug)]

@@ -48,26 +48,48 @@ async fn main() -> ExitCode {
             }
         }
         Command::Wal(cmd) => walship::wal::run(cmd).await,
-        Command::Soak(args) => walship::soak::run(args).await,
-        Command::Bench(args) => walship::bench::run(args).await,
         Command::Kv(args) => walship::client::run_kv(args).await,
         Command::Status(args) => walship::client::run_status(args).await,
         Command::Members(args) => walship::client::run_members(args).await,
         Command::DevCa(args) => walship::devca::run(args),
+        Command::External(args) => run_tool(args),
     }
 }
 
-/// clap's own handling (usage, help, exit 2), except that `walship node`,
-/// `walship soak`, `walship bench` and the client commands reject a bad flag
-/// with one line.
+/// `walship <tool> args...`: replaces this process with `walship-<tool>`
+/// found beside this binary or on PATH (so its exit status is the tool's).
+fn run_tool(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let Some((tool, rest)) = args.split_first() else {
+        return ExitCode::from(2);
+    };
+    let name = format!("walship-{}", tool.to_string_lossy());
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|me| me.parent().map(|d| d.join(&name)))
+        .filter(|p| p.is_file());
+    let program = beside
+        .map(std::ffi::OsString::from)
+        .unwrap_or_else(|| name.clone().into());
+    let err = std::process::Command::new(&program).args(rest).exec();
+    if err.kind() == std::io::ErrorKind::NotFound {
+        eprintln!(
+            "walship: no such command {:?}, and no {name} beside this binary or on PATH (the tools build with `cargo build --workspace`); see walship --help",
+            tool.to_string_lossy()
+        );
+    } else {
+        eprintln!("walship: cannot run {}: {err}", program.to_string_lossy());
+    }
+    ExitCode::from(2)
+}
+
+/// clap's own handling (usage, help, exit 2), except that `walship node`
+/// and the client commands reject a bad flag with one line.
 fn exit_on_bad_flags(e: clap::Error) -> ! {
     use clap::error::ErrorKind;
-    let sub = std::env::args().nth(1).filter(|a| {
-        matches!(
-            a.as_str(),
-            "node" | "soak" | "bench" | "kv" | "status" | "members" | "dev-ca"
-        )
-    });
+    let sub = std::env::args()
+        .nth(1)
+        .filter(|a| matches!(a.as_str(), "node" | "kv" | "status" | "members" | "dev-ca"));
     let shows_help = matches!(
         e.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand

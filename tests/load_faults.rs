@@ -16,7 +16,7 @@ use common::cluster::ClusterContext;
 use common::writer::{Op, Outcome};
 use common::{Api, Cluster, Deadline, Reply, WriterLog};
 use reqwest::Method;
-use walship::faultproxy::CutMode;
+use walship_testkit::faultproxy::CutMode;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// The catch-up tests run at the default heartbeat (200 ms, also openraft's

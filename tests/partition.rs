@@ -1,6 +1,6 @@
 //! Scenario S7 of witness-protocol.md: the two nodes cut off from each other
 //! while both still reach ZooKeeper. Each node advertises a fault-injecting
-//! proxy (`walship::faultproxy`) in front of its real listener, so every byte
+//! proxy (`walship_testkit::faultproxy`) in front of its real listener, so every byte
 //! between the nodes — Raft RPC and forwarded client requests — goes through
 //! a proxy, and cutting the proxies really cuts that traffic. ZooKeeper and
 //! the test's own clients (real listen addresses) are untouched.
@@ -31,8 +31,8 @@ use common::Reply;
 use common::Writer;
 use common::WriterLog;
 use common::WriterOptions;
-use walship::faultproxy::CutMode;
-use walship::faultproxy::ProxyStats;
+use walship_testkit::faultproxy::CutMode;
+use walship_testkit::faultproxy::ProxyStats;
 
 const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);

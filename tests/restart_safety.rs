@@ -22,7 +22,7 @@ use common::Api;
 use common::Cluster;
 use common::Deadline;
 use common::Reply;
-use walship::faultproxy::CutMode;
+use walship_testkit::faultproxy::CutMode;
 
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use walship::faultproxy::{CutMode, FaultProxy, ProxyStats};
+use walship_testkit::faultproxy::{CutMode, FaultProxy, ProxyStats};
 
 use super::api::{Api, ClientTls, Reply, Status};
 use super::dir::{sanitize, TestDir};

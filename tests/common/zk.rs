@@ -34,7 +34,7 @@ const PORT_ATTEMPTS: usize = 5;
 /// The classpath `zk/zk.sh classpath` prints (the library's copy, shared
 /// with the soak and the bench).
 pub fn zk_classpath() -> Result<String> {
-    walship::soak::procs::zk_classpath()
+    walship_testkit::procs::zk_classpath()
 }
 
 pub struct Zk {
@@ -225,5 +225,5 @@ impl Drop for Zk {
 
 /// Send a four-letter word to 127.0.0.1:`port`; the whole reply (2 s limit).
 pub async fn four_letter(port: u16, word: &str) -> Result<String> {
-    walship::soak::procs::four_letter(&format!("127.0.0.1:{port}"), word).await
+    walship_testkit::procs::four_letter(&format!("127.0.0.1:{port}"), word).await
 }

@@ -32,8 +32,8 @@ use super::history::OpRecord;
 use super::history::Outcome;
 use super::history::Recorder;
 use super::lincheck;
-use crate::history::AllowedFinal;
-use crate::history::History;
+use walship::history::AllowedFinal;
+use walship::history::History;
 
 const READ_DEADLINE: Duration = Duration::from_secs(60);
 

@@ -16,10 +16,10 @@ use serde::Serialize;
 use super::load::closed_loop;
 use super::load::key_index;
 use super::load::value;
-use super::walship::pool;
-use super::walship::Walship;
-use crate::cli::ZkTarget;
-use crate::soak::cluster::LocalCluster;
+use super::target::pool;
+use super::target::Walship;
+use walship::cli::ZkTarget;
+use walship_soak::cluster::LocalCluster;
 
 pub const CLIENTS: usize = 16;
 pub const VALUE_BYTES: usize = 100;
@@ -47,7 +47,7 @@ pub async fn w_bytes(zk: &str, cluster: &str) -> Result<WBytes> {
         cluster: cluster.to_string(),
         secret_file: None,
     };
-    let (_session, witness) = crate::wal::connect(&target).await.map_err(|s| anyhow!(s.message))?;
+    let (_session, witness) = walship::wal::connect(&target).await.map_err(|s| anyhow!(s.message))?;
     let i = witness.inspect_all().await.map_err(|e| anyhow!("inspecting W: {e}"))?;
     let record = i
         .record

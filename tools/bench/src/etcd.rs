@@ -19,7 +19,7 @@ use anyhow::Result;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use crate::soak::procs::free_port;
+use walship_testkit::procs::free_port;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// etcd refuses writes past its backend quota (2 GiB by default); a full run
@@ -100,7 +100,7 @@ impl EtcdServer {
             child: Some(child),
             client_url,
         };
-        let http = super::walship::pool(1);
+        let http = super::target::pool(1);
         let end = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {

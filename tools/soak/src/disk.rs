@@ -93,7 +93,7 @@ pub struct PowerLoss {
 pub async fn power_loss(data_dir: &Path, fault_dir: &FaultDir, torn: bool) -> Result<PowerLoss> {
     let data = data_dir.to_path_buf();
     let fault = fault_dir.path().to_path_buf();
-    let report = tokio::task::spawn_blocking(move || crate::storage::fault::power_loss(&data, &fault, torn))
+    let report = tokio::task::spawn_blocking(move || walship::storage::fault::power_loss(&data, &fault, torn))
         .await
         .context("power loss task")?
         .with_context(|| format!("power loss of {}", data_dir.display()))?;

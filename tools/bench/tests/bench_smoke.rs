@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-const WALSHIP: &str = env!("CARGO_BIN_EXE_walship");
+/// The tool under test; it starts nodes from the `walship` binary cargo
+/// built beside it (the workspace test command builds both).
+const WALSHIP: &str = env!("CARGO_BIN_EXE_walship-bench");
 
 fn run_dir() -> tempfile::TempDir {
     let mut b = tempfile::Builder::new();
@@ -46,7 +48,6 @@ fn smoke_run_writes_the_report() {
     let plots = d.join("plots");
     let started = Instant::now();
     let o = Command::new(WALSHIP)
-        .arg("bench")
         .arg("--smoke")
         .arg("--skip-etcd")
         .arg("--out")
@@ -173,7 +174,7 @@ fn bad_flags_are_one_line_and_exit_2() {
         &["--value-sizes", "10M"],
         &["--duration", "3x"],
     ] {
-        let o = Command::new(WALSHIP).arg("bench").args(args).output().expect("run");
+        let o = Command::new(WALSHIP).args(args).output().expect("run");
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");

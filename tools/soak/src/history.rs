@@ -1,5 +1,5 @@
 //! Writing the soak's history: every operation's invocation and completion,
-//! with its result, one JSON line each in the format of [`crate::history`]
+//! with its result, one JSON line each in the format of [`walship::history`]
 //! (the same file `walship wal verify --history` reads). Lines are written
 //! as operations complete, by one task, so the file is complete up to the
 //! last finished operation even if the soak is interrupted; the records are
@@ -22,9 +22,9 @@ use anyhow::Context;
 use anyhow::Result;
 use tokio::sync::mpsc;
 
-pub use crate::history::OpKind;
-pub use crate::history::OpRecord;
-pub use crate::history::Outcome;
+pub use walship::history::OpKind;
+pub use walship::history::OpRecord;
+pub use walship::history::Outcome;
 
 /// The monotonic clock every record's `invoke_ns` / `complete_ns` is on.
 #[derive(Clone, Copy, Debug)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::soak::parse_duration;
+use walship_soak::parse_duration;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -182,7 +182,7 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
     let bin = match args.bin {
         Some(b) if b.is_file() => b,
         Some(b) => return Err(format!("--bin {}: no such file", b.display())),
-        None => std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?,
+        None => walship_testkit::procs::walship_binary_beside_this_one()?,
     };
     if args.out.is_dir() {
         return Err(format!("--out {} is a directory; give a file name", args.out.display()));
@@ -232,7 +232,7 @@ fn parse_clients(s: &str) -> Result<usize, String> {
 
 fn parse_value_size(s: &str) -> Result<usize, String> {
     let n = parse_positive(s)?;
-    let max = crate::api::MAX_VALUE_BYTES as u64;
+    let max = walship::api::MAX_VALUE_BYTES as u64;
     if n > max {
         return Err(format!("value size {n}: at most {max} bytes (the API's limit)"));
     }

@@ -30,7 +30,7 @@ use super::faults::PROBE_KEY;
 use super::history::Outcome;
 use super::rng::Rng;
 use super::workload::Workload;
-use crate::faultproxy::CutMode;
+use walship_testkit::faultproxy::CutMode;
 
 /// Deadline of every wait in a cycle.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);

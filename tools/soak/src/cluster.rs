@@ -37,8 +37,8 @@ use super::procs::NodeProc;
 use super::procs::NodeSpec;
 use super::procs::ZkMode;
 use super::procs::ZkServer;
-use crate::faultproxy::CutMode;
-use crate::faultproxy::FaultProxy;
+use walship_testkit::faultproxy::CutMode;
+use walship_testkit::faultproxy::FaultProxy;
 
 /// Flags every soak node gets: snapshots every few hundred entries, so a
 /// reborn empty node goes through W's snapshot, not only its WAL.
@@ -315,7 +315,7 @@ impl SoakCluster {
         };
         let certs = cfg.run_dir.join("certs");
         let client_tls = if cfg.tls {
-            crate::devca::write(&crate::devca::DevCaArgs {
+            walship::devca::write(&walship::devca::DevCaArgs {
                 dir: certs.clone(),
                 cluster: cfg.cluster.clone(),
                 hosts: Vec::new(),
@@ -324,7 +324,7 @@ impl SoakCluster {
             .map_err(anyhow::Error::msg)?;
             let identity = (certs.join("client.pem"), certs.join("client-key.pem"));
             Some(
-                crate::tls::client_config(&certs.join("ca.pem"), Some((&identity.0, &identity.1)))
+                walship::tls::client_config(&certs.join("ca.pem"), Some((&identity.0, &identity.1)))
                     .map_err(anyhow::Error::msg)?,
             )
         } else {

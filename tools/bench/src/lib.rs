@@ -31,8 +31,8 @@ mod load;
 mod plot;
 mod rebirth;
 mod report;
+mod target;
 mod throughput;
-mod walship;
 mod zkdirect;
 
 use std::path::Path;
@@ -48,10 +48,10 @@ use self::args::Plan;
 use self::etcd::EtcdServer;
 use self::failover::Kill;
 use self::report::Report;
-use crate::soak::cluster::LocalCluster;
-use crate::soak::cluster::Polling;
-use crate::soak::procs::NodeSpec;
-use crate::soak::procs::ZkServer;
+use walship_soak::cluster::LocalCluster;
+use walship_soak::cluster::Polling;
+use walship_testkit::procs::NodeSpec;
+use walship_testkit::procs::ZkServer;
 
 /// What `run` has started, so an interrupt can stop it.
 #[derive(Default)]
@@ -63,7 +63,7 @@ struct State {
 
 pub async fn run(args: BenchArgs) -> ExitCode {
     let plan = match args::plan(args).and_then(|p| {
-        crate::soak::procs::prepare_run_dir(&p.run_dir, &["zk", "node1", "node2", "etcd"])
+        walship_testkit::procs::prepare_run_dir(&p.run_dir, &["zk", "node1", "node2", "etcd"])
             .map(|d| Plan { run_dir: d, ..p })
     }) {
         Ok(p) => p,
@@ -91,7 +91,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     );
     let outcome = tokio::select! {
         r = drive(&plan, &mut state) => Ok(r),
-        sig = crate::soak::procs::wait_for_signal() => Err(sig),
+        sig = walship_testkit::procs::wait_for_signal() => Err(sig),
     };
     if let Some(mut c) = state.cluster.take() {
         c.stop_all().await;
@@ -179,7 +179,7 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     let cluster = state
         .cluster
         .insert(start_cluster(&plan.run_dir, &plan.bin, &name).await?);
-    if let Ok(srvr) = crate::soak::procs::four_letter(&cluster.zk_addr, "srvr").await {
+    if let Ok(srvr) = walship_testkit::procs::four_letter(&cluster.zk_addr, "srvr").await {
         state.report.versions.zookeeper = env::zk_version(&srvr);
     }
     println!(

@@ -22,8 +22,8 @@ use anyhow::Context;
 use anyhow::Result;
 
 /// zk/zoo.cfg.template (with @DATA_DIR@ and @CLIENT_PORT@).
-pub const ZOO_CFG_TEMPLATE: &str = include_str!("../../zk/zoo.cfg.template");
-const LOG4J_PROPERTIES: &str = include_str!("../../zk/log4j.properties");
+pub const ZOO_CFG_TEMPLATE: &str = include_str!("../../../zk/zoo.cfg.template");
+const LOG4J_PROPERTIES: &str = include_str!("../../../zk/log4j.properties");
 const ZK_MAIN_CLASS: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
 /// As zk/zk.sh: small heap and the serial collector, for a shared 2-core box.
 const ZK_JVM_FLAGS: &[&str] = &[
@@ -196,9 +196,20 @@ pub async fn four_letter(addr: &str, word: &str) -> Result<String> {
 
 /// `four_letter` with its own limit.
 pub async fn four_letter_within(addr: &str, word: &str, limit: Duration) -> Result<String> {
-    crate::witness::session::four_letter(addr, word, limit)
-        .await
-        .with_context(|| format!("{word} to {addr}"))
+    use tokio::io::AsyncReadExt;
+    use tokio::io::AsyncWriteExt;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(word.as_bytes()).await?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    match tokio::time::timeout(limit, exchange).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(e).with_context(|| format!("{word} to {addr}")),
+        Err(_) => bail!("{word} to {addr}: no reply within {limit:?}"),
+    }
 }
 
 /// Our private ZooKeeper in `<dir>`: zoo.cfg, log4j.properties, data/, zk.log, zk.out.
@@ -681,4 +692,21 @@ pub async fn wait_for_signal() -> &'static str {
         _ = int.recv() => "SIGINT",
         _ = term.recv() => "SIGTERM",
     }
+}
+
+/// The `walship` binary the tools start nodes from when no `--bin` is
+/// given: the one cargo built beside the running tool (`target/<profile>/`),
+/// or beside its parent directory for a test binary in `target/<profile>/deps/`.
+pub fn walship_binary_beside_this_one() -> std::result::Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let dir = me.parent().ok_or("this executable has no directory")?;
+    for candidate in [dir.join("walship"), dir.join("../walship")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "no walship binary beside {}: build it first (cargo build, or cargo build --release) or pass --bin",
+        me.display()
+    ))
 }

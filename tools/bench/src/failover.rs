@@ -14,9 +14,9 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::load::Spread;
-use super::walship::pool;
-use super::walship::Walship;
-use crate::soak::cluster::LocalCluster;
+use super::target::pool;
+use super::target::Walship;
+use walship_soak::cluster::LocalCluster;
 
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use super::footprint::w_bytes;
 use super::footprint::WBytes;
-use super::walship::pool;
-use super::walship::Walship;
-use crate::soak::cluster::LocalCluster;
+use super::target::pool;
+use super::target::Walship;
+use walship_soak::cluster::LocalCluster;
 
 /// Value size of the loaded keys.
 pub const VALUE_BYTES: usize = 100;

@@ -22,7 +22,7 @@ use super::load::value;
 use super::load::Latency;
 use super::load::Outcome;
 use super::zkdirect::ZkDirect;
-use crate::soak::cluster::LocalCluster;
+use walship_soak::cluster::LocalCluster;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -14,7 +14,9 @@ use std::process::Stdio;
 use std::time::Duration;
 use std::time::Instant;
 
-const WALSHIP: &str = env!("CARGO_BIN_EXE_walship");
+/// The tool under test; it starts nodes from the `walship` binary cargo
+/// built beside it (the workspace test command builds both).
+const WALSHIP: &str = env!("CARGO_BIN_EXE_walship-soak");
 
 /// One cycle of each (the schedule shuffles every enabled kind per round):
 /// the classic kinds but two, one node's ZooKeeper link cut (leader's,
@@ -51,7 +53,6 @@ fn run_dir(name: &str) -> tempfile::TempDir {
 
 fn soak(args: &[&str]) -> Output {
     Command::new(WALSHIP)
-        .arg("soak")
         .args(args)
         .env("RUST_LOG", "info")
         .output()
@@ -296,7 +297,7 @@ fn interrupted_soak_stops_everything_and_prints_the_summary() {
     let d = dir.path().to_str().expect("utf-8 path").to_string();
     let log = dir.path().join("soak.out");
     let child = Command::new(WALSHIP)
-        .args(["soak", "--cycles", "50", "--seed", "3", "--run-dir", &d])
+        .args(["--cycles", "50", "--seed", "3", "--run-dir", &d])
         .stdout(std::fs::File::create(&log).expect("log"))
         .stderr(Stdio::piped())
         .spawn()

@@ -32,7 +32,7 @@ pub mod faults;
 pub mod history;
 pub mod lincheck;
 pub mod nemesis;
-pub mod procs;
+pub use walship_testkit::procs;
 pub mod rng;
 pub mod summary;
 pub mod workload;
@@ -217,7 +217,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
     let bin = match args.bin {
         Some(b) if b.is_file() => b,
         Some(b) => return Err(format!("--bin {}: no such file", b.display())),
-        None => std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?,
+        None => walship_testkit::procs::walship_binary_beside_this_one()?,
     };
     let sets = args
         .kinds
