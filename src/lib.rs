@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod devca;
 pub mod events;
+pub mod failover;
 pub mod history;
 pub mod metrics;
 pub mod network;

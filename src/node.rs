@@ -19,8 +19,6 @@ use std::time::Duration;
 use std::time::Instant;
 
 use openraft::ServerState;
-use serde::Deserialize;
-use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::network::directory::Directory;
@@ -87,87 +85,10 @@ pub struct NodeConfig {
 /// Corruption found in W during failover is logged at most this often.
 const CORRUPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// The payload of the `leader` ephemeral znode.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct LeaderInfo {
-    pub term: u64,
-    pub id: NodeId,
-    pub addr: String,
-}
-
-/// The leader's lease, as seen through ZooKeeper. The leader rewrites its
-/// ephemeral `leader` znode every `touch interval` (half a heartbeat), so a
-/// follower can tell a leader that is alive and reaching ZooKeeper, hence
-/// able to commit, from one that is hung or gone, without hearing from it
-/// directly. A follower cut off from a live leader therefore does not depose
-/// it (no leader flapping when only the node-to-node link fails), while a
-/// frozen leader's lease expires within an election timeout.
-#[derive(Debug, Clone, Default)]
-pub struct LeaderLease {
-    /// The holder, if the znode exists and parses.
-    pub holder: Option<LeaderInfo>,
-    /// (creation zxid, data version) of the znode when last read.
-    stamp: Option<(i64, i32)>,
-    /// When `stamp` last changed (the leader's last touch we saw).
-    renewed_at: Option<Instant>,
-    /// Since when the znode has been observed absent.
-    absent_since: Option<Instant>,
-    /// Start of the current unbroken run of observations through the
-    /// ZooKeeper leader (each read follows a `sync`), and the last one.
-    /// A lease is only judged over such a run: while ZooKeeper cannot take
-    /// writes (no quorum, a frozen ZooKeeper leader) the leader cannot renew,
-    /// and a ZooKeeper follower may still serve the old znode.
-    observed_since: Option<Instant>,
-    observed_at: Option<Instant>,
-}
-
-impl LeaderLease {
-    fn observe(&mut self, znode: Option<(LeaderInfo, i64, i32)>) {
-        let now = Instant::now();
-        self.observed_since.get_or_insert(now);
-        self.observed_at = Some(now);
-        match znode {
-            Some((info, czxid, version)) => {
-                if self.stamp != Some((czxid, version)) {
-                    self.stamp = Some((czxid, version));
-                    self.renewed_at = Some(now);
-                }
-                self.holder = Some(info);
-                self.absent_since = None;
-            }
-            None => {
-                self.holder = None;
-                self.stamp = None;
-                self.absent_since.get_or_insert(now);
-            }
-        }
-    }
-
-    /// A synced read of the znode failed: the run of observations is broken.
-    fn observe_failed(&mut self) {
-        self.observed_since = None;
-    }
-
-    /// The lease has gone unrenewed for `timeout` while this node watched it
-    /// through the ZooKeeper leader all along (the last look within half of
-    /// `timeout`), so the leader had `timeout` of a writable ZooKeeper to
-    /// renew it and did not.
-    fn lapsed(&self, timeout: Duration) -> bool {
-        self.renewed_at.is_some_and(|t| t.elapsed() > timeout)
-            && self.observed_since.is_some_and(|t| t.elapsed() > timeout)
-            && self.observed_at.is_some_and(|t| t.elapsed() < timeout / 2)
-    }
-
-    /// The lease of a leader of at least `term` was renewed within `within`.
-    pub fn live(&self, term: u64, within: Duration) -> Option<&LeaderInfo> {
-        let h = self.holder.as_ref()?;
-        (h.term >= term && self.renewed_at.is_some_and(|t| t.elapsed() < within)).then_some(h)
-    }
-}
-
-fn leader_term(bytes: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<LeaderInfo>(bytes).ok().map(|l| l.term)
-}
+use crate::failover::rules;
+use crate::failover::rules::leader_term;
+pub use crate::failover::rules::LeaderInfo;
+pub use crate::failover::rules::LeaderLease;
 
 #[derive(thiserror::Error, Debug)]
 pub enum StartError {
@@ -573,7 +494,7 @@ impl Node {
         let mut last_attempt: Option<Instant> = None;
         // When corruption in W was last logged, and attempts since (see below).
         let mut corrupt_logged: Option<(Instant, u64)> = None;
-        let pause_threshold = std::cmp::max(3 * tick, election_timeout / 2);
+        let pause_threshold = rules::pause_threshold(tick, election_timeout);
         while !self.is_stopping() {
             let slept_at = Instant::now();
             tokio::select! {
@@ -588,8 +509,7 @@ impl Node {
             // Only the sleep counts: a failover attempt that waited on
             // ZooKeeper last time round is not a pause (taking it for one
             // put off the next attempt by an election timeout).
-            let overslept = slept_at.elapsed().saturating_sub(tick);
-            if overslept > pause_threshold {
+            if let Some(overslept) = rules::overslept(slept_at, tick, Instant::now(), pause_threshold) {
                 tracing::warn!(
                     paused_ms = overslept.as_millis() as u64,
                     "this node did not run for a while; giving the leader a fresh election timeout"
@@ -613,7 +533,8 @@ impl Node {
                 continue;
             }
             let gone = handed_over || self.leader_process_gone(m.current_leader).await;
-            if !gone && !self.leader_lost() {
+            let mut why = self.leader_lost();
+            if !gone && why.is_none() {
                 continue;
             }
             // Don't duel with a live peer that noticed at the same moment:
@@ -622,13 +543,19 @@ impl Node {
             // take over, there is no one to duel with.)
             if !gone && self.cfg.id != 1 && self.directory.addr(other(self.cfg.id)).await.ok().flatten().is_some() {
                 tokio::time::sleep(tick).await;
-                if !self.leader_lost() {
+                why = self.leader_lost();
+                if why.is_none() {
                     continue;
                 }
             }
             let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
             last_attempt = Some(Instant::now());
-            tracing::info!(leader = ?m.current_leader, contact_ms = contact_at.elapsed().as_millis() as u64, "leader lost; adopting W's log before electing");
+            let why = if gone {
+                "process gone or handed over".to_string()
+            } else {
+                format!("{why:?}")
+            };
+            tracing::info!(leader = ?m.current_leader, contact_ms = contact_at.elapsed().as_millis() as u64, why, "leader lost; adopting W's log before electing");
             match self.failover().await {
                 Ok(()) => corrupt_logged = None,
                 // A corrupt znode in W stops adoption (nothing of it is
@@ -648,42 +575,25 @@ impl Node {
         }
     }
 
-    /// Whether to fail over. Not while the leader's lease in ZooKeeper is
-    /// live: it reaches W, so it can commit, and deposing it only because
-    /// this node cannot hear it would make leadership flap across a cut
-    /// node-to-node link. Otherwise the leader is lost when it has been
-    /// silent for an election timeout, or its `leader` znode vanished (its
-    /// session closed or expired) and it also missed two heartbeats.
-    fn leader_lost(&self) -> bool {
-        let election_timeout = Duration::from_millis(self.cfg.election_timeout_ms);
-        let heartbeat = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+    /// Whether to fail over, and why (`failover::rules::leader_lost`).
+    fn leader_lost(&self) -> Option<rules::Lost> {
         let lease = self.lease.lock().expect("lease lock").clone();
-        // Any term: a failed candidacy may have raised ours above the
-        // leader's, and only a leader renews (a deposed one stops).
-        if lease.live(0, election_timeout).is_some_and(|h| h.id != self.cfg.id) {
-            return false;
-        }
         let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
-        let following = self.raft().and_then(|r| r.metrics().borrow().current_leader);
-        // A lapsed lease counts against the leader we follow only: after a
-        // change of leader the znode may still be the old one (a killed
-        // leader's, until its session expires) while the new one talks to us.
-        // And only over time in which ZooKeeper took writes (see
-        // `LeaderLease::lapsed`): while it does not, nobody can commit, so
-        // deposing the leader gains nothing, and once it is back the leader
-        // needs a moment to renew; deposing it at the first look costs an
-        // election (it did after every ZooKeeper outage).
-        let lapsed = lease.lapsed(election_timeout) && lease.holder.as_ref().is_some_and(|h| Some(h.id) == following);
-        // The znode is this node's own, from before a restart (the restart
-        // rule made it a follower) and nobody renews it: no one leads.
-        let own_stale = lease.holder.as_ref().is_some_and(|h| h.id == self.cfg.id)
-            && following.is_none()
-            && lease.renewed_at.is_none_or(|t| t.elapsed() > 2 * self.touch_interval())
-            && contact_at.elapsed() > 2 * heartbeat;
-        contact_at.elapsed() > election_timeout
-            || lease.absent_since.is_some_and(|_| contact_at.elapsed() > 2 * heartbeat)
-            || lapsed
-            || own_stale
+        let observed = rules::Observed {
+            me: self.cfg.id,
+            following: self.raft().and_then(|r| r.metrics().borrow().current_leader),
+            contact_at,
+            lease: &lease,
+        };
+        rules::leader_lost(&observed, self.timings(), Instant::now())
+    }
+
+    fn timings(&self) -> rules::Timings {
+        rules::Timings {
+            election_timeout: Duration::from_millis(self.cfg.election_timeout_ms),
+            heartbeat: Duration::from_millis(self.cfg.heartbeat_interval_ms),
+            touch: self.touch_interval(),
+        }
     }
 
     /// Restarts the clocks that judge the leader (contact, lease renewal,
@@ -691,13 +601,7 @@ impl Node {
     fn forgive_pause(&self) {
         let now = Instant::now();
         self.last_contact.lock().expect("contact lock").0 = now;
-        let mut lease = self.lease.lock().expect("lease lock");
-        if lease.renewed_at.is_some() {
-            lease.renewed_at = Some(now);
-        }
-        if lease.absent_since.is_some() {
-            lease.absent_since = Some(now);
-        }
+        self.lease.lock().expect("lease lock").forgive_pause(now);
     }
 
     /// The lease as last seen (for `/health/ready`).
@@ -721,8 +625,12 @@ impl Node {
         // A lease renewed in the last two touches says the process lives
         // (a refusal then comes from the link, e.g. a firewall's REJECT).
         // Electing when it in fact lives is still safe (W fences it).
-        let renewed = self.lease.lock().expect("lease lock").renewed_at;
-        if renewed.is_some_and(|t| t.elapsed() < 2 * self.touch_interval()) {
+        let renewed = self
+            .lease
+            .lock()
+            .expect("lease lock")
+            .renewed_within(2 * self.touch_interval(), Instant::now());
+        if renewed {
             return false;
         }
         let Ok(Some(addr)) = self.directory.addr(leader).await else {
@@ -777,7 +685,7 @@ impl Node {
                     });
                     let term = self.raft().map(|r| r.metrics().borrow().current_term).unwrap_or(0);
                     let stale = parsed.as_ref().is_none_or(|(h, _, _)| h.term < term);
-                    self.lease.lock().expect("lease lock").observe(parsed);
+                    self.lease.lock().expect("lease lock").observe(parsed, Instant::now());
                     if stale {
                         self.wake.notify_one();
                     }
@@ -1174,6 +1082,12 @@ impl Node {
         for task in tasks {
             task.abort();
             let _ = task.await;
+        }
+        // And whatever else still holds the node (an HTTP connection the
+        // embedder's server keeps open, a clone in its own code) must not
+        // keep the data dir: the log closes now, its lock released.
+        if let Err(e) = self.log.close().await {
+            tracing::warn!(error = %e, "closing the log store");
         }
     }
 }

@@ -303,3 +303,36 @@ async fn events_and_app_commands_across_hand_over_and_rebirth() -> Result<()> {
     eprintln!("old leader {l}: {old_seen:?}\nsurvivor {s}: {survivor_seen:?}\nreborn {l}: {reborn_seen:?}");
     Ok(())
 }
+
+/// An embedder restarting a node in-process: once `shutdown` returns, the
+/// data dir opens again even while something still holds the old node (an
+/// HTTP connection its server kept open, a clone in its own code). Before
+/// `Node::shutdown` closed the log store this failed every time with "raft
+/// is in use" (and the test above failed so now and then, when the peer's
+/// pooled connection outlived the aborted server task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shut_down_node_frees_its_data_dir_while_still_held() -> Result<()> {
+    let dir = common::TestDir::new("events_restart_held")?;
+    let zk = common::Zk::start(dir.path()).await?;
+    let cluster = format!("held-{}", std::process::id());
+    let data = dir.path().join("node1");
+    let mut first = Running::start(1, &zk.addr(), &cluster, &data).await?;
+    first
+        .event("its leadership", |e| {
+            matches!(e, Event::LeaderChanged { leader: Some(1), .. })
+        })
+        .await?;
+    let (_, r) = first.node.propose(cmd(7)).await?;
+    assert_eq!(total_of(&r), 7);
+    let held = Arc::clone(&first.node);
+    first.stop().await;
+    let again = Running::start(1, &zk.addr(), &cluster, &data)
+        .await
+        .context("restart on the same data dir while the old node is still held")?;
+    until_total(&again, 7).await?;
+    // The old node refuses writes instead of touching the dir it gave up.
+    assert!(held.propose(cmd(1)).await.is_err());
+    drop(held);
+    again.stop().await;
+    Ok(())
+}

@@ -424,7 +424,11 @@ async fn ready(State(node): State<Arc<Node>>) -> Response {
     // quorum does not answer ready beside its successor.
     let lease = node.lease();
     let holds_lease = lease
-        .live(m.current_term, std::time::Duration::from_millis(fresh_ms))
+        .live(
+            m.current_term,
+            std::time::Duration::from_millis(fresh_ms),
+            std::time::Instant::now(),
+        )
         .is_some_and(|h| h.id == node.cfg.id && h.term == m.current_term);
     let ok = node.zk.is_connected()
         && match m.state {

@@ -169,6 +169,12 @@ impl LogStore {
         .await?
     }
 
+    /// Closes the store (see `Disk::close`): durable, read-only from now
+    /// on, and its directory free for another store. Reads still work.
+    pub async fn close(&self) -> Result<()> {
+        self.run(|disk, _| disk.close()).await
+    }
+
     /// Returns once every append so far is on disk (`LogSync::Background`).
     pub async fn sync_barrier(&self) -> Result<()> {
         self.run(|disk, _| disk.sync_barrier()).await

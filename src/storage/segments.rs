@@ -62,8 +62,9 @@ impl Segment {
 }
 
 pub struct Disk {
-    /// Held (flock) while open, so two processes never write one log.
-    _lock: File,
+    /// Held (flock) while open, so two processes never write one log;
+    /// `None` once closed.
+    lock: Option<File>,
     log_dir: PathBuf,
     state_path: PathBuf,
     segments: Vec<Segment>,
@@ -111,7 +112,7 @@ impl Disk {
             None => HardState::default(),
         };
         let mut disk = Disk {
-            _lock: lock,
+            lock: Some(lock),
             log_dir,
             state_path,
             segments: Vec::new(),
@@ -295,6 +296,17 @@ impl Disk {
             self.active = None;
         }
         res
+    }
+
+    /// Makes every append durable, then refuses all writes and releases the
+    /// directory's lock, so another store (a node restarted in this process)
+    /// can open it even while something still holds this one.
+    pub fn close(&mut self) -> Result<()> {
+        let synced = self.sync_barrier();
+        self.poisoned = Some("the log store is closed (the node shut down)".into());
+        self.active = None;
+        self.lock = None;
+        synced
     }
 
     /// Returns once every append so far is on disk (a no-op per append).
