@@ -258,3 +258,30 @@ impl NodeArgs {
         crate::config::resolve(&self)
     }
 }
+
+/// clap's help and version as clap prints them; any other error as one line
+/// on stderr, `<command>: <what is wrong> (see <command> --help)`, and exit
+/// status 2. Shared by `walship`'s subcommands and the tools (walship-soak,
+/// walship-bench).
+pub fn exit_on_bad_flags(command: &str, e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    // The error without clap's usage block: its lines up to the first blank one, as one.
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!(
+        "{command}: {} (see {command} --help)",
+        first.trim_start_matches("error: ")
+    );
+    std::process::exit(2)
+}

@@ -86,28 +86,13 @@ fn run_tool(args: Vec<std::ffi::OsString>) -> ExitCode {
 /// clap's own handling (usage, help, exit 2), except that `walship node`
 /// and the client commands reject a bad flag with one line.
 fn exit_on_bad_flags(e: clap::Error) -> ! {
-    use clap::error::ErrorKind;
     let sub = std::env::args()
         .nth(1)
         .filter(|a| matches!(a.as_str(), "node" | "kv" | "status" | "members" | "dev-ca"));
-    let shows_help = matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
-    if let (Some(sub), false) = (sub, shows_help) {
-        // The error without clap's usage block: its lines up to the first blank one, as one.
-        let text = e.to_string();
-        let first = text
-            .lines()
-            .take_while(|l| !l.trim().is_empty())
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let first = first.trim_start_matches("error: ");
-        eprintln!("walship {sub}: {first} (see walship {sub} --help)");
-        std::process::exit(2);
+    match sub {
+        Some(sub) => walship::cli::exit_on_bad_flags(&format!("walship {sub}"), e),
+        None => e.exit(),
     }
-    e.exit()
 }
 
 async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {

@@ -17,30 +17,6 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::try_parse().unwrap_or_else(|e| exit_on_bad_flags(e));
+    let cli = Cli::try_parse().unwrap_or_else(|e| walship::cli::exit_on_bad_flags("walship soak", e));
     walship_soak::run(cli.args).await
-}
-
-/// clap's own help and version; any other error as one line on stderr
-/// (`walship soak: ...`), exit 2.
-fn exit_on_bad_flags(e: clap::Error) -> ! {
-    use clap::error::ErrorKind;
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        e.exit()
-    }
-    let text = e.to_string();
-    let first = text
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(" ");
-    eprintln!(
-        "walship soak: {} (see walship soak --help)",
-        first.trim_start_matches("error: ")
-    );
-    std::process::exit(2)
 }
