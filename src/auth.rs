@@ -2,7 +2,9 @@
 //! - ZooKeeper: each node's session authenticates with the digest scheme
 //!   (`walship:<secret>`), and the cluster's znodes are created with the
 //!   `auth` ACL (all rights to sessions with the same digest identity), so a
-//!   client without the secret can read and write nothing there.
+//!   client without the secret can read and write nothing there. With
+//!   `--zk-sasl`, SASL DIGEST-MD5 instead, as user `walship` with a password
+//!   derived from the secret, and `sasl:walship` ACLs (see `crate::zksec`).
 //! - Node-to-node RPC carries a token derived from the secret
 //!   (`x-walship-token`); a request without it is refused (401), with a wrong
 //!   one too (403), before anything is decoded.
@@ -25,6 +27,9 @@ const ZK_DIGEST_USER: &str = "walship";
 pub struct Auth {
     /// `walship:<secret>` for ZooKeeper's digest scheme.
     zk_digest: Option<Vec<u8>>,
+    /// The SASL DIGEST-MD5 password of user `walship` (`--zk-sasl`),
+    /// derived from the secret.
+    zk_sasl_password: Option<String>,
     peer_token: Option<String>,
     api_token: Option<String>,
 }
@@ -34,6 +39,7 @@ impl std::fmt::Debug for Auth {
         // Never print secrets.
         f.debug_struct("Auth")
             .field("zookeeper_acl", &self.zk_digest.is_some())
+            .field("zookeeper_sasl", &self.zk_sasl_password.is_some())
             .field("peer_token", &self.peer_token.is_some())
             .field("api_token", &self.api_token.is_some())
             .finish()
@@ -57,6 +63,7 @@ impl Auth {
         let api_token = api_token_file.map(|p| read_secret(p, "api_token_file")).transpose()?;
         Ok(Auth {
             zk_digest: secret.as_ref().map(|s| format!("{ZK_DIGEST_USER}:{s}").into_bytes()),
+            zk_sasl_password: secret.as_ref().map(|s| zk_sasl_password(s)),
             peer_token: secret.as_ref().map(|s| derive("walship peer rpc", s)),
             api_token,
         })
@@ -65,6 +72,12 @@ impl Auth {
     /// The digest credentials for ZooKeeper, if a secret is set.
     pub fn zk_digest(&self) -> Option<&[u8]> {
         self.zk_digest.as_deref()
+    }
+
+    /// The SASL DIGEST-MD5 password for ZooKeeper, if a secret is set: what
+    /// ZooKeeper's JAAS file must give user `walship` (`walship zk-jaas`).
+    pub fn zk_sasl_password(&self) -> Option<&str> {
+        self.zk_sasl_password.as_deref()
     }
 
     /// The token clients send as `Authorization: Bearer <token>`, if set.
@@ -113,6 +126,12 @@ fn check(expected: Option<&str>, presented: Option<&str>) -> Result<(), Refusal>
     }
 }
 
+/// The SASL password for a secret: derived, so the secret itself is not
+/// what ZooKeeper's JAAS file holds.
+pub fn zk_sasl_password(secret: &str) -> String {
+    derive("walship zookeeper sasl", secret)
+}
+
 fn derive(purpose: &str, secret: &str) -> String {
     let mut h = Sha256::new();
     h.update(purpose.as_bytes());
@@ -121,7 +140,7 @@ fn derive(purpose: &str, secret: &str) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn read_secret(path: &Path, setting: &str) -> Result<String, String> {
+pub(crate) fn read_secret(path: &Path, setting: &str) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("invalid setting {setting} = {}: cannot read it: {e}", path.display()))?;
     let s = text.trim_end_matches(['\n', '\r']).to_string();
@@ -141,6 +160,7 @@ mod tests {
     fn auth(secret: &str, api: Option<&str>) -> Auth {
         Auth {
             zk_digest: Some(format!("walship:{secret}").into_bytes()),
+            zk_sasl_password: Some(zk_sasl_password(secret)),
             peer_token: Some(derive("walship peer rpc", secret)),
             api_token: api.map(str::to_string),
         }

@@ -46,9 +46,14 @@ pub enum Command {
     #[command(after_help = crate::client::EXIT_CODES_HELP)]
     Members(crate::client::MembersArgs),
     /// Development certificates for TLS mode: a CA, nodes 1 and 2 of
-    /// --cluster and a client, as PEM files in --dir. Exit 0: written; 2: bad
-    /// flags, or files there already (without --force).
+    /// --cluster, a client and a ZooKeeper server, as PEM files in --dir.
+    /// Exit 0: written; 2: bad flags, or files there already (without --force).
     DevCa(crate::devca::DevCaArgs),
+    /// ZooKeeper's JAAS file for `walship node --zk-sasl`: the Server
+    /// section with user `walship` and the password derived from
+    /// --secret-file (ZooKeeper never sees the secret itself). Exit 0:
+    /// printed (or written with --out); 2: bad flags or an unreadable secret.
+    ZkJaas(crate::zksec::ZkJaasArgs),
     /// `walship <tool> ...` runs `walship-<tool>` (from beside this binary, or
     /// from PATH) with the rest of the command line, as cargo and git do: the
     /// soak (`walship soak`) and the benchmarks (`walship bench`) are their
@@ -82,6 +87,46 @@ pub struct ZkTarget {
     /// The cluster's secret file, when its znodes are ACL'd (`walship node --secret-file`).
     #[arg(long, env = "WALSHIP_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub security: ZkSecurityArgs,
+}
+
+/// How a tool reaches a ZooKeeper whose nodes use `--zk-sasl` or
+/// `--zk-tls-*` (the same flags and variables as `walship node`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ZkSecurityArgs {
+    /// Authenticate to ZooKeeper by SASL DIGEST-MD5 (as `walship node --zk-sasl`; needs --secret-file).
+    #[arg(
+        long,
+        env = "WALSHIP_ZK_SASL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL",
+        global = true
+    )]
+    pub zk_sasl: Option<bool>,
+    /// ZooKeeper over TLS: the CA of ZooKeeper's certificate.
+    #[arg(long, env = "WALSHIP_ZK_TLS_CA_FILE", global = true)]
+    pub zk_tls_ca_file: Option<PathBuf>,
+    /// ZooKeeper over TLS: a client certificate to present.
+    #[arg(long, env = "WALSHIP_ZK_TLS_CERT_FILE", global = true, requires = "zk_tls_key_file")]
+    pub zk_tls_cert_file: Option<PathBuf>,
+    /// ZooKeeper over TLS: the private key of --zk-tls-cert-file.
+    #[arg(long, env = "WALSHIP_ZK_TLS_KEY_FILE", global = true, requires = "zk_tls_cert_file")]
+    pub zk_tls_key_file: Option<PathBuf>,
+}
+
+impl ZkSecurityArgs {
+    /// The ZooKeeper credentials and TLS these flags and `auth` give.
+    pub fn load(&self, auth: &crate::auth::Auth) -> Result<crate::zksec::ZkSecurity, String> {
+        let tls = self.zk_tls_ca_file.as_ref().map(|ca| crate::zksec::ZkTlsFiles {
+            ca: ca.clone(),
+            identity: self.zk_tls_cert_file.clone().zip(self.zk_tls_key_file.clone()),
+        });
+        crate::zksec::ZkSecurity::load(auth, self.zk_sasl.unwrap_or(false), tls.as_ref())
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -140,6 +185,32 @@ pub struct NodeArgs {
     /// File with the token clients must present (`Authorization: Bearer`).
     #[arg(long, env = "WALSHIP_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// ZooKeeper: authenticate with SASL DIGEST-MD5 (user `walship`,
+    /// password derived from --secret-file; `walship zk-jaas` prints
+    /// ZooKeeper's side) and ACL the cluster's znodes `sasl:walship`,
+    /// instead of the clear-text digest scheme. Default false.
+    #[arg(
+        long,
+        env = "WALSHIP_ZK_SASL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub zk_sasl: Option<bool>,
+    /// ZooKeeper over TLS: PEM CA certificate ZooKeeper's server certificate
+    /// must chain to; every --zk server is then dialled over TLS (its secure
+    /// client port), except one written tcp://host:port.
+    #[arg(long, env = "WALSHIP_ZK_TLS_CA_FILE")]
+    pub zk_tls_ca_file: Option<PathBuf>,
+    /// ZooKeeper over TLS: PEM client certificate to present (with
+    /// --zk-tls-key-file), for a ZooKeeper with ssl.clientAuth=need.
+    #[arg(long, env = "WALSHIP_ZK_TLS_CERT_FILE")]
+    pub zk_tls_cert_file: Option<PathBuf>,
+    /// ZooKeeper over TLS: PEM private key of --zk-tls-cert-file.
+    #[arg(long, env = "WALSHIP_ZK_TLS_KEY_FILE")]
+    pub zk_tls_key_file: Option<PathBuf>,
     /// TLS mode (with --tls-key-file and --tls-ca-file): PEM certificate
     /// naming this node as node<id>.<cluster>.walship (`walship dev-ca`).
     #[arg(long, env = "WALSHIP_TLS_CERT_FILE")]

@@ -145,6 +145,14 @@ settings! {
         "File holding the cluster's shared secret: ZooKeeper digest ACL on the cluster's znodes and a token on node-to-node RPC; unset: no access control.";
     api_token_file: PathBuf = None, "WALSHIP_API_TOKEN_FILE",
         "File holding the token clients must send as `Authorization: Bearer <token>`; unset: the client API is open.";
+    zk_sasl: bool = Some(false), "WALSHIP_ZK_SASL",
+        "ZooKeeper authentication by SASL DIGEST-MD5 (user walship, password derived from secret_file: `walship zk-jaas` prints ZooKeeper's JAAS section) with sasl:walship ACLs, instead of the digest scheme, whose credentials cross the wire in clear text; needs secret_file and a ZooKeeper with the SASL provider.";
+    zk_tls_ca_file: PathBuf = None, "WALSHIP_ZK_TLS_CA_FILE",
+        "ZooKeeper over TLS: PEM CA certificate ZooKeeper's certificate must chain to; every zk server is then dialled over TLS (its secureClientPort), except one written tcp://host:port. Unset: plain TCP.";
+    zk_tls_cert_file: PathBuf = None, "WALSHIP_ZK_TLS_CERT_FILE",
+        "ZooKeeper over TLS: PEM client certificate presented to ZooKeeper (with zk_tls_key_file), for ssl.clientAuth=need.";
+    zk_tls_key_file: PathBuf = None, "WALSHIP_ZK_TLS_KEY_FILE",
+        "ZooKeeper over TLS: PEM private key of zk_tls_cert_file.";
     tls_cert_file: PathBuf = None, "WALSHIP_TLS_CERT_FILE",
         "TLS mode (with tls_key_file and tls_ca_file): PEM certificate naming this node as node<id>.<cluster>.walship; the listener then speaks only TLS, and peer RPC needs the other node's certificate. Unset: plain HTTP.";
     tls_key_file: PathBuf = None, "WALSHIP_TLS_KEY_FILE",
@@ -254,6 +262,10 @@ pub fn args_layer(a: &NodeArgs) -> FileConfig {
         log_sync: a.log_sync.clone(),
         secret_file: a.secret_file.clone(),
         api_token_file: a.api_token_file.clone(),
+        zk_sasl: a.zk_sasl,
+        zk_tls_ca_file: a.zk_tls_ca_file.clone(),
+        zk_tls_cert_file: a.zk_tls_cert_file.clone(),
+        zk_tls_key_file: a.zk_tls_key_file.clone(),
         tls_cert_file: a.tls_cert_file.clone(),
         tls_key_file: a.tls_key_file.clone(),
         tls_ca_file: a.tls_ca_file.clone(),
@@ -402,6 +414,36 @@ fn check_tls(l: &Layered, id: u64, cluster: &str) -> Result<Option<crate::tls::T
     Ok(Some(files))
 }
 
+/// ZooKeeper over TLS: a CA, and a client certificate and key together or
+/// not at all; the files are read and checked now.
+fn check_zk_tls(l: &Layered) -> Result<Option<crate::zksec::ZkTlsFiles>, ConfigError> {
+    let m = &l.merged;
+    let shown = |p: &PathBuf| toml_string(&p.to_string_lossy());
+    let identity = match (&m.zk_tls_cert_file, &m.zk_tls_key_file) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        (Some(c), None) => return Err(l.invalid("zk_tls_cert_file", &shown(c), "needs zk_tls_key_file too", &[])),
+        (None, Some(k)) => return Err(l.invalid("zk_tls_key_file", &shown(k), "needs zk_tls_cert_file too", &[])),
+    };
+    let Some(ca) = &m.zk_tls_ca_file else {
+        return match identity {
+            Some((c, _)) => Err(l.invalid(
+                "zk_tls_cert_file",
+                &shown(&c),
+                "needs zk_tls_ca_file (ZooKeeper over TLS)",
+                &[],
+            )),
+            None => Ok(None),
+        };
+    };
+    let files = crate::zksec::ZkTlsFiles {
+        ca: ca.clone(),
+        identity,
+    };
+    crate::zksec::ZkTls::load(&files).map_err(ConfigError)?;
+    Ok(Some(files))
+}
+
 /// Turns the merged layers into a `NodeConfig`, refusing the first bad value.
 pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     let m = &l.merged;
@@ -510,6 +552,16 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
 
     // Reading the files now names the setting if one is missing or empty.
     crate::auth::Auth::load(m.secret_file.as_deref(), m.api_token_file.as_deref()).map_err(ConfigError)?;
+    let zk_sasl = m.zk_sasl.expect("default");
+    if zk_sasl && m.secret_file.is_none() {
+        return Err(l.invalid(
+            "zk_sasl",
+            "true",
+            "needs secret_file (the SASL password is derived from the cluster's secret)",
+            &[],
+        ));
+    }
+    let zk_tls = check_zk_tls(l)?;
     let tls = check_tls(l, id, &cluster)?;
     let tls_client_auth = m.tls_client_auth.expect("default");
     if tls_client_auth && tls.is_none() {
@@ -548,6 +600,8 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         max_snapshot_bytes,
         tls,
         tls_client_auth,
+        zk_sasl,
+        zk_tls,
         rebuild_from_witness: m.rebuild_from_witness.expect("default"),
     })
 }
@@ -589,6 +643,22 @@ pub fn to_toml(c: &NodeConfig) -> String {
             "tls_key_file" => return c.tls.as_ref().map(|t| toml_string(&t.key.to_string_lossy())),
             "tls_ca_file" => return c.tls.as_ref().map(|t| toml_string(&t.ca.to_string_lossy())),
             "tls_client_auth" => c.tls_client_auth.to_string(),
+            "zk_sasl" => c.zk_sasl.to_string(),
+            "zk_tls_ca_file" => return c.zk_tls.as_ref().map(|t| toml_string(&t.ca.to_string_lossy())),
+            "zk_tls_cert_file" => {
+                return c
+                    .zk_tls
+                    .as_ref()
+                    .and_then(|t| t.identity.as_ref())
+                    .map(|(cert, _)| toml_string(&cert.to_string_lossy()))
+            }
+            "zk_tls_key_file" => {
+                return c
+                    .zk_tls
+                    .as_ref()
+                    .and_then(|t| t.identity.as_ref())
+                    .map(|(_, key)| toml_string(&key.to_string_lossy()))
+            }
             other => unreachable!("setting {other} has no printer"),
         })
     };
@@ -660,6 +730,9 @@ mod tests {
         fields.tls_cert_file = Some("/c".into());
         fields.tls_key_file = Some("/k".into());
         fields.tls_ca_file = Some("/ca".into());
+        fields.zk_tls_ca_file = Some("/zca".into());
+        fields.zk_tls_cert_file = Some("/zc".into());
+        fields.zk_tls_key_file = Some("/zk".into());
         assert_eq!(fields.keys().len(), SETTINGS.len());
     }
 
@@ -716,6 +789,18 @@ mod tests {
             (
                 "tls_client_auth = true",
                 "invalid setting tls_client_auth = true: needs TLS mode",
+            ),
+            (
+                "zk_sasl = true",
+                "invalid setting zk_sasl = true: needs secret_file",
+            ),
+            (
+                "zk_tls_cert_file = \"/c.pem\"",
+                "invalid setting zk_tls_cert_file = \"/c.pem\": needs zk_tls_key_file too",
+            ),
+            (
+                "zk_tls_ca_file = \"/nonexistent/ca.pem\"",
+                "invalid setting zk_tls_ca_file = /nonexistent/ca.pem: cannot read it",
             ),
             (
                 "body_read_timeout_ms = 0",

@@ -6,10 +6,15 @@
 //! node1.pem    node1-key.pem     node 1: node1.<cluster>.walship, server and client
 //! node2.pem    node2-key.pem     node 2: node2.<cluster>.walship
 //! client.pem   client-key.pem    a client: client.<cluster>.walship
+//! zk.pem       zk-key.pem        a ZooKeeper server (its secure client port)
+//! zk-keystore.pem                zk-key.pem and zk.pem in one file: ZooKeeper's
+//!                                ssl.keyStore.location (ssl.keyStore.type=PEM)
 //! ```
 //!
 //! Node certificates also name `localhost`, 127.0.0.1, ::1 and every
-//! `--host`, so the CLI can check a node by the host it dialled. For
+//! `--host`, so the CLI can check a node by the host it dialled; the
+//! ZooKeeper certificate names `localhost`, 127.0.0.1, ::1 and every
+//! `--zk-host` (a node checks it against the host in `--zk`). For
 //! development and tests: the keys are written unencrypted (mode 0600), and
 //! a production CA should be the operator's own.
 
@@ -42,6 +47,11 @@ pub struct DevCaArgs {
     /// comma-separated); localhost, 127.0.0.1 and ::1 are always in.
     #[arg(long = "host", value_delimiter = ',')]
     pub hosts: Vec<String>,
+    /// More names or IP addresses ZooKeeper is reached by (repeatable, or
+    /// comma-separated), for its certificate zk.pem; localhost, 127.0.0.1
+    /// and ::1 are always in.
+    #[arg(long = "zk-host", value_delimiter = ',')]
+    pub zk_hosts: Vec<String>,
     /// Overwrite files that exist (else refuse, so a CA is not replaced by mistake).
     #[arg(long)]
     pub force: bool,
@@ -66,12 +76,13 @@ fn validity(params: &mut CertificateParams) {
 
 /// Writes the CA and the certificates; returns the files written.
 pub fn write(args: &DevCaArgs) -> Result<Vec<PathBuf>, String> {
-    let names: Vec<&str> = ["ca", "node1", "node2", "client"].to_vec();
-    let files: Vec<PathBuf> = names
+    let names: Vec<&str> = ["ca", "node1", "node2", "client", "zk"].to_vec();
+    let mut files: Vec<PathBuf> = names
         .iter()
         .flat_map(|n| [format!("{n}.pem"), format!("{n}-key.pem")])
         .map(|f| args.dir.join(f))
         .collect();
+    files.push(args.dir.join(ZK_KEYSTORE));
     if !args.force {
         if let Some(f) = files.iter().find(|f| f.exists()) {
             return Err(format!(
@@ -96,13 +107,12 @@ pub fn write(args: &DevCaArgs) -> Result<Vec<PathBuf>, String> {
     save(&args.dir, "ca", &ca_cert.pem(), &ca_key.serialize_pem())?;
     let issuer = Issuer::new(ca, ca_key);
 
-    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
-    hosts.extend(
-        args.hosts
-            .iter()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty()),
-    );
+    let with_loopback = |more: &[String]| -> Vec<String> {
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        hosts.extend(more.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()));
+        hosts
+    };
+    let hosts = with_loopback(&args.hosts);
     for id in NODE_IDS {
         let name = node_name(&args.cluster, id);
         let mut sans = vec![name.clone()];
@@ -119,8 +129,27 @@ pub fn write(args: &DevCaArgs) -> Result<Vec<PathBuf>, String> {
         &[ExtendedKeyUsagePurpose::ClientAuth],
         &issuer,
     )?;
+    // ZooKeeper: a server certificate (client auth too, for an ensemble's
+    // quorum TLS), and the key and certificate in one file for its PEM keyStore.
+    leaf(
+        &args.dir,
+        "zk",
+        "zookeeper",
+        with_loopback(&args.zk_hosts),
+        &[ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        &issuer,
+    )?;
+    let read = |f: &str| {
+        let p = args.dir.join(f);
+        std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let keystore = format!("{}{}", read("zk-key.pem")?, read("zk.pem")?);
+    write_private(&args.dir.join(ZK_KEYSTORE), &keystore)?;
     Ok(files)
 }
+
+/// ZooKeeper's PEM keyStore: its key, then its certificate.
+pub const ZK_KEYSTORE: &str = "zk-keystore.pem";
 
 fn leaf(
     dir: &Path,
@@ -143,20 +172,24 @@ fn leaf(
 }
 
 fn save(dir: &Path, name: &str, cert_pem: &str, key_pem: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let cert = dir.join(format!("{name}.pem"));
     std::fs::write(&cert, cert_pem).map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
-    let key = dir.join(format!("{name}-key.pem"));
+    write_private(&dir.join(format!("{name}-key.pem")), key_pem)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     // Removed first so an existing file's looser mode does not survive --force.
-    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(path);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&key)
-        .and_then(|mut f| f.write_all(key_pem.as_bytes()))
-        .map_err(|e| format!("cannot write {}: {e}", key.display()))
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// `walship dev-ca`: exit 0 with the files and the flags to use them, 2 on error.
@@ -174,6 +207,10 @@ pub fn run(args: DevCaArgs) -> std::process::ExitCode {
             println!(
                 "client:    walship kv --tls-ca-file {d}/ca.pem --tls-cert-file {d}/client.pem --tls-key-file {d}/client-key.pem ..."
             );
+            println!(
+                "ZooKeeper: ZK_TLS_DIR={d} zk/zk.sh start <dir> <port>, or in zoo.cfg: serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory, secureClientPort=<port>, ssl.keyStore.location={d}/{ZK_KEYSTORE}, ssl.keyStore.type=PEM, ssl.trustStore.location={d}/ca.pem, ssl.trustStore.type=PEM"
+            );
+            println!("           nodes: --zk-tls-ca-file {d}/ca.pem [--zk-tls-cert-file {d}/node<id>.pem --zk-tls-key-file {d}/node<id>-key.pem]");
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
@@ -195,6 +232,7 @@ mod tests {
             dir: dir.path().to_path_buf(),
             cluster: "c1".into(),
             hosts: vec!["db.example".into()],
+            zk_hosts: vec!["zk.example".into()],
             force: false,
         };
         write(&args).unwrap();
@@ -218,5 +256,21 @@ mod tests {
         assert_eq!(Identity::of("other", &cert("node2.pem")), Identity::Stranger);
         let mode = std::fs::metadata(p("node1-key.pem")).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        // ZooKeeper's certificate: from the CA, for its hosts, and its PEM keyStore.
+        let zk = cert("zk.pem");
+        let ee = webpki::EndEntityCert::try_from(&zk).unwrap();
+        for host in ["zk.example", "localhost"] {
+            let name = rustls_pki_types::ServerName::try_from(host).unwrap();
+            assert!(ee.verify_is_valid_for_subject_name(&name).is_ok(), "{host}");
+        }
+        let keystore = std::fs::read_to_string(p(ZK_KEYSTORE)).unwrap();
+        assert!(keystore.contains("PRIVATE KEY") && keystore.contains("CERTIFICATE"));
+        let mode = std::fs::metadata(p(ZK_KEYSTORE)).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let files = crate::zksec::ZkTlsFiles {
+            ca: p("ca.pem"),
+            identity: Some((p("node1.pem"), p("node1-key.pem"))),
+        };
+        crate::zksec::ZkTls::load(&files).unwrap();
     }
 }

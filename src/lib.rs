@@ -22,3 +22,4 @@ pub mod tls;
 pub mod types;
 pub mod wal;
 pub mod witness;
+pub mod zksec;

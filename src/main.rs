@@ -52,6 +52,7 @@ async fn main() -> ExitCode {
         Command::Status(args) => walship::client::run_status(args).await,
         Command::Members(args) => walship::client::run_members(args).await,
         Command::DevCa(args) => walship::devca::run(args),
+        Command::ZkJaas(args) => walship::zksec::run_jaas(args),
         Command::External(args) => run_tool(args),
     }
 }
@@ -88,7 +89,7 @@ fn run_tool(args: Vec<std::ffi::OsString>) -> ExitCode {
 fn exit_on_bad_flags(e: clap::Error) -> ! {
     let sub = std::env::args()
         .nth(1)
-        .filter(|a| matches!(a.as_str(), "node" | "kv" | "status" | "members" | "dev-ca"));
+        .filter(|a| matches!(a.as_str(), "node" | "kv" | "status" | "members" | "dev-ca" | "zk-jaas"));
     match sub {
         Some(sub) => walship::cli::exit_on_bad_flags(&format!("walship {sub}"), e),
         None => e.exit(),

@@ -80,6 +80,11 @@ pub struct NodeConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     /// TLS mode: client routes need a client certificate of this cluster.
     pub tls_client_auth: bool,
+    /// ZooKeeper: SASL DIGEST-MD5 instead of the digest scheme (needs
+    /// `secret_file`); see `crate::zksec`.
+    pub zk_sasl: bool,
+    /// ZooKeeper over TLS; None: plain TCP.
+    pub zk_tls: Option<crate::zksec::ZkTlsFiles>,
 }
 
 /// Corruption found in W during failover is logged at most this often.
@@ -192,13 +197,15 @@ impl Node {
 
         let auth = crate::auth::Auth::load(cfg.secret_file.as_deref(), cfg.api_token_file.as_deref())
             .map_err(StartError::Config)?;
-        let zk = ZkSession::connect_with_auth(
+        let zk_security = crate::zksec::ZkSecurity::load(&auth, cfg.zk_sasl, cfg.zk_tls.as_ref())
+            .map_err(StartError::Config)?;
+        let zk = ZkSession::connect_secured(
             &cfg.zk,
             cfg.zk_session_timeout_ms,
             cfg.zk_op_timeout_ms,
             60_000,
             leader_term,
-            auth.zk_digest().map(<[u8]>::to_vec),
+            zk_security,
         )
         .await?;
         let witness = Arc::new(Witness::new(Arc::clone(&zk), &cfg.cluster));

@@ -102,7 +102,7 @@ impl Identity {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -119,7 +119,7 @@ pub fn load_certs(path: &Path, setting: &str) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-fn load_key(path: &Path, setting: &str) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn load_key(path: &Path, setting: &str) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| {
         format!(
             "invalid setting {setting} = {}: no private key read: {e}",
@@ -128,7 +128,7 @@ fn load_key(path: &Path, setting: &str) -> Result<PrivateKeyDer<'static>, String
     })
 }
 
-fn load_roots(path: &Path, setting: &str) -> Result<Arc<RootCertStore>, String> {
+pub(crate) fn load_roots(path: &Path, setting: &str) -> Result<Arc<RootCertStore>, String> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path, setting)? {
         roots

@@ -57,6 +57,8 @@ pub struct ZkOpts {
     /// the znodes of a cluster run with access control.
     #[arg(long, env = "WALSHIP_SECRET_FILE", global = true)]
     pub secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub security: crate::cli::ZkSecurityArgs,
 }
 
 /// `walship kv ...`

@@ -112,6 +112,7 @@ pub fn target(opts: &super::args::ZkOpts) -> Result<Option<ZkTarget>, Failure> {
                 zk: zk.clone(),
                 cluster: cluster.clone(),
                 secret_file: opts.secret_file.clone(),
+                security: opts.security.clone(),
             }))
         }
         (None, None) => Ok(None),

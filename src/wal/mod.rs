@@ -73,13 +73,14 @@ pub async fn connect(target: &ZkTarget) -> Result<(Arc<ZkSession>, Witness), Sto
     let connect = async {
         probe(&target.zk).await.map_err(&unreachable)?;
         let auth = crate::auth::Auth::load(target.secret_file.as_deref(), None).map_err(Stop::cannot_look)?;
-        ZkSession::connect_with_auth(
+        let security = target.security.load(&auth).map_err(Stop::cannot_look)?;
+        ZkSession::connect_secured(
             &target.zk,
             SESSION_TIMEOUT_MS,
             OP_TIMEOUT_MS,
             CONNECT_DEADLINE_MS,
             |_| None,
-            auth.zk_digest().map(<[u8]>::to_vec),
+            security,
         )
         .await
         .map_err(|e| match e {

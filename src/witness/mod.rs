@@ -60,6 +60,11 @@ pub enum WitnessError {
     Corrupt { path: String, reason: String },
     #[error("{0}")]
     Identity(String),
+    /// ZooKeeper refused this node for a reason retrying cannot mend (its
+    /// credentials, its TLS certificate, or ZooKeeper's certificate not from
+    /// the configured CA); the message names the setting.
+    #[error("{0}")]
+    Refused(String),
     /// W holds another entry (other bytes) under `log_id`, which the
     /// request carries too (see [`rules::AppendDecision::LogIdReused`]).
     #[error(
@@ -105,6 +110,7 @@ impl WitnessError {
             WitnessError::VersionMismatch => "version_mismatch",
             WitnessError::Corrupt { .. } => "corrupt",
             WitnessError::Identity(_) => "identity",
+            WitnessError::Refused(_) => "refused",
             WitnessError::LogIdReused { .. } => "log_id_reused",
             WitnessError::SnapshotRefused(_) => "snapshot_refused",
         }
@@ -429,15 +435,20 @@ impl Witness {
     }
 
     /// With a secret, the cluster's znodes must carry the cluster's ACL
-    /// (digest identities only): a client without the secret could have
+    /// (digest identities only, or `sasl:walship` only with `--zk-sasl`): a client without the secret could have
     /// created them first (a world-writable `members` lets it advertise its
     /// own address for a node, and receive the peer token and clients'
     /// writes). A start on such znodes is refused, naming the znode and the
     /// ACL found. Without a secret there is nothing to protect them with.
     async fn check_cluster_acls(&self) -> Result<(), WitnessError> {
-        if !self.zk.has_digest() {
+        let Some((scheme, id)) = self.zk.credentials().expected_acl() else {
             return Ok(());
-        }
+        };
+        let ours = |a: &zk::Acl| a.scheme() == scheme && id.is_none_or(|id| a.id() == id);
+        let expected = match id {
+            Some(id) => format!("{scheme}:{id} only, from --secret-file and --zk-sasl"),
+            None => format!("{scheme} identities only, from --secret-file"),
+        };
         let paths = [
             self.paths.root.clone(),
             self.paths.members_dir(),
@@ -459,13 +470,13 @@ impl Witness {
                 })
                 .await?;
             let Some(acl) = found else { continue };
-            if acl.is_empty() || acl.iter().any(|a| a.scheme() != "digest") {
+            if acl.is_empty() || !acl.iter().all(ours) {
                 let shown: Vec<String> = acl
                     .iter()
                     .map(|a| format!("{}:{}:{:?}", a.scheme(), a.id(), a.permission()))
                     .collect();
                 return Err(WitnessError::Identity(format!(
-                    "{path} has ACL [{}], not this cluster's (digest identities only, from --secret-file): a client without the secret created or changed it; remove the cluster's znodes as a ZooKeeper superuser, or use another --cluster name",
+                    "{path} has ACL [{}], not this cluster's ({expected}): a client without the secret created or changed it, or the cluster was created in another ZooKeeper authentication mode (digest or SASL); remove the cluster's znodes as a ZooKeeper superuser, or use another --cluster name",
                     shown.join(", ")
                 )));
             }

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use zookeeper_client as zk;
 
 use super::WitnessError;
+use crate::zksec::ZkCredentials;
+use crate::zksec::ZkSecurity;
 
 /// How a registered ephemeral znode is (re)claimed when it already exists
 /// under another session, e.g. one left behind by a kill -9.
@@ -97,15 +99,31 @@ impl ServerMode {
 }
 
 /// Splits a connect string into its servers (`host:port`, any `tcp://`
-/// prefix dropped) and its chroot suffix (`""` or `/path`, which
-/// ZooKeeper's syntax puts after the last server).
+/// or `tcp+tls://` prefix dropped) and its chroot suffix (`""` or `/path`,
+/// which ZooKeeper's syntax puts after the last server).
 pub fn split_connect_string(hosts: &str) -> (Vec<String>, String) {
-    let (list, chroot) = match hosts.find('/') {
-        // `tcp://` prefixes also hold slashes: a chroot is a slash not followed by another.
-        _ if hosts.contains("://") => {
-            let stripped = hosts.replace("tcp://", "");
-            return split_connect_string(&stripped);
+    let (servers, chroot) = split_connect_string_as_written(hosts);
+    (servers.iter().map(|s| server_addr(s).to_string()).collect(), chroot)
+}
+
+/// As `split_connect_string`, each server as written (its `tcp://` or
+/// `tcp+tls://` prefix kept: a new connect string of some of them keeps
+/// each one's protocol).
+pub fn split_connect_string_as_written(hosts: &str) -> (Vec<String>, String) {
+    // `scheme://` prefixes also hold slashes: a chroot is a slash that does
+    // not follow a colon as the start of `//`.
+    let mut from = 0;
+    let mut chroot_at = None;
+    while let Some(off) = hosts[from..].find('/') {
+        let at = from + off;
+        if hosts[at..].starts_with("//") && hosts[..at].ends_with(':') {
+            from = at + 2;
+            continue;
         }
+        chroot_at = Some(at);
+        break;
+    }
+    let (list, chroot) = match chroot_at {
         Some(i) => (&hosts[..i], hosts[i..].to_string()),
         None => (hosts, String::new()),
     };
@@ -116,6 +134,20 @@ pub fn split_connect_string(hosts: &str) -> (Vec<String>, String) {
         .map(str::to_string)
         .collect();
     (servers, chroot)
+}
+
+/// `host:port` of a server as written in a connect string.
+fn server_addr(server: &str) -> &str {
+    server
+        .strip_prefix("tcp+tls://")
+        .or_else(|| server.strip_prefix("tcp://"))
+        .unwrap_or(server)
+}
+
+/// True when a server as written is dialled over TLS: `tcp+tls://`, or no
+/// prefix when TLS is on (`secure_connect`).
+fn server_is_tls(server: &str, tls_on: bool) -> bool {
+    server.starts_with("tcp+tls://") || (tls_on && !server.starts_with("tcp://"))
 }
 
 /// Sends a four-letter word to a ZooKeeper server; its whole reply, or an
@@ -139,8 +171,8 @@ pub async fn four_letter(addr: &str, word: &str, limit: Duration) -> std::io::Re
 }
 
 pub struct ZkSession {
-    /// `walship:<secret>` for the digest scheme, when access control is on.
-    digest: Option<Vec<u8>>,
+    /// Credentials (digest or SASL, when access control is on) and TLS.
+    security: ZkSecurity,
     hosts: String,
     session_timeout_ms: u64,
     op_timeout_ms: u64,
@@ -191,10 +223,34 @@ impl ZkSession {
         term_of: fn(&[u8]) -> Option<u64>,
         digest: Option<Vec<u8>>,
     ) -> Result<Arc<ZkSession>, WitnessError> {
+        Self::connect_secured(
+            hosts,
+            session_timeout_ms,
+            op_timeout_ms,
+            connect_deadline_ms,
+            term_of,
+            ZkSecurity::digest(digest),
+        )
+        .await
+    }
+
+    /// `connect`, every session (this one and any that replaces it)
+    /// authenticated with `security`'s credentials (digest or SASL) and,
+    /// with its TLS, over TLS. A refusal that retrying cannot mend (SASL
+    /// credentials refused, ZooKeeper's certificate not from the CA, this
+    /// node's certificate refused) fails at once, naming the setting.
+    pub async fn connect_secured(
+        hosts: &str,
+        session_timeout_ms: u64,
+        op_timeout_ms: u64,
+        connect_deadline_ms: u64,
+        term_of: fn(&[u8]) -> Option<u64>,
+        security: ZkSecurity,
+    ) -> Result<Arc<ZkSession>, WitnessError> {
         let (generation, _) = watch::channel(0);
         let (client_epoch, _) = watch::channel(0);
         let session = Arc::new(ZkSession {
-            digest,
+            security,
             hosts: hosts.to_string(),
             session_timeout_ms,
             op_timeout_ms,
@@ -208,11 +264,17 @@ impl ZkSession {
         let client = loop {
             match session.new_client().await {
                 Ok(c) => break c,
-                Err(e) if tokio::time::Instant::now() < deadline => {
+                Err(e @ WitnessError::Refused(_)) => return Err(e),
+                Err(e) => {
+                    if let Some(why) = session.tls_diagnosis().await {
+                        return Err(WitnessError::Refused(why));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
                     tracing::warn!(error = %e, hosts, "cannot reach ZooKeeper yet; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => return Err(e),
             }
         };
         let states = client.state_watcher();
@@ -240,15 +302,43 @@ impl ZkSession {
         if one_pass {
             connector = connector.with_fail_eagerly();
         }
-        if let Some(d) = &self.digest {
-            connector = connector.with_auth("digest", d);
+        match &self.security.credentials {
+            ZkCredentials::Open => {}
+            ZkCredentials::Digest(d) => connector = connector.with_auth("digest", d),
+            ZkCredentials::Sasl { user, password } => {
+                connector = connector.with_sasl(zk::SaslOptions::digest_md5(user.clone(), password.clone()));
+            }
         }
-        let connect = connector.connect(hosts);
+        let connect = async {
+            match &self.security.tls {
+                Some(tls) => connector.with_tls(tls.options()).secure_connect(hosts).await,
+                None => connector.connect(hosts).await,
+            }
+        };
         match tokio::time::timeout(Duration::from_millis(self.op_timeout_ms * 2), connect).await {
             Ok(Ok(c)) => Ok(c),
+            Ok(Err(zk::Error::AuthFailed)) => Err(WitnessError::Refused(match &self.security.credentials {
+                ZkCredentials::Sasl { user, .. } => format!(
+                    "ZooKeeper at {hosts} refused this node's SASL DIGEST-MD5 credentials (user {user}, password derived from secret_file, zk_sasl = true): is secret_file the cluster's secret, and does ZooKeeper's JAAS file give user_{user} the password `walship zk-jaas` prints for it?"
+                ),
+                _ => format!("ZooKeeper at {hosts} refused this node's credentials (authentication failed)"),
+            })),
             Ok(Err(e)) => Err(WitnessError::Unreachable(format!("{hosts}: {e}"))),
             Err(_) => Err(WitnessError::Unreachable(format!("{hosts}: connect timed out"))),
         }
+    }
+
+    /// With TLS on and every server failing: why a server's TLS handshake
+    /// fails, if it is something only the configuration can mend.
+    async fn tls_diagnosis(&self) -> Option<String> {
+        let tls = self.security.tls.as_ref()?;
+        let (servers, _) = split_connect_string_as_written(&self.hosts);
+        for s in servers.iter().filter(|s| server_is_tls(s, true)) {
+            if let Some(why) = tls.diagnose(server_addr(s), self.op_timeout()).await {
+                return Some(why);
+            }
+        }
+        None
     }
 
     /// The keeper: follows the session state; on expiry, or when a
@@ -368,15 +458,12 @@ impl ZkSession {
             if Arc::strong_count(self) == 1 {
                 return None; // only the keeper holds the session: the node is shutting down
             }
-            let (servers, chroot) = split_connect_string(&self.hosts);
-            let probes = servers.iter().map(|s| async move {
-                let reply = four_letter(s, "srvr", Duration::from_millis(PROBE_TIMEOUT_MS)).await;
-                (s.clone(), reply.map(|r| ServerMode::of_srvr(&r)))
-            });
+            let (servers, chroot) = split_connect_string_as_written(&self.hosts);
+            let probes = servers.iter().map(|s| async move { (s.clone(), self.probe(s).await) });
             let candidates: Vec<String> = futures::future::join_all(probes)
                 .await
                 .into_iter()
-                .filter(|(_, mode)| matches!(mode, Ok(ServerMode::Serving | ServerMode::Unknown)))
+                .filter(|(_, mode)| matches!(mode, Some(ServerMode::Serving | ServerMode::Unknown)))
                 .map(|(s, _)| s)
                 .collect();
             if !candidates.is_empty() {
@@ -397,18 +484,53 @@ impl ZkSession {
         }
     }
 
-    /// True when this session authenticates with the cluster's secret.
-    pub fn has_digest(&self) -> bool {
-        self.digest.is_some()
+    /// `server` (as written in the connect string) asked `srvr`: over TLS
+    /// when it is dialled over TLS. `None`: not a candidate (refused, no
+    /// answer in time: down or frozen). A TLS server that cannot be probed
+    /// (it does not answer four-letter words over TLS, or the handshake
+    /// fails) is `Unknown`, a candidate: the connect finds out.
+    async fn probe(&self, server: &str) -> Option<ServerMode> {
+        let addr = server_addr(server);
+        let limit = Duration::from_millis(PROBE_TIMEOUT_MS);
+        match &self.security.tls {
+            Some(tls) if server_is_tls(server, true) => {
+                match crate::zksec::four_letter_tls(addr, "srvr", limit, tls).await {
+                    Ok(reply) => Some(ServerMode::of_srvr(&reply)),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        None
+                    }
+                    Err(_) => Some(ServerMode::Unknown),
+                }
+            }
+            _ if server_is_tls(server, false) => Some(ServerMode::Unknown),
+            _ => four_letter(addr, "srvr", limit).await.ok().map(|r| ServerMode::of_srvr(&r)),
+        }
     }
 
-    /// The ACL for znodes this session creates: all rights to sessions with
-    /// the same digest identity when access control is on, else open.
+    /// True when this session authenticates with the cluster's secret
+    /// (digest or SASL).
+    pub fn has_credentials(&self) -> bool {
+        !matches!(self.security.credentials, ZkCredentials::Open)
+    }
+
+    /// How this session authenticates.
+    pub fn credentials(&self) -> &ZkCredentials {
+        &self.security.credentials
+    }
+
+    /// The ACL for znodes this session creates: all rights to the digest
+    /// identity (`auth`) or to `sasl:walship` when access control is on,
+    /// else open.
     pub fn acls(&self) -> zk::Acls<'static> {
-        if self.digest.is_some() {
-            zk::Acls::creator_all()
-        } else {
-            zk::Acls::anyone_all()
+        match &self.security.credentials {
+            ZkCredentials::Open => zk::Acls::anyone_all(),
+            ZkCredentials::Digest(_) => zk::Acls::creator_all(),
+            ZkCredentials::Sasl { .. } => zk::Acls::new(&crate::zksec::SASL_ACL[..]),
         }
     }
 

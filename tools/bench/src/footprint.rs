@@ -43,6 +43,7 @@ pub struct WBytes {
 /// Reads W once, through a short-lived session of its own.
 pub async fn w_bytes(zk: &str, cluster: &str) -> Result<WBytes> {
     let target = ZkTarget {
+        security: Default::default(),
         zk: zk.to_string(),
         cluster: cluster.to_string(),
         secret_file: None,

@@ -319,6 +319,7 @@ impl SoakCluster {
                 dir: certs.clone(),
                 cluster: cfg.cluster.clone(),
                 hosts: Vec::new(),
+                zk_hosts: Vec::new(),
                 force: true,
             })
             .map_err(anyhow::Error::msg)?;
