@@ -158,9 +158,12 @@ impl ZkTls {
     /// setting; `None` when it succeeds or fails otherwise (refused, no
     /// answer: the server may just be down).
     pub async fn diagnose(&self, addr: &str, limit: Duration) -> Option<String> {
-        let err = match tokio::time::timeout(limit, self.handshake(addr)).await {
-            Ok(Ok(_)) | Err(_) => return None,
-            Ok(Err(e)) => e,
+        // A whole exchange, not just the handshake: with TLS 1.3 a server
+        // that refuses the client's certificate says so after the client
+        // has finished its handshake, on the first read.
+        let err = match four_letter_tls(addr, "srvr", limit, self).await {
+            Ok(_) => return None,
+            Err(e) => e,
         };
         let rustls_err = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())?;
         let ca = self.files.ca.display();

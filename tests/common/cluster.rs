@@ -13,7 +13,7 @@ use super::node::Node;
 use super::ports::free_addr;
 use super::process::tail;
 use super::wait::Deadline;
-use super::zk::Zk;
+use super::zk::{Zk, ZkOptions};
 
 /// Time for a fresh cluster to elect its first leader.
 pub const FIRST_LEADER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -144,15 +144,7 @@ impl Cluster {
     /// caller's: see `tls_node_args`).
     pub fn make_dev_ca(&mut self) -> Result<()> {
         let dir = self.tls_dir();
-        let out = std::process::Command::new(super::node::WALSHIP_BIN)
-            .args(["dev-ca", "--cluster", &self.name, "--dir"])
-            .arg(&dir)
-            .env_remove("WALSHIP_CLUSTER")
-            .output()
-            .context("run walship dev-ca")?;
-        if !out.status.success() {
-            bail!("walship dev-ca failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        run_walship(&["dev-ca", "--cluster", &self.name, "--dir", &dir.display().to_string()])?;
         self.tls = Some(ClientTls::dev_ca(&dir));
         Ok(())
     }
@@ -201,14 +193,44 @@ impl Cluster {
 
     /// ZooKeeper only; start nodes with `spawn_node`.
     pub async fn start_stopped(test_name: &str) -> Result<Cluster> {
+        Cluster::start_stopped_secured(test_name, None, false).await
+    }
+
+    /// ZooKeeper only, secured: with `sasl_secret` (a secret file), SASL on
+    /// with the JAAS file `walship zk-jaas` writes for it; with `tls`, a
+    /// TLS-only ZooKeeper (client certificates required) with the
+    /// certificates `walship dev-ca` writes into `tls_dir()` (the nodes are
+    /// still reached over plain HTTP unless the caller asks for TLS mode).
+    pub async fn start_stopped_secured(
+        test_name: &str,
+        sasl_secret: Option<&std::path::Path>,
+        tls: bool,
+    ) -> Result<Cluster> {
         let dir = TestDir::new(test_name)?;
-        let zk = dir.keep_on_error(Zk::start(dir.path()).await)?;
         let name = format!(
             "{}-{}-{}",
             sanitize(test_name),
             std::process::id(),
             CLUSTER_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
+        let mut options = ZkOptions::default();
+        if let Some(secret) = sasl_secret {
+            let jaas = dir.path().join("jaas.conf");
+            run_walship(&[
+                "zk-jaas",
+                "--secret-file",
+                &secret.display().to_string(),
+                "--out",
+                &jaas.display().to_string(),
+            ])?;
+            options.jaas_file = Some(jaas);
+        }
+        if tls {
+            let certs = dir.path().join("certs");
+            run_walship(&["dev-ca", "--cluster", &name, "--dir", &certs.display().to_string()])?;
+            options.tls_dir = Some(certs);
+        }
+        let zk = dir.keep_on_error(Zk::start_with(dir.path(), options).await)?;
         Ok(Cluster {
             name,
             nodes: Vec::new(),
@@ -536,4 +558,18 @@ impl<T> ClusterContext<T> for Result<T> {
         }
         self.with_context(|| format!("cluster {} (logs in {})", cluster.name, cluster.dir().display()))
     }
+}
+
+/// Runs a `walship` tool command (dev-ca, zk-jaas) to completion.
+fn run_walship(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new(super::node::WALSHIP_BIN)
+        .args(args)
+        .env_remove("WALSHIP_CLUSTER")
+        .env_remove("WALSHIP_SECRET_FILE")
+        .output()
+        .with_context(|| format!("run walship {}", args[0]))?;
+    if !out.status.success() {
+        bail!("walship {} failed: {}", args[0], String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }

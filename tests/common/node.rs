@@ -138,6 +138,10 @@ impl Node {
             "WALSHIP_TLS_KEY_FILE",
             "WALSHIP_TLS_CA_FILE",
             "WALSHIP_TLS_CLIENT_AUTH",
+            "WALSHIP_ZK_SASL",
+            "WALSHIP_ZK_TLS_CA_FILE",
+            "WALSHIP_ZK_TLS_CERT_FILE",
+            "WALSHIP_ZK_TLS_KEY_FILE",
         ] {
             cmd.env_remove(var);
         }

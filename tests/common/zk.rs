@@ -37,9 +37,66 @@ pub fn zk_classpath() -> Result<String> {
     walship_testkit::procs::zk_classpath()
 }
 
+/// How a test's ZooKeeper protects itself (`zk/zk.sh`'s ZK_SASL_JAAS_FILE,
+/// ZK_TLS_DIR and ZK_TLS_ONLY do the same).
+#[derive(Clone, Debug, Default)]
+pub struct ZkOptions {
+    /// A JAAS file (`walship zk-jaas`): the SASL authentication provider on.
+    pub jaas_file: Option<PathBuf>,
+    /// A `walship dev-ca` directory: only a secure client port (TLS, with
+    /// `zk-keystore.pem` and `ca.pem`, client certificates required), no
+    /// plain one. `addr()` is then the secure port's.
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl ZkOptions {
+    /// The TLS a client of this ZooKeeper needs (node 1's certificate as
+    /// its client certificate).
+    pub fn client_tls(&self) -> Option<walship::zksec::ZkTls> {
+        let dir = self.tls_dir.as_ref()?;
+        let files = walship::zksec::ZkTlsFiles {
+            ca: dir.join("ca.pem"),
+            identity: Some((dir.join("node1.pem"), dir.join("node1-key.pem"))),
+        };
+        Some(walship::zksec::ZkTls::load(&files).expect("dev-ca files load"))
+    }
+}
+
+/// zoo.cfg for `options`: the shared template, TLS-only (`clientPort`
+/// replaced by `secureClientPort`) and with SASL as asked.
+pub fn zoo_cfg(template: &str, data_dir: &Path, port: u16, options: &ZkOptions) -> String {
+    let mut cfg: String = template
+        .replace("@DATA_DIR@", &data_dir.display().to_string())
+        .replace("@CLIENT_PORT@", &port.to_string())
+        .lines()
+        .filter(|l| options.tls_dir.is_none() || !(l.starts_with("clientPort=") || l.starts_with("clientPortAddress=")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Some(dir) = &options.tls_dir {
+        cfg.push_str(&format!(
+            "\n# TLS only (test harness)\n\
+             serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+             secureClientPort={port}\n\
+             secureClientPortAddress=127.0.0.1\n\
+             ssl.keyStore.location={ks}\n\
+             ssl.keyStore.type=PEM\n\
+             ssl.trustStore.location={ca}\n\
+             ssl.trustStore.type=PEM\n\
+             ssl.clientAuth=need\n",
+            ks = dir.join("zk-keystore.pem").display(),
+            ca = dir.join("ca.pem").display(),
+        ));
+    }
+    if options.jaas_file.is_some() {
+        cfg.push_str("\n# SASL (test harness)\nauthProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n");
+    }
+    cfg
+}
+
 pub struct Zk {
     dir: PathBuf,
     port: u16,
+    options: ZkOptions,
     child: Option<Child>,
     /// Length of zk.log when the current process started (to read only its lines).
     log_offset: u64,
@@ -49,11 +106,17 @@ impl Zk {
     /// Start a ZooKeeper in `<parent>/zk` on a free port; returns once it serves.
     /// Retries on a new port if the chosen one was taken meanwhile.
     pub async fn start(parent: &Path) -> Result<Zk> {
+        Zk::start_with(parent, ZkOptions::default()).await
+    }
+
+    /// `start`, with SASL and/or TLS as `options` say.
+    pub async fn start_with(parent: &Path, options: ZkOptions) -> Result<Zk> {
         let dir = parent.join("zk");
         std::fs::create_dir_all(dir.join("data")).with_context(|| format!("create {}", dir.display()))?;
         let mut zk = Zk {
             dir,
             port: 0,
+            options,
             child: None,
             log_offset: 0,
         };
@@ -144,9 +207,17 @@ impl Zk {
         self.start_again().await
     }
 
-    /// Send a four-letter word ("srvr", "ruok", "mntr", ...) and return the reply.
+    /// Send a four-letter word ("srvr", "ruok", "mntr", ...) and return the
+    /// reply (over TLS to a TLS-only ZooKeeper).
     pub async fn four_letter(&self, word: &str) -> Result<String> {
-        four_letter(self.port, word).await
+        match self.options.client_tls() {
+            Some(tls) => Ok(walship::zksec::four_letter_tls(&self.addr(), word, Duration::from_secs(2), &tls).await?),
+            None => four_letter(self.port, word).await,
+        }
+    }
+
+    pub fn options(&self) -> &ZkOptions {
+        &self.options
     }
 
     fn port_was_taken(&self) -> bool {
@@ -155,9 +226,7 @@ impl Zk {
 
     async fn launch(&mut self) -> Result<()> {
         let cp = zk_classpath()?;
-        let cfg = ZOO_CFG_TEMPLATE
-            .replace("@DATA_DIR@", &self.dir.join("data").display().to_string())
-            .replace("@CLIENT_PORT@", &self.port.to_string());
+        let cfg = zoo_cfg(ZOO_CFG_TEMPLATE, &self.dir.join("data"), self.port, &self.options);
         let cfg_path = self.dir.join("zoo.cfg");
         std::fs::write(&cfg_path, cfg).with_context(|| format!("write {}", cfg_path.display()))?;
         let log4j_path = self.dir.join("log4j.properties");
@@ -177,6 +246,12 @@ impl Zk {
             .args(JVM_FLAGS)
             .arg(format!("-Dzookeeper.log.dir={}", self.dir.display()))
             .arg(format!("-Dlog4j.configuration=file:{}", log4j_path.display()))
+            .args(
+                self.options
+                    .jaas_file
+                    .iter()
+                    .map(|f| format!("-Djava.security.auth.login.config={}", f.display())),
+            )
             .arg("-cp")
             .arg(&cp)
             .arg(MAIN_CLASS)

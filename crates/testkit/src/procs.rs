@@ -165,8 +165,12 @@ fn append_log(path: &Path, banner: &str) -> Result<std::fs::File> {
 
 // ---------------------------------------------------------------- ZooKeeper
 
+/// Debian's netty codec jar (package libnetty-java, a dependency of zookeeper).
+const NETTY_CODEC_JAR: &str = "/usr/share/java/netty-codec.jar";
+
 /// `zk/zk.sh classpath`: `$ZK_CLASSPATH`, or Debian's zookeeper.jar with
-/// exactly one slf4j binding (log4j 1.2).
+/// exactly one slf4j binding (log4j 1.2), and netty's codec when present.
+
 pub fn zk_classpath() -> Result<String> {
     if let Ok(cp) = std::env::var("ZK_CLASSPATH") {
         if !cp.is_empty() {
@@ -185,6 +189,12 @@ pub fn zk_classpath() -> Result<String> {
         if !Path::new(p).is_file() {
             bail!("{p} not found: ZooKeeper is not installed (run `zk/zk.sh install`, or set ZK_CLASSPATH)");
         }
+    }
+    // Netty's codec classes, which zookeeper.jar's manifest leaves out: the
+    // secure client port (NettyServerCnxnFactory with TLS) needs them.
+    let mut paths = paths;
+    if Path::new(NETTY_CODEC_JAR).is_file() {
+        paths.push(NETTY_CODEC_JAR.to_string());
     }
     Ok(paths.join(":"))
 }
