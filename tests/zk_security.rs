@@ -194,14 +194,17 @@ fn zk_tls_args(certs: &Path, ca: &Path) -> Vec<String> {
     ]
 }
 
-/// A ZooKeeper with only a secure client port: the nodes reach it over TLS
-/// with `--zk-tls-*`, serve writes, fail over after kill -9 of the leader,
-/// take the old leader back, and carry on through a restart of ZooKeeper
-/// (the session keeper probes the servers over TLS while disconnected).
-/// On the old code `--zk-tls-ca-file` does not exist.
+/// A ZooKeeper with only a secure client port (and SASL, as in production):
+/// the nodes reach it over TLS with `--zk-tls-*` and `--zk-sasl`, serve
+/// writes, fail over after kill -9 of the leader, take the old leader back,
+/// and carry on through a restart of ZooKeeper (the session keeper probes
+/// the servers over TLS while disconnected). On the old code
+/// `--zk-tls-ca-file` does not exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
-    let mut c = Cluster::start_stopped_secured("zk-tls", None, true).await?;
+    let secrets = tempfile::tempdir()?;
+    let secret = write_secret(secrets.path(), "secret", SECRET)?;
+    let mut c = Cluster::start_stopped_secured("zk-tls", Some(Path::new(&secret)), true).await?;
     let cfg = std::fs::read_to_string(c.zk.dir().join("zoo.cfg"))?;
     assert!(
         !cfg.lines().any(|l| l.starts_with("clientPort")) && cfg.contains("secureClientPort="),
@@ -212,7 +215,8 @@ async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
     assert!(!plain.is_ok_and(|r| r.contains("Mode:")), "the port speaks only TLS");
 
     let certs = c.tls_dir();
-    let args = zk_tls_args(&certs, &certs.join("ca.pem"));
+    let mut args = zk_tls_args(&certs, &certs.join("ca.pem"));
+    args.extend(["--secret-file".into(), secret.clone(), "--zk-sasl".into()]);
     c.set_node_args(&args.iter().map(String::as_str).collect::<Vec<_>>());
     for id in [1, 2] {
         c.spawn_node(id).await?;
@@ -223,6 +227,21 @@ async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
         let via = if i % 2 == 0 { leader } else { follower };
         assert!(c.api(via).put(&format!("k{i}"), format!("v{i}")).await.is_success());
     }
+
+    // Over TLS with SASL: the znodes carry the SASL ACL.
+    let tls = c.zk.options().client_tls().expect("tls");
+    let sasl = zk::Client::connector()
+        .with_tls(tls.options())
+        .with_sasl(zk::SaslOptions::digest_md5(
+            "walship",
+            walship::auth::zk_sasl_password(SECRET),
+        ))
+        .secure_connect(&c.zk.addr())
+        .await?;
+    for (path, acl) in acls_under(&sasl, &format!("/walship/{}", c.name)).await? {
+        assert_eq!(acl, vec!["sasl:walship:cdrwa".to_string()], "{path}");
+    }
+    drop(sasl);
 
     c.node_mut(leader).kill9().await?;
     let new_leader = c.wait_for_new_leader(leader, TIMEOUT).await?;

@@ -16,6 +16,14 @@
 #
 # Environment: ZK_CLASSPATH (override the classpath), ZK_JVM_FLAGS (default below),
 # ZK_START_TIMEOUT_S (default 30), ZK_STOP_TIMEOUT_S (default 15), JAVA (default java).
+#
+# Security (start and config; see README "ZooKeeper SASL and TLS"):
+#   ZK_SASL_JAAS_FILE=<file>  SASL on: the JAAS file of `walship zk-jaas --secret-file F`
+#                             (nodes then run with --zk-sasl)
+#   ZK_TLS_DIR=<dir>          a secure client port with `walship dev-ca --dir <dir>`'s
+#                             zk-keystore.pem and ca.pem (nodes: --zk-tls-ca-file <dir>/ca.pem)
+#   ZK_SECURE_PORT=<port>     its port; unset: <port> itself, and no plain port (TLS only)
+#   ZK_TLS_CLIENT_AUTH=need|want|none  client certificates (default need)
 set -euo pipefail
 
 ZK_DIR_SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -29,7 +37,7 @@ ZK_STOP_TIMEOUT_S="${ZK_STOP_TIMEOUT_S:-15}"
 die() { echo "zk.sh: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -46,7 +54,11 @@ zk_classpath() {
     for jar in zookeeper.jar zookeeper-jute.jar slf4j-api.jar slf4j-log4j12.jar log4j-1.2.jar; do
         [[ -f "$j/$jar" ]] || return 1
     done
-    printf '%s\n' "$j/zookeeper.jar:$j/zookeeper-jute.jar:$j/slf4j-api.jar:$j/slf4j-log4j12.jar:$j/log4j-1.2.jar"
+    local cp="$j/zookeeper.jar:$j/zookeeper-jute.jar:$j/slf4j-api.jar:$j/slf4j-log4j12.jar:$j/log4j-1.2.jar"
+    # Netty's codec, which zookeeper.jar's manifest leaves out: the secure client
+    # port (NettyServerCnxnFactory with TLS) needs it.
+    if [[ -f "$j/netty-codec.jar" ]]; then cp="$cp:$j/netty-codec.jar"; fi
+    printf '%s\n' "$cp"
 }
 
 # True when java runs and the classpath really loads ZooKeeper's classes.
@@ -80,9 +92,16 @@ check_port() {
 }
 
 # Send a four-letter word to 127.0.0.1:<port>; prints the reply. Fails on no answer
-# within 2 s. bash's /dev/tcp, so no nc needed.
+# within 2 s. bash's /dev/tcp, so no nc needed; over TLS (openssl s_client, with
+# ZooKeeper's own certificate as the client's) when PROBE_TLS_DIR is set.
+PROBE_TLS_DIR=
 probe() {
     local port="$1" word="${2:-srvr}"
+    if [[ -n "$PROBE_TLS_DIR" ]]; then
+        printf '%s' "$word" | timeout 2 openssl s_client -connect "127.0.0.1:$port" -quiet \
+            -CAfile "$PROBE_TLS_DIR/ca.pem" -cert "$PROBE_TLS_DIR/zk.pem" -key "$PROBE_TLS_DIR/zk-key.pem" 2>/dev/null
+        return
+    fi
     timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; printf "%s" "$2" >&3; cat <&3' _ "$port" "$word" 2>/dev/null
 }
 
@@ -92,11 +111,47 @@ port_busy() {
 }
 
 write_config() {
-    local dir="$1" port="$2"
+    local dir="$1" port="$2" tls abs
     mkdir -p "$dir/data"
     sed -e "s|@DATA_DIR@|$dir/data|" -e "s|@CLIENT_PORT@|$port|" \
         "$ZK_DIR_SELF/zoo.cfg.template" >"$dir/zoo.cfg"
     cp "$ZK_DIR_SELF/log4j.properties" "$dir/log4j.properties"
+    rm -f "$dir/zk.tls" "$dir/zk.jaas"
+    if [[ -n "${ZK_TLS_DIR:-}" ]]; then
+        tls="$(cd "$ZK_TLS_DIR" && pwd)" || die "ZK_TLS_DIR=$ZK_TLS_DIR is not a directory"
+        for f in zk-keystore.pem ca.pem; do
+            [[ -f "$tls/$f" ]] || die "$tls/$f missing (write it with: walship dev-ca --dir $tls --cluster <name>)"
+        done
+        if [[ -z "${ZK_SECURE_PORT:-}" ]]; then
+            # TLS only: no plain client port; probes speak TLS.
+            sed -i -e '/^clientPort=/d' -e '/^clientPortAddress=/d' "$dir/zoo.cfg"
+            echo "$tls" >"$dir/zk.tls"
+        fi
+        check_port "${ZK_SECURE_PORT:-$port}"
+        {
+            echo
+            echo "# TLS (zk.sh, ZK_TLS_DIR): the secure client port; certificates from walship dev-ca."
+            echo "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory"
+            echo "secureClientPort=${ZK_SECURE_PORT:-$port}"
+            echo "secureClientPortAddress=127.0.0.1"
+            echo "ssl.keyStore.location=$tls/zk-keystore.pem"
+            echo "ssl.keyStore.type=PEM"
+            echo "ssl.trustStore.location=$tls/ca.pem"
+            echo "ssl.trustStore.type=PEM"
+            echo "ssl.clientAuth=${ZK_TLS_CLIENT_AUTH:-need}"
+        } >>"$dir/zoo.cfg"
+    fi
+    if [[ -n "${ZK_SASL_JAAS_FILE:-}" ]]; then
+        [[ -f "$ZK_SASL_JAAS_FILE" ]] || die "ZK_SASL_JAAS_FILE=$ZK_SASL_JAAS_FILE not found (write it with: walship zk-jaas --secret-file F --out FILE)"
+        abs="$(cd "$(dirname "$ZK_SASL_JAAS_FILE")" && pwd)/$(basename "$ZK_SASL_JAAS_FILE")"
+        echo "$abs" >"$dir/zk.jaas"
+        {
+            echo
+            echo "# SASL (zk.sh, ZK_SASL_JAAS_FILE): DIGEST-MD5 users from the JAAS file given to"
+            echo "# the JVM (-Djava.security.auth.login.config=$abs)."
+            echo "authProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider"
+        } >>"$dir/zoo.cfg"
+    fi
 }
 
 # The pid in <dir>/zk.pid, if that process is alive and is our ZooKeeper (its
@@ -140,12 +195,15 @@ cmd_start() {
     write_config "$dir" "$port"
     echo "$port" >"$dir/zk.port"
     rm -f "$dir/zk.pid"
+    local sec_flags=()
+    if [[ -f "$dir/zk.jaas" ]]; then sec_flags+=("-Djava.security.auth.login.config=$(cat "$dir/zk.jaas")"); fi
+    if [[ -f "$dir/zk.tls" ]]; then PROBE_TLS_DIR="$(cat "$dir/zk.tls")"; fi
 
     # setsid: the server survives the terminal that started it (cluster.sh --keep).
     # The inner bash writes its own pid, then execs java: that pid is the JVM's.
     # shellcheck disable=SC2086 # ZK_JVM_FLAGS is a list of flags
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/zk.pid" \
-        "$JAVA" $ZK_JVM_FLAGS \
+        "$JAVA" $ZK_JVM_FLAGS ${sec_flags[@]+"${sec_flags[@]}"} \
         -Dzookeeper.log.dir="$dir" \
         -Dlog4j.configuration="file:$dir/log4j.properties" \
         -cp "$cp" "$ZK_MAIN" "$dir/zoo.cfg" \
@@ -229,6 +287,7 @@ cmd_status() {
         exit 3
     fi
     port="$(cat "$dir/zk.port" 2>/dev/null || echo '?')"
+    if [[ -f "$dir/zk.tls" ]]; then PROBE_TLS_DIR="$(cat "$dir/zk.tls")"; fi
     if reply="$(probe "$port" srvr)" && grep -q '^Mode:' <<<"$reply"; then
         echo "running pid $pid port $port $(grep -E '^(Mode|Zxid|Node count):' <<<"$reply" | tr '\n' ' ')"
         exit 0
