@@ -790,10 +790,7 @@ mod tests {
                 "tls_client_auth = true",
                 "invalid setting tls_client_auth = true: needs TLS mode",
             ),
-            (
-                "zk_sasl = true",
-                "invalid setting zk_sasl = true: needs secret_file",
-            ),
+            ("zk_sasl = true", "invalid setting zk_sasl = true: needs secret_file"),
             (
                 "zk_tls_cert_file = \"/c.pem\"",
                 "invalid setting zk_tls_cert_file = \"/c.pem\": needs zk_tls_key_file too",

@@ -197,8 +197,8 @@ impl Node {
 
         let auth = crate::auth::Auth::load(cfg.secret_file.as_deref(), cfg.api_token_file.as_deref())
             .map_err(StartError::Config)?;
-        let zk_security = crate::zksec::ZkSecurity::load(&auth, cfg.zk_sasl, cfg.zk_tls.as_ref())
-            .map_err(StartError::Config)?;
+        let zk_security =
+            crate::zksec::ZkSecurity::load(&auth, cfg.zk_sasl, cfg.zk_tls.as_ref()).map_err(StartError::Config)?;
         let zk = ZkSession::connect_secured(
             &cfg.zk,
             cfg.zk_session_timeout_ms,

@@ -109,7 +109,8 @@ impl std::fmt::Debug for ZkTls {
 }
 
 fn read_pem(path: &Path, setting: &str) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("invalid setting {setting} = {}: cannot read it: {e}", path.display()))
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("invalid setting {setting} = {}: cannot read it: {e}", path.display()))
 }
 
 impl ZkTls {
@@ -218,11 +219,7 @@ impl ZkSecurity {
     }
 
     /// From a node's or a tool's settings.
-    pub fn load(
-        auth: &crate::auth::Auth,
-        sasl: bool,
-        tls: Option<&ZkTlsFiles>,
-    ) -> Result<ZkSecurity, String> {
+    pub fn load(auth: &crate::auth::Auth, sasl: bool, tls: Option<&ZkTlsFiles>) -> Result<ZkSecurity, String> {
         if sasl && auth.zk_sasl_password().is_none() {
             return Err("invalid setting zk_sasl = true: needs secret_file (the SASL password is derived from the cluster's secret)".into());
         }

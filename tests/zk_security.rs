@@ -81,7 +81,10 @@ async fn sasl_cluster_serves_and_its_znodes_carry_the_sasl_acl() -> Result<()> {
     let mut c = Cluster::start_stopped_secured("zk-sasl", Some(Path::new(&secret)), false).await?;
     let jaas = std::fs::read_to_string(c.zk.options().jaas_file.as_ref().expect("jaas"))?;
     assert!(jaas.contains("user_walship=\""), "{jaas}");
-    assert!(!jaas.contains(SECRET), "ZooKeeper's JAAS file holds a derived password, not the secret");
+    assert!(
+        !jaas.contains(SECRET),
+        "ZooKeeper's JAAS file holds a derived password, not the secret"
+    );
     c.set_node_args(&["--secret-file", &secret, "--zk-sasl"]);
     for id in [1, 2] {
         c.spawn_node(id).await?;

@@ -508,7 +508,10 @@ impl ZkSession {
                 }
             }
             _ if server_is_tls(server, false) => Some(ServerMode::Unknown),
-            _ => four_letter(addr, "srvr", limit).await.ok().map(|r| ServerMode::of_srvr(&r)),
+            _ => four_letter(addr, "srvr", limit)
+                .await
+                .ok()
+                .map(|r| ServerMode::of_srvr(&r)),
         }
     }
 

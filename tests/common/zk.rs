@@ -88,7 +88,9 @@ pub fn zoo_cfg(template: &str, data_dir: &Path, port: u16, options: &ZkOptions) 
         ));
     }
     if options.jaas_file.is_some() {
-        cfg.push_str("\n# SASL (test harness)\nauthProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n");
+        cfg.push_str(
+            "\n# SASL (test harness)\nauthProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n",
+        );
     }
     cfg
 }

@@ -170,7 +170,6 @@ const NETTY_CODEC_JAR: &str = "/usr/share/java/netty-codec.jar";
 
 /// `zk/zk.sh classpath`: `$ZK_CLASSPATH`, or Debian's zookeeper.jar with
 /// exactly one slf4j binding (log4j 1.2), and netty's codec when present.
-
 pub fn zk_classpath() -> Result<String> {
     if let Ok(cp) = std::env::var("ZK_CLASSPATH") {
         if !cp.is_empty() {
