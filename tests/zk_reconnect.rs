@@ -62,7 +62,10 @@ async fn session_and_ephemerals_come_back_after_a_quorum_loss() -> Result<()> {
     // reconnect rounds to be in their back-off.
     servers[0].kill9().await?;
     servers[1].kill9().await?;
-    let lost = until(Duration::from_secs(10), "the session notices", || async { !session.is_connected() }).await;
+    let lost = until(Duration::from_secs(10), "the session notices", || async {
+        !session.is_connected()
+    })
+    .await;
     lost.context("the session stayed connected to a lone server")?;
     tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself, not a wait for a condition
     servers[0].start_again().await?;
@@ -82,21 +85,28 @@ async fn session_and_ephemerals_come_back_after_a_quorum_loss() -> Result<()> {
         }
     })
     .await?;
-    println!("ZooKeeper calls succeed again {} ms after the quorum served", back.as_millis());
+    println!(
+        "ZooKeeper calls succeed again {} ms after the quorum served",
+        back.as_millis()
+    );
 
     // The ephemeral is there, once, owned by the session the node now has.
     let p = path.clone();
-    until(Duration::from_secs(10), "the ephemeral is re-created under the current session", || {
-        let s = &session;
-        let p = p.clone();
-        async move {
-            let Some(sid) = s.session_id() else { return false };
-            match s.run("stat probe", |c| async move { c.check_stat(&p).await }).await {
-                Ok(Some(stat)) => stat.ephemeral_owner == sid,
-                _ => false,
+    until(
+        Duration::from_secs(10),
+        "the ephemeral is re-created under the current session",
+        || {
+            let s = &session;
+            let p = p.clone();
+            async move {
+                let Some(sid) = s.session_id() else { return false };
+                match s.run("stat probe", |c| async move { c.check_stat(&p).await }).await {
+                    Ok(Some(stat)) => stat.ephemeral_owner == sid,
+                    _ => false,
+                }
             }
-        }
-    })
+        },
+    )
     .await?;
     let observer = ZkSession::connect(&hosts, 4000, 2000, 10_000, |_| None).await?;
     let (data, _) = observer
