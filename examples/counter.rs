@@ -32,14 +32,12 @@
 //!
 //! Clean up with `zk/zk.sh stop /tmp/counter-zk; rm -rf /tmp/counter-*`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use walship::app::Application;
 use walship::events::Event;
 use walship::events::Events;
-use walship::node::Node;
 use walship::proposer::ProposeError;
 
 /// The replicated state. A command is a signed decimal number to add, as
@@ -112,16 +110,9 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await?;
-    let node = Node::start_with(cfg, Some(Box::new(Counter::default())), events).await?;
-    node.run_background().await?;
-    // The node's HTTP router carries the peer RPC, so it must be served.
-    let router = walship::api::router(Arc::clone(&node));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            eprintln!("[node {id}] http server: {e}");
-        }
-    });
+    // Binds --listen and serves the node's HTTP API and peer RPC, as `walship node` does.
+    let running = walship::start(cfg, Some(Box::new(Counter::default())), events).await?;
+    let node = std::sync::Arc::clone(&running.node);
 
     let mut ticker = tokio::time::interval(Duration::from_millis(args.every_ms));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -147,7 +138,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("[node {id}] stopping: handing over if leading");
-    node.shutdown().await;
+    if let Some(why) = running.shutdown().await {
+        println!("[node {id}] it had failed: {why}");
+    }
     Ok(())
 }
 

@@ -16,6 +16,7 @@ pub mod network;
 pub mod node;
 mod node_repair;
 pub mod proposer;
+pub mod running;
 pub mod serve;
 pub mod storage;
 pub mod tls;
@@ -23,3 +24,6 @@ pub mod types;
 pub mod wal;
 pub mod witness;
 pub mod zksec;
+
+pub use running::start;
+pub use running::RunningNode;

@@ -1,12 +1,10 @@
 //! `walship`: parses the command line and runs it; everything else is in the library.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use walship::cli::Cli;
 use walship::cli::Command;
-use walship::node::Node;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -97,30 +95,14 @@ fn exit_on_bad_flags(e: clap::Error) -> ! {
 }
 
 async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
-    let node: Arc<Node> = Node::start(cfg).await?;
-    node.run_background().await?;
-    tracing::info!(listen = node.cfg.listen, tls = node.server_tls.is_some(), "serving");
-    let app = walship::api::router(Arc::clone(&node));
+    let running = walship::start(cfg, None, walship::events::Events::new()).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stopper = Arc::clone(&node);
-    let stop = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-            _ = stopper.stop_requested() => {}
-        }
-    };
-    let tls = node.server_tls.as_ref().map(|config| walship::serve::ServerTls {
-        config: Arc::clone(config),
-        cluster: node.cfg.cluster.clone(),
-    });
-    walship::serve::serve(listener, app, walship::serve::Limits::of(&node.cfg), tls, stop).await?;
-    tracing::info!("stopping: handing over if leading, then closing the ZooKeeper session");
-    node.shutdown().await;
-    match node.fatal() {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = running.stop_requested() => {}
+    }
+    match running.shutdown().await {
         Some(why) => Err(anyhow::anyhow!("{why}")),
         None => Ok(()),
     }

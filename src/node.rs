@@ -105,6 +105,8 @@ pub enum StartError {
     Raft(String),
     #[error("{0}")]
     Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
 }
 
 pub struct Node {

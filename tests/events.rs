@@ -56,21 +56,19 @@ impl Application for Counter {
 /// A running node, its server task, and every event it fired so far.
 struct Running {
     node: Arc<Node>,
-    server: tokio::task::JoinHandle<()>,
+    running: walship::RunningNode,
     rx: broadcast::Receiver<Event>,
     seen: Vec<Event>,
 }
 
 impl Running {
     async fn start(id: NodeId, zk: &str, cluster: &str, data_dir: &Path) -> Result<Running> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?.to_string();
         let cfg = walship::cli::NodeArgs {
             id: Some(id),
             cluster: Some(cluster.to_string()),
             zk: Some(zk.to_string()),
             data_dir: Some(data_dir.to_path_buf()),
-            listen: Some(addr),
+            listen: Some(common::ports::free_addr()?.to_string()),
             heartbeat_interval_ms: Some(100),
             election_timeout_ms: Some(600),
             ..Default::default()
@@ -79,15 +77,10 @@ impl Running {
         // Subscribed before start, to see start-up's adoption too.
         let events = Events::new();
         let rx = events.subscribe();
-        let node = Node::start_with(cfg, Some(Box::new(Counter::default())), events).await?;
-        node.run_background().await?;
-        let router = walship::api::router(Arc::clone(&node));
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let running = walship::start(cfg, Some(Box::new(Counter::default())), events).await?;
         Ok(Running {
-            node,
-            server,
+            node: Arc::clone(&running.node),
+            running,
             rx,
             seen: Vec::new(),
         })
@@ -134,8 +127,7 @@ impl Running {
     }
 
     async fn stop(mut self) -> Vec<Event> {
-        self.node.shutdown().await;
-        self.server.abort();
+        self.running.shutdown().await;
         while let Ok(e) = self.rx.try_recv() {
             self.seen.push(e);
         }

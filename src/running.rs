@@ -1,0 +1,96 @@
+//! The one way to run a node: [`start`] binds the listener, starts the node
+//! (storage, ZooKeeper, adoption, Raft, its background loops) and serves its
+//! HTTP API and peer RPC on the bounded listener (`serve.rs`: connection cap,
+//! timeouts, TLS when configured). `walship node` (main.rs), the examples and
+//! the in-process tests all call it, so an embedder's node is served exactly
+//! as the binary's is.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::Application;
+use crate::events::Events;
+use crate::node::Node;
+use crate::node::NodeConfig;
+use crate::node::StartError;
+
+/// A node being served. Dropping it does not stop the node: call
+/// [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    /// The address the listener is bound to (`--listen`, with the port the
+    /// system chose if it asked for port 0).
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `cfg.listen`, starts the node with `app` (`None`: the key-value
+/// store) reporting to `events`, and serves it. Returns once the node
+/// serves; it then leads or follows on its own.
+pub async fn start(
+    cfg: NodeConfig,
+    app: Option<Box<dyn Application>>,
+    events: Events,
+) -> Result<RunningNode, StartError> {
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| StartError::Listen {
+            addr: cfg.listen.clone(),
+            source: e,
+        })?;
+    let addr = listener.local_addr().map_err(|e| StartError::Listen {
+        addr: cfg.listen.clone(),
+        source: e,
+    })?;
+    // Port 0 asks the system for one: the node registers the port it got.
+    let mut cfg = cfg;
+    cfg.listen = addr.to_string();
+    let node = Node::start_with(cfg, app, events).await?;
+    node.run_background().await?;
+    tracing::info!(listen = %addr, tls = node.server_tls.is_some(), "serving");
+    let router = crate::api::router(Arc::clone(&node));
+    let tls = node.server_tls.as_ref().map(|config| crate::serve::ServerTls {
+        config: Arc::clone(config),
+        cluster: node.cfg.cluster.clone(),
+    });
+    let limits = crate::serve::Limits::of(&node.cfg);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve::serve(listener, router, limits, tls, async {
+        let _ = stopped.await;
+    }));
+    Ok(RunningNode {
+        node,
+        addr,
+        stop: Some(stop),
+        server,
+    })
+}
+
+impl RunningNode {
+    /// Resolves when the node asks to stop by itself: its Raft core failed
+    /// (see `Node::fatal`) or a peer asked it to leave.
+    pub async fn stop_requested(&self) {
+        self.node.stop_requested().await
+    }
+
+    /// Stops serving (the listener closes, requests in flight finish), then
+    /// shuts the node down: hands over if it leads, closes its ZooKeeper
+    /// session and its log. Returns why the node had failed, if it had.
+    pub async fn shutdown(mut self) -> Option<String> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.server).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "the HTTP server task failed"),
+        }
+        tracing::info!("stopping: handing over if leading, then closing the ZooKeeper session");
+        self.node.shutdown().await;
+        self.node.fatal().map(str::to_string)
+    }
+}
