@@ -7,13 +7,18 @@
 #
 # build the image; up; both nodes healthy; write on one node, read on the
 # other; `walship status` inside a container; a writer in the background;
-# docker-compose kill of the walship leader and the time until the other node
+# docker kill of the walship leader's container and the time until the other node
 # acknowledges a write; the killed node started again (healthy, follows,
 # holds the data); docker-compose stop of the new leader (hand-over) and
 # start; with --ensemble (docker-compose.ensemble.yml: 3 ZooKeeper servers)
-# also docker-compose kill of the ZooKeeper leader while writing, and its
+# also docker kill of the ZooKeeper leader's container while writing, and its
 # restart; every acknowledged write read back; `walship wal inspect`;
 # optionally the soak (docker-compose run --rm soak --cycles N); down -v.
+# A kill's failover is timed from the container's death (docker inspect's
+# FinishedAt) to the acknowledgement of the first write a prober sent the
+# survivor after it;
+# a stop's from the engine's SIGTERM (docker events) to the acknowledgement of
+# the background writer's first write sent after it.
 # Prints each measurement as it goes and a summary; exit 0 when all held.
 #
 # Runs as its own compose project (COMPOSE_PROJECT_NAME, default
@@ -94,28 +99,53 @@ died_at() { date -d "$(docker inspect -f '{{.State.FinishedAt}}' "$(dc ps -q "$1
 # $2: a time before it, in ms.
 stop_signal_at() {
     local ns
-    ns=$(docker events --since "$(($2 / 1000))" --until "$(date +%s)" --filter "container=$(dc ps -q "$1")" \
+    # --until one second ahead: it is whole seconds, and must not cut off
+    # the current one.
+    ns=$(docker events --since "$(($2 / 1000))" --until "$(($(date +%s) + 1))" --filter "container=$(dc ps -q "$1")" \
         --filter event=kill --format '{{.TimeNano}}' | head -n 1)
+    [[ "$ns" =~ ^[0-9]+$ ]] || return 1
     echo $((ns / 1000000))
 }
 # The failover as the background writer saw it: from $1 (ms) until the
 # acknowledgement of the first write sent at or after $1. Waits up to 60 s.
 first_ack_after() {
-    local t=$1 deadline=$(($(now) + 60000)) ms
+    local t=$1 file="$WORK/${2:-writes}" deadline=$(($(now) + 60000)) ms
     while (($(now) < deadline)); do
-        ms=$(awk -v t="$t" '$2 == 200 && $3 >= t { print $4 - t; exit }' "$WORK/writes")
+        ms=$(awk -v t="$t" '$2 == 200 && $3 >= t { print $4 - t; exit }' "$file")
         [[ -n "$ms" ]] && { echo "$ms"; return; }
         sleep 0.1
     done
     return 1
 }
-# What the writer got from $1 (ms) until that acknowledgement.
+# A prober: writes to node $1 (0.5 s timeout each, 10 ms apart) into
+# $WORK/probe in the writer's format, until stop_prober. A kill's failover is
+# timed with it: from the death to the acknowledgement of the first probe sent
+# after it (first_ack_after ... probe).
+start_prober() {
+    : >"$WORK/probe"
+    (
+        i=0
+        while :; do
+            i=$((i + 1))
+            t=$(now)
+            code=$(put "$1" probe 0.5 "probe$i")
+            echo "$i $code $t $(now)" >>"$WORK/probe"
+            sleep 0.01
+        done
+    ) &
+    PROBER=$!
+}
+stop_prober() { kill "$PROBER" 2>/dev/null || true; wait "$PROBER" 2>/dev/null || true; PROBER=""; }
+# What the writer (or $2: probe) got for the writes it sent from $1 (ms)
+# until that one.
 writes_between() {
-    awk -v t="$1" '$3 >= t { n[$2]++; if ($2 == 200) exit } END { for (c in n) printf "%s x %s, ", n[c], c }' "$WORK/writes" | sed 's/, $//'
+    awk -v t="$1" '$3 >= t { if ($2 == 200) exit; if (!($2 in n)) o[++k] = $2; n[$2]++ }
+        END { for (i = 1; i <= k; i++) printf "%s%d x %s", (i > 1 ? ", " : ""), n[o[i]], o[i]; if (!k) printf "none" }' "$WORK/${2:-writes}"
 }
 
 cleanup() {
     [[ -n "${WRITER:-}" ]] && kill "$WRITER" 2>/dev/null || true
+    [[ -n "${PROBER:-}" ]] && kill "$PROBER" 2>/dev/null || true
     if ((KEEP)); then
         say "--keep: left running (project $COMPOSE_PROJECT_NAME)"
     else
@@ -185,12 +215,15 @@ sleep 2
 
 L=$(wait_leader) || die "no leader"
 S=$(other "$L")
-say "docker-compose kill node$L (the leader; SIGKILL)"
-dc kill node"$L" >/dev/null 2>&1
+say "docker kill (node$L's container: the leader; SIGKILL, as docker-compose kill)"
+start_prober "$S"
+sleep 0.5
+docker kill "$(dc ps -q node"$L")" >/dev/null
 t=$(died_at node"$L")
-ms=$(first_ack_after "$t") || die "no write acknowledged within 60 s of the kill"
-measured "kill leader node$L -> first write sent after its death acknowledged (by node$S)" "$ms ms"
-say "  the writer meanwhile (HTTP status; 000: refused or no answer): $(writes_between "$t")"
+ms=$(first_ack_after "$t" probe) || die "node $S acknowledged no write within 60 s of the kill"
+stop_prober
+measured "kill leader node$L -> first probe sent after its death acknowledged by node$S" "$ms ms"
+say "  the probes before it: $(writes_between "$t" probe) (HTTP status; 000: refused or no answer in 0.5 s)"
 measured "node$L after the kill" "$(docker inspect -f '{{.State.Status}}' "$(dc ps -q node"$L")") (restart: unless-stopped does not restart a killed container)"
 
 say "docker-compose start node$L"
@@ -212,10 +245,10 @@ sleep 2
 say "docker-compose stop node$S (the leader; SIGTERM: hand-over)"
 t=$(now)
 dc stop node"$S" >"$WORK/stop.log" 2>&1
-t_sig=$(stop_signal_at node"$S" "$t")
+t_sig=$(stop_signal_at node"$S" "$t") || die "no stop signal of node$S in docker events"
 ms=$(first_ack_after "$t_sig") || die "no write acknowledged within 60 s of the stop"
 measured "stop leader node$S -> first write sent after its SIGTERM acknowledged (by node$L)" "$ms ms"
-say "  the writer meanwhile (HTTP status; 000: refused or no answer): $(writes_between "$t_sig")"
+say "  the writes sent before it: $(writes_between "$t_sig") (HTTP status; 000: refused or no answer)"
 measured "SIGTERM -> node$S exited" "$(($(died_at node"$S") - t_sig)) ms"
 t=$(now)
 dc start node"$S" >/dev/null 2>&1
@@ -236,12 +269,16 @@ if ((ENSEMBLE)); then
         [[ "$mode" == leader ]] && zk_leader=$z
     done
     [[ -n "$zk_leader" ]] || die "no ZooKeeper leader found"
-    say "docker-compose kill $zk_leader (the ZooKeeper leader)"
-    dc kill "$zk_leader" >/dev/null 2>&1
+    say "docker kill ($zk_leader's container: the ZooKeeper leader)"
+    wl=$(leader || true)
+    start_prober "${wl:-1}"
+    sleep 0.5
+    docker kill "$(dc ps -q "$zk_leader")" >/dev/null
     t=$(died_at "$zk_leader")
-    ms=$(first_ack_after "$t") || die "no write acknowledged within 60 s of killing $zk_leader"
-    measured "kill ZooKeeper leader $zk_leader -> first write sent after its death acknowledged" "$ms ms"
-    say "  the writer meanwhile (HTTP status; 000: refused or no answer): $(writes_between "$t")"
+    ms=$(first_ack_after "$t" probe) || die "no write acknowledged within 60 s of killing $zk_leader"
+    stop_prober
+    measured "kill ZooKeeper leader $zk_leader -> first probe sent after its death acknowledged by node${wl:-1}" "$ms ms"
+    say "  the probes before it: $(writes_between "$t" probe) (HTTP status; 000: refused or no answer in 0.5 s)"
     n_before=$(wc -l <"$WORK/writes")
     sleep 3
     acked_meanwhile=$(awk -v n="$n_before" 'NR > n && $2 == 200' "$WORK/writes" | wc -l)
@@ -284,7 +321,8 @@ if ((SOAK > 0)); then
     say "docker-compose run --rm soak --cycles $SOAK"
     t=$(now)
     if dc run --rm soak --cycles "$SOAK" >"$WORK/soak.txt" 2>&1; then
-        measured "soak, $SOAK cycles" "$(grep -m1 -E '^(PASS|FAIL|verdict)' "$WORK/soak.txt" || tail -1 "$WORK/soak.txt") in $((($(now) - t) / 1000)) s"
+        measured "soak, $SOAK cycles" "$(grep -m1 -E '^walship soak: (PASS|FAIL)' "$WORK/soak.txt") in $((($(now) - t) / 1000)) s"
+        sed -n '/^walship soak: PASS/,$p' "$WORK/soak.txt" | grep -E '^  (ran|writes|failover ms|durable +ZooKeeper|linearizable|verdict) ' | sed 's/^/    /'
     else
         tail -40 "$WORK/soak.txt"
         fail "the soak failed"
