@@ -7,17 +7,25 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# The workspace's manifests (cargo needs every member's), stub sources for
+# each, and the dependencies of walship and walship-soak built against them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked --bin walship \
-    && rm -rf src target/release/walship* target/release/deps/walship-* \
-       target/release/deps/libwalship-* target/release/.fingerprint/walship-*
-# zk/: src/soak/procs.rs include_str!s zk/zoo.cfg.template and zk/log4j.properties.
+COPY crates/testkit/Cargo.toml crates/testkit/
+COPY tools/soak/Cargo.toml tools/soak/
+COPY tools/bench/Cargo.toml tools/bench/
+RUN for d in . crates/testkit tools/soak tools/bench; do \
+        mkdir -p $d/src && touch $d/src/lib.rs && echo 'fn main() {}' > $d/src/main.rs; \
+    done \
+    && cargo build --release --locked -p walship -p walship-soak \
+    && rm -rf src crates/testkit/src tools/soak/src \
+       target/release/walship* target/release/deps/*walship* target/release/.fingerprint/walship-*
+# zk/: crates/testkit/src/procs.rs include_str!s zk/zoo.cfg.template and
+# zk/log4j.properties. tools/bench keeps its stub sources: it is not built.
 COPY zk ./zk
 COPY src ./src
-RUN cargo build --release --locked --bin walship
+COPY crates/testkit/src ./crates/testkit/src
+COPY tools/soak/src ./tools/soak/src
+RUN cargo build --release --locked -p walship -p walship-soak
 
 FROM debian:bookworm-slim
 # curl: the health check below.
@@ -25,7 +33,9 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/walship --create-home walship
-COPY --from=build /src/target/release/walship /usr/local/bin/walship
+# walship-soak beside walship: `walship soak` runs it (the soak service in
+# docker-compose.yml).
+COPY --from=build /src/target/release/walship /src/target/release/walship-soak /usr/local/bin/
 USER walship
 WORKDIR /var/lib/walship
 # The node listens on every interface of the container; set WALSHIP_ADVERTISE
