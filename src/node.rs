@@ -624,7 +624,8 @@ impl Node {
 
     /// Fast path for a dead leader: a connection refused at its address means
     /// no process listens there (kill -9, crash, or SIGTERM closing its
-    /// listener), so there is no point in waiting out the election timeout.
+    /// listener), and a name that no longer resolves means its container or
+    /// host is gone, so there is no point in waiting out the election timeout.
     /// Electing while the leader is in fact alive would still be safe (W
     /// fences it); this only decides how soon we try.
     async fn leader_process_gone(&self, leader: Option<NodeId>) -> bool {
@@ -646,7 +647,21 @@ impl Node {
             return false;
         };
         let probe_ms = self.cfg.heartbeat_interval_ms.max(20);
-        match tokio::time::timeout(Duration::from_millis(probe_ms), tokio::net::TcpStream::connect(&addr)).await {
+        let probe = Duration::from_millis(probe_ms);
+        // A name that no longer resolves is gone as surely as a refused
+        // port: a container engine drops a dead container's name at once
+        // (docker kill under compose), so the connect below would fail on
+        // the lookup, not with a refusal, and we would wait out the lease.
+        let resolved = match tokio::time::timeout(probe, tokio::net::lookup_host(&addr)).await {
+            Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+            Ok(Err(e)) => {
+                self.directory.invalidate(leader);
+                tracing::info!(leader, addr, error = %e, "leader's address no longer resolves: its host or container is gone");
+                return true;
+            }
+            Err(_) => return false, // a slow resolver says nothing
+        };
+        match tokio::time::timeout(probe, tokio::net::TcpStream::connect(&resolved[..])).await {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 self.directory.invalidate(leader);
                 tracing::info!(
