@@ -101,8 +101,24 @@ pub enum StartError {
     Storage(#[from] storage::StoreError),
     #[error(transparent)]
     Witness(#[from] crate::witness::WitnessError),
+    /// openraft's core stopped or could not start.
     #[error("raft: {0}")]
-    Raft(String),
+    Raft(#[from] openraft::error::Fatal<NodeId>),
+    /// The local log refused a write openraft asked for.
+    #[error("saving {what}: {source}")]
+    SaveVote {
+        what: &'static str,
+        source: openraft::StorageError<NodeId>,
+    },
+    /// Raft is being rebuilt (adoption) or stopped: retry.
+    #[error("raft is restarting")]
+    RaftRestarting,
+    /// A wait on Raft's metrics timed out or was cancelled.
+    #[error("waiting for {what}: {source}")]
+    Wait {
+        what: &'static str,
+        source: openraft::metrics::WaitError,
+    },
     #[error("{0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -312,8 +328,7 @@ impl Node {
             self.log.clone(),
             self.sm.clone(),
         )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        .await?;
         raft.runtime_config().elect(false);
         *self.raft.write().expect("raft lock") = Some(raft);
         Ok(())
@@ -345,7 +360,10 @@ impl Node {
         let mut log = self.log.clone();
         openraft::storage::RaftLogStorage::save_vote(&mut log, &uncommitted)
             .await
-            .map_err(|e| StartError::Raft(format!("saving the un-committed vote: {e}")))
+            .map_err(|source| StartError::SaveVote {
+                what: "the un-committed vote",
+                source,
+            })
     }
 
     /// Reads W's log from the first index this node might not share with W:
@@ -429,7 +447,10 @@ impl Node {
             let mut log = self.log.clone();
             openraft::storage::RaftLogStorage::save_vote(&mut log, &w.record.vote)
                 .await
-                .map_err(|e| StartError::Raft(format!("saving W's vote: {e}")))?;
+                .map_err(|source| StartError::SaveVote {
+                    what: "W's vote",
+                    source,
+                })?;
         }
         tracing::info!(entries = n, ?before, after = ?self.log.last_log_id(), witness_last = ?w.record.last_log_id, "adopted W's log");
         Ok(())
@@ -458,10 +479,7 @@ impl Node {
         }
         tracing::info!(last = ?self.log.last_log_id(), "standing for election");
         if let Some(raft) = self.raft() {
-            raft.trigger()
-                .elect()
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
+            raft.trigger().elect().await?;
         }
         Ok(())
     }
@@ -1028,20 +1046,18 @@ impl Node {
     /// store it in ZooKeeper before answering. Returns (its last index,
     /// whether it went to ZooKeeper).
     pub async fn snapshot_now(&self) -> Result<(Option<u64>, bool), StartError> {
-        let raft = self
-            .raft()
-            .ok_or_else(|| StartError::Raft("raft is restarting".into()))?;
+        let raft = self.raft().ok_or(StartError::RaftRestarting)?;
         let before = raft.metrics().borrow().snapshot;
         let applied = raft.metrics().borrow().last_applied;
-        raft.trigger()
-            .snapshot()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        raft.trigger().snapshot().await?;
         if applied > before {
             let wait = raft.wait(Some(Duration::from_millis(self.cfg.write_timeout_ms)));
             wait.metrics(|m| m.snapshot > before, "snapshot built")
                 .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
+                .map_err(|source| StartError::Wait {
+                    what: "a snapshot",
+                    source,
+                })?;
         }
         let m = raft.metrics().borrow().clone();
         let uploaded = if m.state == ServerState::Leader {

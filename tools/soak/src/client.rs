@@ -124,7 +124,11 @@ impl NodeClient {
     pub async fn cas(&self, key: &str, expect: Option<&str>, value: Option<&str>) -> Answer<CasAnswer> {
         let body = json!({ "expect": expect, "value": value }).to_string().into_bytes();
         match self
-            .send(Method::POST, &format!("/v1/cas/{}", encode_key(key)), Some(body))
+            .send(
+                Method::POST,
+                &format!("/v1/cas/{}", walship::client::transport::encode_key(key)),
+                Some(body),
+            )
             .await
         {
             Sent::Reply(StatusCode::OK, b) => match serde_json::from_slice::<CasAnswer>(&b) {
@@ -250,18 +254,9 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 fn kv_path(key: &str, stale: bool) -> String {
-    format!("/v1/kv/{}{}", encode_key(key), if stale { "?stale=true" } else { "" })
-}
-
-/// Percent-encode everything outside RFC 3986's unreserved set.
-fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!(
+        "/v1/kv/{}{}",
+        walship::client::transport::encode_key(key),
+        if stale { "?stale=true" } else { "" }
+    )
 }
