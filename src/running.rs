@@ -36,16 +36,14 @@ pub async fn start(
     app: Option<Box<dyn Application>>,
     events: Events,
 ) -> Result<RunningNode, StartError> {
+    let cannot_listen = |source| StartError::Listen {
+        addr: cfg.listen.clone(),
+        source,
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
-        .map_err(|e| StartError::Listen {
-            addr: cfg.listen.clone(),
-            source: e,
-        })?;
-    let addr = listener.local_addr().map_err(|e| StartError::Listen {
-        addr: cfg.listen.clone(),
-        source: e,
-    })?;
+        .map_err(cannot_listen)?;
+    let addr = listener.local_addr().map_err(cannot_listen)?;
     // Port 0 asks the system for one: the node registers the port it got.
     let mut cfg = cfg;
     cfg.listen = addr.to_string();

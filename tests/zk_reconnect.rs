@@ -10,7 +10,6 @@
 mod common;
 
 use std::time::Duration;
-use std::time::Instant;
 
 use anyhow::Context;
 use anyhow::Result;
@@ -32,18 +31,18 @@ fn contact_ms(line: &str) -> Option<u64> {
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// Polls `check` every 20 ms until it holds or `limit` passes.
+/// Polls `check` (on the harness's poll interval) until it holds or
+/// `limit` passes; how long it took.
 async fn until<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
+    let deadline = Deadline::after(limit, what);
     while !check().await {
-        anyhow::ensure!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        deadline.tick(&"not yet").await?;
     }
-    Ok(start.elapsed())
+    Ok(deadline.elapsed())
 }
 
 #[tokio::test]

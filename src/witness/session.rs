@@ -98,17 +98,11 @@ impl ServerMode {
     }
 }
 
-/// Splits a connect string into its servers (`host:port`, any `tcp://`
-/// or `tcp+tls://` prefix dropped) and its chroot suffix (`""` or `/path`,
-/// which ZooKeeper's syntax puts after the last server).
-pub fn split_connect_string(hosts: &str) -> (Vec<String>, String) {
-    let (servers, chroot) = split_connect_string_as_written(hosts);
-    (servers.iter().map(|s| server_addr(s).to_string()).collect(), chroot)
-}
-
-/// As `split_connect_string`, each server as written (its `tcp://` or
-/// `tcp+tls://` prefix kept: a new connect string of some of them keeps
-/// each one's protocol).
+/// Splits a connect string into its servers, each as written (its
+/// `tcp://` or `tcp+tls://` prefix kept: a new connect string of some of
+/// them keeps each one's protocol; `server_addr` gives its `host:port`),
+/// and its chroot suffix (`""` or `/path`, which ZooKeeper's syntax puts
+/// after the last server).
 pub fn split_connect_string_as_written(hosts: &str) -> (Vec<String>, String) {
     // `scheme://` prefixes also hold slashes: a chroot is a slash that does
     // not follow a colon as the start of `//`.
@@ -350,31 +344,26 @@ impl ZkSession {
     async fn keep(self: Arc<Self>, mut states: zk::StateWatcher) {
         loop {
             let fresh = loop {
-                match states.changed().await {
-                    zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                let outcome = match states.changed().await {
+                    zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => Reconnect::Resumed,
+                    zk::SessionState::Disconnected => {
+                        tracing::warn!("ZooKeeper disconnected; resuming the session, or starting a new one if a server serves first");
+                        self.resume_or_replace(&mut states).await
+                    }
+                    zk::SessionState::Closed => Reconnect::Closed,
+                    s => Reconnect::Lost(s),
+                };
+                match outcome {
+                    Reconnect::Resumed => {
                         tracing::info!("ZooKeeper session resumed");
                         self.generation.send_modify(|g| *g += 1);
                     }
-                    zk::SessionState::Disconnected => {
-                        tracing::warn!("ZooKeeper disconnected; resuming the session, or starting a new one if a server serves first");
-                        match self.resume_or_replace(&mut states).await {
-                            Reconnect::Resumed => {
-                                tracing::info!("ZooKeeper session resumed");
-                                self.generation.send_modify(|g| *g += 1);
-                            }
-                            Reconnect::Replaced(client) => break Some(client),
-                            Reconnect::Lost(s) => {
-                                tracing::warn!(state = ?s, "ZooKeeper session lost; building a new one");
-                                break None;
-                            }
-                            Reconnect::Closed => return,
-                        }
-                    }
-                    zk::SessionState::Closed => return,
-                    s => {
+                    Reconnect::Replaced(client) => break Some(client),
+                    Reconnect::Lost(s) => {
                         tracing::warn!(state = ?s, "ZooKeeper session lost; building a new one");
                         break None;
                     }
+                    Reconnect::Closed => return,
                 }
             };
             *self.client.lock().expect("zk client lock") = None;
@@ -454,11 +443,11 @@ impl ZkSession {
     async fn fresh_session_when_resume_lags(self: &Arc<Self>) -> Option<zk::Client> {
         tokio::time::sleep(Duration::from_millis(RESUME_GRACE_MS)).await;
         let mut serving_seen = false;
+        let (servers, chroot) = split_connect_string_as_written(&self.hosts);
         loop {
             if Arc::strong_count(self) == 1 {
                 return None; // only the keeper holds the session: the node is shutting down
             }
-            let (servers, chroot) = split_connect_string_as_written(&self.hosts);
             let probes = servers.iter().map(|s| async move { (s.clone(), self.probe(s).await) });
             let candidates: Vec<String> = futures::future::join_all(probes)
                 .await
@@ -767,6 +756,14 @@ mod tests {
     #[test]
     fn connect_strings_split_into_servers_and_chroot() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // The servers' `host:port`, as the probes dial them.
+        let split_connect_string = |hosts: &str| {
+            let (servers, chroot) = split_connect_string_as_written(hosts);
+            (
+                servers.iter().map(|x| server_addr(x).to_string()).collect::<Vec<_>>(),
+                chroot,
+            )
+        };
         assert_eq!(split_connect_string("a:1,b:2"), (s(&["a:1", "b:2"]), String::new()));
         assert_eq!(
             split_connect_string("a:1, b:2/walship/x"),
