@@ -497,6 +497,11 @@ impl Node {
                 Claim::Replace,
             )
             .await?;
+        // The leader-contact clock starts now, when this node can hear the
+        // leader, not when it was built: a start slower than an election
+        // timeout (a loaded machine, a long adoption) must not count as
+        // silence and depose a healthy leader the moment the loops begin.
+        self.last_contact.lock().expect("contact lock").0 = Instant::now();
         let handles = [
             tokio::spawn(Arc::clone(self).failover_loop()),
             tokio::spawn(Arc::clone(self).leader_znode_watch()),
