@@ -8,7 +8,7 @@
 //! them in log order to its own copy of the application.
 //!
 //! ```no_run
-//! # async fn demo(cfg: walship::node::NodeConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo(cfg: walship::config::NodeConfig) -> Result<(), Box<dyn std::error::Error>> {
 //! use walship::app::Application;
 //! use walship::node::Node;
 //!
@@ -100,7 +100,7 @@ impl Node {
     /// [`Node::start_with`] with an [`crate::events::Events`] subscribed
     /// beforehand.
     pub async fn start_with_app<A: Application>(
-        cfg: crate::node::NodeConfig,
+        cfg: crate::config::NodeConfig,
         app: A,
     ) -> Result<std::sync::Arc<Node>, StartError> {
         Node::start_with(cfg, Some(Box::new(app)), crate::events::Events::new()).await

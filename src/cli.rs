@@ -9,7 +9,10 @@ use clap::Args;
 use clap::Parser;
 use clap::Subcommand;
 
-use crate::node::NodeConfig;
+use crate::config::ConfigError;
+use crate::config::FileConfig;
+use crate::config::Layered;
+use crate::config::NodeConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -326,7 +329,7 @@ impl NodeArgs {
     /// The configuration to run with: these flags and env vars over the
     /// `--config` file over the defaults, every value checked.
     pub fn into_config(self) -> Result<NodeConfig, crate::config::ConfigError> {
-        crate::config::resolve(&self)
+        resolve(&self)
     }
 }
 
@@ -355,4 +358,118 @@ pub fn exit_on_bad_flags(command: &str, e: clap::Error) -> ! {
         first.trim_start_matches("error: ")
     );
     std::process::exit(2)
+}
+
+/// The configuration `walship node` runs with: flags and env over the file
+/// (`--config`, `WALSHIP_CONFIG`) over the defaults, checked.
+pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
+    let file = match &args.config {
+        Some(path) => crate::config::load_file(path)?,
+        None => FileConfig::default(),
+    };
+    let layered = Layered::new(args_layer(args), file, args.config.clone());
+    crate::config::check(&layered)
+}
+
+/// The flag/env layer: what clap found in flags and `WALSHIP_*` variables.
+fn args_layer(a: &NodeArgs) -> FileConfig {
+    FileConfig {
+        id: a.id,
+        cluster: a.cluster.clone(),
+        zk: a.zk.clone(),
+        data_dir: a.data_dir.clone(),
+        listen: a.listen.clone(),
+        advertise: a.advertise.clone(),
+        heartbeat_interval_ms: a.heartbeat_interval_ms,
+        election_timeout_ms: a.election_timeout_ms,
+        zk_session_timeout_ms: a.zk_session_timeout_ms,
+        zk_op_timeout_ms: a.zk_op_timeout_ms,
+        snapshot_every_entries: a.snapshot_every_entries,
+        snapshot_every_wal_bytes: a.snapshot_every_wal_bytes,
+        max_payload_entries: a.max_payload_entries,
+        write_timeout_ms: a.write_timeout_ms,
+        max_inflight_batches: a.max_inflight_batches,
+        max_batch_bytes: a.max_batch_bytes,
+        log_sync: a.log_sync.clone(),
+        secret_file: a.secret_file.clone(),
+        api_token_file: a.api_token_file.clone(),
+        zk_sasl: a.zk_sasl,
+        zk_tls_ca_file: a.zk_tls_ca_file.clone(),
+        zk_tls_cert_file: a.zk_tls_cert_file.clone(),
+        zk_tls_key_file: a.zk_tls_key_file.clone(),
+        tls_cert_file: a.tls_cert_file.clone(),
+        tls_key_file: a.tls_key_file.clone(),
+        tls_ca_file: a.tls_ca_file.clone(),
+        tls_client_auth: a.tls_client_auth,
+        max_connections: a.max_connections,
+        header_read_timeout_ms: a.header_read_timeout_ms,
+        request_timeout_ms: a.request_timeout_ms,
+        body_read_timeout_ms: a.body_read_timeout_ms,
+        max_snapshot_bytes: a.max_snapshot_bytes,
+        rebuild_from_witness: a.rebuild_from_witness,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::CommandFactory;
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::parse_file;
+    use crate::config::SETTINGS;
+
+    const REQUIRED: &str =
+        "id = 1\ncluster = \"c\"\nzk = \"127.0.0.1:2181\"\ndata_dir = \"/d\"\nlisten = \"127.0.0.1:8081\"\n";
+
+    #[test]
+    fn settings_table_matches_the_flags() {
+        let cli = Cli::command();
+        let node = cli.find_subcommand("node").expect("node subcommand");
+        let mut flags: Vec<(String, String)> = node
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "config" | "print_config" | "help"))
+            .map(|a| {
+                (
+                    a.get_id().to_string(),
+                    a.get_env()
+                        .map(|e| e.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        flags.sort();
+        let mut table: Vec<(String, String)> = SETTINGS
+            .iter()
+            .map(|s| (s.key.to_string(), s.env.to_string()))
+            .collect();
+        table.sort();
+        assert_eq!(
+            flags, table,
+            "NodeArgs and config::SETTINGS must list the same settings and env vars"
+        );
+        let mut fields = FileConfig::defaults().over(parse_file(REQUIRED, Path::new("w.toml")).unwrap());
+        // The optional settings without a default, set so every key shows.
+        fields.advertise = Some("a:1".into());
+        fields.secret_file = Some("/s".into());
+        fields.api_token_file = Some("/t".into());
+        fields.tls_cert_file = Some("/c".into());
+        fields.tls_key_file = Some("/k".into());
+        fields.tls_ca_file = Some("/ca".into());
+        fields.zk_tls_ca_file = Some("/zca".into());
+        fields.zk_tls_cert_file = Some("/zc".into());
+        fields.zk_tls_key_file = Some("/zk".into());
+        assert_eq!(fields.keys().len(), SETTINGS.len());
+    }
+
+    #[test]
+    fn node_flags_are_optional_so_the_file_can_fill_them() {
+        let cli = Cli::try_parse_from(["walship", "node", "--print-config"]).expect("no flag is required");
+        let crate::cli::Command::Node(args) = cli.command else {
+            panic!("node")
+        };
+        assert!(args.print_config);
+    }
 }

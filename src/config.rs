@@ -25,8 +25,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::cli::NodeArgs;
-use crate::node::NodeConfig;
+use crate::types::NodeId;
 
 /// Why a configuration was refused: one line, naming the setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +38,57 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Everything `walship node` is told (see `cli`).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub cluster: String,
+    pub zk: String,
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// Address peers and clients use to reach this node (defaults to `listen`).
+    pub advertise: Option<String>,
+    pub heartbeat_interval_ms: u64,
+    /// No word from the leader for this long means it is gone.
+    pub election_timeout_ms: u64,
+    pub zk_session_timeout_ms: u64,
+    pub zk_op_timeout_ms: u64,
+    pub snapshot_every_entries: u64,
+    /// Also snapshot once this many bytes went to W's WAL since the last one.
+    pub snapshot_every_wal_bytes: u64,
+    pub max_payload_entries: u64,
+    /// How long a client write may wait for its commit before it is a 504.
+    pub write_timeout_ms: u64,
+    /// Group commit: entries proposed concurrently, and payload bytes per entry.
+    pub max_inflight_batches: usize,
+    pub max_batch_bytes: usize,
+    /// When a local log append counts as done (storage/flusher.rs).
+    pub log_sync: crate::storage::LogSync,
+    /// Access control (see `crate::auth`); None: off.
+    pub secret_file: Option<PathBuf>,
+    pub api_token_file: Option<PathBuf>,
+    /// An unreadable local log or snapshot is moved aside and rebuilt from W
+    /// instead of refused (`storage::open_local`).
+    pub rebuild_from_witness: bool,
+    /// The HTTP listener's bounds (`crate::serve`); 0 connections: derived.
+    pub max_connections: usize,
+    pub header_read_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// A request's body must arrive within this of its head.
+    pub body_read_timeout_ms: u64,
+    /// Largest snapshot body accepted from the other node.
+    pub max_snapshot_bytes: u64,
+    /// TLS mode (see `crate::tls`); None: plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// TLS mode: client routes need a client certificate of this cluster.
+    pub tls_client_auth: bool,
+    /// ZooKeeper: SASL DIGEST-MD5 instead of the digest scheme (needs
+    /// `secret_file`); see `crate::zksec`.
+    pub zk_sasl: bool,
+    /// ZooKeeper over TLS; None: plain TCP.
+    pub zk_tls: Option<crate::zksec::ZkTlsFiles>,
+}
 
 /// One setting's documentation: the TOML key (also `NodeConfig`'s field; the
 /// flag is the key with dashes), its environment variable and what it does.
@@ -240,45 +290,6 @@ impl Layered {
     }
 }
 
-/// The flag/env layer: what clap found in flags and `WALSHIP_*` variables.
-pub fn args_layer(a: &NodeArgs) -> FileConfig {
-    FileConfig {
-        id: a.id,
-        cluster: a.cluster.clone(),
-        zk: a.zk.clone(),
-        data_dir: a.data_dir.clone(),
-        listen: a.listen.clone(),
-        advertise: a.advertise.clone(),
-        heartbeat_interval_ms: a.heartbeat_interval_ms,
-        election_timeout_ms: a.election_timeout_ms,
-        zk_session_timeout_ms: a.zk_session_timeout_ms,
-        zk_op_timeout_ms: a.zk_op_timeout_ms,
-        snapshot_every_entries: a.snapshot_every_entries,
-        snapshot_every_wal_bytes: a.snapshot_every_wal_bytes,
-        max_payload_entries: a.max_payload_entries,
-        write_timeout_ms: a.write_timeout_ms,
-        max_inflight_batches: a.max_inflight_batches,
-        max_batch_bytes: a.max_batch_bytes,
-        log_sync: a.log_sync.clone(),
-        secret_file: a.secret_file.clone(),
-        api_token_file: a.api_token_file.clone(),
-        zk_sasl: a.zk_sasl,
-        zk_tls_ca_file: a.zk_tls_ca_file.clone(),
-        zk_tls_cert_file: a.zk_tls_cert_file.clone(),
-        zk_tls_key_file: a.zk_tls_key_file.clone(),
-        tls_cert_file: a.tls_cert_file.clone(),
-        tls_key_file: a.tls_key_file.clone(),
-        tls_ca_file: a.tls_ca_file.clone(),
-        tls_client_auth: a.tls_client_auth,
-        max_connections: a.max_connections,
-        header_read_timeout_ms: a.header_read_timeout_ms,
-        request_timeout_ms: a.request_timeout_ms,
-        body_read_timeout_ms: a.body_read_timeout_ms,
-        max_snapshot_bytes: a.max_snapshot_bytes,
-        rebuild_from_witness: a.rebuild_from_witness,
-    }
-}
-
 /// Reads and parses a config file; errors name the file, the line and the key.
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -327,17 +338,6 @@ fn file_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
         Some(key) => ConfigError(format!("invalid setting {key} in the config file {at}: {message}")),
         None => ConfigError(format!("config file {at}: {message}")),
     }
-}
-
-/// The configuration `walship node` runs with: flags and env over the file
-/// (`--config`, `WALSHIP_CONFIG`) over the defaults, checked.
-pub fn resolve(args: &NodeArgs) -> Result<NodeConfig, ConfigError> {
-    let file = match &args.config {
-        Some(path) => load_file(path)?,
-        None => FileConfig::default(),
-    };
-    let layered = Layered::new(args_layer(args), file, args.config.clone());
-    check(&layered)
 }
 
 /// TOML text for a value, as `--print-config` writes it.
@@ -679,11 +679,7 @@ pub fn to_toml(c: &NodeConfig) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-    use clap::Parser;
-
     use super::*;
-    use crate::cli::Cli;
 
     fn file(text: &str) -> Result<FileConfig, ConfigError> {
         parse_file(text, Path::new("w.toml"))
@@ -694,46 +690,6 @@ mod tests {
 
     fn layered(args: FileConfig, text: &str) -> Layered {
         Layered::new(args, file(text).unwrap(), Some("w.toml".into()))
-    }
-
-    #[test]
-    fn settings_table_matches_the_flags() {
-        let cli = Cli::command();
-        let node = cli.find_subcommand("node").expect("node subcommand");
-        let mut flags: Vec<(String, String)> = node
-            .get_arguments()
-            .filter(|a| !matches!(a.get_id().as_str(), "config" | "print_config" | "help"))
-            .map(|a| {
-                (
-                    a.get_id().to_string(),
-                    a.get_env()
-                        .map(|e| e.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                )
-            })
-            .collect();
-        flags.sort();
-        let mut table: Vec<(String, String)> = SETTINGS
-            .iter()
-            .map(|s| (s.key.to_string(), s.env.to_string()))
-            .collect();
-        table.sort();
-        assert_eq!(
-            flags, table,
-            "NodeArgs and config::SETTINGS must list the same settings and env vars"
-        );
-        let mut fields = FileConfig::defaults().over(file(REQUIRED).unwrap());
-        // The optional settings without a default, set so every key shows.
-        fields.advertise = Some("a:1".into());
-        fields.secret_file = Some("/s".into());
-        fields.api_token_file = Some("/t".into());
-        fields.tls_cert_file = Some("/c".into());
-        fields.tls_key_file = Some("/k".into());
-        fields.tls_ca_file = Some("/ca".into());
-        fields.zk_tls_ca_file = Some("/zca".into());
-        fields.zk_tls_cert_file = Some("/zc".into());
-        fields.zk_tls_key_file = Some("/zk".into());
-        assert_eq!(fields.keys().len(), SETTINGS.len());
     }
 
     #[test]
@@ -872,14 +828,5 @@ mod tests {
         assert!(text.contains("\n# advertise = \"host:port\"\n"), "{text}");
         let back = check(&layered(FileConfig::default(), &text)).unwrap();
         assert_eq!(back.advertise, None);
-    }
-
-    #[test]
-    fn node_flags_are_optional_so_the_file_can_fill_them() {
-        let cli = Cli::try_parse_from(["walship", "node", "--print-config"]).expect("no flag is required");
-        let crate::cli::Command::Node(args) = cli.command else {
-            panic!("node")
-        };
-        assert!(args.print_config);
     }
 }

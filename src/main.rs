@@ -94,7 +94,7 @@ fn exit_on_bad_flags(e: clap::Error) -> ! {
     }
 }
 
-async fn run_node(cfg: walship::node::NodeConfig) -> anyhow::Result<()> {
+async fn run_node(cfg: walship::config::NodeConfig) -> anyhow::Result<()> {
     let running = walship::start(cfg, None, walship::events::Events::new()).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -11,7 +11,7 @@
 //!    adopts W's log, and only then calls `trigger().elect()`.
 //! 4. The leader keeps the `leader` ephemeral znode and ships its snapshots to W.
 
-use std::path::PathBuf;
+use crate::config::NodeConfig;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::RwLock;
@@ -35,57 +35,6 @@ use crate::witness::session::ZkSession;
 use crate::witness::Witness;
 use crate::witness::WitnessError;
 use crate::witness::WitnessLog;
-
-/// Everything `walship node` is told (see `cli`).
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    pub id: NodeId,
-    pub cluster: String,
-    pub zk: String,
-    pub data_dir: PathBuf,
-    pub listen: String,
-    /// Address peers and clients use to reach this node (defaults to `listen`).
-    pub advertise: Option<String>,
-    pub heartbeat_interval_ms: u64,
-    /// No word from the leader for this long means it is gone.
-    pub election_timeout_ms: u64,
-    pub zk_session_timeout_ms: u64,
-    pub zk_op_timeout_ms: u64,
-    pub snapshot_every_entries: u64,
-    /// Also snapshot once this many bytes went to W's WAL since the last one.
-    pub snapshot_every_wal_bytes: u64,
-    pub max_payload_entries: u64,
-    /// How long a client write may wait for its commit before it is a 504.
-    pub write_timeout_ms: u64,
-    /// Group commit: entries proposed concurrently, and payload bytes per entry.
-    pub max_inflight_batches: usize,
-    pub max_batch_bytes: usize,
-    /// When a local log append counts as done (storage/flusher.rs).
-    pub log_sync: crate::storage::LogSync,
-    /// Access control (see `crate::auth`); None: off.
-    pub secret_file: Option<PathBuf>,
-    pub api_token_file: Option<PathBuf>,
-    /// An unreadable local log or snapshot is moved aside and rebuilt from W
-    /// instead of refused (`storage::open_local`).
-    pub rebuild_from_witness: bool,
-    /// The HTTP listener's bounds (`crate::serve`); 0 connections: derived.
-    pub max_connections: usize,
-    pub header_read_timeout_ms: u64,
-    pub request_timeout_ms: u64,
-    /// A request's body must arrive within this of its head.
-    pub body_read_timeout_ms: u64,
-    /// Largest snapshot body accepted from the other node.
-    pub max_snapshot_bytes: u64,
-    /// TLS mode (see `crate::tls`); None: plain HTTP.
-    pub tls: Option<crate::tls::TlsFiles>,
-    /// TLS mode: client routes need a client certificate of this cluster.
-    pub tls_client_auth: bool,
-    /// ZooKeeper: SASL DIGEST-MD5 instead of the digest scheme (needs
-    /// `secret_file`); see `crate::zksec`.
-    pub zk_sasl: bool,
-    /// ZooKeeper over TLS; None: plain TCP.
-    pub zk_tls: Option<crate::zksec::ZkTlsFiles>,
-}
 
 /// Corruption found in W during failover is logged at most this often.
 const CORRUPT_LOG_EVERY: Duration = Duration::from_secs(5);

@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::Application;
+use crate::config::NodeConfig;
 use crate::events::Events;
 use crate::node::Node;
-use crate::node::NodeConfig;
 use crate::node::StartError;
 
 /// A node being served. Dropping it does not stop the node: call

@@ -64,7 +64,7 @@ impl Limits {
     /// The node's settings; `max_connections` 0 means half the process's
     /// descriptor limit (the rest is for the log, the snapshot, ZooKeeper
     /// and the peer), between 64 and 4,096.
-    pub fn of(cfg: &crate::node::NodeConfig) -> Limits {
+    pub fn of(cfg: &crate::config::NodeConfig) -> Limits {
         let max_connections = match cfg.max_connections {
             0 => half_the_descriptor_limit(),
             n => n,
