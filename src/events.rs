@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use tokio::sync::broadcast;
 
-use crate::node::Node;
 use crate::types::NodeId;
+use crate::witness::session::ZkSession;
 
 /// Events a receiver can fall behind by before it loses some (`Lagged`).
 pub const EVENT_CAPACITY: usize = 1024;
@@ -177,15 +177,6 @@ impl Events {
     }
 }
 
-impl Node {
-    /// A receiver of this node's lifecycle events from now on (see
-    /// [`Event`]). Events of start-up itself were fired before this node
-    /// was returned; see [`Node::start_with`] to receive them too.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
-    }
-}
-
 /// What this node last saw of the other node's `members/<id>` znode.
 enum PeerSeen {
     /// Not looked yet.
@@ -242,15 +233,18 @@ const PEER_REFRESH: Duration = Duration::from_secs(1);
 /// watches (re-armed after every event and every new ZooKeeper session)
 /// and fires `PeerDown`/`PeerUp`. While ZooKeeper is unreachable nothing is
 /// fired: the last state stands.
-pub(crate) async fn watch_peer(node: Arc<Node>) {
-    let peer = crate::node::other(node.cfg.id);
-    let path = node.witness.paths().member(peer);
-    let mut generation = node.zk.generation();
+pub(crate) async fn watch_peer(
+    zk: Arc<ZkSession>,
+    peer: NodeId,
+    path: String,
+    events: Events,
+    is_stopping: impl Fn() -> bool,
+) {
+    let mut generation = zk.generation();
     let mut seen = PeerSeen::Unknown;
-    while !node.is_stopping() {
+    while !is_stopping() {
         let p = path.clone();
-        let looked = node
-            .zk
+        let looked = zk
             .run(
                 &format!("watch {path}"),
                 |c| async move { c.check_and_watch_stat(&p).await },
@@ -258,9 +252,9 @@ pub(crate) async fn watch_peer(node: Arc<Node>) {
             .await;
         let watcher = match looked {
             Ok((stat, w)) => {
-                if !node.is_stopping() {
+                if !is_stopping() {
                     for event in seen.observe(peer, stat.map(|s| s.czxid)) {
-                        node.events.fire(event);
+                        events.fire(event);
                     }
                 }
                 Some(w)

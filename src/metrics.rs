@@ -16,8 +16,19 @@ use prometheus::IntGaugeVec;
 use prometheus::Opts;
 use prometheus::Registry;
 
-use crate::node::Node;
+use crate::types::NodeId;
 use crate::types::WITNESS_ID;
+
+/// The node's state the gauges show, read when `/metrics` is scraped.
+pub struct AtScrape {
+    /// openraft's metrics; `None` while Raft is restarting (the Raft gauges
+    /// then keep their last values).
+    pub raft: Option<openraft::RaftMetrics<NodeId, openraft::BasicNode>>,
+    /// The local log's committed index.
+    pub committed_index: Option<u64>,
+    /// W's last log index as last seen.
+    pub witness_last_index: Option<u64>,
+}
 
 /// Latency buckets from 0.25 ms to ~4 s.
 fn latency_buckets() -> Vec<f64> {
@@ -196,10 +207,10 @@ impl Metrics {
         }
     }
 
-    /// Reads Raft's state into the gauges, then renders everything.
-    pub fn render(&self, node: &Node) -> String {
-        if let Some(raft) = node.raft() {
-            let m = raft.metrics().borrow().clone();
+    /// Sets the gauges from the node's state read at scrape time, then
+    /// renders everything.
+    pub fn render(&self, now: &AtScrape) -> String {
+        if let Some(m) = &now.raft {
             for (state, name) in [
                 (ServerState::Leader, "leader"),
                 (ServerState::Follower, "follower"),
@@ -214,12 +225,12 @@ impl Metrics {
             self.log_index.with_label_values(&["last"]).set(last as i64);
             self.log_index
                 .with_label_values(&["committed"])
-                .set(node.log.committed().map_or(0, |l| l.index) as i64);
+                .set(now.committed_index.unwrap_or(0) as i64);
             self.log_index
                 .with_label_values(&["applied"])
                 .set(m.last_applied.map_or(0, |l| l.index) as i64);
-            if let Some(w) = node.witness.cached_last_log_id() {
-                self.log_index.with_label_values(&["witness"]).set(w.index as i64);
+            if let Some(w) = now.witness_last_index {
+                self.log_index.with_label_values(&["witness"]).set(w as i64);
             }
             if let Some(repl) = &m.replication {
                 for (target, matched) in repl.iter() {

@@ -36,6 +36,27 @@ use crate::witness::Witness;
 use crate::witness::WitnessError;
 use crate::witness::WitnessLog;
 
+impl crate::proposer::Consensus for Node {
+    fn raft(&self) -> Option<Raft> {
+        Node::raft(self)
+    }
+
+    fn zk_connected(&self) -> bool {
+        self.zk.is_connected()
+    }
+}
+
+/// What became of an append the leader sent ([`Node::append_from_leader`]).
+pub enum FromLeader {
+    /// openraft's answer.
+    Answer(Result<openraft::raft::AppendEntriesResponse<NodeId>, openraft::error::RaftError<NodeId>>),
+    /// Raft is being rebuilt (adoption): the leader retries.
+    Restarting,
+    /// Refused before openraft saw it, and why (a reused log id; the local
+    /// log is being repaired, the leader retries).
+    Refused(String),
+}
+
 /// Corruption found in W during failover is logged at most this often.
 const CORRUPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -135,6 +156,114 @@ impl Node {
 
     pub fn note_leader_contact(&self, vote: Vote) {
         *self.last_contact.lock().expect("contact lock") = (Instant::now(), Some(vote));
+    }
+
+    /// A receiver of this node's lifecycle events from now on (see
+    /// [`crate::events::Event`]). Events of start-up itself were fired before this node
+    /// was returned; see [`Node::start_with`] to receive them too.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::events::Event> {
+        self.events.subscribe()
+    }
+
+    /// This node's configuration.
+    pub fn cfg(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// Who may call this node (API token, peer token).
+    pub fn auth(&self) -> &crate::auth::Auth {
+        &self.auth
+    }
+
+    /// Whether this node serves TLS (peers then must present their certificate).
+    pub fn serves_tls(&self) -> bool {
+        self.server_tls.is_some()
+    }
+
+    /// An append from the leader. One check comes before openraft's: an
+    /// entry that has a local entry's log id but other bytes (a reused log
+    /// id, which openraft's log matching would keep) is refused and the
+    /// local log repaired (`node_repair.rs`). The leader then sees an error
+    /// and retries (not a Conflict, which would make it search backwards);
+    /// W's entry wins, none if W does not hold the index. Past the local
+    /// log's end, the usual case, the check is one empty range lookup.
+    pub async fn append_from_leader(
+        self: &Arc<Self>,
+        req: openraft::raft::AppendEntriesRequest<crate::types::TypeConfig>,
+    ) -> FromLeader {
+        use openraft::raft::AppendEntriesResponse;
+        let Some(raft) = self.raft() else {
+            return FromLeader::Restarting;
+        };
+        let leader_vote = req.vote;
+        if let Some(reused) = self.log.first_reused(&req.entries) {
+            // The leader is alive and reaching us: no failover over this.
+            self.note_leader_contact(leader_vote);
+            self.report_reused_in_catch_up(reused, leader_vote);
+            return FromLeader::Refused(format!(
+                "log id reused: this node holds another entry under {} (crc32 {:08x}, the leader's {:08x}); repairing its log, retry",
+                reused.log_id, reused.local_digest, reused.other_digest
+            ));
+        }
+        let res = raft.append_entries(req).await;
+        if let Ok(
+            AppendEntriesResponse::Success | AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_),
+        ) = &res
+        {
+            self.note_leader_contact(leader_vote);
+        }
+        FromLeader::Answer(res)
+    }
+
+    /// A vote request from the other node; `None` while Raft is being rebuilt.
+    pub async fn vote_for(
+        &self,
+        req: openraft::raft::VoteRequest<NodeId>,
+    ) -> Option<Result<openraft::raft::VoteResponse<NodeId>, openraft::error::RaftError<NodeId>>> {
+        Some(self.raft()?.vote(req).await)
+    }
+
+    /// A whole snapshot from the leader; `None` while Raft is being rebuilt.
+    pub async fn install_from_leader(
+        &self,
+        vote: Vote,
+        meta: crate::types::SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Option<Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>> {
+        let raft = self.raft()?;
+        crate::metrics::METRICS
+            .snapshots
+            .with_label_values(&["installed"])
+            .inc();
+        crate::metrics::METRICS
+            .snapshot_bytes
+            .with_label_values(&["installed"])
+            .inc_by(data.len() as u64);
+        let (index, bytes) = (meta.last_log_id.map(|l| l.index), data.len() as u64);
+        let snapshot = openraft::Snapshot {
+            meta,
+            snapshot: Box::new(std::io::Cursor::new(data)),
+        };
+        self.note_leader_contact(vote);
+        // Known before installing, so the snapshot metric moving is not taken
+        // for a snapshot this node built.
+        self.events.snapshot_known(index);
+        let installs = self.sm.installs();
+        let res = raft.install_full_snapshot(vote, snapshot).await;
+        if res.is_ok() && self.sm.installs() > installs {
+            self.events
+                .snapshot_installed(index, bytes, crate::events::SnapshotSource::Leader);
+        }
+        Some(res)
+    }
+
+    /// What `/metrics` shows of this node's state, read now.
+    pub fn at_scrape(&self) -> crate::metrics::AtScrape {
+        crate::metrics::AtScrape {
+            raft: self.raft().map(|r| r.metrics().borrow().clone()),
+            committed_index: self.log.committed().map(|l| l.index),
+            witness_last_index: self.witness.cached_last_log_id().map(|l| l.index),
+        }
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -257,7 +386,14 @@ impl Node {
             takeover: std::sync::atomic::AtomicBool::new(false),
             events,
         });
-        let _ = node.proposer.set(crate::proposer::Proposer::start(&node));
+        let limits = crate::proposer::Limits {
+            max_inflight_batches: node.cfg.max_inflight_batches,
+            max_batch_bytes: node.cfg.max_batch_bytes,
+            write_timeout_ms: node.cfg.write_timeout_ms,
+        };
+        let _ = node
+            .proposer
+            .set(crate::proposer::Proposer::start(Arc::downgrade(&node), limits));
 
         // An empty disk rebuilds from W here; a kept disk drops any
         // uncommitted suffix W does not share. Either way the node never
@@ -457,7 +593,17 @@ impl Node {
             tokio::spawn(Arc::clone(self).leader_duties_loop()),
             tokio::spawn(Arc::clone(self).commit_probe_loop()),
             tokio::spawn(Arc::clone(self).core_watch_loop()),
-            tokio::spawn(crate::events::watch_peer(Arc::clone(self))),
+            tokio::spawn({
+                let peer = other(self.cfg.id);
+                let node = Arc::clone(self);
+                crate::events::watch_peer(
+                    Arc::clone(&self.zk),
+                    peer,
+                    self.witness.paths().member(peer),
+                    self.events.clone(),
+                    move || node.is_stopping(),
+                )
+            }),
         ];
         self.tasks.lock().expect("tasks lock").extend(handles);
         Ok(())

@@ -11,7 +11,7 @@
 //! - adoption replaces a local entry that has W's id but not its bytes
 //!   ([`Node::after_adoption`] here, `LogStore::adopt_entries`);
 //! - a follower refuses the leader's catch-up entry that has a local entry's
-//!   id but not its bytes (`network::server`) and repairs its own log
+//!   id but not its bytes (`api::peer`) and repairs its own log
 //!   ([`Node::repair_log_from`]): W's entry wins where W holds that index;
 //!   where W does not, neither copy is committed and the local one goes.
 
@@ -111,7 +111,7 @@ impl Node {
     }
 
     /// A leader's AppendEntries carried an entry with a local entry's log id
-    /// but other bytes (see `network::server`). Counts and logs it (ERROR
+    /// but other bytes (see `api::peer`). Counts and logs it (ERROR
     /// once per index per `REPAIR_AGAIN_AFTER`) and starts a repair unless
     /// one runs or this index was just looked at.
     pub(crate) fn report_reused_in_catch_up(self: &Arc<Self>, reused: ReusedLogId, leader: crate::types::Vote) {

@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::sync::Semaphore;
 
-use crate::node::Node;
 use crate::types::Batch;
 use crate::types::NodeId;
+use crate::types::Raft;
 use crate::types::Request;
 use crate::types::Response;
 
@@ -42,6 +42,27 @@ pub enum ProposeError {
     /// Proposed, not confirmed: it may or may not be applied.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+}
+
+/// What the proposer needs of the node it proposes through.
+pub trait Consensus: Send + Sync + 'static {
+    /// The Raft handle now; `None` while it is being rebuilt (adoption).
+    fn raft(&self) -> Option<Raft>;
+    /// Whether this node's ZooKeeper session is connected now: a leader
+    /// without it cannot commit, so a write is refused before it is proposed.
+    fn zk_connected(&self) -> bool;
+}
+
+/// The proposer's limits (from `NodeConfig`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Entries proposed concurrently (`--max-inflight-batches`).
+    pub max_inflight_batches: usize,
+    /// Payload per entry (`--max-batch-bytes`).
+    pub max_batch_bytes: usize,
+    /// How long a write or a leadership round may take before its outcome
+    /// is reported unknown (writes) or unavailable (reads).
+    pub write_timeout_ms: u64,
 }
 
 type Reply = oneshot::Sender<Result<(u64, Response), ProposeError>>;
@@ -66,24 +87,24 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the batching tasks. They hold only a weak reference to the
     /// node, so they end when the node is dropped.
-    pub fn start(node: &Arc<Node>) -> Proposer {
+    pub fn start<C: Consensus>(node: std::sync::Weak<C>, limits: Limits) -> Proposer {
         let (writes, rx) = mpsc::unbounded_channel();
-        let inflight = Arc::new(Semaphore::new(node.cfg.max_inflight_batches));
+        let inflight = Arc::new(Semaphore::new(limits.max_inflight_batches));
         let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::spawn(write_loop(
-            Arc::downgrade(node),
+            node.clone(),
             rx,
             Arc::clone(&inflight),
             Arc::clone(&closed),
-            node.cfg.max_batch_bytes,
+            limits,
         ));
         let (reads, rx) = mpsc::unbounded_channel();
-        tokio::spawn(read_loop(Arc::downgrade(node), rx));
+        tokio::spawn(read_loop(node, rx, limits));
         Proposer {
             writes,
             reads,
             inflight,
-            max_inflight: node.cfg.max_inflight_batches,
+            max_inflight: limits.max_inflight_batches,
             closed,
         }
     }
@@ -139,13 +160,14 @@ fn request_bytes(req: &Request) -> usize {
 /// `inflight`: one permit per entry in flight (more requests wait and join
 /// a bigger batch). `max_batch_bytes`: payload per entry, well under
 /// ZooKeeper's 1 MiB request limit (a single larger request goes alone).
-async fn write_loop(
-    node: std::sync::Weak<Node>,
+async fn write_loop<C: Consensus>(
+    node: std::sync::Weak<C>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     inflight: Arc<Semaphore>,
     closed: Arc<std::sync::atomic::AtomicBool>,
-    max_batch_bytes: usize,
+    limits: Limits,
 ) {
+    let max_batch_bytes = limits.max_batch_bytes;
     while let Some(first) = rx.recv().await {
         if closed.load(std::sync::atomic::Ordering::Relaxed) {
             let _ = first.reply.send(Err(ProposeError::Unavailable(
@@ -172,14 +194,14 @@ async fn write_loop(
         let Some(node) = node.upgrade() else { return };
         tokio::spawn(async move {
             let _permit = permit;
-            commit_batch(&node, batch).await;
+            commit_batch(&*node, limits, batch).await;
         });
     }
 }
 
-async fn commit_batch(node: &Node, batch: Vec<Pending>) {
+async fn commit_batch(node: &impl Consensus, limits: Limits, batch: Vec<Pending>) {
     let (ops, replies): (Vec<Request>, Vec<Reply>) = batch.into_iter().map(|p| (p.req, p.reply)).unzip();
-    let outcome = propose(node, Batch { ops }).await;
+    let outcome = propose(node, limits, Batch { ops }).await;
     match outcome {
         Ok((index, responses)) => {
             for (reply, resp) in replies.into_iter().zip(responses) {
@@ -194,17 +216,17 @@ async fn commit_batch(node: &Node, batch: Vec<Pending>) {
     }
 }
 
-async fn propose(node: &Node, batch: Batch) -> Result<(u64, Vec<Response>), ProposeError> {
+async fn propose(node: &impl Consensus, limits: Limits, batch: Batch) -> Result<(u64, Vec<Response>), ProposeError> {
     let raft = node
         .raft()
         .ok_or_else(|| ProposeError::Unavailable("node is restarting its raft (adopting from ZooKeeper)".into()))?;
-    if raft.metrics().borrow().state == openraft::ServerState::Leader && !node.zk.is_connected() {
+    if raft.metrics().borrow().state == openraft::ServerState::Leader && !node.zk_connected() {
         return Err(ProposeError::Unavailable(
             "ZooKeeper is unreachable; nothing was written".into(),
         ));
     }
     let n = batch.ops.len();
-    let timeout = Duration::from_millis(node.cfg.write_timeout_ms);
+    let timeout = Duration::from_millis(limits.write_timeout_ms);
     match tokio::time::timeout(timeout, raft.client_write(batch)).await {
         Err(_) => Err(ProposeError::Unknown(format!(
             "not confirmed within {} ms; the write may or may not be applied",
@@ -222,9 +244,10 @@ async fn propose(node: &Node, batch: Batch) -> Result<(u64, Vec<Response>), Prop
     }
 }
 
-async fn read_loop(
-    node: std::sync::Weak<Node>,
+async fn read_loop<C: Consensus>(
+    node: std::sync::Weak<C>,
     mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), ProposeError>>>,
+    limits: Limits,
 ) {
     while let Some(first) = rx.recv().await {
         // Everyone queued now arrived before this round starts.
@@ -233,7 +256,7 @@ async fn read_loop(
             waiters.push(w);
         }
         let Some(node) = node.upgrade() else { return };
-        let outcome = confirm(&node).await;
+        let outcome = confirm(&*node, limits).await;
         for w in waiters {
             let _ = w.send(outcome.clone());
         }
@@ -243,8 +266,8 @@ async fn read_loop(
 /// One leadership confirmation. A round that misses ZooKeeper (a slow
 /// multi under load) is retried until the deadline rather than failing the
 /// reads at once: nothing is written, so retrying is always safe.
-async fn confirm(node: &Node) -> Result<(), ProposeError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(node.cfg.write_timeout_ms);
+async fn confirm(node: &impl Consensus, limits: Limits) -> Result<(), ProposeError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.write_timeout_ms);
     loop {
         let raft = node
             .raft()

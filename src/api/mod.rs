@@ -6,6 +6,7 @@
 //! committed (hence in ZooKeeper, which sits in every quorum) and applied.
 
 mod error;
+pub mod peer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .merge(crate::network::server::routes(Arc::clone(&node)))
+        .merge(peer::routes(Arc::clone(&node)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(node)
@@ -443,7 +444,7 @@ async fn ready(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let body = METRICS.render(&node);
+    let body = METRICS.render(&node.at_scrape());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

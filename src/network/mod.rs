@@ -1,12 +1,11 @@
 //! Raft RPC between the voters. Node-to-node traffic is HTTP with bincode
-//! bodies ([`peer`] sends, [`server`] receives); traffic to W, the witness,
+//! bodies ([`peer`] sends, `api::peer` receives); traffic to W, the witness,
 //! is ZooKeeper transactions ([`witness`]). The factory picks by target id.
 //! Peer addresses come from ZooKeeper (`members/<id>`), so a node reborn at
 //! another address is still reached.
 
 pub mod directory;
 pub mod peer;
-pub mod server;
 pub mod witness;
 
 use std::sync::Arc;
@@ -15,9 +14,19 @@ use openraft::RaftNetworkFactory;
 
 use self::directory::Directory;
 use crate::types::NodeId;
+use crate::types::SnapshotMeta;
 use crate::types::TypeConfig;
+use crate::types::Vote;
 use crate::types::WITNESS_ID;
 use crate::witness::Witness;
+
+/// A whole snapshot in one request (walship snapshots are in memory anyway).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct SnapshotBody {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
 
 /// One network client for each target, by kind.
 pub enum Client {

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::directory::Directory;
-use super::server::SnapshotBody;
 use super::RpcError;
+use super::SnapshotBody;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;

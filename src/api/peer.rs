@@ -1,10 +1,9 @@
-//! Inbound Raft RPC from the other node: decode, hand to the local Raft,
-//! encode its answer. One check happens here, before openraft sees an
-//! append: an entry that has a local entry's log id but other bytes (a
-//! reused log id, which openraft's log matching would keep) is refused and
-//! repaired (see `node_repair.rs`).
+//! Inbound Raft RPC from the other node (`/raft/*`): check who sends it,
+//! decode it, check its terms and indexes are in range, hand it to the
+//! node ([`Node::append_from_leader`], [`Node::vote_for`],
+//! [`Node::install_from_leader`]), encode the answer. The sending half is
+//! `network::peer`.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,36 +14,27 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use openraft::raft::AppendEntriesRequest;
-use openraft::raft::AppendEntriesResponse;
 use openraft::raft::VoteRequest;
-use serde::Deserialize;
 use serde::Serialize;
 
+use crate::network::SnapshotBody;
+use crate::node::FromLeader;
 use crate::node::Node;
 use crate::types::NodeId;
-use crate::types::SnapshotMeta;
 use crate::types::TypeConfig;
 use crate::types::Vote;
-
-/// A whole snapshot in one request (walship snapshots are in memory anyway).
-#[derive(Serialize, Deserialize)]
-pub struct SnapshotBody {
-    pub vote: Vote,
-    pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
-}
 
 /// Largest vote or takeover body: a vote is a few dozen bytes, a takeover none.
 const MAX_SMALL_BODY_BYTES: usize = 64 * 1024;
 
 pub fn routes(node: Arc<Node>) -> Router<Arc<Node>> {
-    let max_snapshot_bytes = usize::try_from(node.cfg.max_snapshot_bytes).unwrap_or(usize::MAX);
+    let max_snapshot_bytes = usize::try_from(node.cfg().max_snapshot_bytes).unwrap_or(usize::MAX);
     Router::new()
         // Bodies: appends are capped by the sender (with room for a single
         // oversized entry); a snapshot is the whole state in one request.
         .route(
             "/raft/append",
-            crate::serve::limited(post(append), 2 * super::peer::MAX_APPEND_BODY_BYTES),
+            crate::serve::limited(post(append), 2 * crate::network::peer::MAX_APPEND_BODY_BYTES),
         )
         .route("/raft/vote", crate::serve::limited(post(vote), MAX_SMALL_BODY_BYTES))
         .route(
@@ -67,13 +57,9 @@ async fn require_peer(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if node.server_tls.is_some() {
-        let other = crate::types::NODE_IDS
-            .iter()
-            .copied()
-            .find(|id| *id != node.cfg.id)
-            .expect("two nodes");
-        let expected = crate::tls::node_name(&node.cfg.cluster, other);
+    if node.serves_tls() {
+        let other = crate::node::other(node.cfg().id);
+        let expected = crate::tls::node_name(&node.cfg().cluster, other);
         match req.extensions().get::<crate::tls::Identity>() {
             Some(crate::tls::Identity::Node(id)) if *id == other => {}
             None | Some(crate::tls::Identity::Anonymous) => {
@@ -97,7 +83,7 @@ async fn require_peer(
         .headers()
         .get(crate::auth::PEER_TOKEN_HEADER)
         .and_then(|v| v.to_str().ok());
-    match node.auth.check_peer(presented) {
+    match node.auth().check_peer(presented) {
         Ok(()) => next.run(req).await,
         Err(crate::auth::Refusal::Missing) => (StatusCode::UNAUTHORIZED, "peer token required").into_response(),
         Err(crate::auth::Refusal::Wrong) => (StatusCode::FORBIDDEN, "wrong peer token").into_response(),
@@ -169,35 +155,11 @@ async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     if !consecutive {
         return bad_request("entries do not follow prev_log_id one by one");
     }
-    let Some(raft) = node.raft() else { return unavailable() };
-    let leader_vote = req.vote;
-    // openraft's follower keeps an entry whose log id it already has,
-    // whatever its bytes: compare them first. The leader sees an error and
-    // retries (not a Conflict, which would make it search backwards), and
-    // the repair replaces the local suffix (W's entry wins; none if W does
-    // not hold the index). Past the local log's end, the usual case, this
-    // is one empty range lookup.
-    if let Some(reused) = node.log.first_reused(&req.entries) {
-        // The leader is alive and reaching us: no failover over this.
-        node.note_leader_contact(leader_vote);
-        node.report_reused_in_catch_up(reused, leader_vote);
-        return (
-            StatusCode::CONFLICT,
-            format!(
-                "log id reused: this node holds another entry under {} (crc32 {:08x}, the leader's {:08x}); repairing its log, retry",
-                reused.log_id, reused.local_digest, reused.other_digest
-            ),
-        )
-            .into_response();
+    match node.append_from_leader(req).await {
+        FromLeader::Answer(res) => encode(&res),
+        FromLeader::Restarting => unavailable(),
+        FromLeader::Refused(why) => (StatusCode::CONFLICT, why).into_response(),
     }
-    let res = raft.append_entries(req).await;
-    if let Ok(
-        AppendEntriesResponse::Success | AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_),
-    ) = &res
-    {
-        node.note_leader_contact(leader_vote);
-    }
-    encode(&res)
 }
 
 async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
@@ -208,8 +170,10 @@ async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     if let Err(r) = check_peer_input(&req.vote, [req.last_log_id.as_ref()]) {
         return bad_request(r);
     }
-    let Some(raft) = node.raft() else { return unavailable() };
-    encode(&raft.vote(req).await)
+    match node.vote_for(req).await {
+        Some(res) => encode(&res),
+        None => unavailable(),
+    }
 }
 
 async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
@@ -224,31 +188,10 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     if let Err(r) = check_peer_input(&req.vote, ids) {
         return bad_request(r);
     }
-    let Some(raft) = node.raft() else { return unavailable() };
-    crate::metrics::METRICS
-        .snapshots
-        .with_label_values(&["installed"])
-        .inc();
-    crate::metrics::METRICS
-        .snapshot_bytes
-        .with_label_values(&["installed"])
-        .inc_by(req.data.len() as u64);
-    let (index, bytes) = (req.meta.last_log_id.map(|l| l.index), req.data.len() as u64);
-    let snapshot = openraft::Snapshot {
-        meta: req.meta,
-        snapshot: Box::new(Cursor::new(req.data)),
-    };
-    node.note_leader_contact(req.vote);
-    // Known before installing, so the snapshot metric moving is not taken
-    // for a snapshot this node built.
-    node.events.snapshot_known(index);
-    let installs = node.sm.installs();
-    let res = raft.install_full_snapshot(req.vote, snapshot).await;
-    if res.is_ok() && node.sm.installs() > installs {
-        node.events
-            .snapshot_installed(index, bytes, crate::events::SnapshotSource::Leader);
+    match node.install_from_leader(req.vote, req.meta, req.data).await {
+        Some(res) => encode(&res),
+        None => unavailable(),
     }
-    encode(&res)
 }
 
 /// The leader is stepping down (SIGTERM, `/admin/leave`): take over now.
