@@ -13,7 +13,7 @@
 //! prints the merged result ([`to_toml`]) and exits: its output is a valid
 //! `--config` file that gives the same configuration back.
 //!
-//! Adding a setting: a field in `NodeConfig` (node.rs), an `Option` field in
+//! Adding a setting: a field in `NodeConfig` (below), an `Option` field in
 //! `NodeArgs` (cli.rs, with its `env`), a line in the `settings!` call below
 //! with its default and documentation, and a rule in `check` if it has one.
 //! The unit tests fail if `NodeArgs` and this table disagree.

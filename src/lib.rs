@@ -14,7 +14,7 @@ pub mod history;
 pub mod metrics;
 pub mod network;
 pub mod node;
-mod node_repair;
+
 pub mod proposer;
 pub mod running;
 pub mod serve;

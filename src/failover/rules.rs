@@ -1,7 +1,7 @@
 //! When a follower stands for election: the failover rules as pure
 //! functions of what the node has seen and of `now` (no clock, no I/O), so
 //! they read next to witness-protocol.md ("Leader loss", "Leases") and are
-//! tested from tables. `node.rs` (`failover_loop`, `leader_znode_watch`)
+//! tested from tables. `node/failover.rs` (`failover_loop`, `leader_znode_watch`)
 //! feeds them observations and acts on their verdicts.
 //!
 //! Safety never rests on these rules: W's single vote decides who leads,
