@@ -115,7 +115,7 @@ impl Node {
     /// applied, so commands should be safe to retry or carry their own
     /// identity.
     pub async fn propose(&self, command: Vec<u8>) -> Result<(u64, Vec<u8>), ProposeError> {
-        if !self.sm.has_app() {
+        if !self.state_machine().has_app() {
             return Err(ProposeError::Unavailable(
                 "this node runs the key-value map, not an application (start it with Node::start_with_app)".into(),
             ));
@@ -145,7 +145,7 @@ impl Node {
     /// `node.proposer().linearize()` first. `f` must not call back into
     /// the node (applying waits while it runs).
     pub fn read_app<A: Application, R>(&self, f: impl FnOnce(&A) -> R) -> Option<R> {
-        self.sm
+        self.state_machine()
             .with_app(|app| (app as &dyn Any).downcast_ref::<A>().map(f))
             .flatten()
     }

@@ -49,13 +49,13 @@ pub async fn start(
     cfg.listen = addr.to_string();
     let node = Node::start_with(cfg, app, events).await?;
     node.run_background().await?;
-    tracing::info!(listen = %addr, tls = node.server_tls.is_some(), "serving");
+    tracing::info!(listen = %addr, tls = node.serves_tls(), "serving");
     let router = crate::api::router(Arc::clone(&node));
-    let tls = node.server_tls.as_ref().map(|config| crate::serve::ServerTls {
+    let tls = node.server_tls().map(|config| crate::serve::ServerTls {
         config: Arc::clone(config),
-        cluster: node.cfg.cluster.clone(),
+        cluster: node.cfg().cluster.clone(),
     });
-    let limits = crate::serve::Limits::of(&node.cfg);
+    let limits = crate::serve::Limits::of(node.cfg());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(crate::serve::serve(listener, router, limits, tls, async {
         let _ = stopped.await;

@@ -87,7 +87,7 @@ impl Running {
     }
 
     fn id(&self) -> NodeId {
-        self.node.cfg.id
+        self.node.cfg().id
     }
 
     fn total(&self) -> Option<u64> {

@@ -79,7 +79,7 @@ async fn require_client_token(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if node.cfg.tls_client_auth {
+    if node.cfg().tls_client_auth {
         use crate::tls::Identity;
         match req.extensions().get::<Identity>().copied().unwrap_or_default() {
             Identity::Client | Identity::Node(_) => {}
@@ -88,7 +88,7 @@ async fn require_client_token(
                     StatusCode::UNAUTHORIZED,
                     format!(
                         "this API needs a client certificate ({})",
-                        crate::tls::client_name(&node.cfg.cluster)
+                        crate::tls::client_name(&node.cfg().cluster)
                     ),
                 )
                 .into_response()
@@ -96,7 +96,7 @@ async fn require_client_token(
             Identity::Stranger => {
                 return ApiError::new(
                     StatusCode::FORBIDDEN,
-                    format!("the client certificate is not one of cluster {}", node.cfg.cluster),
+                    format!("the client certificate is not one of cluster {}", node.cfg().cluster),
                 )
                 .into_response()
             }
@@ -104,7 +104,7 @@ async fn require_client_token(
     }
     let verdict = {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        node.auth
+        node.auth()
             .check_client(header(axum::http::header::AUTHORIZATION.as_str()))
     };
     match verdict {
@@ -285,7 +285,7 @@ async fn write(
 async fn write_local(node: &Arc<Node>, req: Request) -> Result<Local<(u64, Option<crate::types::Response>)>, ApiError> {
     match node.proposer().write(req).await {
         Ok((index, resp)) => Ok(Local::Done((index, Some(resp)))),
-        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg.id => Ok(Local::Forward(l)),
+        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg().id => Ok(Local::Forward(l)),
         Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment; nothing was written")),
         Err(ProposeError::Unavailable(m)) => Err(ApiError::unavailable(m)),
         Err(ProposeError::Unknown(m)) => Err(ApiError::unknown(m)),
@@ -304,16 +304,17 @@ async fn forward(
     if headers.contains_key(FORWARDED) {
         return ApiError::unavailable("leadership is changing; nothing was written");
     }
-    let addr = match node.directory.addr(leader).await {
+    let addr = match node.peers().addr(leader).await {
         Ok(Some(a)) => a,
         _ => return ApiError::unavailable(format!("leader {leader} is not reachable; nothing was written")),
     };
-    let url = format!("{}://{addr}{path}", node.scheme);
-    let timeout = Duration::from_millis(node.cfg.write_timeout_ms + 1000);
+    let url = node.peers().url(&addr, path);
+    let timeout = Duration::from_millis(node.cfg().write_timeout_ms + 1000);
     let mut request = node
-        .http
+        .peers()
+        .http()
         .request(method, url)
-        .header(FORWARDED, node.cfg.id.to_string());
+        .header(FORWARDED, node.cfg().id.to_string());
     // The leader checks the client's own token (ours is no client credential).
     if let Some(a) = headers.get(axum::http::header::AUTHORIZATION) {
         request = request.header(reqwest::header::AUTHORIZATION, a.as_bytes());
@@ -333,7 +334,7 @@ async fn forward(
             }
         }
         Err(e) if e.is_connect() => {
-            node.directory.invalidate(leader);
+            node.peers().forget(leader);
             // The cause says whether it was down or, in TLS mode, not who
             // ZooKeeper said it was.
             let mut cause: &dyn std::error::Error = &e;
@@ -364,7 +365,7 @@ async fn get_key(
             return e.into_response();
         }
     }
-    match node.sm.get(&key) {
+    match node.state_machine().get(&key) {
         Some(v) => v.into_response(),
         None => ApiError::new(StatusCode::NOT_FOUND, format!("key {key:?} not found")).into_response(),
     }
@@ -376,7 +377,7 @@ async fn get_key(
 async fn linearize(node: &Arc<Node>, headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
     match node.proposer().linearize().await {
         Ok(()) => Ok(()),
-        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg.id => {
+        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg().id => {
             Err(forward(node, l, headers, Method::GET, &key_path("/v1/kv/", key), Bytes::new()).await)
         }
         Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment")),
@@ -397,17 +398,17 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
         ServerState::Shutdown => "shutdown",
     };
     Json(json!({
-        "id": node.cfg.id,
-        "cluster": node.cfg.cluster,
+        "id": node.cfg().id,
+        "cluster": node.cfg().cluster,
         "role": role,
         "term": m.current_term,
         "leader": m.current_leader,
         "last_log_index": m.last_log_index,
         "applied_index": m.last_applied.map(|l| l.index),
         "snapshot_index": m.snapshot.map(|l| l.index),
-        "witness_log_index": node.witness.cached_last_log_id().map(|l| l.index),
-        "zk_connected": node.zk.is_connected(),
-        "keys": node.sm.len(),
+        "witness_log_index": node.witness_last_log_id().map(|l| l.index),
+        "zk_connected": node.zk_connected(),
+        "keys": node.state_machine().len(),
     }))
     .into_response()
 }
@@ -419,7 +420,7 @@ async fn ready(State(node): State<Arc<Node>>) -> Response {
         return ApiError::unavailable("raft restarting").into_response();
     };
     let m = raft.metrics().borrow().clone();
-    let fresh_ms = node.cfg.election_timeout_ms;
+    let fresh_ms = node.cfg().election_timeout_ms;
     // A leader is ready only while it also holds a live lease in ZooKeeper
     // for its term, so a deposed leader that still remembers a recent
     // quorum does not answer ready beside its successor.
@@ -430,11 +431,11 @@ async fn ready(State(node): State<Arc<Node>>) -> Response {
             std::time::Duration::from_millis(fresh_ms),
             std::time::Instant::now(),
         )
-        .is_some_and(|h| h.id == node.cfg.id && h.term == m.current_term);
-    let ok = node.zk.is_connected()
+        .is_some_and(|h| h.id == node.cfg().id && h.term == m.current_term);
+    let ok = node.zk_connected()
         && match m.state {
             ServerState::Leader => holds_lease && m.millis_since_quorum_ack.is_some_and(|ms| ms < fresh_ms),
-            _ => m.current_leader.is_some_and(|l| l != node.cfg.id),
+            _ => m.current_leader.is_some_and(|l| l != node.cfg().id),
         };
     if ok {
         Json(json!({ "ready": true })).into_response()

@@ -34,15 +34,66 @@ pub enum Client {
     Witness(witness::WitnessClient),
 }
 
+/// How this node reaches the other one over HTTP: its address from
+/// ZooKeeper (`members/<id>`, cached), the scheme, the client (which in TLS
+/// mode checks the other end holds the other node's certificate) and the
+/// peer token. Shared by Raft RPC, hand-overs and the API's forwarding.
+#[derive(Clone)]
+pub struct Peers {
+    /// "https" in TLS mode, else "http".
+    scheme: &'static str,
+    /// Sent with every peer RPC when access control is on.
+    token: Option<String>,
+    directory: Arc<Directory>,
+    http: reqwest::Client,
+}
+
+impl Peers {
+    pub fn new(scheme: &'static str, token: Option<String>, directory: Arc<Directory>, http: reqwest::Client) -> Peers {
+        Peers {
+            scheme,
+            token,
+            directory,
+            http,
+        }
+    }
+
+    /// Node `id`'s address (cached; read from ZooKeeper when not).
+    pub async fn addr(&self, id: NodeId) -> Result<Option<String>, crate::witness::WitnessError> {
+        self.directory.addr(id).await
+    }
+
+    /// Node `id`'s address if cached, without asking ZooKeeper.
+    pub fn cached_addr(&self, id: NodeId) -> Option<String> {
+        self.directory.cached_addr(id)
+    }
+
+    /// Forgets node `id`'s cached address (a refused connection: it may
+    /// have been reborn elsewhere).
+    pub fn forget(&self, id: NodeId) {
+        self.directory.invalidate(id)
+    }
+
+    /// The URL of `path` at `addr`.
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
+    }
+
+    /// The HTTP client for requests to the other node.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The peer token to send, when access control is on.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+}
+
 #[derive(Clone)]
 pub struct NetworkFactory {
-    /// "https" in TLS mode (the client then checks the peer's certificate).
-    pub scheme: &'static str,
-    /// Sent with every peer RPC when access control is on.
-    pub peer_token: Option<String>,
-    pub directory: Arc<Directory>,
+    pub peers: Peers,
     pub witness: Arc<Witness>,
-    pub http: reqwest::Client,
     /// See [`witness::WitnessClient`]: how long after an append W accepted
     /// an entry-less append on the same stream is answered without ZooKeeper.
     pub witness_piggyback: std::time::Duration,
@@ -59,11 +110,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             ))
         } else {
             Client::Peer(peer::PeerClient {
-                scheme: self.scheme,
-                token: self.peer_token.clone(),
+                peers: self.peers.clone(),
                 target,
-                directory: Arc::clone(&self.directory),
-                http: self.http.clone(),
             })
         }
     }

@@ -2,8 +2,6 @@
 //! Transport errors map to openraft's kinds here and only here: no address or
 //! connection refused is `Unreachable` (back off), anything else `Network`.
 
-use std::sync::Arc;
-
 use openraft::error::NetworkError;
 use openraft::error::PayloadTooLarge;
 use openraft::error::RPCError;
@@ -19,7 +17,6 @@ use openraft::raft::VoteResponse;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::directory::Directory;
 use super::RpcError;
 use super::SnapshotBody;
 use crate::types::NodeId;
@@ -35,11 +32,8 @@ use crate::types::Vote;
 pub const MAX_APPEND_BODY_BYTES: usize = 1 << 20;
 
 pub struct PeerClient {
-    pub scheme: &'static str,
-    pub token: Option<String>,
+    pub peers: super::Peers,
     pub target: NodeId,
-    pub directory: Arc<Directory>,
-    pub http: reqwest::Client,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +63,7 @@ impl PeerClient {
         bytes: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Result<Resp, E>, SendError> {
-        let addr = match self.directory.addr(self.target).await {
+        let addr = match self.peers.addr(self.target).await {
             Ok(Some(a)) => a,
             Ok(None) => {
                 return Err(SendError::Unreachable(format!(
@@ -84,15 +78,15 @@ impl PeerClient {
                 )))
             }
         };
-        let mut req = self.http.post(format!("{}://{addr}/raft/{route}", self.scheme));
-        if let Some(t) = &self.token {
+        let mut req = self.peers.http().post(self.peers.url(&addr, &format!("/raft/{route}")));
+        if let Some(t) = self.peers.token() {
             req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
         }
         let res = req.timeout(option.hard_ttl()).body(bytes).send().await;
         let res = match res {
             Ok(r) => r,
             Err(e) => {
-                self.directory.invalidate(self.target);
+                self.peers.forget(self.target);
                 return Err(if e.is_connect() {
                     SendError::Unreachable(e.to_string())
                 } else {

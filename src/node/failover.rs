@@ -99,7 +99,7 @@ impl Node {
             // the lower id goes first, the other waits a heartbeat and looks
             // again. (When the leader's process is gone, or it asked us to
             // take over, there is no one to duel with.)
-            if !gone && self.cfg.id != 1 && self.directory.addr(other(self.cfg.id)).await.ok().flatten().is_some() {
+            if !gone && self.cfg.id != 1 && self.peers.addr(other(self.cfg.id)).await.ok().flatten().is_some() {
                 tokio::time::sleep(tick).await;
                 why = self.leader_lost();
                 if why.is_none() {
@@ -192,7 +192,7 @@ impl Node {
         if renewed {
             return false;
         }
-        let Ok(Some(addr)) = self.directory.addr(leader).await else {
+        let Ok(Some(addr)) = self.peers.addr(leader).await else {
             return false;
         };
         let probe_ms = self.cfg.heartbeat_interval_ms.max(20);
@@ -204,7 +204,7 @@ impl Node {
         let resolved = match tokio::time::timeout(probe, tokio::net::lookup_host(&addr)).await {
             Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
             Ok(Err(e)) => {
-                self.directory.invalidate(leader);
+                self.peers.forget(leader);
                 tracing::info!(leader, addr, error = %e, "leader's address no longer resolves: its host or container is gone");
                 return true;
             }
@@ -212,7 +212,7 @@ impl Node {
         };
         match tokio::time::timeout(probe, tokio::net::TcpStream::connect(&resolved[..])).await {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                self.directory.invalidate(leader);
+                self.peers.forget(leader);
                 tracing::info!(
                     leader,
                     addr,

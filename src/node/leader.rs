@@ -286,10 +286,10 @@ impl Node {
 
     pub(super) async fn ask_peer_to_take_over(&self) {
         // ZooKeeper is closed by now; use the address last looked up.
-        let Some(addr) = self.directory.cached_addr(other(self.cfg.id)) else {
+        let Some(addr) = self.peers.cached_addr(other(self.cfg.id)) else {
             return;
         };
-        let mut req = self.http.post(format!("{}://{addr}/raft/takeover", self.scheme));
+        let mut req = self.peers.http().post(self.peers.url(&addr, "/raft/takeover"));
         if let Some(t) = self.auth.peer_token() {
             req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
         }

@@ -101,21 +101,17 @@ pub enum StartError {
 }
 
 pub struct Node {
-    pub cfg: NodeConfig,
-    pub zk: Arc<ZkSession>,
-    pub witness: Arc<Witness>,
-    pub directory: Arc<Directory>,
-    pub log: LogStore,
-    pub sm: StateMachine,
-    /// For requests to the other node; in TLS mode it checks that the
-    /// other end holds the other node's certificate.
-    pub http: reqwest::Client,
-    /// "https" in TLS mode, else "http".
-    pub scheme: &'static str,
+    cfg: NodeConfig,
+    zk: Arc<ZkSession>,
+    witness: Arc<Witness>,
+    log: LogStore,
+    sm: StateMachine,
+    /// How this node reaches the other one (also inside `network`).
+    peers: crate::network::Peers,
     /// The listener's TLS configuration, in TLS mode.
-    pub server_tls: Option<Arc<rustls::ServerConfig>>,
-    pub auth: crate::auth::Auth,
-    pub(crate) raft: RwLock<Option<Raft>>,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+    auth: crate::auth::Auth,
+    raft: RwLock<Option<Raft>>,
     network: NetworkFactory,
     raft_config: Arc<openraft::Config>,
     /// When this node last heard from a leader, and whose vote it carried.
@@ -128,7 +124,7 @@ pub struct Node {
     /// Wakes the failover loop early (the `leader` znode changed).
     wake: Notify,
     /// One adoption/election at a time.
-    pub(crate) failover_lock: tokio::sync::Mutex<()>,
+    failover_lock: tokio::sync::Mutex<()>,
     stopping: std::sync::atomic::AtomicBool,
     /// Set by `POST /admin/leave`; `main` stops the process as on SIGTERM.
     stop_requested: Notify,
@@ -142,7 +138,7 @@ pub struct Node {
     /// Group commit of client requests; set once the node is in an Arc.
     proposer: std::sync::OnceLock<crate::proposer::Proposer>,
     /// Lifecycle events for embedders (`crate::events`).
-    pub(crate) events: crate::events::Events,
+    events: crate::events::Events,
 }
 
 impl Node {
@@ -183,6 +179,36 @@ impl Node {
     /// Whether this node serves TLS (peers then must present their certificate).
     pub fn serves_tls(&self) -> bool {
         self.server_tls.is_some()
+    }
+
+    /// The listener's TLS configuration, in TLS mode.
+    pub fn server_tls(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.server_tls.as_ref()
+    }
+
+    /// How this node reaches the other one (address, scheme, HTTP client).
+    pub fn peers(&self) -> &crate::network::Peers {
+        &self.peers
+    }
+
+    /// The local log (a handle; for inspection and tests).
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    /// The local state machine (a handle: reads of the applied state).
+    pub fn state_machine(&self) -> &StateMachine {
+        &self.sm
+    }
+
+    /// Whether this node's ZooKeeper session is connected now.
+    pub fn zk_connected(&self) -> bool {
+        self.zk.is_connected()
+    }
+
+    /// W's last log id as this node last saw it (no ZooKeeper read).
+    pub fn witness_last_log_id(&self) -> Option<crate::types::LogId> {
+        self.witness.cached_last_log_id()
     }
 
     /// An append from the leader. One check comes before openraft's: an
@@ -338,12 +364,10 @@ impl Node {
         }
         let http = http.build().map_err(|e| StartError::Config(e.to_string()))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let peers = crate::network::Peers::new(scheme, auth.peer_token().map(str::to_string), directory, http);
         let network = NetworkFactory {
-            scheme,
-            peer_token: auth.peer_token().map(str::to_string),
-            directory: Arc::clone(&directory),
+            peers: peers.clone(),
             witness: Arc::clone(&witness),
-            http: http.clone(),
             witness_piggyback: Duration::from_millis(cfg.heartbeat_interval_ms / 2),
         };
         let raft_config = Arc::new(
@@ -368,11 +392,9 @@ impl Node {
             cfg,
             zk,
             witness,
-            directory,
             log,
             sm,
-            http,
-            scheme,
+            peers,
             server_tls: tls.map(|t| t.server),
             auth,
             raft: RwLock::new(None),
