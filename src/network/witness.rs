@@ -17,10 +17,11 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 
 use super::RpcError;
-use crate::types::LogId;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
+use crate::witness::rules;
+use crate::witness::rules::Accepted;
 use crate::witness::SnapshotUpload;
 use crate::witness::Witness;
 use crate::witness::WitnessError;
@@ -29,24 +30,13 @@ use crate::witness::WitnessError;
 /// lives for the leader's term) and a fresh one for every leadership check
 /// (`ensure_linearizable`) and vote.
 ///
-/// Commit piggybacking: after each append W accepts, openraft's replication
-/// stream sends W an entry-less append only to carry the new commit index,
-/// and sends nothing else until it is answered: under load every other W
-/// round trip carried no entries. Such a request, on the stream whose last
-/// append W accepted under the same vote less than `piggyback` ago and that
-/// asks for nothing beyond that append, is answered at once; W's committed id
-/// (only a lower bound, used by adoption's fallback read) then moves with the
-/// next append, which carries `leader_commit` too. Nothing is acknowledged
-/// on it: commits need W's acceptance of the entries, which was real. Leadership
-/// checks come on fresh clients, so they always reach ZooKeeper, and an idle
-/// leader's periodic heartbeats (one per heartbeat interval, above `piggyback`)
-/// do too.
+/// Commit piggybacking is W's rule `rules::piggybacks`: an entry-less
+/// append right after one W accepted on this stream is answered at once.
 pub struct WitnessClient {
     pub witness: Arc<Witness>,
     piggyback: Duration,
-    /// The last append W accepted through this client: when it was sent, its
-    /// vote, and the log id W's log then ended at.
-    accepted: Option<(Instant, Vote, Option<LogId>)>,
+    /// The last append W accepted through this client.
+    accepted: Option<Accepted>,
 }
 
 /// ZooKeeper down means back off (Unreachable); anything else is retried
@@ -89,11 +79,7 @@ impl WitnessClient {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let started = Instant::now();
-        if rpc.entries.is_empty()
-            && self.accepted.is_some_and(|(at, vote, last)| {
-                started - at < self.piggyback && vote == rpc.vote && last == rpc.prev_log_id
-            })
-        {
+        if rules::piggybacks(&rpc, self.accepted.as_ref(), started, self.piggyback) {
             return Ok(AppendEntriesResponse::Success);
         }
         let (vote, ends_at) = (rpc.vote, rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id));
@@ -102,7 +88,11 @@ impl WitnessClient {
         let entries = rpc.entries.len();
         let res = joined(tokio::spawn(async move { w.append_entries(rpc).await }).await);
         self.accepted = match &res {
-            Ok(AppendEntriesResponse::Success) => Some((started, vote, ends_at)),
+            Ok(AppendEntriesResponse::Success) => Some(Accepted {
+                sent_at: started,
+                vote,
+                ends_at,
+            }),
             _ => None,
         };
         tracing::debug!(

@@ -31,6 +31,7 @@ use self::record::SnapshotRef;
 use self::record::WitnessRecord;
 use self::rules::AppendDecision;
 use self::rules::Slot;
+use self::rules::SnapshotDecision;
 use self::session::ZkSession;
 use crate::types::genesis_entry;
 use crate::types::Entry;
@@ -1006,7 +1007,6 @@ impl Witness {
         data: &[u8],
         chunks: Vec<(String, i32)>,
     ) -> Result<(SnapshotUpload, Vec<String>), WitnessError> {
-        let snap_last = meta.last_log_id.expect("checked by the caller");
         let sref = SnapshotRef {
             meta,
             chunk_count: chunks.len() as u32,
@@ -1016,65 +1016,47 @@ impl Witness {
         let mut leftover: Vec<String> = Vec::new();
         let w = self;
         let outcome = with_view!(self, "witness snapshot", |view| {
-            let sref = sref.clone();
             leftover.clear();
-            {
-                if !rules::vote_reaches(&vote, &view.record.vote) {
-                    return Ok(SnapshotUpload::Refused(view.record.vote));
-                }
-                if view.record.purged() >= Some(snap_last) {
-                    return Ok(SnapshotUpload::AlreadyCovered);
-                }
-                let mut next = view.record.clone();
-                let old = next.snapshot.replace(sref);
-                if next.last_log_id < Some(snap_last) {
-                    next.last_log_id = Some(snap_last);
-                }
-                if next.committed < Some(snap_last) {
-                    next.committed = Some(snap_last);
-                }
-                // Keep the WAL after the snapshot only if it continues it.
-                if view.last_index() >= Some(snap_last.index) {
-                    w.load_segments(view, snap_last.index, snap_last.index).await?;
-                }
-                let keeps_tail = matches!(view.slot(snap_last.index), Slot::Present(l, _) if l == snap_last);
+            let decision = loop {
                 let firsts: Vec<u64> = view.segments.keys().copied().collect();
-                let mut doomed = Vec::new();
-                for (i, first) in firsts.iter().enumerate() {
-                    let last = firsts.get(i + 1).map(|n| n - 1).or(view.last_index()).unwrap_or(*first);
-                    if !keeps_tail || last <= snap_last.index {
-                        doomed.push(*first);
-                    }
+                match rules::decide_snapshot(&view.record, &vote, sref.clone(), &firsts, |i| view.slot(i)) {
+                    SnapshotDecision::Load(index) => w.load_segments(view, index, index).await?,
+                    d => break d,
                 }
-                if !keeps_tail {
-                    next.last_log_id = Some(snap_last);
+            };
+            let (next, doomed, replaced) = match decision {
+                SnapshotDecision::Load(_) => unreachable!("loaded above"),
+                SnapshotDecision::Refused(v) => return Ok(SnapshotUpload::Refused(v)),
+                SnapshotDecision::AlreadyCovered => return Ok(SnapshotUpload::AlreadyCovered),
+                SnapshotDecision::Store {
+                    record,
+                    delete_segments,
+                    replaced,
+                } => (record, delete_segments, replaced),
+            };
+            let mut ops: Vec<Op> = chunks.iter().map(|(p, v)| Op::Check(p.clone(), *v)).collect();
+            for first in &doomed {
+                let p = w.paths.segment(*first);
+                if ops.len() < MAX_DELETES_PER_MULTI {
+                    ops.push(Op::Delete(p));
+                } else {
+                    leftover.push(p);
                 }
-                let mut ops: Vec<Op> = chunks.iter().map(|(p, v)| Op::Check(p.clone(), *v)).collect();
-                for first in &doomed {
-                    let p = w.paths.segment(*first);
-                    if ops.len() < MAX_DELETES_PER_MULTI {
-                        ops.push(Op::Delete(p));
-                    } else {
-                        leftover.push(p);
-                    }
-                }
-                if let Some(old) = old {
-                    if old.meta.snapshot_id != sref_id(&next) {
-                        for i in 0..old.chunk_count {
-                            leftover.push(w.paths.chunk(&old.meta.snapshot_id, i));
-                        }
-                        leftover.push(w.paths.snapshot_dir(&old.meta.snapshot_id));
-                    }
-                }
-                ops.push(Op::Set(w.paths.witness(), record::encode_record(&next)));
-                let res = w.multi("witness snapshot", Some(view.version), ops).await?;
-                view.version = set_version(&res)?;
-                view.record = next;
-                for first in doomed {
-                    view.segments.remove(&first);
-                }
-                Ok(SnapshotUpload::Stored)
             }
+            if let Some(old) = replaced {
+                for i in 0..old.chunk_count {
+                    leftover.push(w.paths.chunk(&old.meta.snapshot_id, i));
+                }
+                leftover.push(w.paths.snapshot_dir(&old.meta.snapshot_id));
+            }
+            ops.push(Op::Set(w.paths.witness(), record::encode_record(&next)));
+            let res = w.multi("witness snapshot", Some(view.version), ops).await?;
+            view.version = set_version(&res)?;
+            view.record = next;
+            for first in doomed {
+                view.segments.remove(&first);
+            }
+            Ok(SnapshotUpload::Stored)
         })?;
         Ok((outcome, leftover))
     }

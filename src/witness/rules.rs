@@ -1,5 +1,7 @@
 //! W's rules as a Raft voter (witness-protocol.md, "W answers as a Raft voter
-//! would"), as pure functions of W's record and the request. The ZooKeeper I/O
+//! would"): vote, append (with the log-id-reuse check), snapshot and the
+//! purge behind it, and commit piggybacking, as pure functions of W's record
+//! and the request. The ZooKeeper I/O
 //! that carries a decision out lives in `mod.rs`; keeping the rules here lets
 //! them be table-tested without ZooKeeper and read next to the design.
 
@@ -8,6 +10,7 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 
 use super::record::entry_digest;
+use super::record::SnapshotRef;
 use super::record::WitnessRecord;
 use crate::types::Entry;
 use crate::types::LogId;
@@ -177,6 +180,121 @@ pub fn decide_append(
         truncate_from,
         append,
     }
+}
+
+/// The outcome of storing a snapshot as W's.
+// Decided once per snapshot upload: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum SnapshotDecision {
+    /// W has promised a vote the uploader's does not reach: the uploader is
+    /// not the leader W follows, and nothing is kept.
+    Refused(Vote),
+    /// W's own snapshot already ends at or past this one.
+    AlreadyCovered,
+    /// The rule needs W's entry at this index: load its segment, ask again.
+    Load(u64),
+    /// Write `record` (W points at the snapshot); delete the WAL segments
+    /// starting at `delete_segments`; `replaced` is W's previous snapshot,
+    /// garbage once the record is written.
+    Store {
+        record: WitnessRecord,
+        delete_segments: Vec<u64>,
+        replaced: Option<SnapshotRef>,
+    },
+}
+
+/// Snapshot(vote, s) (witness-protocol.md, "Snapshots and purge"): refused
+/// unless `vote >= W.vote` (only the leader W follows may replace W's log);
+/// nothing to do if W's snapshot already ends at or past `s.last`. Else W
+/// points at `s`, and its last and committed log ids are at least `s.last`:
+/// a snapshot holds only committed entries (Raft §7), so W may commit it.
+/// W's WAL after `s.last` is kept only when W holds `s.last`'s very entry
+/// (then W's log continues the snapshot); otherwise W's log becomes the
+/// snapshot alone (`last := s.last`), since an entry after it that does not
+/// continue it was never committed. The segments the snapshot covers (all
+/// of them when the tail goes) are deleted. `segment_firsts` are the first
+/// indexes of W's WAL segments, ascending; `slot` looks W's log up.
+pub fn decide_snapshot(
+    w: &WitnessRecord,
+    vote: &Vote,
+    snapshot: SnapshotRef,
+    segment_firsts: &[u64],
+    slot: impl Fn(u64) -> Slot,
+) -> SnapshotDecision {
+    if !vote_reaches(vote, &w.vote) {
+        return SnapshotDecision::Refused(w.vote);
+    }
+    let Some(snap_last) = snapshot.meta.last_log_id else {
+        return SnapshotDecision::AlreadyCovered;
+    };
+    if w.purged() >= Some(snap_last) {
+        return SnapshotDecision::AlreadyCovered;
+    }
+    let keeps_tail = match slot(snap_last.index) {
+        Slot::Unloaded => return SnapshotDecision::Load(snap_last.index),
+        Slot::Present(l, _) => l == snap_last,
+        Slot::Purged | Slot::Absent => false,
+    };
+    let w_last = w.last_log_id.map(|l| l.index);
+    let delete_segments = segment_firsts
+        .iter()
+        .enumerate()
+        .filter(|(i, first)| {
+            let last = segment_firsts.get(i + 1).map(|n| n - 1).or(w_last).unwrap_or(**first);
+            !keeps_tail || last <= snap_last.index
+        })
+        .map(|(_, first)| *first)
+        .collect();
+    let mut next = w.clone();
+    let replaced = next
+        .snapshot
+        .replace(snapshot.clone())
+        .filter(|old| old.meta.snapshot_id != snapshot.meta.snapshot_id);
+    if next.last_log_id < Some(snap_last) || !keeps_tail {
+        next.last_log_id = Some(snap_last);
+    }
+    if next.committed < Some(snap_last) {
+        next.committed = Some(snap_last);
+    }
+    SnapshotDecision::Store {
+        record: next,
+        delete_segments,
+        replaced,
+    }
+}
+
+/// The last append W accepted on one replication stream: when it was sent,
+/// its vote, and the log id W's log then ended at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub sent_at: std::time::Instant,
+    pub vote: Vote,
+    pub ends_at: Option<LogId>,
+}
+
+/// Commit piggybacking: after each append W accepts, openraft's replication
+/// stream sends W an entry-less append only to carry the new commit index,
+/// and sends nothing else until it is answered: under load every other W
+/// round trip carried no entries. Such a request, on the stream whose last
+/// append W accepted under the same vote less than `window` ago and that
+/// asks for nothing beyond that append, is answered Success at once; W's
+/// committed id (only a lower bound, used by adoption's fallback read) then
+/// moves with the next append, which carries `leader_commit` too. Nothing
+/// is acknowledged on it: a commit needs W's acceptance of the entries,
+/// which was real. Leadership checks come on fresh streams (no `last`), so
+/// they always reach ZooKeeper, and an idle leader's heartbeats (one per
+/// heartbeat interval, longer than `window`) do too.
+pub fn piggybacks(
+    req: &AppendEntriesRequest<TypeConfig>,
+    last: Option<&Accepted>,
+    now: std::time::Instant,
+    window: std::time::Duration,
+) -> bool {
+    req.entries.is_empty()
+        && last.is_some_and(|a| {
+            now.saturating_duration_since(a.sent_at) < window && a.vote == req.vote && a.ends_at == req.prev_log_id
+        })
 }
 
 #[cfg(test)]
@@ -549,5 +667,186 @@ mod tests {
             }
         };
         assert_eq!(decide_append(&w, &req, slot), AppendDecision::Load(12));
+    }
+
+    fn snap(id: &str, term: u64, index: u64) -> SnapshotRef {
+        SnapshotRef {
+            meta: crate::types::SnapshotMeta {
+                last_log_id: Some(lid(term, index)),
+                last_membership: Default::default(),
+                snapshot_id: id.into(),
+            },
+            chunk_count: 1,
+            size_bytes: 10,
+            crc32: 0,
+        }
+    }
+
+    /// W's log 1..=25 in term 1 (segments from 1, 11, 21), or with
+    /// `diverged_from` on in term 2 (a deposed leader's entries W accepted).
+    fn long_log(diverged_from: Option<u64>) -> Vec<(u64, u64)> {
+        (1..=25)
+            .map(|i| (i, if diverged_from.is_some_and(|d| i >= d) { 2 } else { 1 }))
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_refused_below_ws_vote_and_moot_when_covered() {
+        let v2 = Vote::new_committed(2, 1);
+        let w = rec(v2, Some(lid(1, 25)));
+        let terms = long_log(None);
+        assert_eq!(
+            decide_snapshot(
+                &w,
+                &Vote::new_committed(1, 1),
+                snap("s", 1, 15),
+                &[1, 11, 21],
+                log(&terms, None)
+            ),
+            SnapshotDecision::Refused(v2),
+            "only the leader W follows may replace W's log"
+        );
+        let mut covered = w.clone();
+        covered.snapshot = Some(snap("old", 1, 20));
+        for at in [15, 20] {
+            assert_eq!(
+                decide_snapshot(&covered, &v2, snap("s", 1, at), &[21], log(&terms, Some(20))),
+                SnapshotDecision::AlreadyCovered,
+                "W's snapshot at 20 covers one at {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn snapshot_keeps_the_wal_that_continues_it_and_drops_what_it_covers() {
+        let v = Vote::new_committed(1, 1);
+        let mut w = rec(v, Some(lid(1, 25)));
+        w.committed = Some(lid(1, 12));
+        let terms = long_log(None);
+        let SnapshotDecision::Store {
+            record,
+            delete_segments,
+            replaced,
+        } = decide_snapshot(&w, &v, snap("s", 1, 15), &[1, 11, 21], log(&terms, None))
+        else {
+            panic!("stored")
+        };
+        assert_eq!(delete_segments, vec![1], "only the segment wholly at or below 15 goes");
+        assert_eq!(record.last_log_id, Some(lid(1, 25)), "the tail continues the snapshot");
+        assert_eq!(
+            record.committed,
+            Some(lid(1, 15)),
+            "a snapshot holds committed entries only"
+        );
+        assert_eq!(record.purged(), Some(lid(1, 15)));
+        assert_eq!(replaced, None);
+    }
+
+    #[test]
+    fn snapshot_drops_a_tail_that_does_not_continue_it() {
+        let v = Vote::new_committed(3, 1);
+        // W's entry at 15 is another leader's (term 2): W's log after 14
+        // was never committed, and the snapshot ends at (1, 15).
+        let w = rec(v, Some(lid(2, 25)));
+        let terms = long_log(Some(15));
+        let SnapshotDecision::Store {
+            record,
+            delete_segments,
+            ..
+        } = decide_snapshot(&w, &v, snap("s", 1, 15), &[1, 11, 21], log(&terms, None))
+        else {
+            panic!("stored")
+        };
+        assert_eq!(delete_segments, vec![1, 11, 21]);
+        assert_eq!(record.last_log_id, Some(lid(1, 15)), "W's log is the snapshot alone");
+        // W's log shorter than the snapshot: the same.
+        let short = rec(v, Some(lid(1, 5)));
+        let terms: Vec<(u64, u64)> = (1..=5).map(|i| (i, 1)).collect();
+        let SnapshotDecision::Store {
+            record,
+            delete_segments,
+            ..
+        } = decide_snapshot(&short, &v, snap("s", 1, 15), &[1], log(&terms, None))
+        else {
+            panic!("stored")
+        };
+        assert_eq!(delete_segments, vec![1]);
+        assert_eq!(record.last_log_id, Some(lid(1, 15)));
+    }
+
+    #[test]
+    fn snapshot_asks_for_an_unloaded_entry_and_names_the_snapshot_it_replaces() {
+        let v = Vote::new_committed(1, 1);
+        let mut w = rec(v, Some(lid(1, 25)));
+        assert_eq!(
+            decide_snapshot(&w, &v, snap("s", 1, 15), &[1, 11, 21], |_| Slot::Unloaded),
+            SnapshotDecision::Load(15)
+        );
+        w.snapshot = Some(snap("old", 1, 5));
+        let terms = long_log(None);
+        let replaced = |id: &str| match decide_snapshot(&w, &v, snap(id, 1, 15), &[11, 21], log(&terms, Some(5))) {
+            SnapshotDecision::Store { replaced, .. } => replaced.map(|r| r.meta.snapshot_id),
+            d => panic!("{d:?}"),
+        };
+        assert_eq!(
+            replaced("new"),
+            Some("old".to_string()),
+            "the old chunks become garbage"
+        );
+        assert_eq!(
+            replaced("old"),
+            None,
+            "a re-upload under the same id reuses the chunks: none are garbage"
+        );
+    }
+
+    #[test]
+    fn only_a_commit_carrier_right_after_an_accepted_append_piggybacks() {
+        use std::time::Duration;
+        use std::time::Instant;
+        let v = Vote::new_committed(2, 1);
+        let t0 = Instant::now();
+        let window = Duration::from_millis(50);
+        let last = Accepted {
+            sent_at: t0,
+            vote: v,
+            ends_at: Some(lid(2, 7)),
+        };
+        let carrier = append_req(v, Some(lid(2, 7)), vec![], Some(lid(2, 7)));
+        let soon = t0 + Duration::from_millis(10);
+        assert!(piggybacks(&carrier, Some(&last), soon, window));
+        let rows = [
+            (
+                "carries entries",
+                append_req(v, Some(lid(2, 7)), vec![entry(2, 8)], None),
+                Some(last),
+                soon,
+            ),
+            ("fresh stream (a leadership check)", carrier.clone(), None, soon),
+            (
+                "the window passed (an idle heartbeat)",
+                carrier.clone(),
+                Some(last),
+                t0 + window,
+            ),
+            (
+                "another vote",
+                append_req(Vote::new_committed(3, 1), Some(lid(2, 7)), vec![], None),
+                Some(last),
+                soon,
+            ),
+            (
+                "asks beyond the accepted append",
+                append_req(v, Some(lid(2, 6)), vec![], None),
+                Some(last),
+                soon,
+            ),
+        ];
+        for (why, req, last, now) in rows {
+            assert!(
+                !piggybacks(&req, last.as_ref(), now, window),
+                "{why}: must reach ZooKeeper"
+            );
+        }
     }
 }
