@@ -31,6 +31,8 @@ pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
 pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
 pub type StorageError = openraft::StorageError<NodeId>;
+/// The error of a Raft RPC, as openraft's network traits return it.
+pub type RpcError = openraft::error::RPCError<NodeId, openraft::BasicNode, openraft::error::RaftError<NodeId>>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
 /// A command in the replicated log. Keys and values are bytes on the wire of

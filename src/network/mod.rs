@@ -1,12 +1,11 @@
 //! Raft RPC between the voters. Node-to-node traffic is HTTP with bincode
 //! bodies ([`peer`] sends, `api::peer` receives); traffic to W, the witness,
-//! is ZooKeeper transactions ([`witness`]). The factory picks by target id.
+//! is ZooKeeper transactions (`crate::witness::voter`). The factory picks by target id.
 //! Peer addresses come from ZooKeeper (`members/<id>`), so a node reborn at
 //! another address is still reached.
 
 pub mod directory;
 pub mod peer;
-pub mod witness;
 
 use std::sync::Arc;
 
@@ -31,7 +30,7 @@ pub struct SnapshotBody {
 /// One network client for each target, by kind.
 pub enum Client {
     Peer(peer::PeerClient),
-    Witness(witness::WitnessClient),
+    Witness(crate::witness::voter::WitnessClient),
 }
 
 /// How this node reaches the other one over HTTP: its address from
@@ -94,7 +93,7 @@ impl Peers {
 pub struct NetworkFactory {
     pub peers: Peers,
     pub witness: Arc<Witness>,
-    /// See [`witness::WitnessClient`]: how long after an append W accepted
+    /// See [`crate::witness::voter::WitnessClient`]: how long after an append W accepted
     /// an entry-less append on the same stream is answered without ZooKeeper.
     pub witness_piggyback: std::time::Duration,
 }
@@ -104,7 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, _node: &openraft::BasicNode) -> Client {
         if target == WITNESS_ID {
-            Client::Witness(witness::WitnessClient::new(
+            Client::Witness(crate::witness::voter::WitnessClient::new(
                 Arc::clone(&self.witness),
                 self.witness_piggyback,
             ))
@@ -182,4 +181,4 @@ impl openraft::RaftNetwork<TypeConfig> for Client {
     }
 }
 
-pub type RpcError = openraft::error::RPCError<NodeId, openraft::BasicNode, openraft::error::RaftError<NodeId>>;
+pub use crate::types::RpcError;

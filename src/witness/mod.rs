@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod record;
 pub mod rules;
 pub mod session;
+pub mod voter;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

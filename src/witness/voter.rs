@@ -1,5 +1,5 @@
-//! openraft's view of W: a network client whose RPCs are ZooKeeper
-//! transactions, carried out by [`crate::witness::Witness`].
+//! W as openraft sees it: a voter reached through a network client whose
+//! RPCs are ZooKeeper transactions, carried out by [`crate::witness::Witness`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +16,15 @@ use openraft::raft::SnapshotResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 
-use super::RpcError;
+use super::rules;
+use super::rules::Accepted;
+use super::SnapshotUpload;
+use super::Witness;
+use super::WitnessError;
 use crate::types::NodeId;
+use crate::types::RpcError;
 use crate::types::TypeConfig;
 use crate::types::Vote;
-use crate::witness::rules;
-use crate::witness::rules::Accepted;
-use crate::witness::SnapshotUpload;
-use crate::witness::Witness;
-use crate::witness::WitnessError;
 
 /// One openraft client of W. openraft makes one per replication stream (it
 /// lives for the leader's term) and a fresh one for every leadership check
