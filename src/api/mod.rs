@@ -124,7 +124,7 @@ async fn require_client_token(
 /// `a%23b` write `a` and `..%2Fx` reach other routes: the same request wrote
 /// different keys depending on which node got it.)
 fn key_path(prefix: &str, key: &str) -> String {
-    format!("{prefix}{}", crate::client::transport::encode_key(key))
+    format!("{prefix}{}", crate::client::encode_key(key))
 }
 
 fn check_key(key: &str) -> Result<(), ApiError> {

@@ -10,10 +10,11 @@ use serde_json::json;
 use serde_json::Value;
 
 use super::args::CasArgs;
+use super::node::encode_key;
+use super::node::Response;
 use super::print_json;
-use super::transport::encode_key;
+use super::transport::json_body;
 use super::transport::unexpected;
-use super::transport::Reply;
 use super::transport::Retry;
 use super::transport::Transport;
 use super::Failure;
@@ -110,12 +111,11 @@ fn value_fields(bytes: &[u8]) -> (&'static str, Value) {
     }
 }
 
-fn written(op: &str, key: &str, r: &Reply, json: bool) -> Result<u8, Failure> {
+fn written(op: &str, key: &str, r: &Response, json: bool) -> Result<u8, Failure> {
     if r.status != 200 {
         return Err(unexpected(r));
     }
-    let index = r
-        .json()?
+    let index = json_body(r)?
         .get("index")
         .and_then(Value::as_u64)
         .ok_or_else(|| Failure::new(EXIT_SERVER, format!("{} answered without a log index", r.endpoint)))?;
@@ -127,7 +127,7 @@ fn written(op: &str, key: &str, r: &Reply, json: bool) -> Result<u8, Failure> {
     Ok(EXIT_OK)
 }
 
-fn got(key: &str, r: &Reply, json: bool) -> Result<u8, Failure> {
+fn got(key: &str, r: &Response, json: bool) -> Result<u8, Failure> {
     match r.status {
         200 => {
             if json {
@@ -164,11 +164,11 @@ fn got(key: &str, r: &Reply, json: bool) -> Result<u8, Failure> {
     }
 }
 
-fn cas_result(key: &str, r: &Reply, json: bool) -> Result<u8, Failure> {
+fn cas_result(key: &str, r: &Response, json: bool) -> Result<u8, Failure> {
     if r.status != 200 {
         return Err(unexpected(r));
     }
-    let doc = r.json()?;
+    let doc = json_body(r)?;
     let ok = doc
         .get("ok")
         .and_then(Value::as_bool)

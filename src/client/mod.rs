@@ -1,8 +1,15 @@
-//! `walship kv put|get|del|cas`, `walship status`, `walship members`: the
-//! command-line client, in the spirit of etcdctl. It speaks the HTTP API of
-//! `crate::api` to the nodes of `--endpoints` (tried in order), and reads
-//! ZooKeeper directly for the cluster's own view when given `--zk` and
-//! `--cluster`.
+//! Clients of a walship node's HTTP API.
+//!
+//! [`NodeClient`] (`node.rs`) is the typed client of one node, for embedders,
+//! the tests and the tools: every call returns a [`Reply`] that tells done
+//! from "nothing written" (503, 4xx, not sent) from "outcome unknown" (504,
+//! no answer), with TLS and API tokens ([`ClientOptions`]).
+//!
+//! The rest is `walship kv put|get|del|cas`, `walship status`, `walship
+//! members`: the command-line client, in the spirit of etcdctl. It speaks
+//! the HTTP API of `crate::api` through `NodeClient`s, one per node of
+//! `--endpoints` (tried in order, `transport`), and reads ZooKeeper directly
+//! for the cluster's own view when given `--zk` and `--cluster`.
 //!
 //! Exit codes (a contract with scripts; also in `walship --help` and the README):
 //!
@@ -20,6 +27,7 @@
 pub mod args;
 pub mod kv;
 pub mod members;
+pub mod node;
 pub mod status;
 pub mod table;
 pub mod transport;
@@ -32,6 +40,15 @@ pub use self::args::KvArgs;
 pub use self::args::KvCommand;
 pub use self::args::MembersArgs;
 pub use self::args::StatusArgs;
+pub use self::node::encode_key;
+pub use self::node::CasResult;
+pub use self::node::ClientError;
+pub use self::node::ClientOptions;
+pub use self::node::ClientTls;
+pub use self::node::NodeClient;
+pub use self::node::Reply;
+pub use self::node::ReplyError;
+pub use self::node::Status;
 
 pub const EXIT_OK: u8 = 0;
 /// `kv get`: no such key; `kv cas`: the expectation did not hold.

@@ -13,10 +13,11 @@ use reqwest::Method;
 use serde_json::json;
 use serde_json::Value;
 
+use super::node::Attempt;
 use super::print_json;
 use super::table::cell;
 use super::table::table;
-use super::transport::Attempt;
+use super::transport::json_body;
 use super::transport::Transport;
 use super::zkview;
 use super::zkview::log_id_json;
@@ -68,14 +69,14 @@ fn lag(leader_last: Option<u64>, applied: Option<u64>) -> Option<u64> {
 
 /// Asks every endpoint for `/v1/status` at once.
 pub async fn poll(t: &Transport) -> Vec<EndpointStatus> {
-    let polls = t.endpoints.iter().map(|e| async move {
-        let status = match t.try_one(e, Method::GET, "/v1/status", None).await {
-            Attempt::Answered(r) if r.status == 200 => r.json().map_err(|f| f.message),
+    let polls = t.nodes.iter().map(|node| async move {
+        let status = match t.try_one(node, Method::GET, "/v1/status", None).await {
+            Attempt::Answered(r) if r.status == 200 => json_body(&r).map_err(|f| f.message),
             Attempt::Answered(r) => Err(format!("{} ({})", r.error_text(), r.status)),
             Attempt::NotSent(why) | Attempt::NoAnswer(why) => Err(why),
         };
         EndpointStatus {
-            endpoint: e.clone(),
+            endpoint: node.endpoint().to_string(),
             status,
         }
     });

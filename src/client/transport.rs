@@ -1,13 +1,20 @@
 //! HTTP to the nodes of `--endpoints`: tries them in order, within one
 //! deadline for the whole command, and sorts what happened into what a
 //! script needs to know: answered, nothing sent (try the next one), or sent
-//! without an answer (outcome unknown).
+//! without an answer (outcome unknown). Each endpoint is a
+//! [`NodeClient`]; one try is its [`NodeClient::send`].
 
 use std::time::Duration;
 use std::time::Instant;
 
 use reqwest::Method;
 
+use super::node::Attempt;
+use super::node::ClientError;
+use super::node::ClientOptions;
+use super::node::ClientTls;
+use super::node::NodeClient;
+use super::node::Response;
 use super::ClientOpts;
 use super::Failure;
 use super::EXIT_SERVER;
@@ -17,51 +24,16 @@ use super::EXIT_USAGE;
 
 /// A connection that cannot be made within this is given up for the next
 /// endpoint (nothing was sent), however long `--timeout-ms` is.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = super::node::CONNECT_TIMEOUT;
 
-/// An HTTP answer from one endpoint.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub endpoint: String,
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    /// The `error` of a JSON error body, else the body as text, else the status.
-    pub fn error_text(&self) -> String {
-        let from_json = serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
-        let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(&self.body).trim().to_string());
-        if text.is_empty() {
-            format!("HTTP {}", self.status)
-        } else {
-            text
-        }
-    }
-
-    pub fn json(&self) -> Result<serde_json::Value, Failure> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            Failure::new(
-                EXIT_SERVER,
-                format!(
-                    "{} answered {} with a body that is not JSON: {e}",
-                    self.endpoint, self.status
-                ),
-            )
-        })
-    }
-}
-
-/// What one try at one endpoint came to.
-#[derive(Debug)]
-pub enum Attempt {
-    Answered(Reply),
-    /// The request never left: connection refused, unresolvable, connect timeout.
-    NotSent(String),
-    /// Sent (or maybe sent), no complete answer: timeout, connection cut.
-    NoAnswer(String),
+/// The JSON body of an answer, or exit 5 naming the endpoint.
+pub fn json_body(r: &Response) -> Result<serde_json::Value, Failure> {
+    serde_json::from_slice(&r.body).map_err(|e| {
+        Failure::new(
+            EXIT_SERVER,
+            format!("{} answered {} with a body that is not JSON: {e}", r.endpoint, r.status),
+        )
+    })
 }
 
 /// Whether a request may be sent again to another endpoint after one that
@@ -76,10 +48,8 @@ pub enum Retry {
 }
 
 pub struct Transport {
-    http: reqwest::Client,
-    /// "https" with --tls-ca-file, else "http".
-    scheme: &'static str,
-    pub endpoints: Vec<String>,
+    /// One client per endpoint, in order, sharing one connection pool.
+    pub nodes: Vec<NodeClient>,
     deadline: Instant,
     timeout_ms: u64,
 }
@@ -119,36 +89,39 @@ impl Transport {
         if opts.timeout_ms == 0 {
             return Err(Failure::usage("--timeout-ms must be positive"));
         }
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(path) = &opts.api_token_file {
-            let auth = crate::auth::Auth::load(None, Some(path)).map_err(Failure::usage)?;
-            let token = auth.api_token().unwrap_or_default();
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| Failure::usage(format!("{}: the token is not a valid header value", path.display())))?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT.min(Duration::from_millis(opts.timeout_ms)))
-            .default_headers(headers)
-            .no_proxy();
-        let https = opts.tls_ca_file.is_some();
-        if let Some(ca) = &opts.tls_ca_file {
-            let identity = opts.tls_cert_file.as_deref().zip(opts.tls_key_file.as_deref());
-            let tls = crate::tls::client_config(ca, identity).map_err(Failure::usage)?;
-            http = http.use_preconfigured_tls(tls);
-        } else if opts.endpoints.iter().any(|e| e.trim().starts_with("https://")) {
+        let api_token = match &opts.api_token_file {
+            Some(path) => {
+                let auth = crate::auth::Auth::load(None, Some(path)).map_err(Failure::usage)?;
+                Some(auth.api_token().unwrap_or_default().to_string())
+            }
+            None => None,
+        };
+        let client_opts = ClientOptions {
+            tls: opts.tls_ca_file.as_ref().map(|ca| ClientTls {
+                ca: ca.clone(),
+                identity: opts.tls_cert_file.clone().zip(opts.tls_key_file.clone()),
+            }),
+            api_token,
+            timeout: Duration::from_millis(opts.timeout_ms),
+            connect_timeout: CONNECT_TIMEOUT.min(Duration::from_millis(opts.timeout_ms)),
+            pool_idle_timeout: None,
+        };
+        let token_file = opts.api_token_file.as_deref().map(|p| p.display().to_string());
+        let first = NodeClient::new(&endpoints[0], &client_opts).map_err(|e| match e {
+            ClientError::BadToken => Failure::usage(format!(
+                "{}: the token is not a valid header value",
+                token_file.unwrap_or_default()
+            )),
+            ClientError::Tls(message) => Failure::usage(message),
+            ClientError::Build(e) => Failure::new(EXIT_SERVER, format!("cannot build an HTTP client: {e}")),
+        })?;
+        if opts.tls_ca_file.is_none() && opts.endpoints.iter().any(|e| e.trim().starts_with("https://")) {
             return Err(Failure::usage(
                 "https:// endpoints need --tls-ca-file (the CA of the nodes' certificates)",
             ));
         }
-        let http = http
-            .build()
-            .map_err(|e| Failure::new(EXIT_SERVER, format!("cannot build an HTTP client: {e}")))?;
         Ok(Transport {
-            http,
-            scheme: if https { "https" } else { "http" },
-            endpoints,
+            nodes: endpoints.iter().map(|e| first.at(e)).collect(),
             deadline: Instant::now() + Duration::from_millis(opts.timeout_ms),
             timeout_ms: opts.timeout_ms,
         })
@@ -159,13 +132,13 @@ impl Transport {
     }
 
     /// One request to one endpoint, within what is left of the deadline.
-    pub async fn try_one(&self, endpoint: &str, method: Method, path: &str, body: Option<&[u8]>) -> Attempt {
-        self.try_within(endpoint, method, path, body, self.remaining()).await
+    pub async fn try_one(&self, node: &NodeClient, method: Method, path: &str, body: Option<&[u8]>) -> Attempt {
+        self.try_within(node, method, path, body, self.remaining()).await
     }
 
     async fn try_within(
         &self,
-        endpoint: &str,
+        node: &NodeClient,
         method: Method,
         path: &str,
         body: Option<&[u8]>,
@@ -175,34 +148,14 @@ impl Transport {
         if left.is_zero() {
             return Attempt::NotSent(format!("--timeout-ms {} ran out before it was tried", self.timeout_ms));
         }
-        let mut req = self
-            .http
-            .request(method, format!("{}://{endpoint}{path}", self.scheme))
-            .timeout(left);
-        if let Some(b) = body {
-            req = req.body(b.to_vec());
-        }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                match resp.bytes().await {
-                    Ok(b) => Attempt::Answered(Reply {
-                        endpoint: endpoint.to_string(),
-                        status,
-                        body: b.to_vec(),
-                    }),
-                    Err(e) => Attempt::NoAnswer(format!("answered {status} but the body was cut: {}", why(&e))),
-                }
-            }
-            Err(e) if e.is_connect() => Attempt::NotSent(why(&e)),
-            Err(e) if e.is_timeout() => Attempt::NoAnswer(format!("no answer within {} ms", left.as_millis())),
-            Err(e) => Attempt::NoAnswer(why(&e)),
-        }
+        node.with_timeout(left)
+            .send(method, path, body.map(<[u8]>::to_vec))
+            .await
     }
 
     /// Sends the request to the endpoints in order until one gives an answer
     /// to keep (any status but 503, and for `Retry::Idempotent` any but a
-    /// 5xx). The caller reads the status of the `Reply`; a `Failure` carries
+    /// 5xx). The caller reads the status of the `Response`; a `Failure` carries
     /// exit code 3 (nobody could serve), 4 (a write's outcome is unknown) or
     /// 5 (server errors).
     pub async fn request(
@@ -211,18 +164,19 @@ impl Transport {
         path: &str,
         body: Option<&[u8]>,
         retry: Retry,
-    ) -> Result<Reply, Failure> {
+    ) -> Result<Response, Failure> {
         let mut tried: Vec<String> = Vec::new();
         let mut server_error = false;
-        for (i, endpoint) in self.endpoints.iter().enumerate() {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let endpoint = node.endpoint();
             // A read shares the time left among the endpoints still to try, so
             // one that hangs (a frozen process) leaves time for the next; a
             // write cannot go elsewhere once sent, so it gets all of it.
             let budget = match retry {
-                Retry::Idempotent => self.remaining() / (self.endpoints.len() - i) as u32,
+                Retry::Idempotent => self.remaining() / (self.nodes.len() - i) as u32,
                 Retry::OnlyIfNotWritten => self.remaining(),
             };
-            match self.try_within(endpoint, method.clone(), path, body, budget).await {
+            match self.try_within(node, method.clone(), path, body, budget).await {
                 Attempt::Answered(r) if r.status == 503 => {
                     tried.push(format!("{endpoint}: {} (503)", r.error_text()));
                 }
@@ -260,24 +214,9 @@ impl Transport {
     }
 }
 
-/// The innermost cause of a reqwest error, which says what went wrong
-/// ("Connection refused (os error 111)") where the outer ones do not.
-fn why(e: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = e;
-    while let Some(inner) = source.source() {
-        source = inner;
-    }
-    let text = source.to_string();
-    if text.is_empty() {
-        e.to_string()
-    } else {
-        text
-    }
-}
-
 /// The failure for an answer a command did not expect: 400/413 are bad
 /// usage (the server refused the key or value), anything else a server error.
-pub fn unexpected(r: &Reply) -> Failure {
+pub fn unexpected(r: &Response) -> Failure {
     let code = match r.status {
         400 | 413 => EXIT_USAGE,
         503 => EXIT_UNAVAILABLE,
@@ -285,20 +224,6 @@ pub fn unexpected(r: &Reply) -> Failure {
         _ => EXIT_SERVER,
     };
     Failure::new(code, format!("{}: {} ({})", r.endpoint, r.error_text(), r.status))
-}
-
-/// Percent-encodes a key into one path segment (everything outside RFC 3986's
-/// unreserved set), as the API's `/v1/kv/{key}` expects.
-pub fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -313,11 +238,5 @@ mod tests {
         for bad in ["h", "h:0", ":80", "h:x", "http://h:1/v1"] {
             assert_eq!(normalize_endpoint(bad).unwrap_err().code, EXIT_USAGE, "{bad}");
         }
-    }
-
-    #[test]
-    fn keys_are_one_path_segment() {
-        assert_eq!(encode_key("a/b c%"), "a%2Fb%20c%25");
-        assert_eq!(encode_key("ü"), "%C3%BC");
     }
 }

@@ -126,7 +126,7 @@ impl NodeClient {
         match self
             .send(
                 Method::POST,
-                &format!("/v1/cas/{}", walship::client::transport::encode_key(key)),
+                &format!("/v1/cas/{}", walship::client::encode_key(key)),
                 Some(body),
             )
             .await
@@ -256,7 +256,7 @@ fn describe(e: &reqwest::Error) -> String {
 fn kv_path(key: &str, stale: bool) -> String {
     format!(
         "/v1/kv/{}{}",
-        walship::client::transport::encode_key(key),
+        walship::client::encode_key(key),
         if stale { "?stale=true" } else { "" }
     )
 }
