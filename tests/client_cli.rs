@@ -10,8 +10,8 @@ use std::process::Stdio;
 use anyhow::Context;
 use anyhow::Result;
 use common::cluster::ClusterContext;
-use common::node::WALSHIP_BIN;
 use common::Cluster;
+use common::WALSHIP_BIN;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -146,8 +146,8 @@ async fn kv_status_and_members_through_the_cli() -> Result<()> {
         );
 
         // status: both nodes with their roles, one leader, lag; and ZooKeeper's view.
-        let leader = c.api(1).status().await.into_result()?.leader.context("a leader")?;
-        let zk = c.zk.addr();
+        let leader = c.client(1).status().await.into_result()?.leader.context("a leader")?;
+        let zk = c.zk().addr();
         let text = expect(0, &["status", "--endpoints", &both, "--zk", &zk, "--cluster", &c.name]).await?;
         assert!(text.contains("leader") && text.contains("follower"), "{text}");
         assert!(text.contains(&format!("leader: node {leader}")), "{text}");

@@ -59,7 +59,7 @@ fn acked_put(key: &str, value: &str, base: Instant, invoked: Instant) -> OpRecor
 /// plain ZooKeeper client, as one would with zkCli), so that record's crc32
 /// no longer matches. Returns the segment's path.
 async fn corrupt_last_segment(c: &Cluster) -> Result<String> {
-    let zk = zookeeper_client::Client::connect(&c.zk.addr()).await?;
+    let zk = zookeeper_client::Client::connect(&c.zk().addr()).await?;
     let wal = format!("/walship/{}/wal", c.name);
     let mut segments = zk.list_children(&wal).await?;
     segments.sort();
@@ -88,7 +88,7 @@ async fn never_applies_marked(
         if let Some(status) = c.node_mut(id).exited() {
             return Ok(Some(status));
         }
-        let api = c.api(id).with_timeout(Duration::from_secs(1));
+        let api = c.client(id).with_timeout(Duration::from_secs(1));
         if let Some(Some(v)) = api.get_stale(MARKED_KEY).await.success() {
             bail!("node {id} served {MARKED_KEY}={v:?} from the corrupt entry");
         }
@@ -113,7 +113,7 @@ async fn never_applies_marked(
 async fn s9_corrupt_wal_segment_is_reported_and_never_applied() -> Result<()> {
     let mut c = Cluster::start("s9").await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
-    let api = c.api(leader);
+    let api = c.client(leader);
     for i in 0..10 {
         api.put(&format!("k{i}"), format!("v{i}")).await.into_result()?;
     }
@@ -123,7 +123,7 @@ async fn s9_corrupt_wal_segment_is_reported_and_never_applied() -> Result<()> {
 
     let path = corrupt_last_segment(&c).await?;
     c.node_mut(2).wipe_data_dir()?;
-    c.node_mut(2).restart()?;
+    c.node_mut(2).start()?;
     let refused = async {
         // It exits with the error, or keeps running unready and keeps
         // logging it. Either way its log names the znode.
@@ -142,7 +142,7 @@ async fn s9_corrupt_wal_segment_is_reported_and_never_applied() -> Result<()> {
     };
     refused.await.in_cluster(&c)?;
 
-    let out = walship(&["wal", "inspect", "--zk", &c.zk.addr(), "--cluster", &c.name]).await?;
+    let out = walship(&["wal", "inspect", "--zk", &c.zk().addr(), "--cluster", &c.name]).await?;
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -156,7 +156,7 @@ async fn s9_corrupt_wal_segment_is_reported_and_never_applied() -> Result<()> {
         .with_context(|| format!("inspect does not list {path}:\n{stdout}"))?;
     assert!(row.contains("BAD") && row.contains("crc32"), "{row}");
 
-    let out = walship(&["wal", "inspect", "--zk", &c.zk.addr(), "--cluster", &c.name, "--json"]).await?;
+    let out = walship(&["wal", "inspect", "--zk", &c.zk().addr(), "--cluster", &c.name, "--json"]).await?;
     assert_eq!(out.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let bad: Vec<&str> = doc["segments"]
@@ -178,7 +178,7 @@ async fn s9_corrupt_wal_segment_is_reported_and_never_applied() -> Result<()> {
         "wal",
         "verify",
         "--zk",
-        &c.zk.addr(),
+        &c.zk().addr(),
         "--cluster",
         &c.name,
         "--history",
@@ -197,7 +197,7 @@ async fn s9_corrupt_wal_segment_is_reported_and_never_applied() -> Result<()> {
 async fn inspect_and_verify_a_healthy_cluster() -> Result<()> {
     let mut c = Cluster::start_with("inspect-ok", &["--snapshot-every-entries", "20"]).await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
-    let api = c.api(leader);
+    let api = c.client(leader);
     let base = Instant::now();
     let mut history = Vec::new();
     for i in 0..45 {
@@ -206,7 +206,7 @@ async fn inspect_and_verify_a_healthy_cluster() -> Result<()> {
         api.put(&key, value.as_str()).await.into_result()?;
         history.push(acked_put(&key, &value, base, invoked));
     }
-    let zk = c.zk.addr();
+    let zk = c.zk().addr();
     let inspect = [
         "wal",
         "inspect",
@@ -318,7 +318,7 @@ async fn s9_follower_never_adopts_a_corrupt_segment() -> Result<()> {
     let mut c = Cluster::start("s9-failover").await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     let follower = Cluster::other(leader);
-    let api = c.api(leader);
+    let api = c.client(leader);
     let mut last = 0;
     for i in 0..5 {
         last = api.put(&format!("k{i}"), format!("v{i}")).await.into_result()?;
@@ -369,9 +369,9 @@ mod local_state {
 
     use super::common::cluster::ClusterContext;
     use super::common::cluster::LIVE_TIMEOUT;
-    use super::common::Api;
     use super::common::Cluster;
     use super::common::Deadline;
+    use super::common::NodeClient;
     use super::TIMEOUT;
 
     /// Puts `prefix<i>` = `v<i>` for `range` through whichever node leads,
@@ -389,7 +389,7 @@ mod local_state {
             let deadline = Deadline::after(TIMEOUT, format!("an acknowledged write of {key}"));
             loop {
                 let leader = c.wait_for_leader(TIMEOUT).await?;
-                let reply = c.api(leader).put(&key, value.as_str()).await;
+                let reply = c.client(leader).put(&key, value.as_str()).await;
                 match reply {
                     super::common::Reply::Success { value: index, .. } => {
                         last = index;
@@ -407,7 +407,7 @@ mod local_state {
     /// Every acknowledged write reads back from `api`: first its local
     /// state (`?stale=true`, polled until it has caught up), then
     /// linearizably.
-    async fn reads_back(api: &Api, acked: &BTreeMap<String, String>) -> Result<()> {
+    async fn reads_back(api: &NodeClient, acked: &BTreeMap<String, String>) -> Result<()> {
         let deadline = Deadline::after(TIMEOUT, "the node's local state to hold every acknowledged write");
         loop {
             let mut wrong = None;
@@ -442,7 +442,7 @@ mod local_state {
         c.node_mut(1).sigterm().await?;
         let dir = faults.to_string_lossy().into_owned();
         c.node_mut(1).set_env(&[("WALSHIP_FAULT_DIR", dir.as_str())]);
-        c.node_mut(1).restart()?;
+        c.node_mut(1).start()?;
         c.node_mut(1).wait_live(LIVE_TIMEOUT).await?;
         c.wait_for_leader(TIMEOUT).await?;
         Ok(faults)
@@ -486,7 +486,7 @@ mod local_state {
             // Writes go on while node 1 is down.
             put_all(&mut c, "while-down", 0..10, &mut acked).await?;
 
-            c.node_mut(1).restart()?;
+            c.node_mut(1).start()?;
             c.node_mut(1).wait_live(LIVE_TIMEOUT).await?;
             let log = c.node(1).log_tail(2000);
             let warned = log.lines().any(|l| {
@@ -499,7 +499,7 @@ mod local_state {
 
             // It serves: a write through it, then every acknowledged write.
             put_all(&mut c, "after", 0..5, &mut acked).await?;
-            let api = c.api(1);
+            let api = c.client(1);
             let deadline = Deadline::after(TIMEOUT, "a write through node 1");
             loop {
                 match api.put("through-node-1", "yes").await {
@@ -570,7 +570,7 @@ mod local_state {
             let damaged = damage_a_segment_that_is_not_the_last(&data_dir)?;
             put_all(&mut c, "while-down", 0..10, &mut acked).await?;
 
-            c.node_mut(1).restart()?;
+            c.node_mut(1).start()?;
             let deadline = Deadline::after(TIMEOUT, "node 1 to refuse to start");
             let status = loop {
                 if let Some(s) = c.node_mut(1).exited() {
@@ -592,7 +592,7 @@ mod local_state {
             );
 
             c.node_mut(1).set_extra_args(&["--rebuild-from-witness"]);
-            c.node_mut(1).restart()?;
+            c.node_mut(1).start()?;
             c.node_mut(1).wait_live(LIVE_TIMEOUT).await?;
             let discarded: Vec<PathBuf> = std::fs::read_dir(&data_dir)?
                 .map(|e| e.map(|e| e.path()))
@@ -614,7 +614,7 @@ mod local_state {
             );
 
             put_all(&mut c, "after", 0..5, &mut acked).await?;
-            reads_back(&c.api(1), &acked).await?;
+            reads_back(&c.client(1), &acked).await?;
             Ok(())
         };
         test.await.in_cluster(&c)

@@ -157,7 +157,7 @@ async fn until_total(r: &Running, want: u64) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_and_app_commands_across_hand_over_and_rebirth() -> Result<()> {
     let dir = common::TestDir::new("events")?;
-    let zk = common::Zk::start(dir.path()).await?;
+    let zk = common::ZkServer::start(&dir.path().join("zk")).await?;
     let cluster = format!("events-{}", std::process::id());
     let zk_addr = zk.addr();
     let data = |id: u64| dir.path().join(format!("node{id}"));
@@ -305,7 +305,7 @@ async fn events_and_app_commands_across_hand_over_and_rebirth() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shut_down_node_frees_its_data_dir_while_still_held() -> Result<()> {
     let dir = common::TestDir::new("events_restart_held")?;
-    let zk = common::Zk::start(dir.path()).await?;
+    let zk = common::ZkServer::start(&dir.path().join("zk")).await?;
     let cluster = format!("held-{}", std::process::id());
     let data = dir.path().join("node1");
     let mut first = Running::start(1, &zk.addr(), &cluster, &data).await?;

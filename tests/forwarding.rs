@@ -21,7 +21,7 @@ const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
 async fn keys_round_trip(cluster: &mut Cluster) -> Result<()> {
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let follower = Cluster::other(leader);
-    let (lapi, fapi) = (cluster.api(leader), cluster.api(follower));
+    let (lapi, fapi) = (cluster.client(leader), cluster.client(follower));
 
     // The cases, then generated keys full of reserved characters.
     let mut keys: Vec<String> = [

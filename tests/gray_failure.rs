@@ -18,6 +18,7 @@ use common::cluster::ClusterContext;
 use common::Cluster;
 use common::Deadline;
 use common::Reply;
+use common::Setup;
 use common::Writer;
 use common::WriterOptions;
 
@@ -32,10 +33,13 @@ async fn disk_stall(cluster: &mut Cluster) -> Result<()> {
     let follower = Cluster::other(leader);
     let mut options = WriterOptions::new("stall");
     options.request_timeout = Duration::from_secs(2);
-    let writer = Writer::start(cluster.apis(), options);
+    let writer = Writer::start(cluster.clients(), options);
     writer.wait_for_more_acks(50, LEADER_TIMEOUT).await?;
 
-    let stall = cluster.fault_dir(leader).join(walship::storage::fault::STALL_FILE);
+    let stall = cluster
+        .fault_dir(leader)
+        .path()
+        .join(walship::storage::fault::STALL_FILE);
     std::fs::write(&stall, b"")?;
     let stalled_at = std::time::Instant::now();
     // The follower takes over: it leads, and writes are acknowledged again.
@@ -43,7 +47,7 @@ async fn disk_stall(cluster: &mut Cluster) -> Result<()> {
         TAKEOVER_TIMEOUT,
         format!("node {follower} to lead while node {leader}'s disk is stalled"),
     );
-    let fapi = cluster.api(follower);
+    let fapi = cluster.client(follower);
     loop {
         let last = match fapi.status().await {
             Reply::Success { value, .. } if value.is_leader() => break,
@@ -65,15 +69,15 @@ async fn disk_stall(cluster: &mut Cluster) -> Result<()> {
     writer.wait_for_more_acks(20, LEADER_TIMEOUT).await?;
     let logs = [writer.stop().await?, to_follower.stop().await?];
     let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let last = cluster.api(new_leader).status().await.into_result()?;
+    let last = cluster.client(new_leader).status().await.into_result()?;
     cluster
         .wait_applied(last.applied_index.unwrap_or(0), CATCH_UP_TIMEOUT)
         .await?;
     for log in &logs {
         ensure!(log.acked() > 0, "nothing acknowledged");
-        log.verify(&cluster.api(new_leader)).await?;
+        log.verify(&cluster.client(new_leader)).await?;
         for id in [1, 2] {
-            log.verify_stale(&cluster.api(id)).await?;
+            log.verify_stale(&cluster.client(id)).await?;
         }
     }
     Ok(())
@@ -87,10 +91,13 @@ async fn disk_stall(cluster: &mut Cluster) -> Result<()> {
 async fn disk_failure(cluster: &mut Cluster) -> Result<()> {
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let follower = Cluster::other(leader);
-    let writer = Writer::start(vec![cluster.api(follower)], WriterOptions::new("fail"));
+    let writer = Writer::start(vec![cluster.client(follower)], WriterOptions::new("fail"));
     writer.wait_for_more_acks(30, LEADER_TIMEOUT).await?;
 
-    let fail = cluster.fault_dir(leader).join(walship::storage::fault::FAIL_FILE);
+    let fail = cluster
+        .fault_dir(leader)
+        .path()
+        .join(walship::storage::fault::FAIL_FILE);
     std::fs::write(&fail, b"")?;
     let deadline = Deadline::after(TAKEOVER_TIMEOUT, format!("node {leader} to exit after its disk failed"));
     let status = loop {
@@ -111,31 +118,41 @@ async fn disk_failure(cluster: &mut Cluster) -> Result<()> {
     writer.wait_for_more_acks(20, TAKEOVER_TIMEOUT).await?;
 
     std::fs::remove_file(&fail)?;
-    cluster.node_mut(leader).restart()?;
+    cluster.node_mut(leader).start()?;
     cluster.node_mut(leader).wait_live(LEADER_TIMEOUT).await?;
     let log = writer.stop().await?;
     let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let last = cluster.api(new_leader).status().await.into_result()?;
+    let last = cluster.client(new_leader).status().await.into_result()?;
     cluster
         .wait_applied(last.applied_index.unwrap_or(0), CATCH_UP_TIMEOUT)
         .await?;
-    log.verify(&cluster.api(new_leader)).await?;
+    log.verify(&cluster.client(new_leader)).await?;
     for id in [1, 2] {
-        log.verify_stale(&cluster.api(id)).await?;
+        log.verify_stale(&cluster.client(id)).await?;
     }
     Ok(())
 }
 
+/// Both nodes with the storage fault hooks, and their links cuttable.
+async fn faulty(name: &str) -> Result<Cluster> {
+    Setup::test(name)
+        .partitionable()
+        .zk_cuttable()
+        .fault_dirs()
+        .start()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_leader_disk_exits_and_the_other_node_takes_over() -> Result<()> {
-    let mut cluster = Cluster::start_zk_cuttable_with_fault_dirs("disk-fail", &[]).await?;
+    let mut cluster = faulty("disk-fail").await?;
     let r = disk_failure(&mut cluster).await;
     r.in_cluster(&cluster)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_leader_disk_moves_writes_to_the_other_node() -> Result<()> {
-    let mut cluster = Cluster::start_zk_cuttable_with_fault_dirs("disk-stall", &[]).await?;
+    let mut cluster = faulty("disk-stall").await?;
     let r = disk_stall(&mut cluster).await;
     r.in_cluster(&cluster)
 }

@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::{TestDir, Zk};
+use common::{TestDir, ZkServer};
 use zookeeper_client::{Acls, Client, CreateMode};
 
-async fn connect(zk: &Zk) -> Result<Client> {
+async fn connect(zk: &ZkServer) -> Result<Client> {
     Client::connector()
         .with_session_timeout(Duration::from_secs(2))
         .connect(&zk.addr())
@@ -21,7 +21,7 @@ async fn connect(zk: &Zk) -> Result<Client> {
 #[tokio::test]
 async fn zookeeper_starts_serves_survives_restarts_and_stops() -> Result<()> {
     let dir = TestDir::new("harness_zk")?;
-    let mut zk = Zk::start(dir.path()).await?;
+    let mut zk = ZkServer::start(&dir.path().join("zk")).await?;
 
     let srvr = zk.four_letter("srvr").await?;
     assert!(srvr.contains("Mode: standalone"), "srvr reply: {srvr}");
@@ -61,7 +61,7 @@ async fn zookeeper_starts_serves_survives_restarts_and_stops() -> Result<()> {
 async fn two_zookeepers_run_side_by_side() -> Result<()> {
     let dir = TestDir::new("harness_zk_pair")?;
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
-    let (a, b) = tokio::try_join!(Zk::start(&dir_a), Zk::start(&dir_b))?;
+    let (a, b) = tokio::try_join!(ZkServer::start(&dir_a), ZkServer::start(&dir_b))?;
     assert_ne!(a.port(), b.port());
     assert!(a.four_letter("srvr").await?.contains("Mode:"));
     assert!(b.four_letter("srvr").await?.contains("Mode:"));

@@ -565,7 +565,7 @@ fn http_api_answers_generated_bad_input_and_keeps_the_data() {
             .await
             .expect("a ready leader after the run");
         for id in [1, 2] {
-            let api = cluster.api(id);
+            let api = cluster.client(id);
             for (key, value) in &run.acked {
                 match api.get(key).await {
                     Reply::Success { value: Some(v), .. } if v == *value => {}

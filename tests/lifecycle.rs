@@ -13,6 +13,7 @@ use common::cluster::ClusterContext;
 use common::Cluster;
 use common::Deadline;
 use common::Reply;
+use common::Setup;
 use reqwest::Method;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,7 +39,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
     let mut c = Cluster::start("api-errors").await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     for id in [leader, Cluster::other(leader)] {
-        let api = c.api(id);
+        let api = c.client(id);
         let cases: Vec<(Method, String, Option<Vec<u8>>, u16)> = vec![
             (
                 Method::PUT,
@@ -75,13 +76,13 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
     }
     for key in ["big", "c"] {
         assert_eq!(
-            c.api(leader).get(key).await.into_result()?,
+            c.client(leader).get(key).await.into_result()?,
             None,
             "a refused write left {key} behind"
         );
     }
     // CAS semantics: absent -> create, wrong expectation -> no change, delete.
-    let api = c.api(Cluster::other(leader));
+    let api = c.client(Cluster::other(leader));
     assert!(api.cas("c", None, Some("one")).await.into_result()?.ok);
     let r = api.cas("c", Some("two"), Some("three")).await.into_result()?;
     assert!(!r.ok);
@@ -97,7 +98,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
 async fn sigterm_exits_cleanly_and_hands_over() -> Result<()> {
     let mut c = Cluster::start("sigterm").await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
-    c.api(leader).put("before", "1").await.into_result()?;
+    c.client(leader).put("before", "1").await.into_result()?;
     let started = Instant::now();
     let status = c.node_mut(leader).sigterm().await?;
     assert!(status.success(), "SIGTERM must exit 0, got {status}");
@@ -107,7 +108,7 @@ async fn sigterm_exits_cleanly_and_hands_over() -> Result<()> {
         took < Duration::from_secs(4),
         "hand-over took {took:?}: the leader znode did not vanish with the session"
     );
-    assert_eq!(c.api(new).get("before").await.into_result()?.as_deref(), Some("1"));
+    assert_eq!(c.client(new).get("before").await.into_result()?.as_deref(), Some("1"));
     Ok(())
 }
 
@@ -116,13 +117,13 @@ async fn sigterm_exits_cleanly_and_hands_over() -> Result<()> {
 async fn foreign_data_dir_is_refused() -> Result<()> {
     let mut a = Cluster::start("foreign-a").await?;
     a.wait_for_leader(TIMEOUT).await?;
-    a.api(1).put("mine", "a").await.into_result()?;
+    a.client(1).put("mine", "a").await.into_result()?;
     a.node_mut(1).sigterm().await?;
     let data_dir = a.node(1).data_dir().to_path_buf();
 
-    let b = Cluster::start_stopped("foreign-b").await?;
+    let b = Setup::test("foreign-b").start_zk().await?;
     let listen = common::ports::free_addr()?;
-    let mut intruder = common::Node::spawn(1, &b.name, &b.zk.addr(), &data_dir, listen)?;
+    let mut intruder = common::Node::spawn(1, &b.name, &b.zk().addr(), &data_dir, listen)?;
     let deadline = Deadline::after(TIMEOUT, "the foreign node to exit");
     let status = loop {
         if let Some(s) = intruder.exited() {
@@ -146,22 +147,32 @@ async fn reborn_at_another_address_is_reached() -> Result<()> {
     let leader = c.wait_for_leader(TIMEOUT).await?;
     let follower = Cluster::other(leader);
     c.node_mut(follower).kill9().await?;
-    c.api(leader).put("while-away", "x").await.into_result()?;
+    c.client(leader).put("while-away", "x").await.into_result()?;
     let node = c.node_mut(follower);
     node.set_listen(common::ports::free_addr()?);
-    node.restart()?;
+    node.start()?;
     node.wait_live(TIMEOUT).await?;
-    let applied = c.api(leader).status().await.into_result()?.applied_index.unwrap_or(0);
+    let applied = c
+        .client(leader)
+        .status()
+        .await
+        .into_result()?
+        .applied_index
+        .unwrap_or(0);
     c.wait_applied(applied, TIMEOUT).await.in_cluster(&c)?;
     assert_eq!(
-        c.api(follower).get_stale("while-away").await.into_result()?.as_deref(),
+        c.client(follower)
+            .get_stale("while-away")
+            .await
+            .into_result()?
+            .as_deref(),
         Some("x")
     );
     // And it can lead from its new address.
     c.node_mut(leader).kill9().await?;
     assert_eq!(c.wait_for_new_leader(leader, TIMEOUT).await.in_cluster(&c)?, follower);
     assert_eq!(
-        c.api(follower).get("while-away").await.into_result()?.as_deref(),
+        c.client(follower).get("while-away").await.into_result()?.as_deref(),
         Some("x")
     );
     Ok(())
@@ -175,18 +186,18 @@ async fn s8_zookeeper_restart() -> Result<()> {
     let leader = c.wait_for_leader(TIMEOUT).await?;
     let mut acked = Vec::new();
     for i in 0..20 {
-        c.api(leader)
+        c.client(leader)
             .put(&format!("s8-{i}"), format!("v{i}"))
             .await
             .into_result()?;
         acked.push(i);
     }
-    c.zk.stop().await?;
+    c.zk_mut().stop().await?;
     // The ZooKeeper session notices the loss within its ping interval.
     let deadline = Deadline::after(TIMEOUT, "a 503 while ZooKeeper is down");
     loop {
         let r = c
-            .api(leader)
+            .client(leader)
             .with_timeout(Duration::from_secs(8))
             .put("s8-during", "x")
             .await;
@@ -201,11 +212,11 @@ async fn s8_zookeeper_restart() -> Result<()> {
         );
         deadline.tick(&r).await?;
     }
-    c.zk.start_again().await?;
+    c.zk_mut().start_again().await?;
     let new = c.wait_for_leader(Duration::from_secs(40)).await.in_cluster(&c)?;
     let deadline = Deadline::after(Duration::from_secs(40), "writes to resume");
     loop {
-        let r = c.api(new).put("s8-after", "y").await;
+        let r = c.client(new).put("s8-after", "y").await;
         if r.is_success() {
             break;
         }
@@ -213,7 +224,7 @@ async fn s8_zookeeper_restart() -> Result<()> {
     }
     for i in acked {
         let got = c
-            .api(new)
+            .client(new)
             .get(&format!("s8-{i}"))
             .await
             .into_result()
@@ -240,14 +251,14 @@ async fn wal_bytes_trigger_a_snapshot_in_zookeeper() -> Result<()> {
     .await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     for i in 0..40 {
-        c.api(leader)
+        c.client(leader)
             .put(&format!("big-{i}"), vec![b'b'; 100 * 1024])
             .await
             .into_result()?;
     }
     let deadline = Deadline::after(TIMEOUT, "a snapshot forced by WAL bytes");
     loop {
-        let raw = c.api(leader).raw(Method::GET, "/metrics", None).await;
+        let raw = c.client(leader).raw(Method::GET, "/metrics", None).await;
         let text = match &raw {
             Reply::Success { value: (_, body), .. } => String::from_utf8_lossy(body).into_owned(),
             _ => String::new(),
@@ -261,7 +272,7 @@ async fn wal_bytes_trigger_a_snapshot_in_zookeeper() -> Result<()> {
         deadline.tick(&"no uploaded snapshot yet").await?;
     }
     for i in [0, 39] {
-        let v = c.api(leader).get(&format!("big-{i}")).await.into_result()?;
+        let v = c.client(leader).get(&format!("big-{i}")).await.into_result()?;
         assert_eq!(v.map(|v| v.len()), Some(100 * 1024));
     }
     Ok(())
@@ -275,13 +286,13 @@ async fn metrics_admin_snapshot_and_leave() -> Result<()> {
     let mut c = Cluster::start("admin").await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     for i in 0..10 {
-        c.api(leader).put(&format!("a{i}"), "v").await.into_result()?;
+        c.client(leader).put(&format!("a{i}"), "v").await.into_result()?;
     }
     let body = |r: &Reply<(u16, Vec<u8>)>| match r {
         Reply::Success { value: (status, b), .. } => (*status, String::from_utf8_lossy(b).into_owned()),
         other => panic!("no response: {other}"),
     };
-    let (status, text) = body(&c.api(leader).raw(Method::GET, "/metrics", None).await);
+    let (status, text) = body(&c.client(leader).raw(Method::GET, "/metrics", None).await);
     assert_eq!(status, 200);
     for want in [
         "walship_role{role=\"leader\"} 1",
@@ -292,13 +303,13 @@ async fn metrics_admin_snapshot_and_leave() -> Result<()> {
         assert!(text.contains(want), "/metrics lacks {want}:\n{text}");
     }
 
-    let (status, text) = body(&c.api(leader).raw(Method::POST, "/admin/snapshot", None).await);
+    let (status, text) = body(&c.client(leader).raw(Method::POST, "/admin/snapshot", None).await);
     assert_eq!(status, 200, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text)?;
     assert_eq!(v["uploaded_to_zookeeper"], serde_json::json!(true), "{text}");
     assert!(v["snapshot_index"].as_u64().is_some_and(|i| i >= 10), "{text}");
 
-    let (status, _) = body(&c.api(leader).raw(Method::POST, "/admin/leave", None).await);
+    let (status, _) = body(&c.client(leader).raw(Method::POST, "/admin/leave", None).await);
     assert_eq!(status, 200);
     let deadline = Deadline::after(TIMEOUT, "the leaving node to exit");
     let exit = loop {
@@ -309,6 +320,6 @@ async fn metrics_admin_snapshot_and_leave() -> Result<()> {
     };
     assert!(exit.success(), "/admin/leave must exit cleanly, got {exit}");
     let new = c.wait_for_new_leader(leader, TIMEOUT).await.in_cluster(&c)?;
-    assert_eq!(c.api(new).get("a9").await.into_result()?.as_deref(), Some("v"));
+    assert_eq!(c.client(new).get("a9").await.into_result()?.as_deref(), Some("v"));
     Ok(())
 }

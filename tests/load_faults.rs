@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::cluster::ClusterContext;
 use common::writer::{Op, Outcome};
-use common::{Api, Cluster, Deadline, Reply, WriterLog};
+use common::{Cluster, Deadline, NodeClient, Reply, Setup, WriterLog};
 use reqwest::Method;
 use walship_testkit::faultproxy::CutMode;
 
@@ -27,7 +27,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// One sample of `/metrics` (`name` with its labels, e.g.
 /// `walship_snapshots_total{event="uploaded"}`); 0 when the series is absent.
-async fn metric(api: &Api, name: &str) -> Result<f64> {
+async fn metric(api: &NodeClient, name: &str) -> Result<f64> {
     let text = match api.raw(Method::GET, "/metrics", None).await {
         Reply::Success { value: (200, body), .. } => String::from_utf8_lossy(&body).into_owned(),
         other => bail!("GET /metrics on {}: {other:?}", api.base_url()),
@@ -50,7 +50,7 @@ async fn wal_segments(zk: &zookeeper_client::Client, cluster: &str) -> Result<us
 }
 
 /// (term, leader) as a node reports it.
-async fn term_and_leader(api: &Api) -> Result<(Option<u64>, Option<u64>)> {
+async fn term_and_leader(api: &NodeClient) -> Result<(Option<u64>, Option<u64>)> {
     let s = api.status().await.into_result()?;
     Ok((s.term, s.leader))
 }
@@ -64,12 +64,12 @@ struct LeaderWatch {
 }
 
 impl LeaderWatch {
-    fn start(apis: Vec<Api>, expected: (Option<u64>, Option<u64>)) -> LeaderWatch {
+    fn start(apis: Vec<NodeClient>, expected: (Option<u64>, Option<u64>)) -> LeaderWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (s, out) = (Arc::clone(&stop), Arc::clone(&seen));
         let task = tokio::spawn(async move {
-            let apis: Vec<Api> = apis.iter().map(|a| a.with_timeout(Duration::from_secs(2))).collect();
+            let apis: Vec<NodeClient> = apis.iter().map(|a| a.with_timeout(Duration::from_secs(2))).collect();
             while !s.load(Ordering::Relaxed) {
                 for api in &apis {
                     if let Reply::Success { value, .. } = api.status().await {
@@ -105,7 +105,7 @@ impl LeaderWatch {
 /// concurrent clients through `api`; writer `w` overwrites the keys
 /// `<prefix>-<w>-0..key_space`. Returns every attempt, in per-key order.
 async fn concurrent_writes(
-    api: &Api,
+    api: &NodeClient,
     prefix: &str,
     writers: usize,
     per_writer: usize,
@@ -181,15 +181,15 @@ async fn compacting_thousands_of_wal_segments_keeps_the_leader() -> Result<()> {
     let mut c = Cluster::start_with("compaction-lease", &["--snapshot-every-entries", &every]).await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     let follower = Cluster::other(leader);
-    let api = c.api(leader);
+    let api = c.client(leader);
     // Settled: the follower agrees on who leads, in which term.
     let first = api.put("settle", "1").await.into_result()?;
     c.wait_applied(first, TIMEOUT).await.in_cluster(&c)?;
     let expected = term_and_leader(&api).await?;
     assert_eq!(expected.1, Some(leader));
-    assert_eq!(term_and_leader(&c.api(follower)).await?, expected);
-    let watch = LeaderWatch::start(c.apis(), expected);
-    let zk = zookeeper_client::Client::connect(&c.zk.addr()).await?;
+    assert_eq!(term_and_leader(&c.client(follower)).await?, expected);
+    let watch = LeaderWatch::start(c.clients(), expected);
+    let zk = zookeeper_client::Client::connect(&c.zk().addr()).await?;
 
     // One client, one write at a time: each write is its own Raft entry and
     // reaches ZooKeeper in its own append, so its own WAL segment.
@@ -203,9 +203,9 @@ async fn compacting_thousands_of_wal_segments_keeps_the_leader() -> Result<()> {
             if let Err(e) = api.put(&key, format!("{writes}")).await.into_result() {
                 let mut now = Vec::new();
                 for id in [leader, follower] {
-                    now.push(format!("node {id}: {:?}", term_and_leader(&c.api(id)).await));
+                    now.push(format!("node {id}: {:?}", term_and_leader(&c.client(id)).await));
                 }
-                return Err(e.context(format!(
+                return Err(anyhow::Error::from(e).context(format!(
                     "write #{writes} after {:.1?} (term and leader were {expected:?}; now {now:?}; changes seen: {:?})",
                     started.elapsed(),
                     watch.changes()
@@ -245,7 +245,8 @@ async fn compacting_thousands_of_wal_segments_keeps_the_leader() -> Result<()> {
     }
     // The leader goes on serving.
     for i in 0..20 {
-        api.put(&format!("after-{i}"), "x").await.into_result().in_cluster(&c)?;
+        let put = api.put(&format!("after-{i}"), "x").await.into_result();
+        put.map_err(anyhow::Error::from).in_cluster(&c)?;
     }
     let last = api.put("last", "y").await.into_result()?;
     c.wait_applied(last, TIMEOUT).await.in_cluster(&c)?;
@@ -260,13 +261,13 @@ async fn compacting_thousands_of_wal_segments_keeps_the_leader() -> Result<()> {
     );
     for id in [leader, follower] {
         assert_eq!(
-            term_and_leader(&c.api(id)).await?,
+            term_and_leader(&c.client(id)).await?,
             expected,
             "node {id}: the leader changed while the snapshot was shipped"
         );
     }
     assert_eq!(
-        c.api(follower).get_stale("last").await.into_result()?.as_deref(),
+        c.client(follower).get_stale("last").await.into_result()?.as_deref(),
         Some("y")
     );
     Ok(())
@@ -275,7 +276,7 @@ async fn compacting_thousands_of_wal_segments_keeps_the_leader() -> Result<()> {
 /// Reads the follower's counters that say how it caught up: adoptions of W's
 /// log (a failover or a start) and snapshots installed (from the leader or
 /// from ZooKeeper).
-async fn catch_up_counters(api: &Api) -> Result<(f64, f64)> {
+async fn catch_up_counters(api: &NodeClient) -> Result<(f64, f64)> {
     Ok((
         metric(api, "walship_adoptions_total").await?,
         metric(api, "walship_snapshots_total{event=\"installed\"}").await?,
@@ -288,8 +289,8 @@ struct CutOff {
     c: Cluster,
     leader: u64,
     follower: u64,
-    api: Api,
-    fapi: Api,
+    api: NodeClient,
+    fapi: NodeClient,
     /// A write both nodes applied before the cut.
     first: u64,
     /// (term, leader) before the cut; the catch-up must not change it.
@@ -298,10 +299,10 @@ struct CutOff {
 
 impl CutOff {
     async fn start(name: &str, flags: &[&str]) -> Result<CutOff> {
-        let mut c = Cluster::start_partitionable_with(name, flags).await?;
+        let mut c = Setup::test(name).partitionable().node_args(flags).start().await?;
         let leader = c.wait_for_leader(TIMEOUT).await?;
         let follower = Cluster::other(leader);
-        let (api, fapi) = (c.api(leader), c.api(follower));
+        let (api, fapi) = (c.client(leader), c.client(follower));
         let first = api.put("before", "1").await.into_result()?;
         c.wait_applied(first, TIMEOUT).await.in_cluster(&c)?;
         let expected = term_and_leader(&api).await?;
@@ -344,7 +345,7 @@ impl CutOff {
     async fn verify_after(&self, log: &WriterLog) -> Result<()> {
         for id in [self.leader, self.follower] {
             assert_eq!(
-                term_and_leader(&self.c.api(id)).await?,
+                term_and_leader(&self.c.client(id)).await?,
                 self.expected,
                 "node {id}: the leader changed"
             );
@@ -483,7 +484,7 @@ const PAUSES: [(Duration, bool, Duration); 3] = [
 /// One writer through the leader over a few keys, remembering the last
 /// value written to each.
 struct PauseWrites {
-    api: Api,
+    api: NodeClient,
     leader: u64,
     count: u64,
     latest: std::collections::BTreeMap<String, String>,
@@ -497,7 +498,7 @@ impl PauseWrites {
     }
 
     /// Writes the next value through `api`; it must be acknowledged.
-    async fn put_through(&mut self, api: &Api, phase: &str) -> Result<u64> {
+    async fn put_through(&mut self, api: &NodeClient, phase: &str) -> Result<u64> {
         let key = format!("pause-{}", self.count % 16);
         let value = format!("{phase}-{}", self.count);
         self.count += 1;
@@ -533,13 +534,13 @@ async fn pause_follower(
     expected: (Option<u64>, Option<u64>),
 ) -> Result<u64> {
     let phase = if until_expired { "long" } else { "short" };
-    let zk = zookeeper_client::Client::connect(&c.zk.addr()).await?;
+    let zk = zookeeper_client::Client::connect(&c.zk().addr()).await?;
     let member = format!("/walship/{}/members/{follower}", c.name);
     assert!(
         zk.check_stat(&member).await?.is_some(),
         "{member} is missing before the pause"
     );
-    let mut last = w.put_through(&c.api(follower), phase).await.in_cluster(c)?;
+    let mut last = w.put_through(&c.client(follower), phase).await.in_cluster(c)?;
     c.node_mut(follower).sigstop()?;
     let stopped = Instant::now();
     let deadline = Deadline::after(
@@ -559,7 +560,7 @@ async fn pause_follower(
     c.node_mut(follower).sigcont()?;
 
     let resumed = Instant::now();
-    let watched = [w.leader, follower].map(|id| (id, c.api(id).with_timeout(Duration::from_secs(1))));
+    let watched = [w.leader, follower].map(|id| (id, c.client(id).with_timeout(Duration::from_secs(1))));
     let mut changes = Vec::new();
     let mut unanswered = Vec::new();
     let mut answers = [0usize; 2];
@@ -624,11 +625,11 @@ async fn pause_follower(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstopped_follower_resumes_without_deposing_the_leader() -> Result<()> {
     let (leader, follower) = (2, 1);
-    let mut c = Cluster::start_stopped("sigstop-follower").await?;
+    let mut c = Setup::test("sigstop-follower").start_zk().await?;
     c.spawn_node(leader).await.in_cluster(&c)?;
     assert_eq!(c.wait_for_leader(TIMEOUT).await.in_cluster(&c)?, leader);
     c.spawn_node(follower).await.in_cluster(&c)?;
-    let (api, fapi) = (c.api(leader), c.api(follower));
+    let (api, fapi) = (c.client(leader), c.client(follower));
     let mut w = PauseWrites {
         api: api.clone(),
         leader,
@@ -674,7 +675,7 @@ async fn sigstopped_follower_resumes_without_deposing_the_leader() -> Result<()>
     }
     for id in [leader, follower] {
         assert_eq!(
-            term_and_leader(&c.api(id)).await?,
+            term_and_leader(&c.client(id)).await?,
             expected,
             "node {id}: the leader changed"
         );

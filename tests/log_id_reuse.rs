@@ -74,7 +74,7 @@ fn append(prev: u64, entries: Vec<Entry>, commit: u64) -> AppendEntriesRequest<T
 /// (from index 1 on).
 struct World {
     _dir: common::TestDir,
-    zk: common::Zk,
+    zk: common::ZkServer,
     cluster: String,
     w: Witness,
     cluster_id: String,
@@ -82,7 +82,7 @@ struct World {
 
 async fn world(name: &str, entries: Vec<Entry>) -> Result<World> {
     let dir = common::TestDir::new(name)?;
-    let zk = common::Zk::start(dir.path()).await?;
+    let zk = common::ZkServer::start(&dir.path().join("zk")).await?;
     let cluster = format!("{name}-{}", std::process::id());
     let w = Witness::new(
         ZkSession::connect(&zk.addr(), 4000, 2000, 10_000, |_| None).await?,

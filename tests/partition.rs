@@ -24,10 +24,11 @@ use anyhow::Context;
 use anyhow::Result;
 use common::cluster::ClusterContext;
 use common::writer::Outcome;
-use common::Api;
 use common::Cluster;
 use common::Deadline;
+use common::NodeClient;
 use common::Reply;
+use common::Setup;
 use common::Writer;
 use common::WriterLog;
 use common::WriterOptions;
@@ -58,7 +59,7 @@ enum Load {
     Paced(Duration),
 }
 
-fn writer(api: Api, prefix: &str, load: Load) -> Writer {
+fn writer(api: NodeClient, prefix: &str, load: Load) -> Writer {
     let mut opts = WriterOptions::new(prefix);
     // Overwrites, so "last acknowledged value" is what gets checked.
     opts.key_space = Some(100);
@@ -192,7 +193,7 @@ async fn observe(c: &mut Cluster, since: Instant, period: Duration) -> Observati
                 max_term = max_term.max(value.term.unwrap_or(0));
                 if value.is_leader() {
                     claims.push((*id, value.term.unwrap_or(0)));
-                    if c.api(*id).with_timeout(SAMPLE_TIMEOUT).ready().await.is_success() {
+                    if c.client(*id).with_timeout(SAMPLE_TIMEOUT).ready().await.is_success() {
                         ready_leaders.push(*id);
                     }
                 }
@@ -291,24 +292,30 @@ fn outcomes_between(log: &WriterLog, from: Instant, to: Instant) -> (usize, usiz
 async fn verify_after_heal(c: &mut Cluster, logs: &[&WriterLog]) -> Result<()> {
     for log in logs {
         for id in [1, 2] {
-            let api = c.api(id);
+            let api = c.client(id);
             log.verify_with(|key| read_retrying(api.clone(), key))
                 .await
                 .with_context(|| format!("linearizable reads through node {id}"))?;
         }
     }
     let leader = c.wait_for_leader(LEADER_TIMEOUT).await?;
-    let applied = c.api(leader).status().await.into_result()?.applied_index.unwrap_or(0);
+    let applied = c
+        .client(leader)
+        .status()
+        .await
+        .into_result()?
+        .applied_index
+        .unwrap_or(0);
     c.wait_applied(applied, CATCH_UP_TIMEOUT).await?;
     for log in logs {
         for id in [1, 2] {
-            log.verify_stale(&c.api(id))
+            log.verify_stale(&c.client(id))
                 .await
                 .with_context(|| format!("local state of node {id}"))?;
         }
         for key in log.expected().keys() {
-            let a = c.api(1).get_stale(key).await.into_result()?;
-            let b = c.api(2).get_stale(key).await.into_result()?;
+            let a = c.client(1).get_stale(key).await.into_result()?;
+            let b = c.client(2).get_stale(key).await.into_result()?;
             ensure!(a == b, "the nodes diverge on {key}: {a:?} vs {b:?}");
         }
     }
@@ -319,7 +326,7 @@ async fn verify_after_heal(c: &mut Cluster, logs: &[&WriterLog]) -> Result<()> {
 /// no response): right after healing, the node that stood for election in
 /// vain during the cut has the higher term and forces one more election, and
 /// a leadership check can time out on a busy ZooKeeper. Reads are idempotent.
-async fn read_retrying(api: Api, key: String) -> Reply<Option<String>> {
+async fn read_retrying(api: NodeClient, key: String) -> Reply<Option<String>> {
     let deadline = Deadline::after(LEADER_TIMEOUT, format!("a read of {key}"));
     loop {
         let reply = api.get(&key).await;
@@ -345,11 +352,11 @@ struct CutRun {
 /// `cut` for `CUT_FOR` while observing, heals, waits for both writers to be
 /// acknowledged again, and checks everything that must hold in any cut.
 async fn run_cut(name: &str, load: Load, cut: impl Fn(&Cluster, u64)) -> Result<(Cluster, CutRun)> {
-    let mut c = Cluster::start_partitionable(name).await?;
+    let mut c = Setup::test(name).partitionable().start().await?;
     let run = async {
         let leader_before = c.wait_for_leader(LEADER_TIMEOUT).await?;
-        let w1 = writer(c.api(1), &format!("{name}-via1"), load);
-        let w2 = writer(c.api(2), &format!("{name}-via2"), load);
+        let w1 = writer(c.client(1), &format!("{name}-via1"), load);
+        let w2 = writer(c.client(2), &format!("{name}-via2"), load);
         w1.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
         w2.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
         // The follower's writes were forwarded: the proxies carry real traffic.
@@ -357,7 +364,7 @@ async fn run_cut(name: &str, load: Load, cut: impl Fn(&Cluster, u64)) -> Result<
             ensure!(s.bytes_to_upstream > 0, "nothing went through node {id}'s proxy: {s}");
         }
 
-        let term_at_cut = c.api(leader_before).status().await.into_result()?.term.unwrap_or(0);
+        let term_at_cut = c.client(leader_before).status().await.into_result()?.term.unwrap_or(0);
         let cut_at = Instant::now();
         cut(&c, leader_before);
         let cut_ids: Vec<u64> = [1, 2]

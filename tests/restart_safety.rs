@@ -18,10 +18,11 @@ use anyhow::ensure;
 use anyhow::Context;
 use anyhow::Result;
 use common::cluster::ClusterContext;
-use common::Api;
 use common::Cluster;
 use common::Deadline;
+use common::NodeClient;
 use common::Reply;
+use common::Setup;
 use walship_testkit::faultproxy::CutMode;
 
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +48,7 @@ enum Reborn {
     PowerLossAlone,
 }
 
-async fn wait_appended(api: &Api, index: u64) -> Result<()> {
+async fn wait_appended(api: &NodeClient, index: u64) -> Result<()> {
     let deadline = Deadline::after(Duration::from_secs(5), format!("{api:?} to append index {index}"));
     loop {
         let last = match api.status().await {
@@ -59,7 +60,7 @@ async fn wait_appended(api: &Api, index: u64) -> Result<()> {
 }
 
 /// Writes until one is acknowledged; returns its index.
-async fn put_acked(api: &Api, key: &str, value: &str) -> Result<u64> {
+async fn put_acked(api: &NodeClient, key: &str, value: &str) -> Result<u64> {
     let deadline = Deadline::after(CATCH_UP_TIMEOUT, format!("PUT {key}={value} acknowledged by {api:?}"));
     loop {
         let last = match api.put(key, value).await {
@@ -71,7 +72,7 @@ async fn put_acked(api: &Api, key: &str, value: &str) -> Result<u64> {
 }
 
 /// Polls node-local reads of `key` on every api until they all say `want`.
-async fn wait_all_read(apis: &[Api], key: &str, want: &str) -> Result<()> {
+async fn wait_all_read(apis: &[NodeClient], key: &str, want: &str) -> Result<()> {
     let deadline = Deadline::after(CATCH_UP_TIMEOUT, format!("every node to hold {key}={want}"));
     loop {
         let mut seen = Vec::new();
@@ -89,7 +90,12 @@ async fn wait_all_read(apis: &[Api], key: &str, want: &str) -> Result<()> {
 }
 
 async fn run(name: &str, reborn: Reborn) -> Result<()> {
-    let mut cluster = Cluster::start_zk_cuttable_with_fault_dirs(name, &[]).await?;
+    let mut cluster = Setup::test(name)
+        .partitionable()
+        .zk_cuttable()
+        .fault_dirs()
+        .start()
+        .await?;
     let r = scenario(&mut cluster, reborn).await;
     r.in_cluster(&cluster)
 }
@@ -97,7 +103,7 @@ async fn run(name: &str, reborn: Reborn) -> Result<()> {
 async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let follower = Cluster::other(leader);
-    let (lapi, fapi) = (cluster.api(leader), cluster.api(follower));
+    let (lapi, fapi) = (cluster.client(leader), cluster.client(follower));
     let mut acked = Vec::new();
     for i in 0..5 {
         let (k, v) = (format!("before-{i}"), format!("v{i}"));
@@ -114,11 +120,14 @@ async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
 
     // Fault 1: the leader loses ZooKeeper (its sockets stay open, nothing
     // moves). A write reaches its log and the follower's, never W's.
-    let nosync = cluster.fault_dir(leader).join(walship::storage::fault::NOSYNC_FILE);
+    let nosync = cluster
+        .fault_dir(leader)
+        .path()
+        .join(walship::storage::fault::NOSYNC_FILE);
     if matches!(reborn, Reborn::PowerLossAlone) {
         std::fs::write(&nosync, b"")?;
     }
-    cluster.cut_zk(leader, CutMode::Blackhole);
+    cluster.cut_zk(leader, CutMode::Blackhole)?;
     let doomed = lapi.with_timeout(DOOMED_WRITE_TIMEOUT).put("x", "OLD").await;
     ensure!(
         !doomed.is_success(),
@@ -134,7 +143,7 @@ async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
             cluster.node_mut(leader).wipe_data_dir()?;
         }
         Reborn::EmptyDiskPeerAlive => {
-            cluster.cut_zk(follower, CutMode::Blackhole);
+            cluster.cut_zk(follower, CutMode::Blackhole)?;
             cluster.node_mut(leader).kill9().await?;
             cluster.node_mut(leader).wipe_data_dir()?;
         }
@@ -142,13 +151,13 @@ async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
             cluster.node_mut(leader).kill9().await?;
             cluster.node_mut(follower).kill9().await?;
             let data_dir = cluster.node(leader).data_dir().to_path_buf();
-            let lost = walship::storage::fault::power_loss(&data_dir, &cluster.fault_dir(leader), false)?;
+            let lost = walship::storage::fault::power_loss(&data_dir, cluster.fault_dir(leader).path(), false)?;
             ensure!(lost.records_dropped >= 1, "the power loss dropped nothing: {lost:?}");
             std::fs::remove_file(&nosync)?;
         }
     }
-    cluster.heal_zk(leader);
-    cluster.node_mut(leader).restart()?;
+    cluster.heal_zk(leader)?;
+    cluster.node_mut(leader).start()?;
     cluster.node_mut(leader).wait_live(LEADER_TIMEOUT).await?;
     let deadline = Deadline::after(LEADER_TIMEOUT, format!("reborn node {leader} to lead"));
     loop {
@@ -166,10 +175,10 @@ async fn scenario(cluster: &mut Cluster, reborn: Reborn) -> Result<()> {
 
     match reborn {
         Reborn::EmptyDiskAlone | Reborn::PowerLossAlone => {
-            cluster.node_mut(follower).restart()?;
+            cluster.node_mut(follower).start()?;
             cluster.node_mut(follower).wait_live(LEADER_TIMEOUT).await?;
         }
-        Reborn::EmptyDiskPeerAlive => cluster.heal_zk(follower),
+        Reborn::EmptyDiskPeerAlive => cluster.heal_zk(follower)?,
     }
     cluster.wait_applied(new_index, CATCH_UP_TIMEOUT).await?;
     // Both state machines hold the acknowledged write, not the stray one

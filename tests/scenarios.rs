@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use anyhow::Result;
 use common::cluster::ClusterContext;
-use common::Api;
 use common::Cluster;
 use common::Deadline;
+use common::NodeClient;
 use common::Reply;
 use common::Writer;
 use common::WriterLog;
@@ -22,7 +22,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Acks to wait for at each step: enough to span several ZooKeeper batches.
 const STEP_ACKS: u64 = 30;
 
-fn writer(targets: Vec<Api>, prefix: &str) -> Writer {
+fn writer(targets: Vec<NodeClient>, prefix: &str) -> Writer {
     let mut opts = WriterOptions::new(prefix);
     // Overwrite a small key space too, so "last acknowledged value" is tested.
     opts.key_space = Some(200);
@@ -35,15 +35,21 @@ async fn verify_everywhere(c: &mut Cluster, log: &WriterLog, ids: &[u64]) -> Res
     // Settled first: reads during a change of leader are refused (503), as they should be.
     c.wait_for_leader(FAILOVER_TIMEOUT).await?;
     for &id in ids {
-        log.verify(&c.api(id))
+        log.verify(&c.client(id))
             .await
             .with_context(|| format!("linearizable reads through node {id}"))?;
     }
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
-    let applied = c.api(leader).status().await.into_result()?.applied_index.unwrap_or(0);
+    let applied = c
+        .client(leader)
+        .status()
+        .await
+        .into_result()?
+        .applied_index
+        .unwrap_or(0);
     c.wait_applied(applied, CATCH_UP_TIMEOUT).await?;
     for &id in ids {
-        log.verify_stale(&c.api(id))
+        log.verify_stale(&c.client(id))
             .await
             .with_context(|| format!("local state of node {id}"))?;
     }
@@ -57,7 +63,7 @@ async fn s1_follower_kill9_and_restart() -> Result<()> {
     let mut c = Cluster::start("s1").await?;
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
     let follower = Cluster::other(leader);
-    let w = writer(vec![c.api(leader)], "s1");
+    let w = writer(vec![c.client(leader)], "s1");
     w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
 
     c.node_mut(follower).kill9().await?;
@@ -65,7 +71,7 @@ async fn s1_follower_kill9_and_restart() -> Result<()> {
         .await
         .context("writes stopped while the follower was dead")
         .in_cluster(&c)?;
-    c.node_mut(follower).restart()?;
+    c.node_mut(follower).start()?;
     c.node_mut(follower).wait_live(CATCH_UP_TIMEOUT).await?;
     w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
     let log = w.stop().await?;
@@ -90,7 +96,7 @@ async fn s2_leader_kill9_failover_and_rejoin() -> Result<()> {
     let mut c = Cluster::start("s2").await?;
     let old = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
     let survivor = Cluster::other(old);
-    let w = writer(vec![c.api(survivor)], "s2");
+    let w = writer(vec![c.client(survivor)], "s2");
     w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
 
     c.node_mut(old).kill9().await?;
@@ -101,14 +107,14 @@ async fn s2_leader_kill9_failover_and_rejoin() -> Result<()> {
         .context("the survivor did not acknowledge writes")
         .in_cluster(&c)?;
 
-    c.node_mut(old).restart()?;
+    c.node_mut(old).start()?;
     c.node_mut(old).wait_live(CATCH_UP_TIMEOUT).await?;
     w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
     let log = w.stop().await?;
 
     let deadline = Deadline::after(CATCH_UP_TIMEOUT, format!("node {old} to follow node {survivor}"));
     loop {
-        let s = c.api(old).status().await;
+        let s = c.client(old).status().await;
         let last = format!("{s}");
         if let Reply::Success { value, .. } = s {
             if value.role == "follower" && value.leader == Some(survivor) {
@@ -130,11 +136,11 @@ async fn s3_leader_sigstop_then_sigcont() -> Result<()> {
     let other = Cluster::other(old);
     // One writer through each node: requests to the frozen one hang and time
     // out (unknown outcome); after SIGCONT it must not acknowledge stale writes.
-    let w_other = writer(vec![c.api(other)], "s3-other");
+    let w_other = writer(vec![c.client(other)], "s3-other");
     let mut opts = WriterOptions::new("s3-old");
     opts.key_space = Some(50);
     opts.request_timeout = Duration::from_secs(3);
-    let w_old = Writer::start(vec![c.api(old)], opts);
+    let w_old = Writer::start(vec![c.client(old)], opts);
     w_other.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
     w_old.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
 
@@ -146,7 +152,7 @@ async fn s3_leader_sigstop_then_sigcont() -> Result<()> {
 
     // Straight after resuming, a write sent to the old leader is either
     // refused, unknown, or truly committed (then it shows up below).
-    let direct = c.api(old).put("s3-direct", "after-sigcont").await;
+    let direct = c.client(old).put("s3-direct", "after-sigcont").await;
     w_other.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
     w_old
         .wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT)
@@ -162,7 +168,7 @@ async fn s3_leader_sigstop_then_sigcont() -> Result<()> {
         "the resumed node must not lead again on its own"
     );
     if direct.is_success() {
-        let got = c.api(other).get("s3-direct").await.into_result()?;
+        let got = c.client(other).get("s3-direct").await.into_result()?;
         assert_eq!(
             got.as_deref(),
             Some("after-sigcont"),
@@ -183,12 +189,12 @@ async fn s4_empty_disk_rebirth_beside_live_node() -> Result<()> {
     let mut c = Cluster::start_with("s4", &["--snapshot-every-entries", "50"]).await?;
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
     let reborn = Cluster::other(leader);
-    let w = writer(vec![c.api(leader)], "s4");
+    let w = writer(vec![c.client(leader)], "s4");
     w.wait_for_more_acks(STEP_ACKS * 3, CATCH_UP_TIMEOUT).await?;
 
     c.node_mut(reborn).kill9().await?;
     c.node_mut(reborn).wipe_data_dir()?;
-    c.node_mut(reborn).restart()?;
+    c.node_mut(reborn).start()?;
     c.node_mut(reborn).wait_live(CATCH_UP_TIMEOUT).await?;
     w.wait_for_more_acks(STEP_ACKS, CATCH_UP_TIMEOUT).await?;
     let log = w.stop().await?;
@@ -200,7 +206,7 @@ async fn s4_empty_disk_rebirth_beside_live_node() -> Result<()> {
         c.wait_for_new_leader(leader, FAILOVER_TIMEOUT).await.in_cluster(&c)?,
         reborn
     );
-    log.verify(&c.api(reborn))
+    log.verify(&c.client(reborn))
         .await
         .context("the reborn node lost writes")
         .in_cluster(&c)
@@ -212,14 +218,14 @@ async fn s4_empty_disk_rebirth_beside_live_node() -> Result<()> {
 async fn s5_both_die_one_reborn_empty_alone() -> Result<()> {
     // Small snapshots, so W holds a snapshot plus the WAL after it.
     let mut c = Cluster::start_with("s5", &["--snapshot-every-entries", "40"]).await?;
-    let w = writer(c.apis(), "s5");
+    let w = writer(c.clients(), "s5");
     w.wait_for_more_acks(STEP_ACKS * 4, CATCH_UP_TIMEOUT).await?;
     c.node_mut(1).kill9().await?;
     c.node_mut(2).kill9().await?;
     let log = w.stop().await?;
 
     c.node_mut(2).wipe_data_dir()?;
-    c.node_mut(2).restart()?;
+    c.node_mut(2).start()?;
     c.node_mut(2).wait_live(CATCH_UP_TIMEOUT).await?;
     assert_eq!(c.wait_for_leader(FAILOVER_TIMEOUT).await.in_cluster(&c)?, 2);
     let log_text = std::fs::read_to_string(c.node(2).log_path())?;
@@ -228,15 +234,15 @@ async fn s5_both_die_one_reborn_empty_alone() -> Result<()> {
         "node 2 should have rebuilt from W's snapshot; see {}",
         c.node(2).log_path().display()
     );
-    log.verify(&c.api(2))
+    log.verify(&c.client(2))
         .await
         .context("node 2 rebuilt from ZooKeeper lost writes")
         .in_cluster(&c)?;
 
     // And it keeps working: a new write is acknowledged and readable.
-    let idx = c.api(2).put("s5-after", "yes").await.into_result()?;
+    let idx = c.client(2).put("s5-after", "yes").await.into_result()?;
     assert!(idx > 0);
-    assert_eq!(c.api(2).get("s5-after").await.into_result()?.as_deref(), Some("yes"));
+    assert_eq!(c.client(2).get("s5-after").await.into_result()?.as_deref(), Some("yes"));
     Ok(())
 }
 
@@ -245,14 +251,14 @@ async fn s5_both_die_one_reborn_empty_alone() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s6_both_die_both_reborn_with_disks() -> Result<()> {
     let mut c = Cluster::start("s6").await?;
-    let w = writer(c.apis(), "s6");
+    let w = writer(c.clients(), "s6");
     w.wait_for_more_acks(STEP_ACKS * 3, CATCH_UP_TIMEOUT).await?;
     c.node_mut(1).kill9().await?;
     c.node_mut(2).kill9().await?;
     let log = w.stop().await?;
 
-    c.node_mut(1).restart()?;
-    c.node_mut(2).restart()?;
+    c.node_mut(1).start()?;
+    c.node_mut(2).start()?;
     c.node_mut(1).wait_live(CATCH_UP_TIMEOUT).await?;
     c.node_mut(2).wait_live(CATCH_UP_TIMEOUT).await?;
     c.wait_for_leader(FAILOVER_TIMEOUT).await.in_cluster(&c)?;
@@ -264,11 +270,17 @@ async fn s6_both_die_both_reborn_with_disks() -> Result<()> {
 /// value for every key the writer touched.
 async fn assert_same_state(c: &mut Cluster, log: &WriterLog) -> Result<()> {
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
-    let applied = c.api(leader).status().await.into_result()?.applied_index.unwrap_or(0);
+    let applied = c
+        .client(leader)
+        .status()
+        .await
+        .into_result()?
+        .applied_index
+        .unwrap_or(0);
     c.wait_applied(applied, CATCH_UP_TIMEOUT).await?;
     for key in log.expected().keys() {
-        let a = c.api(1).get_stale(key).await.into_result()?;
-        let b = c.api(2).get_stale(key).await.into_result()?;
+        let a = c.client(1).get_stale(key).await.into_result()?;
+        let b = c.client(2).get_stale(key).await.into_result()?;
         assert_eq!(a, b, "nodes diverge on {key}");
     }
     Ok(())

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::Cluster;
+use common::Setup;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -100,7 +101,7 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
     assert_eq!(c.wait_for_leader(TIMEOUT).await?, leader, "refused RPC changed nothing");
 
     // ZooKeeper: a session without the secret can neither read nor write.
-    let zk = zookeeper_client::Client::connect(&c.zk.addr()).await?;
+    let zk = zookeeper_client::Client::connect(&c.zk().addr()).await?;
     let root = format!("/walship/{}", c.name);
     let witness = format!("{root}/witness");
     assert_eq!(zk.get_data(&witness).await.err(), Some(zookeeper_client::Error::NoAuth));
@@ -120,16 +121,16 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
     // With the wrong secret, likewise.
     let wrong = zookeeper_client::Client::connector()
         .with_auth("digest", b"walship:not the secret")
-        .connect(&c.zk.addr())
+        .connect(&c.zk().addr())
         .await?;
     assert_eq!(
         wrong.get_data(&witness).await.err(),
         Some(zookeeper_client::Error::NoAuth)
     );
     // The CLI: `kv` needs the token file, `status --zk` the secret file.
-    let endpoint = c.api(leader).base_url().trim_start_matches("http://").to_string();
+    let endpoint = c.client(leader).base_url().trim_start_matches("http://").to_string();
     let cli = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(common::node::WALSHIP_BIN);
+        let mut cmd = std::process::Command::new(common::WALSHIP_BIN);
         cmd.args(args).args(["--endpoints", &endpoint, "--timeout-ms", "5000"]);
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WALSHIP_")) {
             cmd.env_remove(k);
@@ -148,7 +149,7 @@ async fn secret_and_tokens_refuse_outsiders() -> Result<()> {
     assert_eq!(code, Some(0), "a write with the token file: {text}");
     let (code, text) = cli(&["kv", "get", "cli-key", "--api-token-file", &t]);
     assert_eq!((code, text.trim()), (Some(0), "cli-value"));
-    let zk_addr = c.zk.addr();
+    let zk_addr = c.zk().addr();
     let zk_args = ["status", "--zk", zk_addr.as_str(), "--cluster", c.name.as_str()];
     let (code, text) = cli(&zk_args);
     assert_ne!(
@@ -206,19 +207,19 @@ async fn out_of_range_peer_terms_are_refused_and_change_nothing() -> Result<()> 
     }
     // Nothing changed: the same leader, a sane term, and writes go on.
     assert_eq!(c.wait_for_leader(TIMEOUT).await?, leader);
-    let status = c.api(leader).status().await.into_result()?;
+    let status = c.client(leader).status().await.into_result()?;
     assert!(
         status.term.is_some_and(|t| t < 1000),
         "term after the probes: {status:?}"
     );
-    assert!(c.api(follower).put("after-probes", "ok").await.is_success());
+    assert!(c.client(follower).put("after-probes", "ok").await.is_success());
     Ok(())
 }
 
 async fn zk_client(c: &Cluster) -> Result<zookeeper_client::Client> {
     Ok(zookeeper_client::Client::connector()
         .with_session_timeout(Duration::from_secs(10))
-        .connect(&c.zk.addr())
+        .connect(&c.zk().addr())
         .await?)
 }
 
@@ -230,7 +231,7 @@ async fn zk_client(c: &Cluster) -> Result<zookeeper_client::Client> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespace_cannot_be_locked_by_an_outsider() -> Result<()> {
     use zookeeper_client as zk;
-    let mut c = Cluster::start_stopped("namespace-acl").await?;
+    let mut c = Setup::test("namespace-acl").start_zk().await?;
     let outsider = zk_client(&c).await?;
     // As an older walship left it: open to all, ADMIN included.
     outsider
@@ -258,10 +259,10 @@ async fn namespace_cannot_be_locked_by_an_outsider() -> Result<()> {
     );
     // Nothing stops a restart.
     c.node_mut(leader).kill9().await?;
-    c.node_mut(leader).restart()?;
+    c.node_mut(leader).start()?;
     c.node_mut(leader).wait_live(TIMEOUT).await?;
     let now = c.wait_for_leader(TIMEOUT).await?;
-    assert!(c.api(now).put("after-restart", "ok").await.is_success());
+    assert!(c.client(now).put("after-restart", "ok").await.is_success());
     Ok(())
 }
 
@@ -277,7 +278,7 @@ async fn squatted_cluster_znodes_are_refused() -> Result<()> {
     let secret = secrets.path().join("secret");
     std::fs::write(&secret, "correct horse battery staple\n")?;
     let s = secret.to_string_lossy().into_owned();
-    let mut c = Cluster::start_stopped("squat").await?;
+    let mut c = Setup::test("squat").start_zk().await?;
     c.set_node_args(&["--secret-file", &s]);
     let outsider = zk_client(&c).await?;
     let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
@@ -360,8 +361,8 @@ async fn connections_are_bounded() -> Result<()> {
     assert!(head.starts_with("HTTP/1.1 408"), "a stalled body got: {head:?}");
     assert!(started.elapsed() < Duration::from_secs(15));
     // The node serves on, and nothing was written by the stalled request.
-    assert!(c.api(leader).put("after-bounds", "ok").await.is_success());
-    assert_eq!(c.api(leader).get("slow").await.into_result()?, None);
+    assert!(c.client(leader).put("after-bounds", "ok").await.is_success());
+    assert_eq!(c.client(leader).get("slow").await.into_result()?, None);
     Ok(())
 }
 
@@ -421,7 +422,7 @@ async fn bodies_are_bounded_per_route_and_in_time() -> Result<()> {
             "{route}: cut off after {took:?}, not at the body-read timeout"
         );
     }
-    assert!(c.api(leader).put("after-bodies", "ok").await.is_success());
-    assert_eq!(c.api(leader).get("stalled").await.into_result()?, None);
+    assert!(c.client(leader).put("after-bodies", "ok").await.is_success());
+    assert_eq!(c.client(leader).get("stalled").await.into_result()?, None);
     Ok(())
 }

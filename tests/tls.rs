@@ -18,6 +18,7 @@ use anyhow::Result;
 use common::Cluster;
 use common::Deadline;
 use common::Reply;
+use common::Setup;
 use rustls_pki_types::pem::PemObject;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,7 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs the `walship` CLI with `args`, no `WALSHIP_*` variables from the
 /// developer's shell; returns its exit code and output.
 fn cli(args: &[&str]) -> (Option<i32>, String) {
-    let mut cmd = std::process::Command::new(common::node::WALSHIP_BIN);
+    let mut cmd = std::process::Command::new(common::WALSHIP_BIN);
     cmd.args(args);
     if args.first() != Some(&"dev-ca") {
         cmd.args(["--timeout-ms", "8000"]);
@@ -66,15 +67,19 @@ fn https(certs: &Path, identity: Option<&str>) -> reqwest::Client {
 /// not start (the flags are unknown).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_cluster_serves_fails_over_and_the_cli_speaks_https() -> Result<()> {
-    let mut c = Cluster::start_tls("tls-cluster", &["--tls-client-auth"]).await?;
+    let mut c = Setup::test("tls-cluster")
+        .tls()
+        .node_args(&["--tls-client-auth"])
+        .start()
+        .await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     let follower = Cluster::other(leader);
     let certs = c.tls_dir();
 
-    assert!(c.api(follower).put("k1", "through the follower").await.is_success());
-    assert!(c.api(leader).put("k2", "through the leader").await.is_success());
+    assert!(c.client(follower).put("k1", "through the follower").await.is_success());
+    assert!(c.client(leader).put("k2", "through the leader").await.is_success());
     assert_eq!(
-        c.api(follower).get("k2").await.into_result()?.as_deref(),
+        c.client(follower).get("k2").await.into_result()?.as_deref(),
         Some("through the leader")
     );
 
@@ -101,7 +106,7 @@ async fn tls_cluster_serves_fails_over_and_the_cli_speaks_https() -> Result<()> 
         401
     );
     assert_eq!(
-        c.api(leader).get("plain").await.into_result()?,
+        c.client(leader).get("plain").await.into_result()?,
         None,
         "the refused writes changed nothing"
     );
@@ -141,16 +146,16 @@ async fn tls_cluster_serves_fails_over_and_the_cli_speaks_https() -> Result<()> 
     // back and catches up, all over TLS.
     c.node_mut(leader).kill9().await?;
     assert_eq!(c.wait_for_new_leader(leader, TIMEOUT).await?, follower);
-    let index = c.api(follower).put("after-failover", "yes").await.into_result()?;
+    let index = c.client(follower).put("after-failover", "yes").await.into_result()?;
     assert_eq!(
-        c.api(follower).get("k1").await.into_result()?.as_deref(),
+        c.client(follower).get("k1").await.into_result()?.as_deref(),
         Some("through the follower")
     );
-    c.node_mut(leader).restart()?;
+    c.node_mut(leader).start()?;
     c.node_mut(leader).wait_live(TIMEOUT).await?;
     c.wait_applied(index, TIMEOUT).await?;
     assert_eq!(
-        c.api(leader)
+        c.client(leader)
             .get_stale("after-failover")
             .await
             .into_result()?
@@ -244,14 +249,14 @@ fn member_json(id: u64, addr: impl std::fmt::Display) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_who_its_certificate_says_not_where_zookeeper_points() -> Result<()> {
     use zookeeper_client as zk;
-    let mut c = Cluster::start_tls("tls-impostor", &[]).await?;
+    let mut c = Setup::test("tls-impostor").tls().start().await?;
     let leader = c.wait_for_leader(TIMEOUT).await?;
     let follower = Cluster::other(leader);
     let certs = c.tls_dir();
     let pem = |n: String| (certs.join(format!("{n}.pem")), certs.join(format!("{n}-key.pem")));
     let zk = zk::Client::connector()
         .with_session_timeout(Duration::from_secs(10))
-        .connect(&c.zk.addr())
+        .connect(&c.zk().addr())
         .await?;
     let name = c.name.clone();
     let member = |id: u64| format!("/walship/{name}/members/{id}");
@@ -306,7 +311,7 @@ async fn a_node_is_who_its_certificate_says_not_where_zookeeper_points() -> Resu
     let refused_key = loop {
         n += 1;
         let key = format!("forwarded-{n}");
-        match c.api(follower).put(&key, "x").await {
+        match c.client(follower).put(&key, "x").await {
             Reply::Success { .. } => deadline.tick(&"still forwarded to the real leader").await?,
             Reply::Failed { status: 503, error } => {
                 assert!(error.contains("certificate"), "{error}");
@@ -318,7 +323,7 @@ async fn a_node_is_who_its_certificate_says_not_where_zookeeper_points() -> Resu
     assert_eq!(impostor.requests(), 0, "the impostor received a forwarded request");
     assert!(impostor.connections() > 0, "the follower never tried the impostor");
     assert_eq!(
-        c.api(leader).get(&refused_key).await.into_result()?,
+        c.client(leader).get(&refused_key).await.into_result()?,
         None,
         "nothing was written"
     );
@@ -346,7 +351,7 @@ async fn a_node_is_who_its_certificate_says_not_where_zookeeper_points() -> Resu
     let mut i = 0;
     while impostor.connections() < 3 {
         i += 1;
-        let r = c.api(leader).put(&format!("alone-{i}"), "x").await;
+        let r = c.client(leader).put(&format!("alone-{i}"), "x").await;
         assert!(r.is_success(), "the leader commits with ZooKeeper alone: {r}");
         deadline
             .tick(&format!("{} connections", impostor.connections()))

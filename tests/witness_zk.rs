@@ -50,20 +50,20 @@ fn append(
     }
 }
 
-async fn witness(zk: &common::Zk, cluster: &str) -> Result<Witness> {
+async fn witness(zk: &common::ZkServer, cluster: &str) -> Result<Witness> {
     let session = ZkSession::connect(&zk.addr(), 4000, 2000, 10_000, |_| None).await?;
     Ok(Witness::new(session, cluster))
 }
 
 struct Fixture {
-    zk: common::Zk,
+    zk: common::ZkServer,
     _dir: common::TestDir,
     cluster: String,
 }
 
 async fn fixture(name: &str) -> Result<Fixture> {
     let dir = common::TestDir::new(name)?;
-    let zk = common::Zk::start(dir.path()).await?;
+    let zk = common::ZkServer::start(&dir.path().join("zk")).await?;
     Ok(Fixture {
         zk,
         _dir: dir,

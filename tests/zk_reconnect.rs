@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use anyhow::Result;
-use common::api::Status;
 use common::node::Node;
 use common::wait::Deadline;
+use common::Status;
 use walship::witness::session::Claim;
 use walship::witness::session::ZkSession;
 use walship_testkit::procs::ZkMode;
@@ -127,7 +127,7 @@ async fn session_and_ephemerals_come_back_after_a_quorum_loss() -> Result<()> {
 async fn statuses(nodes: &[Node]) -> Option<Vec<Status>> {
     let mut out = Vec::new();
     for n in nodes {
-        out.push(n.api().status().await.success()?);
+        out.push(n.client().status().await.success()?);
     }
     Some(out)
 }
@@ -167,7 +167,7 @@ async fn a_zookeeper_outage_does_not_depose_a_healthy_leader() -> Result<()> {
         nodes.push(n);
     }
     let (leader, term) = agreed_leader(&nodes, Duration::from_secs(30)).await?;
-    let api = nodes[(leader - 1) as usize].api().clone();
+    let api = nodes[(leader - 1) as usize].client().clone();
     // Writes before, during and after the outage, as a client would.
     let writer = {
         let api = api.clone();

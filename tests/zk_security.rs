@@ -2,7 +2,7 @@
 //! the clear-text digest scheme (`--zk-sasl`), and TLS to a ZooKeeper that
 //! has only a secure client port (`--zk-tls-ca-file`, `--zk-tls-cert-file`,
 //! `--zk-tls-key-file`). Each test starts its own ZooKeeper configured that
-//! way (see `common::zk::ZkOptions`, the same settings as `zk/zk.sh`).
+//! way (see `walship_testkit::ZkOptions`, the same settings as `zk/zk.sh`).
 
 mod common;
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use common::cluster::FIRST_LEADER_TIMEOUT;
 use common::ports::free_addr;
-use common::{Cluster, Deadline, Node};
+use common::{Cluster, Deadline, Node, Setup};
 use zookeeper_client as zk;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,7 +60,7 @@ async fn refused_start(node: &mut Node, within: Duration) -> Result<String> {
             }
             return Ok(node.log_tail(30));
         }
-        if node.api().live().await.is_success() {
+        if node.client().live().await.is_success() {
             bail!("node {} serves: {}", node.id(), node.log_tail(30));
         }
         deadline.tick(&"still running").await?;
@@ -78,8 +78,8 @@ async fn refused_start(node: &mut Node, within: Duration) -> Result<String> {
 async fn sasl_cluster_serves_and_its_znodes_carry_the_sasl_acl() -> Result<()> {
     let secrets = tempfile::tempdir()?;
     let secret = write_secret(secrets.path(), "secret", SECRET)?;
-    let mut c = Cluster::start_stopped_secured("zk-sasl", Some(Path::new(&secret)), false).await?;
-    let jaas = std::fs::read_to_string(c.zk.options().jaas_file.as_ref().expect("jaas"))?;
+    let mut c = Setup::test("zk-sasl").zk_sasl(Path::new(&secret)).start_zk().await?;
+    let jaas = std::fs::read_to_string(c.zk().options().jaas_file.as_ref().expect("jaas"))?;
     assert!(jaas.contains("user_walship=\""), "{jaas}");
     assert!(
         !jaas.contains(SECRET),
@@ -91,15 +91,15 @@ async fn sasl_cluster_serves_and_its_znodes_carry_the_sasl_acl() -> Result<()> {
     }
     let leader = c.wait_for_leader(FIRST_LEADER_TIMEOUT).await?;
     let follower = Cluster::other(leader);
-    assert!(c.api(follower).put("k", "v1").await.is_success(), "forwarded write");
-    assert!(c.api(leader).put("k2", "v2").await.is_success());
-    assert_eq!(c.api(follower).get("k").await.into_result()?, Some("v1".to_string()));
+    assert!(c.client(follower).put("k", "v1").await.is_success(), "forwarded write");
+    assert!(c.client(leader).put("k2", "v2").await.is_success());
+    assert_eq!(c.client(follower).get("k").await.into_result()?, Some("v1".to_string()));
 
     let root = format!("/walship/{}", c.name);
     let password = walship::auth::zk_sasl_password(SECRET);
     let sasl = zk::Client::connector()
         .with_sasl(zk::SaslOptions::digest_md5("walship", password))
-        .connect(&c.zk.addr())
+        .connect(&c.zk().addr())
         .await?;
     let acls = acls_under(&sasl, &root).await?;
     for leaf in ["members", "members/1", "members/2", "witness", "leader"] {
@@ -111,10 +111,10 @@ async fn sasl_cluster_serves_and_its_znodes_carry_the_sasl_acl() -> Result<()> {
     }
 
     // Outsiders: no credentials, and the secret in the old digest scheme.
-    let anonymous = zk::Client::connect(&c.zk.addr()).await?;
+    let anonymous = zk::Client::connect(&c.zk().addr()).await?;
     let digest = zk::Client::connector()
         .with_auth("digest", format!("walship:{SECRET}").as_bytes())
-        .connect(&c.zk.addr())
+        .connect(&c.zk().addr())
         .await?;
     let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let witness = format!("{root}/witness");
@@ -150,7 +150,7 @@ async fn sasl_cluster_serves_and_its_znodes_carry_the_sasl_acl() -> Result<()> {
     let mut intruder = Node::spawn_with(
         follower,
         &c.name,
-        &c.zk.addr(),
+        &c.zk().addr(),
         &c.dir().join("intruder"),
         free_addr()?,
         &["--secret-file".into(), wrong.clone(), "--zk-sasl".into()],
@@ -165,7 +165,7 @@ async fn sasl_cluster_serves_and_its_znodes_carry_the_sasl_acl() -> Result<()> {
     let mut intruder = Node::spawn_with(
         follower,
         &c.name,
-        &c.zk.addr(),
+        &c.zk().addr(),
         &c.dir().join("intruder2"),
         free_addr()?,
         &["--secret-file".into(), wrong],
@@ -175,7 +175,7 @@ async fn sasl_cluster_serves_and_its_znodes_carry_the_sasl_acl() -> Result<()> {
 
     // The cluster did not notice.
     assert_eq!(c.wait_for_leader(TIMEOUT).await?, leader);
-    assert!(c.api(follower).put("k3", "v3").await.is_success());
+    assert!(c.client(follower).put("k3", "v3").await.is_success());
     for (path, acl) in acls_under(&sasl, &root).await? {
         assert_eq!(acl, vec!["sasl:walship:cdrwa".to_string()], "{path}");
     }
@@ -207,14 +207,18 @@ fn zk_tls_args(certs: &Path, ca: &Path) -> Vec<String> {
 async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
     let secrets = tempfile::tempdir()?;
     let secret = write_secret(secrets.path(), "secret", SECRET)?;
-    let mut c = Cluster::start_stopped_secured("zk-tls", Some(Path::new(&secret)), true).await?;
-    let cfg = std::fs::read_to_string(c.zk.dir().join("zoo.cfg"))?;
+    let mut c = Setup::test("zk-tls")
+        .zk_sasl(Path::new(&secret))
+        .zk_tls()
+        .start_zk()
+        .await?;
+    let cfg = std::fs::read_to_string(c.zk().dir().join("zoo.cfg"))?;
     assert!(
         !cfg.lines().any(|l| l.starts_with("clientPort")) && cfg.contains("secureClientPort="),
         "{cfg}"
     );
     // Plain ZooKeeper gets no answer there.
-    let plain = walship::witness::session::four_letter(&c.zk.addr(), "srvr", Duration::from_millis(500)).await;
+    let plain = walship::witness::session::four_letter(&c.zk().addr(), "srvr", Duration::from_millis(500)).await;
     assert!(!plain.is_ok_and(|r| r.contains("Mode:")), "the port speaks only TLS");
 
     let certs = c.tls_dir();
@@ -228,18 +232,18 @@ async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
     let follower = Cluster::other(leader);
     for i in 0..5 {
         let via = if i % 2 == 0 { leader } else { follower };
-        assert!(c.api(via).put(&format!("k{i}"), format!("v{i}")).await.is_success());
+        assert!(c.client(via).put(&format!("k{i}"), format!("v{i}")).await.is_success());
     }
 
     // Over TLS with SASL: the znodes carry the SASL ACL.
-    let tls = c.zk.options().client_tls().expect("tls");
+    let tls = c.zk().options().client_tls().expect("tls");
     let sasl = zk::Client::connector()
         .with_tls(tls.options())
         .with_sasl(zk::SaslOptions::digest_md5(
             "walship",
             walship::auth::zk_sasl_password(SECRET),
         ))
-        .secure_connect(&c.zk.addr())
+        .secure_connect(&c.zk().addr())
         .await?;
     for (path, acl) in acls_under(&sasl, &format!("/walship/{}", c.name)).await? {
         assert_eq!(acl, vec!["sasl:walship:cdrwa".to_string()], "{path}");
@@ -249,22 +253,22 @@ async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
     c.node_mut(leader).kill9().await?;
     let new_leader = c.wait_for_new_leader(leader, TIMEOUT).await?;
     assert_eq!(new_leader, follower);
-    assert!(c.api(new_leader).put("after-failover", "x").await.is_success());
+    assert!(c.client(new_leader).put("after-failover", "x").await.is_success());
     for i in 0..5 {
         assert_eq!(
-            c.api(new_leader).get(&format!("k{i}")).await.into_result()?,
+            c.client(new_leader).get(&format!("k{i}")).await.into_result()?,
             Some(format!("v{i}")),
             "acknowledged before the kill"
         );
     }
-    c.node_mut(leader).restart()?;
+    c.node_mut(leader).start()?;
     c.node_mut(leader).wait_live(TIMEOUT).await?;
 
     // ZooKeeper restarts: both sessions drop and come back over TLS.
-    c.zk.restart().await?;
+    c.zk_mut().restart().await?;
     let deadline = Deadline::after(TIMEOUT, "a write after ZooKeeper's restart");
     loop {
-        let reply = c.api(new_leader).put("after-zk-restart", "y").await;
+        let reply = c.client(new_leader).put("after-zk-restart", "y").await;
         if reply.is_success() {
             break;
         }
@@ -273,7 +277,7 @@ async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
     let leader_now = c.wait_for_leader(TIMEOUT).await?;
     let deadline = Deadline::after(TIMEOUT, "the restarted node to hold every write");
     loop {
-        let got = c.api(Cluster::other(leader_now)).get_stale("after-zk-restart").await;
+        let got = c.client(Cluster::other(leader_now)).get_stale("after-zk-restart").await;
         if matches!(&got, common::Reply::Success { value: Some(v), .. } if v == "y") {
             break;
         }
@@ -288,10 +292,10 @@ async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
 /// On the old code the settings do not exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zk_tls_with_the_wrong_ca_is_refused_naming_the_setting() -> Result<()> {
-    let mut c = Cluster::start_stopped_secured("zk-tls-ca", None, true).await?;
+    let mut c = Setup::test("zk-tls-ca").zk_tls().start_zk().await?;
     let certs = c.tls_dir();
     let other = c.dir().join("other-ca");
-    let out = std::process::Command::new(common::node::WALSHIP_BIN)
+    let out = std::process::Command::new(common::WALSHIP_BIN)
         .args(["dev-ca", "--cluster", "other", "--dir"])
         .arg(&other)
         .output()?;
