@@ -18,8 +18,8 @@ use common::wait::Deadline;
 use common::Status;
 use walship::witness::session::Claim;
 use walship::witness::session::ZkSession;
-use walship_testkit::procs::ZkMode;
-use walship_testkit::procs::ZkServer;
+use walship_testkit::ZkMode;
+use walship_testkit::ZkServer;
 
 const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The nodes' default `election_timeout_ms`.
@@ -197,7 +197,7 @@ async fn a_zookeeper_outage_does_not_depose_a_healthy_leader() -> Result<()> {
         }
     }
     let zl = zl.context("the ensemble has no leader")?;
-    servers[zl].freeze()?;
+    servers[zl].sigstop()?;
     let elected = Deadline::after(SERVE_TIMEOUT, "a new ZooKeeper leader");
     loop {
         let mut modes = Vec::new();
@@ -211,7 +211,7 @@ async fn a_zookeeper_outage_does_not_depose_a_healthy_leader() -> Result<()> {
         }
         elected.tick(&format!("{modes:?}")).await?;
     }
-    servers[zl].thaw()?;
+    servers[zl].sigcont()?;
     for s in servers.iter_mut() {
         s.wait_serving(SERVE_TIMEOUT).await?;
     }

@@ -39,7 +39,6 @@ pub mod faultproxy;
 pub mod node;
 pub mod ports;
 pub mod process;
-pub mod procs;
 pub mod wait;
 pub mod writer;
 pub mod zk;

@@ -101,12 +101,9 @@ impl Proc {
         }
     }
 
-    /// SIGKILL (a crash) and reap; the status of a process that had already
-    /// exited by itself.
+    /// SIGKILL (a crash) and reap. An error if it had already exited by
+    /// itself (a crash of its own is not to be hidden by ours).
     pub async fn kill9(&mut self) -> Result<ExitStatus> {
-        if let Some(status) = self.exited() {
-            return Ok(status);
-        }
         self.signal(libc::SIGKILL)?;
         self.wait_exit(STOP_TIMEOUT).await
     }

@@ -307,9 +307,13 @@ impl ZkServer {
         status
     }
 
-    /// SIGKILL (a crash), wait for the exit.
+    /// SIGKILL (a crash), wait for the exit (nothing to kill if it already
+    /// exited by itself).
     pub async fn kill9(&mut self) -> Result<()> {
-        self.proc()?.kill9().await?;
+        let proc = self.proc()?;
+        if proc.exited().is_none() {
+            proc.kill9().await?;
+        }
         self.proc = None;
         Ok(())
     }

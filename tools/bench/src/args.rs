@@ -182,7 +182,7 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
     let bin = match args.bin {
         Some(b) if b.is_file() => b,
         Some(b) => return Err(format!("--bin {}: no such file", b.display())),
-        None => walship_testkit::procs::walship_binary_beside_this_one()?,
+        None => walship_testkit::process::walship_binary_beside_this_one()?,
     };
     if args.out.is_dir() {
         return Err(format!("--out {} is a directory; give a file name", args.out.display()));

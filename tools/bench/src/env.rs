@@ -138,7 +138,7 @@ pub fn settings(bin: &Path, etcd_flags: &str) -> Settings {
             "`walship node --print-config` failed".to_string(),
         )]),
     };
-    let zoo_cfg = walship_testkit::procs::ZOO_CFG_TEMPLATE
+    let zoo_cfg = walship_testkit::zk::ZOO_CFG_TEMPLATE
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))

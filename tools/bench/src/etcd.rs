@@ -4,14 +4,11 @@
 //! commit), driven through its gRPC-gateway JSON API: `POST /v3/kv/put` and
 //! `POST /v3/kv/range` (linearizable by default), base64 keys and values.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::path::PathBuf;
-use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
 use std::time::Duration;
-use std::time::Instant;
 
 use anyhow::bail;
 use anyhow::Context;
@@ -19,7 +16,9 @@ use anyhow::Result;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use walship_testkit::procs::free_port;
+use walship_testkit::free_port;
+use walship_testkit::Deadline;
+use walship_testkit::Proc;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// etcd refuses writes past its backend quota (2 GiB by default); a full run
@@ -67,9 +66,10 @@ pub fn version(bin: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Our etcd member; killed (by pid) when dropped.
+/// Our etcd member (a `walship_testkit::Proc`: signalled by pid only while
+/// unreaped, killed when dropped).
 pub struct EtcdServer {
-    child: Option<Child>,
+    proc: Proc,
     pub client_url: String,
 }
 
@@ -80,8 +80,8 @@ impl EtcdServer {
         let client_url = format!("http://127.0.0.1:{cport}");
         let peer_url = format!("http://127.0.0.1:{pport}");
         let log = std::fs::File::create(dir.join("etcd.log"))?;
-        let child = Command::new(bin)
-            .args(["--name", "bench"])
+        let mut cmd = Command::new(bin);
+        cmd.args(["--name", "bench"])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(["--listen-client-urls", &client_url])
@@ -92,70 +92,50 @@ impl EtcdServer {
             .args(["--quota-backend-bytes", QUOTA_BYTES])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        let mut server = EtcdServer {
-            child: Some(child),
-            client_url,
-        };
-        let http = super::target::pool(1);
-        let end = Instant::now() + START_TIMEOUT;
+            .stderr(log);
+        let proc =
+            Proc::spawn("etcd".to_string(), &mut cmd, true).with_context(|| format!("spawn {}", bin.display()))?;
+        let mut server = EtcdServer { proc, client_url };
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        let deadline = Deadline::after(START_TIMEOUT, "etcd to serve").every(Duration::from_millis(100));
         loop {
-            if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
+            if let Some(status) = server.proc.exited() {
                 bail!(
                     "etcd exited during start-up ({status}); see {}",
                     dir.join("etcd.log").display()
                 );
             }
             let health = http.get(format!("{}/health", server.client_url)).send().await;
-            if let Ok(r) = health {
-                if r.status().is_success() && r.text().await.is_ok_and(|t| t.contains("true")) {
-                    return Ok(server);
+            let last = match health {
+                Ok(r) => {
+                    let status = r.status();
+                    match r.text().await {
+                        Ok(t) if status.is_success() && t.contains("true") => return Ok(server),
+                        Ok(t) => format!("/health answered {status}: {t}"),
+                        Err(e) => format!("/health answered {status}: {e}"),
+                    }
                 }
-            }
-            if Instant::now() >= end {
+                Err(e) => e.to_string(),
+            };
+            if let Err(e) = deadline.tick(&last).await {
                 server.stop().await;
-                bail!(
-                    "etcd did not serve within {START_TIMEOUT:?}; see {}",
-                    dir.join("etcd.log").display()
-                );
+                return Err(e.context(format!("see {}", dir.join("etcd.log").display())));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.proc.pid()
     }
 
-    /// SIGTERM, wait (SIGKILL after 10 s), reap.
+    /// SIGTERM, wait (SIGKILL if it lingers), reap.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        if let Ok(None) = child.try_wait() {
-            // SAFETY: kill(2) on our own unreaped child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            let end = Instant::now() + Duration::from_secs(10);
-            while let Ok(None) = child.try_wait() {
-                if Instant::now() >= end {
-                    let _ = child.kill();
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        let _ = child.wait();
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+        if let Err(e) = self.proc.terminate().await {
+            eprintln!("walship bench: stopping etcd: {e:#}");
         }
     }
 }

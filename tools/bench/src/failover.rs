@@ -13,10 +13,11 @@ use anyhow::Result;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use walship::client::NodeClient;
+use walship_testkit::Cluster;
+
 use super::load::Spread;
-use super::target::pool;
-use super::target::Walship;
-use walship_soak::cluster::LocalCluster;
+use super::target;
 
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -48,20 +49,20 @@ pub struct Failover {
 }
 
 /// `kills` rounds of `kill` against the current leader.
-pub async fn run(cluster: &mut LocalCluster, kill: Kill, kills: u64) -> Result<Failover> {
-    let http = pool(64);
+pub async fn run(cluster: &mut Cluster, kill: Kill, kills: u64) -> Result<Failover> {
+    let pool = target::client(cluster.node(1).listen());
     let mut samples = Vec::new();
     for round in 1..=kills {
         let leader = cluster.wait_caught_up(CATCH_UP).await?;
         let survivor = 3 - leader;
-        let target = Walship::new(http.clone(), cluster.addr(survivor));
+        let client = pool.at(cluster.node(survivor).listen());
         // Warm the survivor's connection, as a client would have one.
-        let _ = target.get_timeout("failover-warm", Duration::from_secs(2)).await;
+        let _ = target::get(&client.with_timeout(Duration::from_secs(2)), "failover-warm").await;
         let t0 = Instant::now();
-        let node = cluster.node(leader);
+        let node = cluster.node_mut(leader);
         let (stopped, acked) = match kill {
-            Kill::Sigkill => tokio::join!(node.kill9(), probe(&target, round, t0)),
-            Kill::Sigterm => tokio::join!(node.stop(), probe(&target, round, t0)),
+            Kill::Sigkill => tokio::join!(node.kill9(), probe(&client, round, t0)),
+            Kill::Sigterm => tokio::join!(node.stop(), probe(&client, round, t0)),
         };
         stopped?;
         let ms = acked?.as_secs_f64() * 1000.0;
@@ -72,8 +73,8 @@ pub async fn run(cluster: &mut LocalCluster, kill: Kill, kills: u64) -> Result<F
                 kill.name()
             );
         }
-        cluster.node(leader).spawn()?;
-        cluster.wait_live(leader, CATCH_UP).await?;
+        cluster.node_mut(leader).start()?;
+        cluster.node_mut(leader).wait_live(CATCH_UP).await?;
     }
     cluster.wait_caught_up(CATCH_UP).await?;
     Ok(Failover {
@@ -84,7 +85,7 @@ pub async fn run(cluster: &mut LocalCluster, kill: Kill, kills: u64) -> Result<F
 }
 
 /// Time from `t0` to the first acknowledged probe write.
-async fn probe(target: &Walship, round: u64, t0: Instant) -> Result<Duration> {
+async fn probe(client: &NodeClient, round: u64, t0: Instant) -> Result<Duration> {
     let mut inflight = JoinSet::new();
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(PROBE_EVERY);
@@ -96,11 +97,11 @@ async fn probe(target: &Walship, round: u64, t0: Instant) -> Result<Duration> {
                 if t0.elapsed() > FAILOVER_DEADLINE {
                     bail!("no write acknowledged within {FAILOVER_DEADLINE:?} of the kill (last error: {last_error})");
                 }
-                let t = target.clone();
+                let t = client.with_timeout(PROBE_TIMEOUT);
                 let key = format!("failover-{round}-{seq}");
                 seq += 1;
                 inflight.spawn(async move {
-                    t.put_timeout(&key, b"probe".to_vec(), PROBE_TIMEOUT).await.map(|()| Instant::now())
+                    target::put(&t, &key, b"probe".to_vec()).await.map(|()| Instant::now())
                 });
             }
             Some(done) = inflight.join_next() => match done {

@@ -16,10 +16,11 @@ use serde::Serialize;
 use super::load::closed_loop;
 use super::load::key_index;
 use super::load::value;
-use super::target::pool;
-use super::target::Walship;
 use walship::cli::ZkTarget;
-use walship_soak::cluster::LocalCluster;
+use walship::client::NodeClient;
+use walship_testkit::Cluster;
+
+use super::target;
 
 pub const CLIENTS: usize = 16;
 pub const VALUE_BYTES: usize = 100;
@@ -94,39 +95,29 @@ pub struct Footprint {
     pub bounded: bool,
 }
 
-async fn keys(http: &reqwest::Client, addr: std::net::SocketAddr) -> u64 {
-    let r = http.get(format!("http://{addr}/v1/status")).send().await;
-    match r {
-        Ok(r) => r
-            .json::<serde_json::Value>()
-            .await
-            .ok()
-            .and_then(|v| v["keys"].as_u64())
-            .unwrap_or(0),
-        Err(_) => 0,
-    }
+async fn keys(node: &NodeClient) -> u64 {
+    node.status().await.success().and_then(|s| s.keys).unwrap_or(0)
 }
 
-pub async fn run(cluster: &mut LocalCluster, secs: u64) -> Result<Footprint> {
-    let leader = cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
-    let addr = cluster.addr(leader);
-    let target = Walship::new(pool(CLIENTS), addr);
+pub async fn run(cluster: &mut Cluster, secs: u64) -> Result<Footprint> {
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let client = target::client(cluster.node(leader).listen());
+    let status_client = client.clone();
     let values: Arc<Vec<Vec<u8>>> = Arc::new((0..CLIENTS).map(|c| value(VALUE_BYTES, c)).collect());
     let window = Duration::from_secs(secs);
     let load = tokio::spawn(closed_loop(CLIENTS, Duration::ZERO, window, move |c, seq| {
-        let (t, v) = (target.clone(), Arc::clone(&values));
+        let (t, v) = (client.clone(), Arc::clone(&values));
         async move {
             let k = format!("fp-{:06}", key_index(c, seq, CLIENTS, KEYSPACE));
-            t.put(&k, v[c].clone()).await
+            target::put(&t, &k, v[c].clone()).await
         }
     }));
     let every = Duration::from_secs_f64((secs as f64 / 30.0).clamp(0.5, 5.0));
-    let http = pool(1);
     let t0 = Instant::now();
     let mut samples = Vec::new();
     loop {
-        let w = w_bytes(&cluster.zk_addr, &cluster.name).await?;
-        let k = keys(&http, addr).await;
+        let w = w_bytes(cluster.zk_addr(), &cluster.name).await?;
+        let k = keys(&status_client).await;
         let s = Sample {
             t_s: t0.elapsed().as_secs_f64(),
             keys: k,

@@ -10,7 +10,7 @@
 //!
 //! This file is the orchestration; each role has its own file: `args`
 //! (flags and plan), `env` (machine, versions, settings), `start_cluster`
-//! below (the processes under test: the soak's `LocalCluster`), `cpu` (who used the CPU during a point), `load` (the closed-loop load generator and
+//! below (the processes under test: `walship_testkit::Cluster`), `cpu` (who used the CPU during a point), `load` (the closed-loop load generator and
 //! percentiles), `walship`, `zkdirect`, `etcd` (the three targets),
 //! `throughput`, `footprint`, `failover`, `rebirth` (the measurements),
 //! `report` (JSON, targets, table), `plot` (SVGs).
@@ -48,22 +48,20 @@ use self::args::Plan;
 use self::etcd::EtcdServer;
 use self::failover::Kill;
 use self::report::Report;
-use walship_soak::cluster::LocalCluster;
-use walship_soak::cluster::Polling;
-use walship_testkit::procs::NodeSpec;
-use walship_testkit::procs::ZkServer;
+use walship_testkit::Cluster;
+use walship_testkit::Polling;
 
 /// What `run` has started, so an interrupt can stop it.
 #[derive(Default)]
 struct State {
-    cluster: Option<LocalCluster>,
+    cluster: Option<Cluster>,
     etcd: Option<EtcdServer>,
     report: Report,
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
     let plan = match args::plan(args).and_then(|p| {
-        walship_testkit::procs::prepare_run_dir(&p.run_dir, &["zk", "node1", "node2", "etcd"])
+        walship_testkit::prepare_run_dir(&p.run_dir, &["zk", "node1", "node2", "etcd"])
             .map(|d| Plan { run_dir: d, ..p })
     }) {
         Ok(p) => p,
@@ -91,7 +89,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     );
     let outcome = tokio::select! {
         r = drive(&plan, &mut state) => Ok(r),
-        sig = walship_testkit::procs::wait_for_signal() => Err(sig),
+        sig = walship_testkit::process::wait_for_signal() => Err(sig),
     };
     if let Some(mut c) = state.cluster.take() {
         c.stop_all().await;
@@ -179,12 +177,13 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     let cluster = state
         .cluster
         .insert(start_cluster(&plan.run_dir, &plan.bin, &name).await?);
-    if let Ok(srvr) = walship_testkit::procs::four_letter(&cluster.zk_addr, "srvr").await {
+    if let Ok(srvr) = walship_testkit::zk::four_letter(cluster.zk_addr(), "srvr").await {
         state.report.versions.zookeeper = env::zk_version(&srvr);
     }
     println!(
         "ZooKeeper {} ({}); a leader is ready",
-        cluster.zk_addr, state.report.versions.zookeeper
+        cluster.zk_addr(),
+        state.report.versions.zookeeper
     );
 
     if plan.has(Part::Throughput) {
@@ -250,7 +249,7 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
 /// A part that failed is noted and the run goes on with the next part, if
 /// the cluster still has a ready leader within `RECOVER`; else the run stops.
 async fn part_done<T>(
-    cluster: &mut LocalCluster,
+    cluster: &mut Cluster,
     report: &mut Report,
     failures: &mut Vec<String>,
     part: &str,
@@ -265,12 +264,12 @@ async fn part_done<T>(
             report.notes.push(msg.clone());
             failures.push(msg);
             for id in [1, 2] {
-                if !cluster.node(id).is_running() {
-                    let _ = cluster.node(id).spawn();
+                if !cluster.node_mut(id).is_running() {
+                    let _ = cluster.node_mut(id).start();
                 }
             }
             cluster
-                .wait_leader(RECOVER, |_| true)
+                .wait_for_leader(RECOVER)
                 .await
                 .map_err(|e2| anyhow::anyhow!("{}; then no ready leader: {e2:#}", failures.join("; ")))?;
             Ok(None)
@@ -278,27 +277,19 @@ async fn part_done<T>(
     }
 }
 
-/// The system under test: a private ZooKeeper (`soak::procs::ZkServer`: the
-/// java command, classpath and zoo.cfg of zk/zk.sh, on a free loopback port
-/// with its own data dir) and nodes 1 and 2 started from `bin` with default
-/// node settings (no flags besides identity and addresses); returns once a
-/// leader is ready.
-async fn start_cluster(run_dir: &Path, bin: &Path, name: &str) -> Result<LocalCluster> {
-    let zk = ZkServer::start(&run_dir.join("zk")).await?;
-    let zk_addr = zk.addr();
-    let specs = [1, 2]
-        .into_iter()
-        .map(|id| NodeSpec::local(id, bin, name, &zk_addr, run_dir))
-        .collect::<Result<Vec<_>>>()?;
+/// The system under test: a private ZooKeeper (`walship_testkit::ZkServer`:
+/// the java command, classpath and zoo.cfg of zk/zk.sh, on a free loopback
+/// port with its own data dir) and nodes 1 and 2 started from `bin` with
+/// default node settings (no flags besides identity and addresses); returns
+/// once a leader is ready.
+async fn start_cluster(run_dir: &Path, bin: &Path, name: &str) -> Result<Cluster> {
     let polling = Polling {
-        tool: "walship bench",
         every: Duration::from_millis(20),
         request_timeout: Duration::from_millis(500),
     };
-    let mut cluster = LocalCluster::new(name, Some(zk), zk_addr, specs, polling);
-    for id in [1, 2] {
-        cluster.node(id).spawn()?;
-    }
-    cluster.wait_leader(Duration::from_secs(60), |_| true).await?;
-    Ok(cluster)
+    walship_testkit::Setup::run_dir(run_dir, name)
+        .bin(bin)
+        .polling(polling)
+        .start()
+        .await
 }

@@ -13,11 +13,11 @@ use anyhow::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
+use walship_testkit::Cluster;
+
 use super::footprint::w_bytes;
 use super::footprint::WBytes;
-use super::target::pool;
-use super::target::Walship;
-use walship_soak::cluster::LocalCluster;
+use super::target;
 
 /// Value size of the loaded keys.
 pub const VALUE_BYTES: usize = 100;
@@ -52,18 +52,18 @@ fn val(i: u64) -> Vec<u8> {
 }
 
 /// Writes keys `from..to` through the leader.
-async fn load(cluster: &mut LocalCluster, from: u64, to: u64) -> Result<f64> {
-    let leader = cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
-    let target = Walship::new(pool(LOADERS), cluster.addr(leader));
+async fn load(cluster: &mut Cluster, from: u64, to: u64) -> Result<f64> {
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let client = target::client(cluster.node(leader).listen());
     let t0 = Instant::now();
     let mut results = futures::stream::iter(from..to)
         .map(|i| {
-            let t = target.clone();
+            let t = client.clone();
             async move {
                 // A transient 503/504 (e.g. a snapshot being shipped) is retried: the write is idempotent.
                 let mut last = String::new();
                 for _ in 0..20 {
-                    match t.put(&key(i), val(i)).await {
+                    match target::put(&t, &key(i), val(i)).await {
                         Ok(()) => return Ok(()),
                         Err(e) => last = e,
                     }
@@ -86,34 +86,37 @@ async fn load(cluster: &mut LocalCluster, from: u64, to: u64) -> Result<f64> {
     Ok((to - from) as f64 / t0.elapsed().as_secs_f64())
 }
 
-pub async fn run(cluster: &mut LocalCluster, steps: &[u64], mut on_step: impl FnMut(&Rebirth)) -> Result<()> {
+pub async fn run(cluster: &mut Cluster, steps: &[u64], mut on_step: impl FnMut(&Rebirth)) -> Result<()> {
     let mut loaded = 0u64;
     for &n in steps {
         println!("  loading {} keys of {VALUE_BYTES} B", n - loaded);
         let rate = load(cluster, loaded, n).await?;
         loaded = n;
         cluster.wait_caught_up(Duration::from_secs(120)).await?;
-        let w = w_bytes(&cluster.zk_addr, &cluster.name).await?;
+        let w = w_bytes(cluster.zk_addr(), &cluster.name).await?;
         for id in [1, 2] {
-            cluster.node(id).stop().await?;
+            cluster.node_mut(id).stop().await?;
         }
-        cluster.node(1).wipe()?;
-        let reader = Walship::new(pool(1), cluster.addr(1));
+        cluster.node_mut(1).wipe_data_dir()?;
+        let reader = target::client(cluster.node(1).listen()).with_timeout(Duration::from_secs(2));
         let (probe_key, want) = (key(n - 1), val(n - 1));
         let t0 = Instant::now();
-        cluster.node(1).spawn()?;
+        cluster.node_mut(1).start()?;
         let mut last = String::new();
         let ms = loop {
             if t0.elapsed() > READ_DEADLINE {
                 bail!(
                     "reborn node 1 served no linearizable read of {probe_key} within {READ_DEADLINE:?} (last: {last}); see {}",
-                    cluster.log_path(1).display()
+                    cluster.node(1).log_path().display()
                 );
             }
-            if let Some(status) = cluster.node(1).crashed() {
-                bail!("reborn node 1 exited ({status}); see {}", cluster.log_path(1).display());
+            if let Some(status) = cluster.node_mut(1).exited() {
+                bail!(
+                    "reborn node 1 exited ({status}); see {}",
+                    cluster.node(1).log_path().display()
+                );
             }
-            match reader.get_timeout(&probe_key, Duration::from_secs(2)).await {
+            match target::get(&reader, &probe_key).await {
                 Ok(Some(v)) if v == want => break t0.elapsed().as_secs_f64() * 1000.0,
                 Ok(Some(_)) => bail!("reborn node 1 answered {probe_key} with a wrong value"),
                 Ok(None) => last = "404".into(),
@@ -138,7 +141,7 @@ pub async fn run(cluster: &mut LocalCluster, steps: &[u64], mut on_step: impl Fn
             if r.met { "met" } else { "missed" }
         );
         on_step(&r);
-        cluster.node(2).spawn()?;
+        cluster.node_mut(2).start()?;
         cluster
             .wait_caught_up(Duration::from_secs(120))
             .await

@@ -22,7 +22,7 @@ use super::load::value;
 use super::load::Latency;
 use super::load::Outcome;
 use super::zkdirect::ZkDirect;
-use walship_soak::cluster::LocalCluster;
+use walship_testkit::Cluster;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -86,7 +86,7 @@ impl Point {
 }
 
 pub struct Setup<'a> {
-    pub cluster: &'a mut LocalCluster,
+    pub cluster: &'a mut Cluster,
     pub etcd: Option<String>,
     pub etcd_pid: Option<u32>,
     pub zk_direct: bool,
@@ -170,8 +170,8 @@ async fn warm_up(s: &mut Setup<'_>) -> Result<()> {
         "  warming up ZooKeeper and the nodes ({:.0} s, not measured)",
         2.0 * span.as_secs_f64()
     );
-    let leader = s.cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
-    let target = Arc::new(Http1::new(s.cluster.addr(leader), CLIENTS));
+    let leader = s.cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    let target = Arc::new(Http1::new(s.cluster.node(leader).listen(), CLIENTS));
     let body = Bytes::from(value(100, 0));
     closed_loop(CLIENTS, Duration::ZERO, span, move |c, seq| {
         let (t, body) = (Arc::clone(&target), body.clone());
@@ -181,7 +181,7 @@ async fn warm_up(s: &mut Setup<'_>) -> Result<()> {
         }
     })
     .await;
-    let z = ZkDirect::prepare(&s.cluster.zk_addr, "warmup", 1000, &value(100, 0)).await?;
+    let z = ZkDirect::prepare(s.cluster.zk_addr(), "warmup", 1000, &value(100, 0)).await?;
     let (zc, v) = (z.clone(), value(100, 0));
     closed_loop(CLIENTS, Duration::ZERO, span, move |c, seq| {
         let (z, v) = (zc.clone(), v.clone());
@@ -200,10 +200,10 @@ pub async fn run(mut s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_po
     warm_up(&mut s).await?;
     for &size in sizes {
         for &n in clients {
-            let leader = s.cluster.wait_leader(Duration::from_secs(30), |_| true).await?;
+            let leader = s.cluster.wait_for_leader(Duration::from_secs(30)).await?;
             let mut procs = s.cluster.pids();
             procs.extend(s.etcd_pid.map(|p| ("etcd".to_string(), p)));
-            let target = Arc::new(Http1::new(s.cluster.addr(leader), n));
+            let target = Arc::new(Http1::new(s.cluster.node(leader).listen(), n));
             let ks = s.keyspace;
             // Each client's value, shared by the three systems.
             let values: Arc<Vec<Bytes>> = Arc::new((0..n).map(|c| Bytes::from(value(size, c))).collect());
@@ -239,7 +239,7 @@ pub async fn run(mut s: Setup<'_>, sizes: &[usize], clients: &[usize], mut on_po
 
             if s.zk_direct {
                 let point = format!("v{size}-c{n}");
-                let z = ZkDirect::prepare(&s.cluster.zk_addr, &point, ks, &values[0]).await?;
+                let z = ZkDirect::prepare(s.cluster.zk_addr(), &point, ks, &values[0]).await?;
                 let (zc, v) = (z.clone(), Arc::clone(&values));
                 let mark = cpu::mark(&procs);
                 let o = closed_loop(n, s.warmup, s.window, move |c, seq| {

@@ -24,16 +24,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::client::Answer;
-use super::cluster::SoakCluster;
 use super::history::Clock;
 use super::history::OpKind;
 use super::history::OpRecord;
 use super::history::Outcome;
 use super::history::Recorder;
 use super::lincheck;
+use walship::client::Reply;
 use walship::history::AllowedFinal;
 use walship::history::History;
+use walship_testkit::Cluster;
 
 const READ_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -47,20 +47,20 @@ pub const BARRIER_KEY: &str = "soak-barrier";
 /// value node `n` read for each key, and problems (reads that never
 /// succeeded).
 pub async fn final_reads(
-    cluster: &mut SoakCluster,
+    cluster: &mut Cluster,
     keys: &[String],
     final_client: u32,
     recorder: &Recorder,
     clock: Clock,
 ) -> Result<(Vec<BTreeMap<String, Option<String>>>, Vec<String>)> {
-    let leader = cluster.wait_leader(READ_DEADLINE, |_| true).await?;
+    let leader = cluster.wait_for_leader(READ_DEADLINE).await?;
     let end = Instant::now() + READ_DEADLINE;
     let mut problems = Vec::new();
     loop {
-        let client = &cluster.clients[(leader - 1) as usize];
+        let client = cluster.client(leader);
         let invoke_ns = clock.now_ns();
         let a = client.put(BARRIER_KEY, "barrier").await;
-        let result = outcome(&a);
+        let result = a.outcome();
         recorder.record(OpRecord {
             op: OpKind::Put,
             key: BARRIER_KEY.into(),
@@ -73,7 +73,7 @@ pub async fn final_reads(
             invoke_ns,
             complete_ns: clock.now_ns(),
         });
-        if a.is_ok() {
+        if a.is_success() {
             break;
         }
         if Instant::now() >= end {
@@ -84,32 +84,32 @@ pub async fn final_reads(
     }
     let mut out = Vec::new();
     for n in 0..2u32 {
-        let client = cluster.clients[n as usize].clone();
+        let client = cluster.client(n as u64 + 1);
         let mut read = BTreeMap::new();
         for key in keys {
             let key = key.clone();
             let end = Instant::now() + READ_DEADLINE;
             loop {
                 let invoke_ns = clock.now_ns();
-                let a = client.get(&key, false).await;
+                let a = client.get(&key).await;
                 let mut op = OpRecord {
                     op: OpKind::Get,
                     key: key.clone(),
                     value: None,
                     expect: None,
-                    result: outcome(&a),
+                    result: a.outcome(),
                     cas_ok: None,
                     read: None,
                     client: final_client + n,
                     invoke_ns,
                     complete_ns: clock.now_ns(),
                 };
-                if let Answer::Ok(v) = &a {
+                if let Reply::Success { value: v, .. } = &a {
                     op.read = v.clone();
                     read.insert(key.clone(), v.clone());
                 }
                 recorder.record(op);
-                if a.is_ok() {
+                if a.is_success() {
                     break;
                 }
                 if Instant::now() >= end {
@@ -125,14 +125,6 @@ pub async fn final_reads(
         out.push(read);
     }
     Ok((out, problems))
-}
-
-fn outcome<T>(a: &Answer<T>) -> Outcome {
-    match a {
-        Answer::Ok(_) => Outcome::Ok,
-        Answer::Fail(_) => Outcome::Fail,
-        Answer::Unknown(_) => Outcome::Unknown,
-    }
 }
 
 /// Durability of one node's view: every key read against what the history
@@ -167,17 +159,17 @@ pub fn against_allowed(
 /// After both nodes caught up: a local read of every key on node `n` must
 /// equal what the linearizable reads returned.
 pub async fn stale_reads(
-    cluster: &SoakCluster,
+    cluster: &Cluster,
     n: usize,
     keys: &[String],
 ) -> (BTreeMap<String, Option<String>>, Vec<String>) {
-    let client = &cluster.clients[n];
+    let client = cluster.client(n as u64 + 1);
     let mut values = BTreeMap::new();
     let mut problems = Vec::new();
     for key in keys {
         let key = key.clone();
-        match client.get(&key, true).await {
-            Answer::Ok(v) => {
+        match client.get_stale(&key).await {
+            Reply::Success { value: v, .. } => {
                 values.insert(key, v);
             }
             other => problems.push(format!("node {}: local read of {key} failed: {other:?}", n + 1)),
@@ -190,11 +182,11 @@ pub async fn stale_reads(
 /// applied index, then compares how many keys each holds. Returns a
 /// violation if they differ (one node lost or kept entries the other did
 /// not: a diverged log), a problem if they never reached the same index.
-pub async fn same_state(cluster: &SoakCluster) -> (Option<String>, Option<String>) {
+pub async fn same_state(cluster: &Cluster) -> (Option<String>, Option<String>) {
     let end = Instant::now() + READ_DEADLINE;
     loop {
-        let a = cluster.status_of(1).await;
-        let b = cluster.status_of(2).await;
+        let a = cluster.status_of(1).await.success();
+        let b = cluster.status_of(2).await.success();
         if let (Some(a), Some(b)) = (&a, &b) {
             if a.applied_index.is_some() && a.applied_index == b.applied_index {
                 let verdict = (a.keys != b.keys).then(|| {

@@ -1,11 +1,9 @@
 //! The soak's disk faults, through the storage layer's fault hooks
-//! (`walship::storage::fault`): a node started with
-//! `WALSHIP_FAULT_DIR=<dir>` blocks every local log write and sync while
-//! `<dir>/stall` exists (a frozen disk), skips fdatasync while
-//! `<dir>/nosync` exists, and records in `<dir>/synced` what is durable;
-//! `storage::fault::power_loss` then cuts a stopped node's data dir back to
-//! that durable state (optionally leaving a torn last record), which is
-//! what a power cut after `kill -9` would have left on a disk.
+//! (`walship::storage::fault`, switched by `walship_testkit::FaultDir`):
+//! `storage::fault::power_loss` cuts a stopped node's data dir back to the
+//! durable state its fault dir recorded (optionally leaving a torn last
+//! record), which is what a power cut after `kill -9` would have left on a
+//! disk.
 //!
 //! The soak turns `nosync` on for a window before the kill, so the
 //! unsynced tail is long enough for a power loss to lose entries (with
@@ -14,72 +12,10 @@
 //! write anyway).
 
 use std::path::Path;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use anyhow::Result;
-
-/// One node's fault-hook directory.
-#[derive(Clone, Debug)]
-pub struct FaultDir {
-    path: PathBuf,
-}
-
-const STALL: &str = "stall";
-const NOSYNC: &str = "nosync";
-
-impl FaultDir {
-    pub fn new(path: PathBuf) -> FaultDir {
-        FaultDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// While on, the node's local log writes and syncs block.
-    pub fn set_stall(&self, on: bool) -> Result<()> {
-        self.set(STALL, on)
-    }
-
-    /// While on, the node skips fdatasync (what it writes is not durable).
-    pub fn set_nosync(&self, on: bool) -> Result<()> {
-        self.set(NOSYNC, on)
-    }
-
-    pub fn stalled(&self) -> bool {
-        self.path.join(STALL).exists()
-    }
-
-    /// Both switches off (a stopped soak must not leave a node hanging).
-    pub fn clear(&self) -> Result<()> {
-        self.set(STALL, false)?;
-        self.set(NOSYNC, false)
-    }
-
-    /// After a wipe: nothing of the old disk's durability record is left.
-    pub fn reset(&self) -> Result<()> {
-        if self.path.exists() {
-            std::fs::remove_dir_all(&self.path).with_context(|| format!("clear {}", self.path.display()))?;
-        }
-        std::fs::create_dir_all(&self.path).with_context(|| format!("create {}", self.path.display()))
-    }
-
-    fn set(&self, name: &str, on: bool) -> Result<()> {
-        let p = self.path.join(name);
-        if on {
-            std::fs::create_dir_all(&self.path).with_context(|| format!("create {}", self.path.display()))?;
-            std::fs::write(&p, b"").with_context(|| format!("create {}", p.display()))
-        } else {
-            match std::fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(e).with_context(|| format!("remove {}", p.display()))
-                }
-                _ => Ok(()),
-            }
-        }
-    }
-}
+use walship_testkit::FaultDir;
 
 /// What a power loss did, in one line, and how many log records it dropped.
 pub struct PowerLoss {

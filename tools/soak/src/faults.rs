@@ -19,14 +19,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::client::Answer;
-use super::client::NodeClient;
 use super::history::Clock;
 use super::history::OpKind;
 use super::history::OpRecord;
 use super::history::Outcome;
 use super::history::Recorder;
 use super::rng::Rng;
+use walship::client::NodeClient;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(8);
 /// The key probe writes go to.
@@ -117,11 +116,7 @@ impl ProbeWriter {
         let invoke_ns = self.clock.now_ns();
         let a = self.client.put(key, value).await;
         let complete_ns = self.clock.now_ns();
-        let result = match a {
-            Answer::Ok(_) => Outcome::Ok,
-            Answer::Fail(_) => Outcome::Fail,
-            Answer::Unknown(_) => Outcome::Unknown,
-        };
+        let result = a.outcome();
         self.recorder.record(OpRecord {
             op: OpKind::Put,
             key: key.into(),

@@ -11,9 +11,9 @@
 //! faults exercised, and exits 0 only if both hold.
 //!
 //! This file is the orchestration; each other role has its own file:
-//! `args` (flags), `procs` (processes), `cluster` (the cluster, its fault
-//! proxies and its waits), `client` (the HTTP API and outcome classes),
-//! `workload`, `faults` (kinds, schedule, prober), `nemesis` (one fault
+//! `args` (flags), `cluster` (the cluster: `walship_testkit::Cluster` with
+//! its fault proxies and fault dirs; its clients are
+//! `walship::client::NodeClient`s, whose replies say the outcome), `workload`, `faults` (kinds, schedule, prober), `nemesis` (one fault
 //! cycle), `disk` (the storage layer's fault hooks), `history` (the JSON
 //! Lines history), `check` (the checks), `lincheck` (the linearizability
 //! checker), `summary`, `rng`.
@@ -25,14 +25,12 @@
 
 mod args;
 pub mod check;
-pub mod client;
 pub mod cluster;
 pub mod disk;
 pub mod faults;
 pub mod history;
 pub mod lincheck;
 pub mod nemesis;
-pub use walship_testkit::procs;
 pub mod rng;
 pub mod summary;
 pub mod workload;
@@ -44,11 +42,12 @@ use std::time::Instant;
 
 use anyhow::Context;
 use anyhow::Result;
+use walship_testkit::process::file_len;
+use walship_testkit::Cluster;
 
 pub use self::args::parse_duration;
 pub use self::args::SoakArgs;
 use self::cluster::ClusterConfig;
-use self::cluster::SoakCluster;
 use self::faults::FaultKind;
 use self::faults::Schedule;
 use self::history::Clock;
@@ -69,7 +68,7 @@ const ENSEMBLE_SERVERS: u32 = 3;
 /// What `run` has started, so an interrupt can stop it.
 #[derive(Default)]
 struct State {
-    cluster: Option<SoakCluster>,
+    cluster: Option<Cluster>,
     workload: Option<Workload>,
     writer: Option<HistoryWriter>,
     recorder: Option<Recorder>,
@@ -140,7 +139,7 @@ pub async fn run(args: SoakArgs) -> ExitCode {
     );
 
     let started = Instant::now();
-    let signal = procs::wait_for_signal();
+    let signal = walship_testkit::process::wait_for_signal();
     let outcome = tokio::select! {
         r = drive(&plan, &mut state, started) => Ok(r),
         sig = signal => Err(sig),
@@ -217,7 +216,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
     let bin = match args.bin {
         Some(b) if b.is_file() => b,
         Some(b) => return Err(format!("--bin {}: no such file", b.display())),
-        None => walship_testkit::procs::walship_binary_beside_this_one()?,
+        None => walship_testkit::process::walship_binary_beside_this_one()?,
     };
     let sets = args
         .kinds
@@ -277,7 +276,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
             .unwrap_or(0);
         (t ^ (std::process::id() as u64) << 32) % 1_000_000_000
     });
-    let run_dir = procs::prepare_run_dir(
+    let run_dir = walship_testkit::prepare_run_dir(
         &args.run_dir,
         &["zk", "zk1", "zk2", "zk3", "node1", "node2", "fault1", "fault2"],
     )?;
@@ -334,13 +333,13 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     };
     println!("[{:>6}] starting ZooKeeper and nodes 1 and 2", elapsed(started));
     // Filled in as soon as it exists, so an interrupt stops what started.
-    let cluster = SoakCluster::start(&cfg).await?;
+    let cluster = cluster::start(&cfg).await?;
     let cluster = state.cluster.insert(cluster);
-    let leader = cluster.wait_leader(Duration::from_secs(90), |_| true).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(90)).await?;
     println!(
         "[{:>6}] ZooKeeper {}, node {leader} leads; starting {} clients",
         elapsed(started),
-        cluster.zk_addr,
+        cluster.zk_addr(),
         plan.clients
     );
 
@@ -352,8 +351,8 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
         keys: plan.keys,
         seed: plan.seed,
     };
-    let wl = Workload::start(&wcfg, cluster.clients.clone(), recorder.clone(), clock);
-    let prober = faults::Prober::new(&cluster.clients, recorder.clone(), clock);
+    let wl = Workload::start(&wcfg, cluster.clients(), recorder.clone(), clock);
+    let prober = faults::Prober::new(&cluster.clients(), recorder.clone(), clock);
     state.recorder = Some(recorder);
     let wl = state.workload.insert(wl);
     wait_progress(cluster, wl, WRITES_BETWEEN_CYCLES).await?;
@@ -367,7 +366,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
         }
         n += 1;
         let kind = schedule.next_kind();
-        let log_marks = [1u64, 2].map(|id| log_len(cluster.log_path(id)));
+        let log_marks = [1u64, 2].map(|id| file_len(cluster.node(id).log_path()));
         let ctx = nemesis::CycleCtx {
             cluster: &mut *cluster,
             probe: &prober,
@@ -380,7 +379,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
             .with_context(|| format!("cycle {n} ({kind}) did not recover"))?;
         report.error_lines = [1u64, 2]
             .iter()
-            .map(|id| error_lines_since(cluster.log_path(*id), log_marks[(*id - 1) as usize]))
+            .map(|id| error_lines_since(cluster.node(*id).log_path(), log_marks[(*id - 1) as usize]))
             .sum();
         let c = &wl.counters;
         println!(
@@ -488,7 +487,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     let (tally, v) = check::writes_while_down(&records, &windows);
     violations.extend(v);
     state.summary.quorum_loss = tally;
-    let (zk_ok, zk_text) = check::zookeeper_alone(&plan.bin, &cluster.zk_addr, &cluster.name, &plan.history).await;
+    let (zk_ok, zk_text) = check::zookeeper_alone(&plan.bin, cluster.zk_addr(), &cluster.name, &plan.history).await;
     let zk_line = zk_text.lines().last().unwrap_or("").to_string();
     match zk_ok {
         Some(true) => state
@@ -545,7 +544,7 @@ fn verdict_word(bad: usize, read: usize) -> String {
 }
 
 /// Waits until the workload acknowledged `more` writes (the cluster serves).
-async fn wait_progress(cluster: &mut SoakCluster, wl: &Workload, more: u64) -> Result<()> {
+async fn wait_progress(cluster: &mut Cluster, wl: &Workload, more: u64) -> Result<()> {
     let target = wl.counters.acked() + more;
     let end = Instant::now() + PROGRESS_TIMEOUT;
     while wl.counters.acked() < target {
@@ -559,11 +558,6 @@ async fn wait_progress(cluster: &mut SoakCluster, wl: &Workload, more: u64) -> R
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Ok(())
-}
-
-/// A log file's length now (0 if missing).
-fn log_len(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 /// ERROR lines a node's log gained since `from` (its length then).

@@ -21,7 +21,6 @@ use anyhow::Context;
 use anyhow::Result;
 use tokio::task::JoinHandle;
 
-use super::cluster::SoakCluster;
 use super::disk;
 use super::faults::CycleReport;
 use super::faults::FaultKind;
@@ -30,7 +29,8 @@ use super::faults::PROBE_KEY;
 use super::history::Outcome;
 use super::rng::Rng;
 use super::workload::Workload;
-use walship_testkit::faultproxy::CutMode;
+use walship_testkit::Cluster;
+use walship_testkit::CutMode;
 
 /// Deadline of every wait in a cycle.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,7 +49,7 @@ const STATUS_POLL: Duration = Duration::from_millis(20);
 
 /// What a cycle needs.
 pub struct CycleCtx<'a> {
-    pub cluster: &'a mut SoakCluster,
+    pub cluster: &'a mut Cluster,
     pub probe: &'a Prober,
     pub workload: &'a Workload,
     /// The cycle's number (1-based), for its own keys.
@@ -63,7 +63,7 @@ pub async fn run_cycle(kind: FaultKind, ctx: CycleCtx<'_>) -> Result<CycleReport
     let started = Instant::now();
     let leader = ctx
         .cluster
-        .wait_leader(RECOVERY_TIMEOUT, |_| true)
+        .wait_for_leader(RECOVERY_TIMEOUT)
         .await
         .context("before the fault")?;
     let c = Cycle {
@@ -104,7 +104,7 @@ struct Failover {
 
 struct Cycle<'a> {
     kind: FaultKind,
-    cluster: &'a mut SoakCluster,
+    cluster: &'a mut Cluster,
     probe: &'a Prober,
     workload: &'a Workload,
     n: u64,
@@ -185,7 +185,7 @@ impl ProbeLoop {
     }
 
     /// Polls (with a deadline) for an acknowledgment at or after `t_ns`.
-    async fn wait_ack_from(&self, t_ns: u64, cluster: &mut SoakCluster) -> Result<u64> {
+    async fn wait_ack_from(&self, t_ns: u64, cluster: &mut Cluster) -> Result<u64> {
         let end = Instant::now() + RECOVERY_TIMEOUT;
         loop {
             if let Some(a) = self.first_ack_from(t_ns) {
@@ -214,7 +214,7 @@ impl Cycle<'_> {
             FaultKind::KillLeader | FaultKind::KillLeaderWipe => {
                 self.target = Some(l);
                 self.mark_fault();
-                self.cluster.node(l).kill9().await?;
+                self.cluster.node_mut(l).kill9().await?;
                 let fo = self.failover(Some(l), |id| id == f).await?;
                 self.restart(l, self.kind == FaultKind::KillLeaderWipe).await?;
                 self.finish(fo).await
@@ -222,7 +222,7 @@ impl Cycle<'_> {
             FaultKind::KillFollower | FaultKind::KillFollowerWipe => {
                 self.target = Some(f);
                 self.mark_fault();
-                self.cluster.node(f).kill9().await?;
+                self.cluster.node_mut(f).kill9().await?;
                 let fo = self.failover(Some(f), |_| true).await?;
                 self.restart(f, self.kind == FaultKind::KillFollowerWipe).await?;
                 self.finish(fo).await
@@ -230,16 +230,16 @@ impl Cycle<'_> {
             FaultKind::FreezeLeader => {
                 self.target = Some(l);
                 self.mark_fault();
-                self.cluster.node(l).sigstop()?;
+                self.cluster.node_mut(l).sigstop()?;
                 // Frozen at least HOLD and until the other node leads and acks.
                 let fo = self.failover(Some(l), |id| id == f).await;
                 hold_until(self.started + HOLD).await;
-                self.cluster.node(l).sigcont()?;
+                self.cluster.node_mut(l).sigcont()?;
                 self.finish(fo?).await
             }
             FaultKind::ZkRestart => {
                 self.mark_fault();
-                let Some(zk) = self.cluster.zk.first_mut() else {
+                let Some(zk) = self.cluster.zk_servers_mut().first_mut() else {
                     bail!("zk-restart needs the soak's own ZooKeeper (not --zk)");
                 };
                 zk.stop().await.context("stop ZooKeeper")?;
@@ -250,13 +250,13 @@ impl Cycle<'_> {
             FaultKind::Cut => {
                 let mode = self.cut_mode();
                 self.mark_fault();
-                self.cluster.cut(mode);
+                self.cluster.cut_nodes(mode);
                 // Cut at least HOLD, and until a write is acknowledged during
                 // it (by the old leader with W, or by the other after it took
                 // over).
                 let fo = self.failover(None, |_| true).await;
                 hold_until(self.started + HOLD).await;
-                self.cluster.heal();
+                self.cluster.heal_nodes();
                 self.finish(fo?).await
             }
             FaultKind::ZkCutLeader | FaultKind::ZkCutFollower => {
@@ -286,7 +286,7 @@ impl Cycle<'_> {
                 self.variant.push(if torn { "torn" } else { "clean" }.into());
                 self.nosync_window(&[id], window).await?;
                 self.mark_fault();
-                self.cluster.node(id).kill9().await?;
+                self.cluster.node_mut(id).kill9().await?;
                 self.power_loss(id, torn).await?;
                 let fo = if id == l {
                     self.failover(Some(l), |x| x == f).await?
@@ -313,10 +313,10 @@ impl Cycle<'_> {
                 let hold = self.hold_end(2000, 4000);
                 self.mark_fault();
                 self.cluster.cut_zk(l, mode)?;
-                self.cluster.cut(mode);
+                self.cluster.cut_nodes(mode);
                 let fo = self.failover(Some(l), |x| x == f).await;
                 hold_until(hold).await;
-                self.cluster.heal();
+                self.cluster.heal_nodes();
                 self.cluster.heal_zk(l)?;
                 self.finish(fo?).await
             }
@@ -334,7 +334,7 @@ impl Cycle<'_> {
                 let hold = self.hold_end(3000, 5000);
                 self.mark_fault();
                 self.cluster.cut_zk(l, mode)?;
-                self.cluster.node(f).kill9().await?;
+                self.cluster.node_mut(f).kill9().await?;
                 // The follower is down this long (the fault's length), then
                 // comes back with its disk while the leader is still cut.
                 hold_until(Instant::now() + down_for).await;
@@ -357,10 +357,10 @@ impl Cycle<'_> {
                     self.power_loss(id, torn[(id - 1) as usize]).await?;
                 }
                 for id in [first, 3 - first] {
-                    self.cluster.node(id).spawn()?;
+                    self.cluster.node_mut(id).start()?;
                 }
                 for id in [1, 2] {
-                    self.cluster.wait_live(id, RECOVERY_TIMEOUT).await?;
+                    self.cluster.node_mut(id).wait_live(RECOVERY_TIMEOUT).await?;
                 }
                 let fo = self.failover(None, |_| true).await?;
                 self.finish(fo).await
@@ -371,7 +371,7 @@ impl Cycle<'_> {
                 let down_for = self.ms(500, 2000);
                 self.mark_fault();
                 let lifted = self.stall(l, stall)?;
-                self.cluster.node(f).kill9().await?;
+                self.cluster.node_mut(f).kill9().await?;
                 hold_until(Instant::now() + down_for).await;
                 self.restart(f, false).await?;
                 let fo = self.failover(None, |_| true).await;
@@ -392,14 +392,14 @@ impl Cycle<'_> {
                     if cut_leader { "frozen leader" } else { "follower" }
                 ));
                 self.mark_fault();
-                self.cluster.node(l).sigstop()?;
+                self.cluster.node_mut(l).sigstop()?;
                 self.cluster.cut_zk(link, mode)?;
                 if cut_leader {
                     // The follower takes over; the old leader wakes still cut
                     // from ZooKeeper, reaching only the new leader.
                     let fo = self.failover(Some(l), |x| x == f).await;
                     hold_until(self.started + HOLD).await;
-                    self.cluster.node(l).sigcont()?;
+                    self.cluster.node_mut(l).sigcont()?;
                     hold_until(Instant::now() + stale_for).await;
                     self.cluster.heal_zk(l)?;
                     self.finish(fo?).await
@@ -414,7 +414,7 @@ impl Cycle<'_> {
                     let _ = healed.await;
                     self.cluster.heal_zk(f)?;
                     hold_until(self.started + HOLD).await;
-                    self.cluster.node(l).sigcont()?;
+                    self.cluster.node_mut(l).sigcont()?;
                     self.finish(fo?).await
                 }
             }
@@ -443,7 +443,7 @@ impl Cycle<'_> {
         self.variant
             .push(format!("{} node first", if wiped_first { "wiped" } else { "kept" }));
 
-        let before = self.cluster.status_of(f).await;
+        let before = self.cluster.status_of(f).await.success();
         let f_index0 = before.as_ref().and_then(|s| s.last_log_index).unwrap_or(0);
         let term0 = before.as_ref().and_then(|s| s.term);
         let keys: Vec<String> = (0..CUT_LEADER_WRITES as u64 * 16)
@@ -470,12 +470,12 @@ impl Cycle<'_> {
         let mut beyond_w = None;
         let mut took_over = false;
         loop {
-            if let Some(s) = self.cluster.status_of(l).await {
+            if let Some(s) = self.cluster.status_of(l).await.success() {
                 last_index[(l - 1) as usize] = s.last_log_index.unwrap_or(0);
                 w_index = s.witness_log_index.or(w_index);
             }
             let asked_f = clock.now_ns();
-            if let Some(s) = self.cluster.status_of(f).await {
+            if let Some(s) = self.cluster.status_of(f).await.success() {
                 let idx = s.last_log_index.unwrap_or(0);
                 last_index[(f - 1) as usize] = idx;
                 if s.term == term0 && !s.is_leader() {
@@ -539,7 +539,7 @@ impl Cycle<'_> {
     /// The ZooKeeper leader before the fault (index into the cluster's
     /// servers), polled for: a cycle starts from a whole ensemble.
     async fn zk_leader(&mut self) -> Result<usize> {
-        if self.cluster.zk.len() < 3 {
+        if self.cluster.zk_servers().len() < 3 {
             bail!("{} needs the soak's own ZooKeeper ensemble (--ensemble)", self.kind);
         }
         self.cluster
@@ -552,12 +552,12 @@ impl Cycle<'_> {
 
     /// A ZooKeeper follower (seeded), not `leader`.
     fn zk_follower(&mut self, leader: usize) -> usize {
-        let others: Vec<usize> = (0..self.cluster.zk.len()).filter(|i| *i != leader).collect();
+        let others: Vec<usize> = (0..self.cluster.zk_servers().len()).filter(|i| *i != leader).collect();
         others[self.rng.below(others.len() as u64) as usize]
     }
 
     fn zk_name(&self, i: usize) -> String {
-        format!("zk{}", self.cluster.zk[i].myid())
+        format!("zk{}", self.cluster.zk_servers()[i].myid())
     }
 
     /// Records the ZooKeeper figures: outage (fault to quorum back) and
@@ -593,12 +593,12 @@ impl Cycle<'_> {
         }
         self.mark_fault();
         let probes = ProbeLoop::start(self.probe, kills_walship.then_some(l));
-        self.cluster.zk[victim]
+        self.cluster.zk_servers_mut()[victim]
             .kill9()
             .await
             .context("kill a ZooKeeper server")?;
         if kills_walship {
-            self.cluster.node(l).kill9().await?;
+            self.cluster.node_mut(l).kill9().await?;
         }
         // The quorum's return: the two others elect a leader (a follower's
         // death loses nothing: its end is the fault itself).
@@ -613,13 +613,16 @@ impl Cycle<'_> {
         drop(probes);
         self.zk_figures(back_ns, ack);
         let accept = move |id: u64| !kills_walship || id == f;
-        let leader = self.cluster.wait_leader(RECOVERY_TIMEOUT, accept).await?;
+        let leader = self
+            .cluster
+            .wait_for_leader_where(RECOVERY_TIMEOUT, "a ready leader it accepts", accept)
+            .await?;
         let fo = Failover {
             ms: first.saturating_sub(self.fault_ns) / 1_000_000,
             ack_ns: first,
             leader,
         };
-        self.cluster.zk[victim]
+        self.cluster.zk_servers_mut()[victim]
             .start_again()
             .await
             .context("start the killed ZooKeeper server again")?;
@@ -643,7 +646,7 @@ impl Cycle<'_> {
         let victims: Vec<usize> = if with_leader {
             vec![zl, self.zk_follower(zl)]
         } else {
-            (0..self.cluster.zk.len()).filter(|i| *i != zl).collect()
+            (0..self.cluster.zk_servers().len()).filter(|i| *i != zl).collect()
         };
         self.variant.push(
             if with_leader {
@@ -665,24 +668,29 @@ impl Cycle<'_> {
         self.mark_fault();
         let probes = ProbeLoop::start(self.probe, kills_walship.then_some(l));
         for v in &victims {
-            self.cluster.zk[*v].kill9().await.context("kill a ZooKeeper server")?;
+            self.cluster.zk_servers_mut()[*v]
+                .kill9()
+                .await
+                .context("kill a ZooKeeper server")?;
         }
         let down_from = self.probe.clock.now_ns();
         if kills_walship {
-            self.cluster.node(l).kill9().await?;
+            self.cluster.node_mut(l).kill9().await?;
         }
         let restart_at = Instant::now() + down_for;
         if kills_walship {
             // Back while ZooKeeper has no quorum: it must wait for it.
             hold_until(Instant::now() + down_for / 2).await;
-            self.cluster.node(l).spawn()?;
+            self.cluster.node_mut(l).start()?;
             probes.avoid(None);
         }
         hold_until(restart_at).await;
         let down_until = self.probe.clock.now_ns();
         self.quorum_down_ns = Some((down_from, down_until));
         for v in &victims {
-            self.cluster.zk[*v].spawn().context("start a ZooKeeper server again")?;
+            self.cluster.zk_servers_mut()[*v]
+                .spawn()
+                .context("start a ZooKeeper server again")?;
         }
         let (t, _) = self.cluster.wait_zk_quorum(RECOVERY_TIMEOUT).await?;
         let back_ns = self.probe.clock.at_ns(t);
@@ -692,18 +700,18 @@ impl Cycle<'_> {
         let first = probes.first_ack_from(down_from).unwrap_or(ack);
         drop(probes);
         self.zk_figures(back_ns, ack);
-        let leader = self.cluster.wait_leader(RECOVERY_TIMEOUT, |_| true).await?;
+        let leader = self.cluster.wait_for_leader(RECOVERY_TIMEOUT).await?;
         let fo = Failover {
             ms: first.saturating_sub(down_from) / 1_000_000,
             ack_ns: first,
             leader,
         };
         for v in &victims {
-            self.cluster.zk[*v].wait_serving(RECOVERY_TIMEOUT).await?;
+            self.cluster.zk_servers_mut()[*v].wait_serving(RECOVERY_TIMEOUT).await?;
         }
         self.cluster.wait_zk_whole(RECOVERY_TIMEOUT).await?;
         if kills_walship {
-            self.cluster.wait_live(l, RECOVERY_TIMEOUT).await?;
+            self.cluster.node_mut(l).wait_live(RECOVERY_TIMEOUT).await?;
         }
         self.finish(fo).await
     }
@@ -721,9 +729,9 @@ impl Cycle<'_> {
         }
         self.mark_fault();
         let probes = ProbeLoop::start(self.probe, freezes_walship.then_some(l));
-        self.cluster.zk[zl].freeze()?;
+        self.cluster.zk_servers_mut()[zl].sigstop()?;
         if freezes_walship {
-            self.cluster.node(l).sigstop()?;
+            self.cluster.node_mut(l).sigstop()?;
         }
         let clock = self.probe.clock;
         let cluster = &mut *self.cluster;
@@ -737,15 +745,18 @@ impl Cycle<'_> {
         let first = probes.first_ack_from(self.fault_ns);
         drop(probes);
         hold_until(self.started + HOLD).await;
-        self.cluster.zk[zl].thaw()?;
+        self.cluster.zk_servers_mut()[zl].sigcont()?;
         if freezes_walship {
-            self.cluster.node(l).sigcont()?;
+            self.cluster.node_mut(l).sigcont()?;
         }
         let (back_ns, ack) = result?;
         self.zk_figures(back_ns, ack);
         let first = first.unwrap_or(ack);
         let accept = move |id: u64| !freezes_walship || id == f;
-        let leader = self.cluster.wait_leader(RECOVERY_TIMEOUT, accept).await?;
+        let leader = self
+            .cluster
+            .wait_for_leader_where(RECOVERY_TIMEOUT, "a ready leader it accepts", accept)
+            .await?;
         let fo = Failover {
             ms: first.saturating_sub(self.fault_ns) / 1_000_000,
             ack_ns: first,
@@ -766,8 +777,8 @@ impl Cycle<'_> {
         self.cluster.kill_both().await?;
         self.cluster.heal_zk(l)?;
         self.cluster.wipe(wiped)?;
-        self.cluster.node(first).spawn()?;
-        self.cluster.wait_live(first, RECOVERY_TIMEOUT).await?;
+        self.cluster.node_mut(first).start()?;
+        self.cluster.node_mut(first).wait_live(RECOVERY_TIMEOUT).await?;
         // Fill the indices the other node may hold with acknowledged writes
         // of our own, one at a time, through the node started first (alone,
         // it must lead with W); its first acknowledgment is the failover.
@@ -775,6 +786,7 @@ impl Cycle<'_> {
             .cluster
             .status_of(first)
             .await
+            .success()
             .and_then(|s| s.last_log_index)
             .unwrap_or(0);
         let beyond = last_index.iter().max().copied().unwrap_or(0).saturating_sub(base);
@@ -795,7 +807,7 @@ impl Cycle<'_> {
                 if Instant::now() >= end {
                     bail!(
                         "node {first}, restarted alone, acknowledged no write to {key} within {RECOVERY_TIMEOUT:?}; see {}",
-                        self.cluster.log_path(first).display()
+                        self.cluster.node(first).log_path().display()
                     );
                 }
                 attempt += 1;
@@ -817,9 +829,9 @@ impl Cycle<'_> {
                 .into(),
             );
         }
-        self.cluster.node(second).spawn()?;
-        self.cluster.wait_live(second, RECOVERY_TIMEOUT).await?;
-        let leader = self.cluster.wait_leader(RECOVERY_TIMEOUT, |_| true).await?;
+        self.cluster.node_mut(second).start()?;
+        self.cluster.node_mut(second).wait_live(RECOVERY_TIMEOUT).await?;
+        let leader = self.cluster.wait_for_leader(RECOVERY_TIMEOUT).await?;
         let ack_ns = first_ack.expect("at least one write");
         Ok(Failover {
             ms: ack_ns.saturating_sub(self.fault_ns) / 1_000_000,
@@ -874,8 +886,8 @@ impl Cycle<'_> {
     /// Node `id` is stopped: cut its disk back to what was synced, then let
     /// fdatasync work again for its next life.
     async fn power_loss(&mut self, id: u64, torn: bool) -> Result<()> {
-        let data_dir = self.cluster.node(id).spec.data_dir.clone();
-        let fd = self.cluster.fault_dir(id).clone();
+        let data_dir = self.cluster.node(id).data_dir().to_path_buf();
+        let fd = self.cluster.fault_dir(id);
         let lost = disk::power_loss(&data_dir, &fd, torn).await?;
         fd.set_nosync(false)?;
         self.notes.push(format!("node {id}: {}", lost.text));
@@ -893,7 +905,7 @@ impl Cycle<'_> {
     /// Stalls node `id`'s disk now, and lifts the stall after `d` from a task
     /// of its own (so the stall ends on time whatever the waits do).
     fn stall(&mut self, id: u64, d: Duration) -> Result<JoinHandle<()>> {
-        let fd = self.cluster.fault_dir(id).clone();
+        let fd = self.cluster.fault_dir(id);
         fd.set_stall(true)?;
         self.params.push(format!("stall {} ms", d.as_millis()));
         Ok(tokio::spawn(async move {
@@ -940,7 +952,7 @@ impl Cycle<'_> {
             if ack != u64::MAX {
                 let leader = self
                     .cluster
-                    .wait_leader(RECOVERY_TIMEOUT, accept)
+                    .wait_for_leader_where(RECOVERY_TIMEOUT, "a ready leader it accepts", accept)
                     .await
                     .context("after the fault")?;
                 return Ok(Failover {
@@ -970,8 +982,8 @@ impl Cycle<'_> {
         if wipe {
             self.cluster.wipe(id)?;
         }
-        self.cluster.node(id).spawn()?;
-        self.cluster.wait_live(id, RECOVERY_TIMEOUT).await
+        self.cluster.node_mut(id).start()?;
+        self.cluster.node_mut(id).wait_live(RECOVERY_TIMEOUT).await
     }
 
     /// Waits until the cluster is whole again (both nodes caught up).
@@ -980,7 +992,7 @@ impl Cycle<'_> {
             .wait_caught_up(RECOVERY_TIMEOUT)
             .await
             .context("repairing after the fault")?;
-        let leader_after = self.cluster.wait_leader(RECOVERY_TIMEOUT, |_| true).await?;
+        let leader_after = self.cluster.wait_for_leader(RECOVERY_TIMEOUT).await?;
         Ok(CycleReport {
             kind: self.kind,
             variant: self.variant,

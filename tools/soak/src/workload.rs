@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::client::Answer;
-use super::client::NodeClient;
 use super::history::Clock;
 use super::history::OpKind;
 use super::history::OpRecord;
 use super::history::Outcome;
 use super::history::Recorder;
 use super::rng::Rng;
+use walship::client::NodeClient;
+use walship::client::Reply;
 
 /// Pause after an operation that was not acknowledged, so a client does not
 /// spin while there is no leader (pacing, not synchronisation).
@@ -204,21 +204,19 @@ impl ClientLoop {
                 OpKind::Put => write_result(node.put(&key, op.value.as_deref().unwrap_or_default()).await),
                 OpKind::Delete => write_result(node.delete(&key).await),
                 OpKind::Cas => match node.cas(&key, op.expect.as_deref(), op.value.as_deref()).await {
-                    Answer::Ok(a) => {
+                    Reply::Success { value: a, .. } => {
                         op.cas_ok = Some(a.ok);
                         op.read = a.current.clone();
                         (Outcome::Ok, Some(a.current))
                     }
-                    Answer::Fail(_) => (Outcome::Fail, None),
-                    Answer::Unknown(_) => (Outcome::Unknown, None),
+                    other => (other.outcome(), None),
                 },
-                OpKind::Get => match node.get(&key, false).await {
-                    Answer::Ok(v) => {
+                OpKind::Get => match node.get(&key).await {
+                    Reply::Success { value: v, .. } => {
                         op.read = v.clone();
                         (Outcome::Ok, Some(v))
                     }
-                    Answer::Fail(_) => (Outcome::Fail, None),
-                    Answer::Unknown(_) => (Outcome::Unknown, None),
+                    other => (other.outcome(), None),
                 },
             };
             op.complete_ns = self.clock.now_ns();
@@ -271,10 +269,6 @@ impl ClientLoop {
     }
 }
 
-fn write_result<T>(a: Answer<T>) -> (Outcome, Option<Option<String>>) {
-    match a {
-        Answer::Ok(_) => (Outcome::Ok, None),
-        Answer::Fail(_) => (Outcome::Fail, None),
-        Answer::Unknown(_) => (Outcome::Unknown, None),
-    }
+fn write_result<T>(a: Reply<T>) -> (Outcome, Option<Option<String>>) {
+    (a.outcome(), None)
 }
