@@ -69,10 +69,7 @@ async fn disk_stall(cluster: &mut Cluster) -> Result<()> {
     writer.wait_for_more_acks(20, LEADER_TIMEOUT).await?;
     let logs = [writer.stop().await?, to_follower.stop().await?];
     let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let last = cluster.client(new_leader).status().await.into_result()?;
-    cluster
-        .wait_applied(last.applied_index.unwrap_or(0), CATCH_UP_TIMEOUT)
-        .await?;
+    cluster.wait_caught_up_with(new_leader, CATCH_UP_TIMEOUT).await?;
     for log in &logs {
         ensure!(log.acked() > 0, "nothing acknowledged");
         log.verify(&cluster.client(new_leader)).await?;
@@ -122,10 +119,7 @@ async fn disk_failure(cluster: &mut Cluster) -> Result<()> {
     cluster.node_mut(leader).wait_live(LEADER_TIMEOUT).await?;
     let log = writer.stop().await?;
     let new_leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
-    let last = cluster.client(new_leader).status().await.into_result()?;
-    cluster
-        .wait_applied(last.applied_index.unwrap_or(0), CATCH_UP_TIMEOUT)
-        .await?;
+    cluster.wait_caught_up_with(new_leader, CATCH_UP_TIMEOUT).await?;
     log.verify(&cluster.client(new_leader)).await?;
     for id in [1, 2] {
         log.verify_stale(&cluster.client(id)).await?;

@@ -152,14 +152,7 @@ async fn reborn_at_another_address_is_reached() -> Result<()> {
     node.set_listen(common::ports::free_addr()?);
     node.start()?;
     node.wait_live(TIMEOUT).await?;
-    let applied = c
-        .client(leader)
-        .status()
-        .await
-        .into_result()?
-        .applied_index
-        .unwrap_or(0);
-    c.wait_applied(applied, TIMEOUT).await.in_cluster(&c)?;
+    c.wait_caught_up_with(leader, TIMEOUT).await.in_cluster(&c)?;
     assert_eq!(
         c.client(follower)
             .get_stale("while-away")

@@ -299,14 +299,7 @@ async fn verify_after_heal(c: &mut Cluster, logs: &[&WriterLog]) -> Result<()> {
         }
     }
     let leader = c.wait_for_leader(LEADER_TIMEOUT).await?;
-    let applied = c
-        .client(leader)
-        .status()
-        .await
-        .into_result()?
-        .applied_index
-        .unwrap_or(0);
-    c.wait_applied(applied, CATCH_UP_TIMEOUT).await?;
+    c.wait_caught_up_with(leader, CATCH_UP_TIMEOUT).await?;
     for log in logs {
         for id in [1, 2] {
             log.verify_stale(&c.client(id))

@@ -40,14 +40,7 @@ async fn verify_everywhere(c: &mut Cluster, log: &WriterLog, ids: &[u64]) -> Res
             .with_context(|| format!("linearizable reads through node {id}"))?;
     }
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
-    let applied = c
-        .client(leader)
-        .status()
-        .await
-        .into_result()?
-        .applied_index
-        .unwrap_or(0);
-    c.wait_applied(applied, CATCH_UP_TIMEOUT).await?;
+    c.wait_caught_up_with(leader, CATCH_UP_TIMEOUT).await?;
     for &id in ids {
         log.verify_stale(&c.client(id))
             .await
@@ -270,14 +263,7 @@ async fn s6_both_die_both_reborn_with_disks() -> Result<()> {
 /// value for every key the writer touched.
 async fn assert_same_state(c: &mut Cluster, log: &WriterLog) -> Result<()> {
     let leader = c.wait_for_leader(FAILOVER_TIMEOUT).await?;
-    let applied = c
-        .client(leader)
-        .status()
-        .await
-        .into_result()?
-        .applied_index
-        .unwrap_or(0);
-    c.wait_applied(applied, CATCH_UP_TIMEOUT).await?;
+    c.wait_caught_up_with(leader, CATCH_UP_TIMEOUT).await?;
     for key in log.expected().keys() {
         let a = c.client(1).get_stale(key).await.into_result()?;
         let b = c.client(2).get_stale(key).await.into_result()?;

@@ -731,6 +731,13 @@ impl Cluster {
         self.wait_applied_by(index, timeout, false).await
     }
 
+    /// Polls until every serving node has applied what node `id` (say, the
+    /// leader) has applied now.
+    pub async fn wait_caught_up_with(&mut self, id: u64, timeout: Duration) -> Result<()> {
+        let status = self.client(id).status().await.into_result()?;
+        self.wait_applied(status.applied_index.unwrap_or(0), timeout).await
+    }
+
     /// Polls until both nodes serve and have applied what the leader had
     /// applied when the wait began; returns that leader.
     pub async fn wait_caught_up(&mut self, timeout: Duration) -> Result<u64> {

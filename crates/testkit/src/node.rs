@@ -361,24 +361,30 @@ impl Node {
 
     /// Wait until `/health/live` answers 200. Fails at once if the process exits.
     pub async fn wait_live(&mut self, timeout: Duration) -> Result<()> {
-        let what = format!("node {} /health/live on {}", self.spec.id, self.spec.listen);
-        let deadline = Deadline::after(timeout, what);
-        loop {
-            self.fail_if_exited("during start-up")?;
-            let last = match self.client.live().await {
-                Reply::Success { .. } => return Ok(()),
-                other => other.to_string(),
-            };
-            deadline.tick(&last).await?;
-        }
+        self.wait_health(false, timeout).await
     }
 
     /// Wait until `/health/ready` answers 200. Fails at once if the process exits.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Deadline::after(timeout, format!("node {} /health/ready", self.spec.id));
+        self.wait_health(true, timeout).await
+    }
+
+    async fn wait_health(&mut self, ready: bool, timeout: Duration) -> Result<()> {
+        let (what, when) = match ready {
+            true => (format!("node {} /health/ready", self.spec.id), ""),
+            false => (
+                format!("node {} /health/live on {}", self.spec.id, self.spec.listen),
+                "during start-up",
+            ),
+        };
+        let deadline = Deadline::after(timeout, what);
         loop {
-            self.fail_if_exited("")?;
-            let last = match self.client.ready().await {
+            self.fail_if_exited(when)?;
+            let reply = match ready {
+                true => self.client.ready().await,
+                false => self.client.live().await,
+            };
+            let last = match reply {
                 Reply::Success { .. } => return Ok(()),
                 other => other.to_string(),
             };
