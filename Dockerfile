@@ -19,7 +19,7 @@ RUN for d in . crates/testkit tools/soak tools/bench; do \
     && cargo build --release --locked -p walship -p walship-soak \
     && rm -rf src crates/testkit/src tools/soak/src \
        target/release/walship* target/release/deps/*walship* target/release/.fingerprint/walship-*
-# zk/: crates/testkit/src/procs.rs include_str!s zk/zoo.cfg.template and
+# zk/: crates/testkit/src/zk.rs include_str!s zk/zoo.cfg.template and
 # zk/log4j.properties. tools/bench keeps its stub sources: it is not built.
 COPY zk ./zk
 COPY src ./src

@@ -44,7 +44,7 @@ usage() {
 # The classpath: Debian's zookeeper.jar (its manifest names netty, jetty, jackson,
 # slf4j-api, ...) plus exactly one slf4j binding (log4j 1.2), so logging goes where
 # log4j.properties says. Never /usr/share/java/*: it holds several slf4j bindings
-# and the JVM would pick one at random. Keep in sync with tests/common/mod.rs.
+# and the JVM would pick one at random. Keep in sync with crates/testkit/src/zk.rs.
 zk_classpath() {
     if [[ -n "${ZK_CLASSPATH:-}" ]]; then
         printf '%s\n' "$ZK_CLASSPATH"
