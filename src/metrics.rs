@@ -3,7 +3,9 @@
 //! from openraft's metrics at scrape time, so it can never be stale.
 //! One node per process, so the registry is process-wide.
 
+use std::sync::Arc;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use openraft::ServerState;
 use prometheus::Encoder;
@@ -37,7 +39,7 @@ pub struct Metrics {
     pub zk_op_seconds: Histogram,
     pub zk_errors: IntCounterVec,
     /// New ZooKeeper sessions opened because a server served again before
-    /// the disconnected client resumed its own (witness/session.rs).
+    /// the disconnected client resumed its own (walship-zk's session keeper).
     pub zk_sessions_replaced: IntCounter,
     pub adoptions: IntCounter,
     pub entries_adopted: IntCounter,
@@ -57,6 +59,25 @@ pub struct Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// What a ZooKeeper session reports ([`walship_zk::SessionMetrics`]), into
+/// [`METRICS`]: `zookeeper_op_seconds`, `zookeeper_errors_total{kind}`,
+/// `zookeeper_sessions_replaced_total`.
+pub fn zk_session_metrics() -> Arc<dyn walship_zk::SessionMetrics> {
+    struct Global;
+    impl walship_zk::SessionMetrics for Global {
+        fn call_ended(&self, elapsed: Duration) {
+            METRICS.zk_op_seconds.observe(elapsed.as_secs_f64());
+        }
+        fn call_failed(&self, kind: &'static str) {
+            METRICS.zk_errors.with_label_values(&[kind]).inc();
+        }
+        fn session_replaced(&self) {
+            METRICS.zk_sessions_replaced.inc();
+        }
+    }
+    Arc::new(Global)
+}
 
 impl Metrics {
     fn new() -> Metrics {

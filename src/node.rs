@@ -20,6 +20,9 @@ use std::time::Instant;
 
 use openraft::ServerState;
 use tokio::sync::Notify;
+use walship_zk::Claim;
+use walship_zk::ZkError;
+use walship_zk::ZkSession;
 
 use crate::network::directory::Directory;
 use crate::network::directory::MemberInfo;
@@ -30,8 +33,6 @@ use crate::storage::StateMachine;
 use crate::types::NodeId;
 use crate::types::Raft;
 use crate::types::Vote;
-use crate::witness::session::Claim;
-use crate::witness::session::ZkSession;
 use crate::witness::Witness;
 use crate::witness::WitnessError;
 use crate::witness::WitnessLog;
@@ -84,7 +85,7 @@ pub struct NodeConfig {
     /// `secret_file`); see `crate::zksec`.
     pub zk_sasl: bool,
     /// ZooKeeper over TLS; None: plain TCP.
-    pub zk_tls: Option<crate::zksec::ZkTlsFiles>,
+    pub zk_tls: Option<walship_zk::ZkTlsFiles>,
 }
 
 /// Corruption found in W during failover is logged at most this often.
@@ -216,7 +217,7 @@ impl Node {
         let auth = crate::auth::Auth::load(cfg.secret_file.as_deref(), cfg.api_token_file.as_deref())
             .map_err(StartError::Config)?;
         let zk_security =
-            crate::zksec::ZkSecurity::load(&auth, cfg.zk_sasl, cfg.zk_tls.as_ref()).map_err(StartError::Config)?;
+            crate::zksec::load_security(&auth, cfg.zk_sasl, cfg.zk_tls.as_ref()).map_err(StartError::Config)?;
         let zk = ZkSession::connect_secured(
             &cfg.zk,
             cfg.zk_session_timeout_ms,
@@ -224,8 +225,10 @@ impl Node {
             60_000,
             leader_term,
             zk_security,
+            crate::metrics::zk_session_metrics(),
         )
-        .await?;
+        .await
+        .map_err(WitnessError::from)?;
         let witness = Arc::new(Witness::new(Arc::clone(&zk), &cfg.cluster));
         let record = witness.bootstrap().await?;
         match meta {
@@ -496,7 +499,8 @@ impl Node {
                 serde_json::to_vec(&me).expect("json"),
                 Claim::Replace,
             )
-            .await?;
+            .await
+            .map_err(WitnessError::from)?;
         // The leader-contact clock starts now, when this node can hear the
         // leader, not when it was built: a start slower than an election
         // timeout (a loaded machine, a long adoption) must not count as
@@ -880,7 +884,7 @@ impl Node {
                             }
                             if let Err(e) = self.renew_lease(&path, m.current_term).await {
                                 tracing::debug!(error = %e, "cannot renew the leader lease");
-                                if matches!(e, WitnessError::Zk { source: zookeeper_client::Error::NoNode, .. }) {
+                                if e.is_zk(zookeeper_client::Error::NoNode) {
                                     held_term = None; // gone with an old session: claim it again
                                 }
                             }
@@ -996,7 +1000,7 @@ impl Node {
     /// Rewrites the `leader` znode (same content, new version): the lease.
     /// Only while this session owns it, so a deposed leader cannot renew a
     /// successor's lease.
-    async fn renew_lease(&self, path: &str, term: u64) -> Result<(), WitnessError> {
+    async fn renew_lease(&self, path: &str, term: u64) -> Result<(), ZkError> {
         let info = LeaderInfo {
             term,
             id: self.cfg.id,
@@ -1008,7 +1012,7 @@ impl Node {
             .run(&format!("get {path}"), |c| async move { c.get_data(path).await })
             .await?;
         if Some(stat.ephemeral_owner) != self.zk.session_id() {
-            return Err(WitnessError::Zk {
+            return Err(ZkError::Call {
                 what: format!("renew {path}"),
                 source: zookeeper_client::Error::NoNode,
             });
