@@ -257,3 +257,42 @@ impl Metrics {
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session's reports land in the metrics /metrics has always shown
+    /// for them. Deltas: the registry is process-wide.
+    #[test]
+    fn zk_session_reports_land_in_the_zookeeper_metrics() {
+        let reports = zk_session_metrics();
+        let errors = |kind| METRICS.zk_errors.with_label_values(&[kind]).get();
+        let before = (
+            METRICS.zk_op_seconds.get_sample_count(),
+            METRICS.zk_op_seconds.get_sample_sum(),
+            errors("session_replaced"),
+            METRICS.zk_sessions_replaced.get(),
+        );
+        reports.call_ended(Duration::from_millis(250));
+        reports.call_failed("session_replaced");
+        reports.session_replaced();
+        assert_eq!(METRICS.zk_op_seconds.get_sample_count(), before.0 + 1);
+        assert!((METRICS.zk_op_seconds.get_sample_sum() - before.1 - 0.25).abs() < 1e-9);
+        assert_eq!(errors("session_replaced"), before.2 + 1);
+        assert_eq!(METRICS.zk_sessions_replaced.get(), before.3 + 1);
+        let names: Vec<String> = METRICS
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.get_name().to_string())
+            .collect();
+        for name in [
+            "walship_zookeeper_op_seconds",
+            "walship_zookeeper_errors_total",
+            "walship_zookeeper_sessions_replaced_total",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+    }
+}
