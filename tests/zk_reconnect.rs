@@ -16,10 +16,10 @@ use anyhow::Result;
 use common::api::Status;
 use common::node::Node;
 use common::wait::Deadline;
-use walship::witness::session::Claim;
-use walship::witness::session::ZkSession;
 use walship_testkit::procs::ZkMode;
 use walship_testkit::procs::ZkServer;
+use walship_zk::Claim;
+use walship_zk::ZkSession;
 
 const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The nodes' default `election_timeout_ms`.

@@ -52,13 +52,13 @@ pub struct ZkOptions {
 impl ZkOptions {
     /// The TLS a client of this ZooKeeper needs (node 1's certificate as
     /// its client certificate).
-    pub fn client_tls(&self) -> Option<walship::zksec::ZkTls> {
+    pub fn client_tls(&self) -> Option<walship_zk::ZkTls> {
         let dir = self.tls_dir.as_ref()?;
-        let files = walship::zksec::ZkTlsFiles {
+        let files = walship_zk::ZkTlsFiles {
             ca: dir.join("ca.pem"),
             identity: Some((dir.join("node1.pem"), dir.join("node1-key.pem"))),
         };
-        Some(walship::zksec::ZkTls::load(&files).expect("dev-ca files load"))
+        Some(walship::zksec::load_tls(&files).expect("dev-ca files load"))
     }
 }
 
@@ -213,7 +213,7 @@ impl Zk {
     /// reply (over TLS to a TLS-only ZooKeeper).
     pub async fn four_letter(&self, word: &str) -> Result<String> {
         match self.options.client_tls() {
-            Some(tls) => Ok(walship::zksec::four_letter_tls(&self.addr(), word, Duration::from_secs(2), &tls).await?),
+            Some(tls) => Ok(walship_zk::four_letter_tls(&self.addr(), word, Duration::from_secs(2), &tls).await?),
             None => four_letter(self.port, word).await,
         }
     }

@@ -203,21 +203,14 @@ pub async fn four_letter(addr: &str, word: &str) -> Result<String> {
     four_letter_within(addr, word, Duration::from_secs(2)).await
 }
 
-/// `four_letter` with its own limit.
+/// `four_letter` with its own limit (walship-zk's, which the session
+/// keeper's probes use).
 pub async fn four_letter_within(addr: &str, word: &str, limit: Duration) -> Result<String> {
-    use tokio::io::AsyncReadExt;
-    use tokio::io::AsyncWriteExt;
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(word.as_bytes()).await?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
-    };
-    match tokio::time::timeout(limit, exchange).await {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(e)) => Err(e).with_context(|| format!("{word} to {addr}")),
-        Err(_) => bail!("{word} to {addr}: no reply within {limit:?}"),
+    match walship_zk::four_letter(addr, word, limit).await {
+        Ok(reply) => Ok(reply),
+        // Its own message names the word and the server.
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(e.into()),
+        Err(e) => Err(e).with_context(|| format!("{word} to {addr}")),
     }
 }
 
