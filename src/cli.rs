@@ -123,12 +123,12 @@ pub struct ZkSecurityArgs {
 
 impl ZkSecurityArgs {
     /// The ZooKeeper credentials and TLS these flags and `auth` give.
-    pub fn load(&self, auth: &crate::auth::Auth) -> Result<crate::zksec::ZkSecurity, String> {
-        let tls = self.zk_tls_ca_file.as_ref().map(|ca| crate::zksec::ZkTlsFiles {
+    pub fn load(&self, auth: &crate::auth::Auth) -> Result<walship_zk::ZkSecurity, String> {
+        let tls = self.zk_tls_ca_file.as_ref().map(|ca| walship_zk::ZkTlsFiles {
             ca: ca.clone(),
             identity: self.zk_tls_cert_file.clone().zip(self.zk_tls_key_file.clone()),
         });
-        crate::zksec::ZkSecurity::load(auth, self.zk_sasl.unwrap_or(false), tls.as_ref())
+        crate::zksec::load_security(auth, self.zk_sasl.unwrap_or(false), tls.as_ref())
     }
 }
 

@@ -87,7 +87,7 @@ pub struct NodeConfig {
     /// `secret_file`); see `crate::zksec`.
     pub zk_sasl: bool,
     /// ZooKeeper over TLS; None: plain TCP.
-    pub zk_tls: Option<crate::zksec::ZkTlsFiles>,
+    pub zk_tls: Option<walship_zk::ZkTlsFiles>,
 }
 
 /// One setting's documentation: the TOML key (also `NodeConfig`'s field; the
@@ -416,7 +416,7 @@ fn check_tls(l: &Layered, id: u64, cluster: &str) -> Result<Option<crate::tls::T
 
 /// ZooKeeper over TLS: a CA, and a client certificate and key together or
 /// not at all; the files are read and checked now.
-fn check_zk_tls(l: &Layered) -> Result<Option<crate::zksec::ZkTlsFiles>, ConfigError> {
+fn check_zk_tls(l: &Layered) -> Result<Option<walship_zk::ZkTlsFiles>, ConfigError> {
     let m = &l.merged;
     let shown = |p: &PathBuf| toml_string(&p.to_string_lossy());
     let identity = match (&m.zk_tls_cert_file, &m.zk_tls_key_file) {
@@ -436,11 +436,11 @@ fn check_zk_tls(l: &Layered) -> Result<Option<crate::zksec::ZkTlsFiles>, ConfigE
             None => Ok(None),
         };
     };
-    let files = crate::zksec::ZkTlsFiles {
+    let files = walship_zk::ZkTlsFiles {
         ca: ca.clone(),
         identity,
     };
-    crate::zksec::ZkTls::load(&files).map_err(ConfigError)?;
+    crate::zksec::load_tls(&files).map_err(ConfigError)?;
     Ok(Some(files))
 }
 

@@ -267,10 +267,10 @@ mod tests {
         assert!(keystore.contains("PRIVATE KEY") && keystore.contains("CERTIFICATE"));
         let mode = std::fs::metadata(p(ZK_KEYSTORE)).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
-        let files = crate::zksec::ZkTlsFiles {
+        let files = walship_zk::ZkTlsFiles {
             ca: p("ca.pem"),
             identity: Some((p("node1.pem"), p("node1-key.pem"))),
         };
-        crate::zksec::ZkTls::load(&files).unwrap();
+        crate::zksec::load_tls(&files).unwrap();
     }
 }

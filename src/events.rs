@@ -21,9 +21,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 use tokio::sync::broadcast;
+use walship_zk::ZkSession;
 
 use crate::types::NodeId;
-use crate::witness::session::ZkSession;
 
 /// Events a receiver can fall behind by before it loses some (`Lagged`).
 pub const EVENT_CAPACITY: usize = 1024;

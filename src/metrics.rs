@@ -3,7 +3,9 @@
 //! from openraft's metrics at scrape time, so it can never be stale.
 //! One node per process, so the registry is process-wide.
 
+use std::sync::Arc;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use openraft::ServerState;
 use prometheus::Encoder;
@@ -48,7 +50,7 @@ pub struct Metrics {
     pub zk_op_seconds: Histogram,
     pub zk_errors: IntCounterVec,
     /// New ZooKeeper sessions opened because a server served again before
-    /// the disconnected client resumed its own (witness/session.rs).
+    /// the disconnected client resumed its own (walship-zk's session keeper).
     pub zk_sessions_replaced: IntCounter,
     pub adoptions: IntCounter,
     pub entries_adopted: IntCounter,
@@ -68,6 +70,25 @@ pub struct Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// What a ZooKeeper session reports ([`walship_zk::SessionMetrics`]), into
+/// [`METRICS`]: `zookeeper_op_seconds`, `zookeeper_errors_total{kind}`,
+/// `zookeeper_sessions_replaced_total`.
+pub fn zk_session_metrics() -> Arc<dyn walship_zk::SessionMetrics> {
+    struct Global;
+    impl walship_zk::SessionMetrics for Global {
+        fn call_ended(&self, elapsed: Duration) {
+            METRICS.zk_op_seconds.observe(elapsed.as_secs_f64());
+        }
+        fn call_failed(&self, kind: &'static str) {
+            METRICS.zk_errors.with_label_values(&[kind]).inc();
+        }
+        fn session_replaced(&self) {
+            METRICS.zk_sessions_replaced.inc();
+        }
+    }
+    Arc::new(Global)
+}
 
 impl Metrics {
     fn new() -> Metrics {
@@ -245,5 +266,44 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding");
         String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session's reports land in the metrics /metrics has always shown
+    /// for them. Deltas: the registry is process-wide.
+    #[test]
+    fn zk_session_reports_land_in_the_zookeeper_metrics() {
+        let reports = zk_session_metrics();
+        let errors = |kind| METRICS.zk_errors.with_label_values(&[kind]).get();
+        let before = (
+            METRICS.zk_op_seconds.get_sample_count(),
+            METRICS.zk_op_seconds.get_sample_sum(),
+            errors("session_replaced"),
+            METRICS.zk_sessions_replaced.get(),
+        );
+        reports.call_ended(Duration::from_millis(250));
+        reports.call_failed("session_replaced");
+        reports.session_replaced();
+        assert_eq!(METRICS.zk_op_seconds.get_sample_count(), before.0 + 1);
+        assert!((METRICS.zk_op_seconds.get_sample_sum() - before.1 - 0.25).abs() < 1e-9);
+        assert_eq!(errors("session_replaced"), before.2 + 1);
+        assert_eq!(METRICS.zk_sessions_replaced.get(), before.3 + 1);
+        let names: Vec<String> = METRICS
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.get_name().to_string())
+            .collect();
+        for name in [
+            "walship_zookeeper_op_seconds",
+            "walship_zookeeper_errors_total",
+            "walship_zookeeper_sessions_replaced_total",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
     }
 }

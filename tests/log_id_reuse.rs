@@ -31,8 +31,8 @@ use walship::types::LogId;
 use walship::types::Request;
 use walship::types::TypeConfig;
 use walship::types::Vote;
-use walship::witness::session::ZkSession;
 use walship::witness::Witness;
+use walship_zk::ZkSession;
 
 fn lid(index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(1, 2), index)

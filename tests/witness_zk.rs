@@ -17,10 +17,10 @@ use walship::types::LogId;
 use walship::types::Request;
 use walship::types::TypeConfig;
 use walship::types::Vote;
-use walship::witness::session::ZkSession;
 use walship::witness::SnapshotUpload;
 use walship::witness::Witness;
 use walship::witness::WitnessError;
+use walship_zk::ZkSession;
 
 fn lid(term: u64, node: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, node), index)

@@ -16,10 +16,10 @@ use anyhow::Result;
 use common::node::Node;
 use common::wait::Deadline;
 use common::Status;
-use walship::witness::session::Claim;
-use walship::witness::session::ZkSession;
 use walship_testkit::ZkMode;
 use walship_testkit::ZkServer;
+use walship_zk::Claim;
+use walship_zk::ZkSession;
 
 const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The nodes' default `election_timeout_ms`.

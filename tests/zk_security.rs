@@ -218,7 +218,7 @@ async fn tls_only_zookeeper_serves_and_fails_over() -> Result<()> {
         "{cfg}"
     );
     // Plain ZooKeeper gets no answer there.
-    let plain = walship::witness::session::four_letter(&c.zk().addr(), "srvr", Duration::from_millis(500)).await;
+    let plain = walship_zk::four_letter(&c.zk().addr(), "srvr", Duration::from_millis(500)).await;
     assert!(!plain.is_ok_and(|r| r.contains("Mode:")), "the port speaks only TLS");
 
     let certs = c.tls_dir();

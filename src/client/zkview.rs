@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use serde_json::Value;
+use walship_zk::ZkSession;
 use zookeeper_client as zk;
 
 use super::Failure;
@@ -21,7 +22,6 @@ use crate::types::NODE_IDS;
 use crate::witness::record::decode_record;
 use crate::witness::record::Paths;
 use crate::witness::record::WitnessRecord;
-use crate::witness::session::ZkSession;
 use crate::witness::WitnessError;
 
 /// What ZooKeeper holds about the cluster's members and W.
@@ -55,10 +55,7 @@ pub async fn read(target: &ZkTarget, timeout: Duration) -> Result<ZkView, Failur
 
 async fn read_with(target: &ZkTarget, session: &Arc<ZkSession>, paths: Paths) -> Result<ZkView, Failure> {
     let failed = |e: WitnessError| match e {
-        WitnessError::Zk {
-            source: zk::Error::NoNode,
-            ..
-        } => Failure::new(
+        e if e.is_zk(zk::Error::NoNode) => Failure::new(
             EXIT_USAGE,
             format!(
                 "no cluster {:?} in ZooKeeper at {} ({} does not exist)",
@@ -73,7 +70,7 @@ async fn read_with(target: &ZkTarget, session: &Arc<ZkSession>, paths: Paths) ->
     let (bytes, _) = session
         .run(&format!("get {path}"), |c| async move { c.get_data(&path).await })
         .await
-        .map_err(failed)?;
+        .map_err(|e| failed(e.into()))?;
     let record = decode_record(&bytes, &paths.witness()).map_err(failed)?;
     let directory = Directory::new(Arc::clone(session), paths.clone());
     let mut members = Vec::new();
@@ -86,11 +83,8 @@ async fn read_with(target: &ZkTarget, session: &Arc<ZkSession>, paths: Paths) ->
         .await
     {
         Ok((bytes, _)) => serde_json::from_slice::<LeaderInfo>(&bytes).ok(),
-        Err(WitnessError::Zk {
-            source: zk::Error::NoNode,
-            ..
-        }) => None,
-        Err(e) => return Err(failed(e)),
+        Err(e) if e.is_zk(zk::Error::NoNode) => None,
+        Err(e) => return Err(failed(e.into())),
     };
     Ok(ZkView {
         target: target.clone(),

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use serde::Serialize;
+use walship_zk::ZkSession;
 
 use crate::types::NodeId;
 use crate::witness::record::Paths;
-use crate::witness::session::ZkSession;
 use crate::witness::WitnessError;
 
 /// The payload of `members/<id>`.
@@ -72,11 +72,8 @@ impl Directory {
             Ok((bytes, _)) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|e| WitnessError::corrupt(&path, format!("bad member record: {e}"))),
-            Err(WitnessError::Zk {
-                source: zookeeper_client::Error::NoNode,
-                ..
-            }) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) if e.is_zk(zookeeper_client::Error::NoNode) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -132,7 +132,7 @@ impl Node {
                             }
                             if let Err(e) = self.renew_lease(&path, m.current_term).await {
                                 tracing::debug!(error = %e, "cannot renew the leader lease");
-                                if matches!(e, WitnessError::Zk { source: zookeeper_client::Error::NoNode, .. }) {
+                                if e.is_zk(zookeeper_client::Error::NoNode) {
                                     held_term = None; // gone with an old session: claim it again
                                 }
                             }
@@ -206,7 +206,7 @@ impl Node {
     /// Rewrites the `leader` znode (same content, new version): the lease.
     /// Only while this session owns it, so a deposed leader cannot renew a
     /// successor's lease.
-    pub(super) async fn renew_lease(&self, path: &str, term: u64) -> Result<(), WitnessError> {
+    pub(super) async fn renew_lease(&self, path: &str, term: u64) -> Result<(), ZkError> {
         let info = LeaderInfo {
             term,
             id: self.cfg.id,
@@ -218,7 +218,7 @@ impl Node {
             .run(&format!("get {path}"), |c| async move { c.get_data(path).await })
             .await?;
         if Some(stat.ephemeral_owner) != self.zk.session_id() {
-            return Err(WitnessError::Zk {
+            return Err(ZkError::Call {
                 what: format!("renew {path}"),
                 source: zookeeper_client::Error::NoNode,
             });

@@ -25,6 +25,9 @@ use std::time::Instant;
 
 use openraft::ServerState;
 use tokio::sync::Notify;
+use walship_zk::Claim;
+use walship_zk::ZkError;
+use walship_zk::ZkSession;
 
 use crate::network::directory::Directory;
 use crate::network::directory::MemberInfo;
@@ -35,8 +38,6 @@ use crate::storage::StateMachine;
 use crate::types::NodeId;
 use crate::types::Raft;
 use crate::types::Vote;
-use crate::witness::session::Claim;
-use crate::witness::session::ZkSession;
 use crate::witness::Witness;
 use crate::witness::WitnessError;
 use crate::witness::WitnessLog;
@@ -325,7 +326,7 @@ impl Node {
         let auth = crate::auth::Auth::load(cfg.secret_file.as_deref(), cfg.api_token_file.as_deref())
             .map_err(StartError::Config)?;
         let zk_security =
-            crate::zksec::ZkSecurity::load(&auth, cfg.zk_sasl, cfg.zk_tls.as_ref()).map_err(StartError::Config)?;
+            crate::zksec::load_security(&auth, cfg.zk_sasl, cfg.zk_tls.as_ref()).map_err(StartError::Config)?;
         let zk = ZkSession::connect_secured(
             &cfg.zk,
             cfg.zk_session_timeout_ms,
@@ -333,8 +334,10 @@ impl Node {
             60_000,
             leader_term,
             zk_security,
+            crate::metrics::zk_session_metrics(),
         )
-        .await?;
+        .await
+        .map_err(WitnessError::from)?;
         let witness = Arc::new(Witness::new(Arc::clone(&zk), &cfg.cluster));
         let record = witness.bootstrap().await?;
         match meta {
@@ -458,7 +461,8 @@ impl Node {
                 serde_json::to_vec(&me).expect("json"),
                 Claim::Replace,
             )
-            .await?;
+            .await
+            .map_err(WitnessError::from)?;
         // The leader-contact clock starts now, when this node can hear the
         // leader, not when it was built: a start slower than an election
         // timeout (a loaded machine, a long adoption) must not count as

@@ -14,11 +14,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use walship_zk::ZkError;
+use walship_zk::ZkSession;
 use zookeeper_client as zk;
 
 use crate::cli::WalCommand;
 use crate::cli::ZkTarget;
-use crate::witness::session::ZkSession;
 use crate::witness::Witness;
 use crate::witness::WitnessError;
 
@@ -81,10 +82,11 @@ pub async fn connect(target: &ZkTarget) -> Result<(Arc<ZkSession>, Witness), Sto
             CONNECT_DEADLINE_MS,
             |_| None,
             security,
+            crate::metrics::zk_session_metrics(),
         )
         .await
         .map_err(|e| match e {
-            WitnessError::Unreachable(why) => unreachable(strip_hosts(&why, &target.zk)),
+            ZkError::Unreachable(why) => unreachable(strip_hosts(&why, &target.zk)),
             e => unreachable(e.to_string()),
         })
     };
@@ -154,16 +156,13 @@ fn strip_hosts(why: &str, hosts: &str) -> String {
 /// The line for an error that stopped a read of W before any verdict.
 pub fn read_failure(target: &ZkTarget, witness: &Witness, e: WitnessError) -> Stop {
     match e {
-        WitnessError::Zk {
-            source: zk::Error::NoNode,
-            ..
-        } => Stop::cannot_look(format!(
+        e if e.is_zk(zk::Error::NoNode) => Stop::cannot_look(format!(
             "no cluster {:?} in ZooKeeper at {} ({} does not exist)",
             target.cluster,
             target.zk,
             witness.paths().witness()
         )),
-        e @ (WitnessError::Unreachable(_) | WitnessError::Timeout { .. }) => {
+        e @ WitnessError::Zk(ZkError::Unreachable(_) | ZkError::Timeout { .. }) => {
             Stop::cannot_look(format!("lost ZooKeeper at {} while reading: {e}", target.zk))
         }
         e @ (WitnessError::Corrupt { .. } | WitnessError::Identity(_)) => Stop {

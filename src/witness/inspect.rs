@@ -184,11 +184,8 @@ impl Witness {
                 children.sort();
                 Ok(children)
             }
-            Err(WitnessError::Zk {
-                source: zk::Error::NoNode,
-                ..
-            }) => Ok(Vec::new()),
-            Err(e) => Err(e),
+            Err(e) if e.is_zk(zk::Error::NoNode) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -204,11 +201,8 @@ impl Witness {
                     .await
                 {
                     Ok((bytes, _)) => Ok(Some(bytes)),
-                    Err(WitnessError::Zk {
-                        source: zk::Error::NoNode,
-                        ..
-                    }) => Ok(None),
-                    Err(e) => Err(e),
+                    Err(e) if e.is_zk(zk::Error::NoNode) => Ok(None),
+                    Err(e) => Err(e.into()),
                 }
             })
             .buffered(READS_IN_FLIGHT)

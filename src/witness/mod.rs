@@ -14,7 +14,6 @@
 pub mod inspect;
 pub mod record;
 pub mod rules;
-pub mod session;
 pub mod voter;
 
 use std::collections::BTreeMap;
@@ -25,6 +24,8 @@ use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
+use walship_zk::ZkError;
+use walship_zk::ZkSession;
 use zookeeper_client as zk;
 
 use self::record::Paths;
@@ -33,7 +34,6 @@ use self::record::WitnessRecord;
 use self::rules::AppendDecision;
 use self::rules::Slot;
 use self::rules::SnapshotDecision;
-use self::session::ZkSession;
 use crate::types::genesis_entry;
 use crate::types::Entry;
 use crate::types::LogId;
@@ -49,12 +49,10 @@ const MAX_DELETES_PER_MULTI: usize = 2000;
 
 #[derive(thiserror::Error, Debug)]
 pub enum WitnessError {
-    #[error("ZooKeeper unreachable: {0}")]
-    Unreachable(String),
-    #[error("ZooKeeper did not answer {what} within {timeout_ms} ms (outcome unknown)")]
-    Timeout { what: String, timeout_ms: u64 },
-    #[error("ZooKeeper {what}: {source}")]
-    Zk { what: String, source: zk::Error },
+    /// The session failed the call or the connect: unreachable, timed out,
+    /// refused, or ZooKeeper's own error; its message is the session's.
+    #[error(transparent)]
+    Zk(#[from] ZkError),
     /// W's record changed under us (another node wrote it): re-read, re-decide.
     #[error("witness record changed concurrently")]
     VersionMismatch,
@@ -62,11 +60,6 @@ pub enum WitnessError {
     Corrupt { path: String, reason: String },
     #[error("{0}")]
     Identity(String),
-    /// ZooKeeper refused this node for a reason retrying cannot mend (its
-    /// credentials, its TLS certificate, or ZooKeeper's certificate not from
-    /// the configured CA); the message names the setting.
-    #[error("{0}")]
-    Refused(String),
     /// W holds another entry (other bytes) under `log_id`, which the
     /// request carries too (see [`rules::AppendDecision::LogIdReused`]).
     #[error(
@@ -89,38 +82,18 @@ impl WitnessError {
             reason: reason.into(),
         }
     }
-    pub fn from_zk(what: &str, source: zk::Error) -> WitnessError {
-        match source {
-            zk::Error::ConnectionLoss | zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::NoHosts => {
-                WitnessError::Unreachable(format!("{what}: {source}"))
-            }
-            source => WitnessError::Zk {
-                what: what.to_string(),
-                source,
-            },
-        }
+    /// `ZkError::Unreachable(why)`, as the witness's error.
+    pub fn unreachable(why: String) -> WitnessError {
+        WitnessError::Zk(ZkError::Unreachable(why))
     }
-    fn is_zk(&self, e: zk::Error) -> bool {
-        matches!(self, WitnessError::Zk { source, .. } if *source == e)
-    }
-    /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            WitnessError::Unreachable(_) => "unreachable",
-            WitnessError::Timeout { .. } => "timeout",
-            WitnessError::Zk { .. } => "zookeeper",
-            WitnessError::VersionMismatch => "version_mismatch",
-            WitnessError::Corrupt { .. } => "corrupt",
-            WitnessError::Identity(_) => "identity",
-            WitnessError::Refused(_) => "refused",
-            WitnessError::LogIdReused { .. } => "log_id_reused",
-            WitnessError::SnapshotRefused(_) => "snapshot_refused",
-        }
+    /// True when ZooKeeper answered a call with `code`.
+    pub fn is_zk(&self, code: zk::Error) -> bool {
+        matches!(self, WitnessError::Zk(e) if e.is_zk(code))
     }
 
     /// True when a write may or may not have happened.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, WitnessError::Timeout { .. } | WitnessError::Unreachable(_))
+        matches!(self, WitnessError::Zk(e) if e.outcome_unknown())
     }
 }
 
@@ -402,7 +375,7 @@ impl Witness {
             .await
         {
             Err(e) if e.is_zk(zk::Error::NodeExists) => Ok(()),
-            r => r,
+            r => Ok(r?),
         }
     }
 
@@ -588,7 +561,7 @@ impl Witness {
                     }
                     zk::MultiReadResult::Error { err: zk::Error::NoNode } => out.push(None),
                     zk::MultiReadResult::Error { err } => {
-                        return Err(WitnessError::from_zk(&format!("get {path}"), err))
+                        return Err(ZkError::from_zk(&format!("get {path}"), err).into())
                     }
                     _ => return Err(WitnessError::corrupt(&path, "unexpected multi-read reply")),
                 }
@@ -967,7 +940,7 @@ impl Witness {
         {
             Ok(()) => {}
             Err(e) if e.is_zk(zk::Error::NodeExists) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         let mut uploaded = Vec::with_capacity(chunks.len());
         for (i, chunk) in chunks.iter().enumerate() {
@@ -988,7 +961,7 @@ impl Witness {
                         .await?;
                     match res.last() {
                         Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
-                        other => return Err(WitnessError::Unreachable(format!("unexpected multi result {other:?}"))),
+                        other => return Err(WitnessError::unreachable(format!("unexpected multi result {other:?}"))),
                     }
                 }
                 Err(e) => return Err(e),
@@ -1233,7 +1206,7 @@ impl Witness {
                 entries,
             });
         }
-        Err(WitnessError::Unreachable(
+        Err(WitnessError::unreachable(
             "W kept changing while it was being read".into(),
         ))
     }
@@ -1286,7 +1259,7 @@ fn sref_id(record: &WitnessRecord) -> &str {
 fn set_version(results: &[zk::MultiWriteResult]) -> Result<i32, WitnessError> {
     match results.last() {
         Some(zk::MultiWriteResult::SetData { stat }) => Ok(stat.version),
-        other => Err(WitnessError::Unreachable(format!("unexpected multi result {other:?}"))),
+        other => Err(WitnessError::unreachable(format!("unexpected multi result {other:?}"))),
     }
 }
 

@@ -15,6 +15,7 @@ use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
+use walship_zk::ZkError;
 
 use super::rules;
 use super::rules::Accepted;
@@ -46,7 +47,7 @@ pub struct WitnessClient {
 /// `Witness::append_entries` has logged and counted it.
 fn rpc_error(e: WitnessError) -> RpcError {
     match e {
-        WitnessError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
+        WitnessError::Zk(ZkError::Unreachable(_)) => RPCError::Unreachable(Unreachable::new(&e)),
         WitnessError::Corrupt { .. } | WitnessError::Identity(_) => {
             tracing::error!(error = %e, "witness refused: ZooKeeper holds bad data");
             RPCError::Network(NetworkError::new(&e))
@@ -124,7 +125,9 @@ impl WitnessClient {
             Ok(SnapshotUpload::Stored | SnapshotUpload::AlreadyCovered) => Ok(SnapshotResponse::new(vote)),
             // W's higher vote makes openraft step this leader down.
             Ok(SnapshotUpload::Refused(higher)) => Ok(SnapshotResponse::new(higher)),
-            Err(e @ WitnessError::Unreachable(_)) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+            Err(e @ WitnessError::Zk(ZkError::Unreachable(_))) => {
+                Err(StreamingError::Unreachable(Unreachable::new(&e)))
+            }
             Err(e) => Err(StreamingError::Network(NetworkError::new(&e))),
         }
     }

@@ -73,7 +73,7 @@ pub async fn four_letter(addr: &str, word: &str) -> Result<String> {
 
 /// `four_letter` with its own limit.
 pub async fn four_letter_within(addr: &str, word: &str, limit: Duration) -> Result<String> {
-    walship::witness::session::four_letter(addr, word, limit)
+    walship_zk::four_letter(addr, word, limit)
         .await
         .with_context(|| format!("{word} to {addr}"))
 }
@@ -97,13 +97,13 @@ pub struct ZkOptions {
 impl ZkOptions {
     /// The TLS a client of this ZooKeeper needs (node 1's certificate as
     /// its client certificate).
-    pub fn client_tls(&self) -> Option<walship::zksec::ZkTls> {
+    pub fn client_tls(&self) -> Option<walship_zk::ZkTls> {
         let dir = self.tls_dir.as_ref()?;
-        let files = walship::zksec::ZkTlsFiles {
+        let files = walship_zk::ZkTlsFiles {
             ca: dir.join("ca.pem"),
             identity: Some((dir.join("node1.pem"), dir.join("node1-key.pem"))),
         };
-        Some(walship::zksec::ZkTls::load(&files).expect("dev-ca files load"))
+        Some(walship::zksec::load_tls(&files).expect("dev-ca files load"))
     }
 }
 
@@ -353,7 +353,7 @@ impl ZkServer {
     /// reply (over TLS to a TLS-only ZooKeeper).
     pub async fn four_letter(&self, word: &str) -> Result<String> {
         match self.options.client_tls() {
-            Some(tls) => Ok(walship::zksec::four_letter_tls(&self.addr(), word, Duration::from_secs(2), &tls).await?),
+            Some(tls) => Ok(walship_zk::four_letter_tls(&self.addr(), word, Duration::from_secs(2), &tls).await?),
             None => four_letter(&self.addr(), word).await,
         }
     }

@@ -16,9 +16,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
-use super::WitnessError;
-use crate::zksec::ZkCredentials;
-use crate::zksec::ZkSecurity;
+use crate::metrics::CallTimer;
+use crate::security::four_letter_tls;
+use crate::security::SASL_ACL;
+use crate::SessionMetrics;
+use crate::ZkCredentials;
+use crate::ZkError;
+use crate::ZkSecurity;
 
 /// How a registered ephemeral znode is (re)claimed when it already exists
 /// under another session, e.g. one left behind by a kill -9.
@@ -26,8 +30,9 @@ use crate::zksec::ZkSecurity;
 pub enum Claim {
     /// The path is ours by name (`members/<id>`): replace whatever is there.
     Replace,
-    /// `leader`: replace only a holder whose term (first field of the
-    /// payload, see `node::LeaderInfo`) is lower than ours.
+    /// `leader`: replace only a holder whose term (read from its payload
+    /// by the session's `term_of`; walship's `node::LeaderInfo`) is lower
+    /// than ours.
     ReplaceLowerTerm(u64),
 }
 
@@ -183,18 +188,21 @@ pub struct ZkSession {
     /// Lets `claim_ephemeral` read the term of a `leader` payload without
     /// this module knowing its format.
     term_of: fn(&[u8]) -> Option<u64>,
+    /// Told of every call's latency and failure and of sessions replaced.
+    metrics: Arc<dyn SessionMetrics>,
 }
 
 impl ZkSession {
     /// Connects (retrying until `connect_deadline_ms`) and starts the keeper
-    /// task that replaces the client whenever its session expires.
+    /// task that replaces the client whenever its session expires. No
+    /// authentication, no TLS, no metrics.
     pub async fn connect(
         hosts: &str,
         session_timeout_ms: u64,
         op_timeout_ms: u64,
         connect_deadline_ms: u64,
         term_of: fn(&[u8]) -> Option<u64>,
-    ) -> Result<Arc<ZkSession>, WitnessError> {
+    ) -> Result<Arc<ZkSession>, ZkError> {
         Self::connect_with_auth(
             hosts,
             session_timeout_ms,
@@ -208,7 +216,7 @@ impl ZkSession {
 
     /// `connect`, authenticating every session (this one and any that
     /// replaces it) with ZooKeeper's digest scheme; znodes it creates then
-    /// carry the `auth` ACL (see `crate::auth`).
+    /// carry the `auth` ACL ([`ZkSession::acls`]).
     pub async fn connect_with_auth(
         hosts: &str,
         session_timeout_ms: u64,
@@ -216,7 +224,7 @@ impl ZkSession {
         connect_deadline_ms: u64,
         term_of: fn(&[u8]) -> Option<u64>,
         digest: Option<Vec<u8>>,
-    ) -> Result<Arc<ZkSession>, WitnessError> {
+    ) -> Result<Arc<ZkSession>, ZkError> {
         Self::connect_secured(
             hosts,
             session_timeout_ms,
@@ -224,6 +232,7 @@ impl ZkSession {
             connect_deadline_ms,
             term_of,
             ZkSecurity::digest(digest),
+            Arc::new(()),
         )
         .await
     }
@@ -233,6 +242,7 @@ impl ZkSession {
     /// with its TLS, over TLS. A refusal that retrying cannot mend (SASL
     /// credentials refused, ZooKeeper's certificate not from the CA, this
     /// node's certificate refused) fails at once, naming the setting.
+    /// Calls and session replacements are reported to `metrics`.
     pub async fn connect_secured(
         hosts: &str,
         session_timeout_ms: u64,
@@ -240,7 +250,8 @@ impl ZkSession {
         connect_deadline_ms: u64,
         term_of: fn(&[u8]) -> Option<u64>,
         security: ZkSecurity,
-    ) -> Result<Arc<ZkSession>, WitnessError> {
+        metrics: Arc<dyn SessionMetrics>,
+    ) -> Result<Arc<ZkSession>, ZkError> {
         let (generation, _) = watch::channel(0);
         let (client_epoch, _) = watch::channel(0);
         let session = Arc::new(ZkSession {
@@ -253,15 +264,16 @@ impl ZkSession {
             client_epoch,
             ephemerals: Mutex::new(BTreeMap::new()),
             term_of,
+            metrics,
         });
         let deadline = tokio::time::Instant::now() + Duration::from_millis(connect_deadline_ms);
         let client = loop {
             match session.new_client().await {
                 Ok(c) => break c,
-                Err(e @ WitnessError::Refused(_)) => return Err(e),
+                Err(e @ ZkError::Refused(_)) => return Err(e),
                 Err(e) => {
                     if let Some(why) = session.tls_diagnosis().await {
-                        return Err(WitnessError::Refused(why));
+                        return Err(ZkError::Refused(why));
                     }
                     if tokio::time::Instant::now() >= deadline {
                         return Err(e);
@@ -277,7 +289,7 @@ impl ZkSession {
         Ok(session)
     }
 
-    async fn new_client(&self) -> Result<zk::Client, WitnessError> {
+    async fn new_client(&self) -> Result<zk::Client, ZkError> {
         self.new_client_on(&self.hosts, false).await
     }
 
@@ -285,7 +297,7 @@ impl ZkSession {
     /// once and fail (no back-off rounds): the keeper's probes retry.
     /// The connection timeout is always the one of the whole server list,
     /// so a client built on a subset is no more impatient than the others.
-    async fn new_client_on(&self, hosts: &str, one_pass: bool) -> Result<zk::Client, WitnessError> {
+    async fn new_client_on(&self, hosts: &str, one_pass: bool) -> Result<zk::Client, ZkError> {
         let mut connector = zk::Client::connector()
             .with_session_timeout(Duration::from_millis(self.session_timeout_ms))
             .with_connection_timeout(connection_timeout(
@@ -311,14 +323,14 @@ impl ZkSession {
         };
         match tokio::time::timeout(Duration::from_millis(self.op_timeout_ms * 2), connect).await {
             Ok(Ok(c)) => Ok(c),
-            Ok(Err(zk::Error::AuthFailed)) => Err(WitnessError::Refused(match &self.security.credentials {
+            Ok(Err(zk::Error::AuthFailed)) => Err(ZkError::Refused(match &self.security.credentials {
                 ZkCredentials::Sasl { user, .. } => format!(
                     "ZooKeeper at {hosts} refused this node's SASL DIGEST-MD5 credentials (user {user}, password derived from secret_file, zk_sasl = true): is secret_file the cluster's secret, and does ZooKeeper's JAAS file give user_{user} the password `walship zk-jaas` prints for it?"
                 ),
                 _ => format!("ZooKeeper at {hosts} refused this node's credentials (authentication failed)"),
             })),
-            Ok(Err(e)) => Err(WitnessError::Unreachable(format!("{hosts}: {e}"))),
-            Err(_) => Err(WitnessError::Unreachable(format!("{hosts}: connect timed out"))),
+            Ok(Err(e)) => Err(ZkError::Unreachable(format!("{hosts}: {e}"))),
+            Err(_) => Err(ZkError::Unreachable(format!("{hosts}: connect timed out"))),
         }
     }
 
@@ -463,7 +475,7 @@ impl ZkSession {
                 let hosts = format!("{}{chroot}", candidates.join(","));
                 match self.new_client_on(&hosts, true).await {
                     Ok(c) => {
-                        crate::metrics::METRICS.zk_sessions_replaced.inc();
+                        self.metrics.session_replaced();
                         return Some(c);
                     }
                     Err(e) => tracing::debug!(error = %e, hosts, "new ZooKeeper session not yet possible"),
@@ -482,20 +494,18 @@ impl ZkSession {
         let addr = server_addr(server);
         let limit = Duration::from_millis(PROBE_TIMEOUT_MS);
         match &self.security.tls {
-            Some(tls) if server_is_tls(server, true) => {
-                match crate::zksec::four_letter_tls(addr, "srvr", limit, tls).await {
-                    Ok(reply) => Some(ServerMode::of_srvr(&reply)),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        None
-                    }
-                    Err(_) => Some(ServerMode::Unknown),
+            Some(tls) if server_is_tls(server, true) => match four_letter_tls(addr, "srvr", limit, tls).await {
+                Ok(reply) => Some(ServerMode::of_srvr(&reply)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    None
                 }
-            }
+                Err(_) => Some(ServerMode::Unknown),
+            },
             _ if server_is_tls(server, false) => Some(ServerMode::Unknown),
             _ => four_letter(addr, "srvr", limit)
                 .await
@@ -522,17 +532,17 @@ impl ZkSession {
         match &self.security.credentials {
             ZkCredentials::Open => zk::Acls::anyone_all(),
             ZkCredentials::Digest(_) => zk::Acls::creator_all(),
-            ZkCredentials::Sasl { .. } => zk::Acls::new(&crate::zksec::SASL_ACL[..]),
+            ZkCredentials::Sasl { .. } => zk::Acls::new(&SASL_ACL[..]),
         }
     }
 
     /// The current client, or `Unreachable` while a new session is being built.
-    pub fn client(&self) -> Result<zk::Client, WitnessError> {
+    pub fn client(&self) -> Result<zk::Client, ZkError> {
         self.client
             .lock()
             .expect("zk client lock")
             .clone()
-            .ok_or_else(|| WitnessError::Unreachable("no ZooKeeper session (reconnecting)".into()))
+            .ok_or_else(|| ZkError::Unreachable("no ZooKeeper session (reconnecting)".into()))
     }
 
     /// True while the session is connected (a write has a chance to succeed).
@@ -561,7 +571,7 @@ impl ZkSession {
 
     /// Runs one ZooKeeper call on the current client, bounded by the op timeout.
     /// `what` names the operation and znode for error messages.
-    pub async fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T, WitnessError>
+    pub async fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ZkError>
     where
         F: FnOnce(zk::Client) -> Fut,
         Fut: Future<Output = Result<T, zk::Error>>,
@@ -569,19 +579,17 @@ impl ZkSession {
         self.run_within(what, self.op_timeout(), f).await
     }
 
-    pub async fn run_within<T, F, Fut>(&self, what: &str, timeout: Duration, f: F) -> Result<T, WitnessError>
+    pub async fn run_within<T, F, Fut>(&self, what: &str, timeout: Duration, f: F) -> Result<T, ZkError>
     where
         F: FnOnce(zk::Client) -> Fut,
         Fut: Future<Output = Result<T, zk::Error>>,
     {
-        let metrics = &crate::metrics::METRICS;
+        let metrics = &*self.metrics;
         // Subscribed before the client is taken: a replacement in between
         // at worst fails this call needlessly (the caller retries).
         let mut epoch = self.client_epoch.subscribe();
-        let client = self
-            .client()
-            .inspect_err(|_| metrics.zk_errors.with_label_values(&["no_session"]).inc())?;
-        let _timer = metrics.zk_op_seconds.start_timer();
+        let client = self.client().inspect_err(|_| metrics.call_failed("no_session"))?;
+        let _timer = CallTimer::start(metrics);
         let call = tokio::time::timeout(timeout, f(client));
         let replaced = async {
             // The sender lives in `self`, so this only ends on a replacement.
@@ -591,21 +599,21 @@ impl ZkSession {
             r = call => match r {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => {
-                    let e = WitnessError::from_zk(what, e);
-                    metrics.zk_errors.with_label_values(&[e.kind()]).inc();
+                    let e = ZkError::from_zk(what, e);
+                    metrics.call_failed(e.kind());
                     Err(e)
                 }
                 Err(_) => {
-                    metrics.zk_errors.with_label_values(&["timeout"]).inc();
-                    Err(WitnessError::Timeout {
+                    metrics.call_failed("timeout");
+                    Err(ZkError::Timeout {
                         what: what.to_string(),
                         timeout_ms: timeout.as_millis() as u64,
                     })
                 }
             },
             _ = replaced => {
-                metrics.zk_errors.with_label_values(&["session_replaced"]).inc();
-                Err(WitnessError::Unreachable(format!(
+                metrics.call_failed("session_replaced");
+                Err(ZkError::Unreachable(format!(
                     "{what}: the ZooKeeper session was replaced while this call waited (outcome unknown: the old client may still send it)"
                 )))
             }
@@ -614,7 +622,7 @@ impl ZkSession {
 
     /// Registers an ephemeral znode that must exist for as long as this node
     /// wants it, across session losses, and creates it now.
-    pub async fn register_ephemeral(&self, path: &str, data: Vec<u8>, claim: Claim) -> Result<(), WitnessError> {
+    pub async fn register_ephemeral(&self, path: &str, data: Vec<u8>, claim: Claim) -> Result<(), ZkError> {
         let e = Ephemeral { data, claim };
         self.ephemerals
             .lock()
@@ -624,7 +632,7 @@ impl ZkSession {
     }
 
     /// Stops maintaining an ephemeral and deletes it if this session owns it.
-    pub async fn unregister_ephemeral(&self, path: &str) -> Result<(), WitnessError> {
+    pub async fn unregister_ephemeral(&self, path: &str) -> Result<(), ZkError> {
         self.ephemerals.lock().expect("ephemerals lock").remove(path);
         let Some(sid) = self.session_id() else { return Ok(()) };
         let stat = self
@@ -640,7 +648,7 @@ impl ZkSession {
 
     /// Deletes `path` at `version`; gone already or changed since is fine
     /// (someone else acted on it first).
-    async fn delete_if_unchanged(&self, path: &str, version: i32) -> Result<(), WitnessError> {
+    async fn delete_if_unchanged(&self, path: &str, version: i32) -> Result<(), ZkError> {
         match self
             .run(&format!("delete {path}"), |c| async move {
                 c.delete(path, Some(version)).await
@@ -648,7 +656,7 @@ impl ZkSession {
             .await
         {
             Ok(())
-            | Err(WitnessError::Zk {
+            | Err(ZkError::Call {
                 source: zk::Error::NoNode | zk::Error::BadVersion,
                 ..
             }) => Ok(()),
@@ -656,7 +664,7 @@ impl ZkSession {
         }
     }
 
-    async fn claim(&self, path: &str, e: &Ephemeral) -> Result<(), WitnessError> {
+    async fn claim(&self, path: &str, e: &Ephemeral) -> Result<(), ZkError> {
         let opts = zk::CreateMode::Ephemeral.with_acls(self.acls());
         for _ in 0..5 {
             let data = e.data.clone();
@@ -668,7 +676,7 @@ impl ZkSession {
                 .await;
             match created {
                 Ok(()) => return Ok(()),
-                Err(WitnessError::Zk {
+                Err(ZkError::Call {
                     source: zk::Error::NodeExists,
                     ..
                 }) => {}
@@ -679,7 +687,7 @@ impl ZkSession {
                 .await;
             let (old, stat) = match got {
                 Ok(v) => v,
-                Err(WitnessError::Zk {
+                Err(ZkError::Call {
                     source: zk::Error::NoNode,
                     ..
                 }) => continue,
@@ -701,18 +709,17 @@ impl ZkSession {
             if let (Claim::ReplaceLowerTerm(term), false) = (&e.claim, old == e.data) {
                 let term = *term;
                 if (self.term_of)(&old).is_some_and(|held| held >= term) {
-                    return Err(WitnessError::Identity(format!(
-                        "{path} is held at term >= {term} by another session"
-                    )));
+                    return Err(ZkError::Held {
+                        path: path.to_string(),
+                        term,
+                    });
                 }
             }
             // Left by a dead session (kill -9 keeps it until the session times out).
             tracing::info!(path, owner = stat.ephemeral_owner, "replacing a stale ephemeral znode");
             self.delete_if_unchanged(path, stat.version).await?;
         }
-        Err(WitnessError::Unreachable(format!(
-            "could not claim {path} after 5 attempts"
-        )))
+        Err(ZkError::Unreachable(format!("could not claim {path} after 5 attempts")))
     }
 
     /// Closes the session so its ephemerals vanish at once (graceful exit).
