@@ -127,6 +127,61 @@ async fn disk_failure(cluster: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
+/// The follower's disk stalls (the same hook, on the follower) for three
+/// election timeouts. The leader still commits with W, and still reaches
+/// the follower: its appends arrive, they only wait on the follower's disk.
+/// That is contact, so the follower must not depose the leader, during the
+/// stall or after it. On the code before this test the follower counted
+/// contact only once openraft had flushed the append: a stalled (or, at a
+/// cold start on a loaded machine, merely slow) disk made a healthy leader
+/// look silent, and the follower stood for election as soon as it could.
+async fn follower_disk_stall(cluster: &mut Cluster) -> Result<()> {
+    let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
+    let follower = Cluster::other(leader);
+    let term_of = |reply: Reply<walship::client::Status>| match reply {
+        Reply::Success { value, .. } => value.term,
+        _ => None,
+    };
+    let term = term_of(cluster.client(leader).status().await);
+    ensure!(term.is_some(), "no term from leader {leader}");
+    let writer = Writer::start(vec![cluster.client(leader)], WriterOptions::new("follower-stall"));
+    writer.wait_for_more_acks(20, LEADER_TIMEOUT).await?;
+
+    let stall = cluster
+        .fault_dir(follower)
+        .path()
+        .join(walship::storage::fault::STALL_FILE);
+    std::fs::write(&stall, b"")?;
+    // Three election timeouts (1 s each) of writes with the follower's disk
+    // stalled: the leader keeps committing with W alone.
+    let stalled = std::time::Instant::now();
+    while stalled.elapsed() < Duration::from_secs(3) {
+        writer.wait_for_more_acks(10, TAKEOVER_TIMEOUT).await?;
+    }
+    std::fs::remove_file(&stall)?;
+    cluster.wait_caught_up_with(leader, CATCH_UP_TIMEOUT).await?;
+    // Another two election timeouts of writes after the stall: time enough
+    // for a follower that judged the leader lost to stand and win.
+    let resumed = std::time::Instant::now();
+    while resumed.elapsed() < Duration::from_secs(2) {
+        writer.wait_for_more_acks(10, TAKEOVER_TIMEOUT).await?;
+    }
+    let log = writer.stop().await?;
+    for id in [leader, follower] {
+        let now = term_of(cluster.client(id).status().await);
+        ensure!(
+            now == term,
+            "node {id} is at term {now:?}, the leader was elected at {term:?}: the follower's stalled disk cost an election"
+        );
+    }
+    ensure!(cluster.leader().await? == leader, "node {leader} no longer leads");
+    log.verify(&cluster.client(leader)).await?;
+    for id in [1, 2] {
+        log.verify_stale(&cluster.client(id)).await?;
+    }
+    Ok(())
+}
+
 /// Both nodes with the storage fault hooks, and their links cuttable.
 async fn faulty(name: &str) -> Result<Cluster> {
     Setup::test(name)
@@ -148,5 +203,12 @@ async fn failed_leader_disk_exits_and_the_other_node_takes_over() -> Result<()> 
 async fn stalled_leader_disk_moves_writes_to_the_other_node() -> Result<()> {
     let mut cluster = faulty("disk-stall").await?;
     let r = disk_stall(&mut cluster).await;
+    r.in_cluster(&cluster)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_follower_disk_does_not_depose_the_leader() -> Result<()> {
+    let mut cluster = faulty("follower-stall").await?;
+    let r = follower_disk_stall(&mut cluster).await;
     r.in_cluster(&cluster)
 }

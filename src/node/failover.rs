@@ -106,7 +106,7 @@ impl Node {
                     continue;
                 }
             }
-            let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
+            let contact_at = *self.last_contact.lock().expect("contact lock");
             last_attempt = Some(Instant::now());
             let why = if gone {
                 "process gone or handed over".to_string()
@@ -136,7 +136,7 @@ impl Node {
     /// Whether to fail over, and why (`failover::rules::leader_lost`).
     pub(super) fn leader_lost(&self) -> Option<rules::Lost> {
         let lease = self.lease.lock().expect("lease lock").clone();
-        let (contact_at, _) = *self.last_contact.lock().expect("contact lock");
+        let contact_at = *self.last_contact.lock().expect("contact lock");
         let observed = rules::Observed {
             me: self.cfg.id,
             following: self.raft().and_then(|r| r.metrics().borrow().current_leader),
@@ -158,7 +158,7 @@ impl Node {
     /// absence) at now; see the pause check in `failover_loop`.
     pub(super) fn forgive_pause(&self) {
         let now = Instant::now();
-        self.last_contact.lock().expect("contact lock").0 = now;
+        *self.last_contact.lock().expect("contact lock") = now;
         self.lease.lock().expect("lease lock").forgive_pause(now);
     }
 

@@ -115,8 +115,9 @@ pub struct Node {
     raft: RwLock<Option<Raft>>,
     network: NetworkFactory,
     raft_config: Arc<openraft::Config>,
-    /// When this node last heard from a leader, and whose vote it carried.
-    last_contact: Mutex<(Instant, Option<Vote>)>,
+    /// When this node last heard from a leader, or granted a candidate its
+    /// vote (Raft §5.2: either restarts a follower's election timer).
+    last_contact: Mutex<Instant>,
     /// What this node last saw of the `leader` znode (see `LeaderLease`).
     lease: Mutex<LeaderLease>,
     /// While leader: when the commit path was last proven to work (see
@@ -156,8 +157,9 @@ impl Node {
         self.proposer.get().expect("proposer is set in Node::start")
     }
 
-    pub fn note_leader_contact(&self, vote: Vote) {
-        *self.last_contact.lock().expect("contact lock") = (Instant::now(), Some(vote));
+    /// Restarts the clock that judges the leader silent (`failover::rules`).
+    fn note_contact(&self) {
+        *self.last_contact.lock().expect("contact lock") = Instant::now();
     }
 
     /// A receiver of this node's lifecycle events from now on (see
@@ -227,11 +229,19 @@ impl Node {
         let Some(raft) = self.raft() else {
             return FromLeader::Restarting;
         };
-        let leader_vote = req.vote;
+        // Contact is the leader reaching us, whatever our disk then takes:
+        // an append under a vote at least ours is the current leader's (an
+        // older leader's is refused below and counts for nothing). Counted
+        // on receipt, not after openraft's flush, so a slow fsync right
+        // after an election does not leave the new leader looking silent.
+        let ours = raft.metrics().borrow().vote;
+        if crate::witness::rules::vote_reaches(&req.vote, &ours) {
+            self.note_contact();
+        }
         if let Some(reused) = self.log.first_reused(&req.entries) {
             // The leader is alive and reaching us: no failover over this.
-            self.note_leader_contact(leader_vote);
-            self.report_reused_in_catch_up(reused, leader_vote);
+            self.note_contact();
+            self.report_reused_in_catch_up(reused, req.vote);
             return FromLeader::Refused(format!(
                 "log id reused: this node holds another entry under {} (crc32 {:08x}, the leader's {:08x}); repairing its log, retry",
                 reused.log_id, reused.local_digest, reused.other_digest
@@ -242,17 +252,25 @@ impl Node {
             AppendEntriesResponse::Success | AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_),
         ) = &res
         {
-            self.note_leader_contact(leader_vote);
+            self.note_contact();
         }
         FromLeader::Answer(res)
     }
 
     /// A vote request from the other node; `None` while Raft is being rebuilt.
+    /// A vote granted restarts this node's election timer, as in Raft
+    /// (§5.2): the candidate is about to lead, and its `leader` znode comes
+    /// a moment after it does; judging the leader lost in between cost an
+    /// election at every cold start on a loaded machine.
     pub async fn vote_for(
         &self,
         req: openraft::raft::VoteRequest<NodeId>,
     ) -> Option<Result<openraft::raft::VoteResponse<NodeId>, openraft::error::RaftError<NodeId>>> {
-        Some(self.raft()?.vote(req).await)
+        let res = self.raft()?.vote(req).await;
+        if res.as_ref().is_ok_and(|r| r.vote_granted) {
+            self.note_contact();
+        }
+        Some(res)
     }
 
     /// A whole snapshot from the leader; `None` while Raft is being rebuilt.
@@ -276,7 +294,7 @@ impl Node {
             meta,
             snapshot: Box::new(std::io::Cursor::new(data)),
         };
-        self.note_leader_contact(vote);
+        self.note_contact();
         // Known before installing, so the snapshot metric moving is not taken
         // for a snapshot this node built.
         self.events.snapshot_known(index);
@@ -403,7 +421,7 @@ impl Node {
             raft: RwLock::new(None),
             network,
             raft_config,
-            last_contact: Mutex::new((Instant::now(), None)),
+            last_contact: Mutex::new(Instant::now()),
             lease: Mutex::new(LeaderLease::default()),
             commit_proof: Mutex::new(None),
             wake: Notify::new(),
@@ -467,7 +485,7 @@ impl Node {
         // leader, not when it was built: a start slower than an election
         // timeout (a loaded machine, a long adoption) must not count as
         // silence and depose a healthy leader the moment the loops begin.
-        self.last_contact.lock().expect("contact lock").0 = Instant::now();
+        self.note_contact();
         let handles = [
             tokio::spawn(Arc::clone(self).failover_loop()),
             tokio::spawn(Arc::clone(self).leader_znode_watch()),
