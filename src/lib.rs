@@ -21,7 +21,6 @@ pub mod serve;
 pub mod storage;
 pub mod tls;
 pub mod types;
-pub mod wal;
 pub mod witness;
 pub mod zksec;
 

@@ -45,10 +45,10 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Wal(cmd) => walship::wal::run(cmd).await,
-        Command::Kv(args) => walship::client::run_kv(args).await,
-        Command::Status(args) => walship::client::run_status(args).await,
-        Command::Members(args) => walship::client::run_members(args).await,
+        Command::Wal(cmd) => walship::cli::wal::run(cmd).await,
+        Command::Kv(args) => walship::cli::client::run_kv(args).await,
+        Command::Status(args) => walship::cli::client::run_status(args).await,
+        Command::Members(args) => walship::cli::client::run_members(args).await,
         Command::DevCa(args) => walship::devca::run(args),
         Command::ZkJaas(args) => walship::zksec::run_jaas(args),
         Command::External(args) => run_tool(args),

@@ -1,123 +1,671 @@
-//! Clients of a walship node's HTTP API.
+//! The typed HTTP client of one walship node: what the CLI, embedders, the
+//! tests, the soak and the bench send to a node's API, and how its answer
+//! maps to an outcome by the API's contract (README, "The HTTP API"):
 //!
-//! [`NodeClient`] (`node.rs`) is the typed client of one node, for embedders,
-//! the tests and the tools: every call returns a [`Reply`] that tells done
-//! from "nothing written" (503, 4xx, not sent) from "outcome unknown" (504,
-//! no answer), with TLS and API tokens ([`ClientOptions`]).
+//! - 200 (and 404 for a read of a missing key): done, [`Reply::Success`];
+//! - 503 and any 4xx: nothing was written, [`Reply::Failed`];
+//! - 504, any other 5xx, or a 200 whose body does not decode: the outcome
+//!   is unknown, [`Reply::Failed`] too ([`Reply::outcome_unknown`] tells);
+//! - no (whole) answer to a request that went out (timeout, connection cut):
+//!   unknown, [`Reply::NoResponse`] with `sent`;
+//! - a connection that could not be opened: nothing was sent, so nothing
+//!   was written, [`Reply::NoResponse`] without `sent`.
 //!
-//! The rest is `walship kv put|get|del|cas`, `walship status`, `walship
-//! members`: the command-line client, in the spirit of etcdctl. It speaks
-//! the HTTP API of `crate::api` through `NodeClient`s, one per node of
-//! `--endpoints` (tried in order, `transport`), and reads ZooKeeper directly
-//! for the cluster's own view when given `--zk` and `--cluster`.
+//! Below the typed calls, [`NodeClient::send`] is one request and its
+//! [`Attempt`]: answered, not sent, or sent without an answer. The CLI's
+//! transport (`super::transport`) tries endpoints in order on top of it.
 //!
-//! Exit codes (a contract with scripts; also in `walship --help` and the README):
-//!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | done |
-//! | 1 | `kv get`: key not found; `kv cas`: not applied |
-//! | 2 | bad usage (flags, key or value refused with 400/413, no such cluster) |
-//! | 3 | no endpoint reachable, or unavailable (503): nothing was written |
-//! | 4 | outcome unknown (504, or the connection cut after the request was sent) |
-//! | 5 | another server error |
-//!
-//! Every error is one line on stderr, `walship <command>: <why>`.
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use walship::client::{ClientOptions, NodeClient};
+//! let node = NodeClient::new("127.0.0.1:8081", &ClientOptions::default())?;
+//! let index = node.put("greeting", "hello").await.into_result()?;
+//! let value = node.get("greeting").await.into_result()?;
+//! # let _ = (index, value); Ok(()) }
+//! ```
 
-pub mod args;
-pub mod kv;
-pub mod members;
-pub mod node;
-pub mod status;
-pub mod table;
-pub mod transport;
-pub mod zkview;
+use std::fmt;
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use std::process::ExitCode;
+use reqwest::header::HeaderMap;
+use reqwest::header::HeaderValue;
+use reqwest::header::AUTHORIZATION;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
 
-pub use self::args::ClientOpts;
-pub use self::args::KvArgs;
-pub use self::args::KvCommand;
-pub use self::args::MembersArgs;
-pub use self::args::StatusArgs;
-pub use self::node::encode_key;
-pub use self::node::CasResult;
-pub use self::node::ClientError;
-pub use self::node::ClientOptions;
-pub use self::node::ClientTls;
-pub use self::node::NodeClient;
-pub use self::node::Reply;
-pub use self::node::ReplyError;
-pub use self::node::Status;
+use crate::history::Outcome;
 
-pub const EXIT_OK: u8 = 0;
-/// `kv get`: no such key; `kv cas`: the expectation did not hold.
-pub const EXIT_NOT_FOUND: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-/// No endpoint answered, or all said 503: nothing was written.
-pub const EXIT_UNAVAILABLE: u8 = 3;
-/// A write may or may not have happened.
-pub const EXIT_UNKNOWN: u8 = 4;
-pub const EXIT_SERVER: u8 = 5;
+/// Default per-request limit: above a node's own write timeout (5 s) and its
+/// forwarding timeout (6 s), so a slow write shows up as the node's 504
+/// rather than as a client-side timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The exit-code table, for `--help`.
-pub const EXIT_CODES_HELP: &str = "Exit codes: 0 ok; 1 key not found (get) or CAS not applied; 2 bad usage; \
-3 no endpoint reachable or unavailable (503), nothing written; 4 outcome unknown (504 or connection cut); \
-5 other server error.";
+/// A connection that cannot be made within this is given up (nothing was sent).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Why a command failed: its exit code and the one line for stderr.
+/// The files a client needs to speak https to nodes in TLS mode: the CA
+/// their certificates are checked against (with the host dialled), and a
+/// client certificate and key to present (nodes run with
+/// `--tls-client-auth` require one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientTls {
+    /// The files `walship dev-ca` wrote into `dir`, with its client certificate.
+    pub fn dev_ca(dir: &Path) -> ClientTls {
+        ClientTls {
+            ca: dir.join("ca.pem"),
+            identity: Some((dir.join("client.pem"), dir.join("client-key.pem"))),
+        }
+    }
+}
+
+/// How a [`NodeClient`] talks to nodes.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// https with these files; `None`: plain http.
+    pub tls: Option<ClientTls>,
+    /// Sent as `Authorization: Bearer <token>` (the nodes' `--api-token-file`).
+    pub api_token: Option<String>,
+    /// Per request, unless [`NodeClient::with_timeout`] says otherwise.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept (`None`: reqwest's default).
+    pub pool_idle_timeout: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            tls: None,
+            api_token: None,
+            timeout: REQUEST_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            pool_idle_timeout: None,
+        }
+    }
+}
+
+/// Why a [`NodeClient`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the API token is not a valid header value")]
+    BadToken,
+    /// A TLS file is missing or unusable (the message names it).
+    #[error("{0}")]
+    Tls(String),
+    #[error("cannot build an HTTP client: {0}")]
+    Build(reqwest::Error),
+}
+
+/// An HTTP answer, whatever its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
+pub struct Response {
+    /// `host:port` of the node that answered.
+    pub endpoint: String,
+    pub status: u16,
+    pub body: Vec<u8>,
 }
 
-impl Failure {
-    pub fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-    pub fn usage(message: impl Into<String>) -> Failure {
-        Failure::new(EXIT_USAGE, message)
-    }
-}
-
-/// Prints a failure as one line and turns the outcome into an exit code.
-fn finish(command: &str, result: Result<u8, Failure>) -> ExitCode {
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(f) => {
-            let line = f.message.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("walship {command}: {line}");
-            ExitCode::from(f.code)
+impl Response {
+    /// The `error` of a JSON error body, else the body as text, else the status.
+    pub fn error_text(&self) -> String {
+        let from_json = serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
+        let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(&self.body).trim().to_string());
+        if text.is_empty() {
+            format!("HTTP {}", self.status)
+        } else {
+            text
         }
     }
 }
 
-pub async fn run_kv(args: KvArgs) -> ExitCode {
-    let name = match &args.command {
-        KvCommand::Put { .. } => "kv put",
-        KvCommand::Get { .. } => "kv get",
-        KvCommand::Del { .. } => "kv del",
-        KvCommand::Cas(_) => "kv cas",
-    };
-    finish(name, kv::run(args).await)
+/// What one request to one node came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Answered(Response),
+    /// The request never left: connection refused, unresolvable, connect timeout.
+    NotSent(String),
+    /// Sent (or maybe sent), no complete answer: timeout, connection cut.
+    NoAnswer(String),
 }
 
-pub async fn run_status(args: StatusArgs) -> ExitCode {
-    finish("status", status::run(args).await)
+/// A typed call's result; keeps the HTTP status, or says that no response
+/// came and whether the request went out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply<T> {
+    /// The expected answer (200; also 404 for a read of a missing key, as `None`).
+    Success { status: u16, value: T },
+    /// Any other status, with the `error` of the JSON body (or the raw body).
+    /// A 200 whose body does not decode also lands here.
+    Failed { status: u16, error: String },
+    /// No HTTP response. `sent: false`: the connection could not be made, so
+    /// nothing was written; `true`: a timeout or a cut connection after the
+    /// request went out.
+    NoResponse { sent: bool, error: String },
 }
 
-pub async fn run_members(args: MembersArgs) -> ExitCode {
-    finish("members", members::run(args).await)
+/// A [`Reply`] that is not a success, as an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("HTTP {status}: {error}")]
+    Failed { status: u16, error: String },
+    #[error("no response: {error}")]
+    NoResponse { sent: bool, error: String },
 }
 
-/// Prints a JSON document on stdout.
-pub fn print_json(doc: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(doc).expect("a JSON value serializes")
-    );
+impl<T> Reply<T> {
+    /// The HTTP status, if a response came.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Reply::Success { status, .. } | Reply::Failed { status, .. } => Some(*status),
+            Reply::NoResponse { .. } => None,
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, Reply::Success { .. })
+    }
+
+    pub fn success(self) -> Option<T> {
+        match self {
+            Reply::Success { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The value, or an error naming the status and message.
+    pub fn into_result(self) -> Result<T, ReplyError> {
+        match self {
+            Reply::Success { value, .. } => Ok(value),
+            Reply::Failed { status, error } => Err(ReplyError::Failed { status, error }),
+            Reply::NoResponse { sent, error } => Err(ReplyError::NoResponse { sent, error }),
+        }
+    }
+
+    /// For a write: may it have been applied although it did not succeed?
+    /// Only 503, a 4xx and a request that was never sent say "nothing was
+    /// written"; a request sent without an answer, 504, any other 5xx and an
+    /// undecodable 200 leave it open.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Reply::Success { .. } => false,
+            Reply::NoResponse { sent, .. } => *sent,
+            Reply::Failed { status, .. } => !(*status == 503 || (400..500).contains(status)),
+        }
+    }
+
+    /// The outcome a history records: done, definitely not, or unknown.
+    pub fn outcome(&self) -> Outcome {
+        if self.is_success() {
+            Outcome::Ok
+        } else if self.outcome_unknown() {
+            Outcome::Unknown
+        } else {
+            Outcome::Fail
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Reply<U> {
+        match self {
+            Reply::Success { status, value } => Reply::Success {
+                status,
+                value: f(value),
+            },
+            Reply::Failed { status, error } => Reply::Failed { status, error },
+            Reply::NoResponse { sent, error } => Reply::NoResponse { sent, error },
+        }
+    }
+
+    /// Any answer as `Failed`, no answer as `NoResponse` (for the non-success arms).
+    fn from_attempt(a: Attempt) -> Reply<T> {
+        match a {
+            Attempt::Answered(r) => Reply::Failed {
+                status: r.status,
+                error: r.error_text(),
+            },
+            Attempt::NotSent(error) => Reply::NoResponse { sent: false, error },
+            Attempt::NoAnswer(error) => Reply::NoResponse { sent: true, error },
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Display for Reply<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Success { status, value } => write!(f, "{status} {value:?}"),
+            Reply::Failed { status, error } => write!(f, "{status} error: {error}"),
+            Reply::NoResponse { sent: true, error } => write!(f, "no response: {error}"),
+            Reply::NoResponse { sent: false, error } => write!(f, "not sent: {error}"),
+        }
+    }
+}
+
+/// `GET /v1/status`. Everything but `id` and `role` is optional, so a node
+/// that has not applied anything yet (null) still decodes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Status {
+    pub id: u64,
+    pub role: String,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub term: Option<u64>,
+    #[serde(default)]
+    pub leader: Option<u64>,
+    #[serde(default)]
+    pub last_log_index: Option<u64>,
+    #[serde(default)]
+    pub applied_index: Option<u64>,
+    #[serde(default)]
+    pub snapshot_index: Option<u64>,
+    /// The last index this node knows W (ZooKeeper) holds.
+    #[serde(default)]
+    pub witness_log_index: Option<u64>,
+    #[serde(default)]
+    pub zk_connected: Option<bool>,
+    /// Keys in the node's state machine (a cheap whole-state comparison).
+    #[serde(default)]
+    pub keys: Option<u64>,
+}
+
+impl Status {
+    /// Claims to lead (role "leader" and names itself as leader).
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader" && self.leader == Some(self.id)
+    }
+}
+
+/// `POST /v1/cas/{key}`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CasResult {
+    pub ok: bool,
+    pub current: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct IndexBody {
+    index: u64,
+}
+
+/// A client of one node. Cheap to clone; clones (and [`NodeClient::at`])
+/// share one connection pool.
+#[derive(Clone)]
+pub struct NodeClient {
+    http: reqwest::Client,
+    https: bool,
+    /// `host:port`.
+    endpoint: String,
+    /// `<scheme>://<endpoint>`.
+    base: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeClient({})", self.base)
+    }
+}
+
+impl NodeClient {
+    /// A client of the node at `endpoint` (`host:port`).
+    pub fn new(endpoint: impl fmt::Display, opts: &ClientOptions) -> Result<NodeClient, ClientError> {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &opts.api_token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ClientError::BadToken)?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(opts.connect_timeout)
+            .default_headers(headers);
+        if let Some(idle) = opts.pool_idle_timeout {
+            builder = builder.pool_idle_timeout(idle);
+        }
+        if let Some(tls) = &opts.tls {
+            let identity = tls.identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            let config = crate::tls::client_config(&tls.ca, identity).map_err(ClientError::Tls)?;
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder.build().map_err(ClientError::Build)?;
+        let https = opts.tls.is_some();
+        Ok(NodeClient::on(http, https, endpoint.to_string(), opts.timeout))
+    }
+
+    /// Plain http with the default options (cannot fail: no files to read).
+    pub fn plain(endpoint: impl fmt::Display) -> NodeClient {
+        NodeClient::new(endpoint, &ClientOptions::default()).expect("a plain http client builds")
+    }
+
+    fn on(http: reqwest::Client, https: bool, endpoint: String, timeout: Duration) -> NodeClient {
+        let scheme = if https { "https" } else { "http" };
+        NodeClient {
+            base: format!("{scheme}://{endpoint}"),
+            http,
+            https,
+            endpoint,
+            timeout,
+        }
+    }
+
+    /// A client of another node, with the same options and connection pool.
+    pub fn at(&self, endpoint: impl fmt::Display) -> NodeClient {
+        NodeClient::on(self.http.clone(), self.https, endpoint.to_string(), self.timeout)
+    }
+
+    /// The same client with another per-request limit.
+    pub fn with_timeout(&self, timeout: Duration) -> NodeClient {
+        NodeClient {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// `host:port`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// `http://host:port` or `https://host:port`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `PUT /v1/kv/{key}` → the log index of the write.
+    pub async fn put(&self, key: &str, value: impl Into<Vec<u8>>) -> Reply<u64> {
+        let a = self.send(Method::PUT, &kv_path(key, false), Some(value.into())).await;
+        decode_json::<IndexBody>(a).map(|b| b.index)
+    }
+
+    /// `DELETE /v1/kv/{key}` → the log index of the delete.
+    pub async fn delete(&self, key: &str) -> Reply<u64> {
+        decode_json::<IndexBody>(self.send(Method::DELETE, &kv_path(key, false), None).await).map(|b| b.index)
+    }
+
+    /// Linearizable `GET /v1/kv/{key}`: `Some(value)`, or `None` on 404. A
+    /// value that is not UTF-8 is `Failed` (see `get_bytes`).
+    pub async fn get(&self, key: &str) -> Reply<Option<String>> {
+        decode_utf8(self.get_bytes(key, false).await)
+    }
+
+    /// `GET /v1/kv/{key}?stale=true`: the node's local state, no leader check.
+    pub async fn get_stale(&self, key: &str) -> Reply<Option<String>> {
+        decode_utf8(self.get_bytes(key, true).await)
+    }
+
+    /// `GET /v1/kv/{key}` (`stale`: `?stale=true`), the raw bytes.
+    pub async fn get_bytes(&self, key: &str, stale: bool) -> Reply<Option<Vec<u8>>> {
+        decode_value(self.send(Method::GET, &kv_path(key, stale), None).await)
+    }
+
+    /// `POST /v1/cas/{key}`; `None` means "absent" (expect) or "delete" (value).
+    pub async fn cas(&self, key: &str, expect: Option<&str>, value: Option<&str>) -> Reply<CasResult> {
+        let body = json!({ "expect": expect, "value": value }).to_string().into_bytes();
+        decode_json(
+            self.send(Method::POST, &format!("/v1/cas/{}", encode_key(key)), Some(body))
+                .await,
+        )
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Reply<Status> {
+        decode_json(self.send(Method::GET, "/v1/status", None).await)
+    }
+
+    /// `GET /health/live`: success iff 200.
+    pub async fn live(&self) -> Reply<()> {
+        expect_200(self.send(Method::GET, "/health/live", None).await)
+    }
+
+    /// `GET /health/ready`: success iff 200 (it can serve linearizable requests).
+    pub async fn ready(&self) -> Reply<()> {
+        expect_200(self.send(Method::GET, "/health/ready", None).await)
+    }
+
+    /// Any request; a success with the status and raw body whatever the status.
+    pub async fn raw(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Reply<(u16, Vec<u8>)> {
+        match self.send(method, path_and_query, body).await {
+            Attempt::Answered(r) => Reply::Success {
+                status: r.status,
+                value: (r.status, r.body),
+            },
+            other => Reply::from_attempt(other),
+        }
+    }
+
+    /// One request, within this client's timeout, and what it came to.
+    pub async fn send(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Attempt {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base))
+            .timeout(self.timeout);
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.bytes().await {
+                    Ok(b) => Attempt::Answered(Response {
+                        endpoint: self.endpoint.clone(),
+                        status,
+                        body: b.to_vec(),
+                    }),
+                    Err(e) => Attempt::NoAnswer(format!("answered {status} but the body was cut: {}", why(&e))),
+                }
+            }
+            Err(e) if e.is_connect() => Attempt::NotSent(why(&e)),
+            Err(e) if e.is_timeout() => Attempt::NoAnswer(format!("no answer within {} ms", self.timeout.as_millis())),
+            Err(e) => Attempt::NoAnswer(why(&e)),
+        }
+    }
+}
+
+/// The innermost cause of a reqwest error, which says what went wrong
+/// ("Connection refused (os error 111)") where the outer ones do not.
+fn why(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    let text = source.to_string();
+    if text.is_empty() {
+        e.to_string()
+    } else {
+        text
+    }
+}
+
+fn decode_json<T: DeserializeOwned>(a: Attempt) -> Reply<T> {
+    match a {
+        Attempt::Answered(r) if r.status == 200 => match serde_json::from_slice(&r.body) {
+            Ok(value) => Reply::Success { status: 200, value },
+            Err(e) => Reply::Failed {
+                status: 200,
+                error: format!("undecodable body ({e}): {}", String::from_utf8_lossy(&r.body)),
+            },
+        },
+        other => Reply::from_attempt(other),
+    }
+}
+
+fn decode_value(a: Attempt) -> Reply<Option<Vec<u8>>> {
+    match a {
+        Attempt::Answered(r) if r.status == 200 => Reply::Success {
+            status: 200,
+            value: Some(r.body),
+        },
+        Attempt::Answered(r) if r.status == 404 => Reply::Success {
+            status: 404,
+            value: None,
+        },
+        other => Reply::from_attempt(other),
+    }
+}
+
+fn decode_utf8(reply: Reply<Option<Vec<u8>>>) -> Reply<Option<String>> {
+    match reply {
+        Reply::Success { status, value: None } => Reply::Success { status, value: None },
+        Reply::Success {
+            status,
+            value: Some(bytes),
+        } => match String::from_utf8(bytes) {
+            Ok(v) => Reply::Success { status, value: Some(v) },
+            Err(e) => Reply::Failed {
+                status,
+                error: format!("value is not UTF-8: {e}"),
+            },
+        },
+        other => other.map(|_| None),
+    }
+}
+
+fn expect_200(a: Attempt) -> Reply<()> {
+    match a {
+        Attempt::Answered(r) if r.status == 200 => Reply::Success { status: 200, value: () },
+        other => Reply::from_attempt(other),
+    }
+}
+
+fn kv_path(key: &str, stale: bool) -> String {
+    let query = if stale { "?stale=true" } else { "" };
+    format!("/v1/kv/{}{query}", encode_key(key))
+}
+
+/// Percent-encodes a key into one path segment (everything outside RFC 3986's
+/// unreserved set), as the API's `/v1/kv/{key}` expects.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: u16, body: &str) -> Attempt {
+        Attempt::Answered(Response {
+            endpoint: "h:1".into(),
+            status,
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn keys_are_one_path_segment() {
+        assert_eq!(encode_key("a/b c%"), "a%2Fb%20c%25");
+        assert_eq!(encode_key("ü"), "%C3%BC");
+        assert_eq!(kv_path("k", true), "/v1/kv/k?stale=true");
+    }
+
+    /// The API's contract, status by status (README, "The HTTP API").
+    #[test]
+    fn outcomes_follow_the_contract() {
+        let index = |a| decode_json::<IndexBody>(a).map(|b| b.index);
+        let cases: Vec<(Attempt, Outcome)> = vec![
+            (answered(200, r#"{"index":7}"#), Outcome::Ok),
+            // Committed or not, nobody knows: the body did not decode.
+            (answered(200, "garbage"), Outcome::Unknown),
+            (answered(400, r#"{"error":"bad key"}"#), Outcome::Fail),
+            (answered(401, ""), Outcome::Fail),
+            (answered(413, ""), Outcome::Fail),
+            (answered(503, r#"{"error":"no leader"}"#), Outcome::Fail),
+            (answered(504, r#"{"error":"not confirmed in time"}"#), Outcome::Unknown),
+            (answered(500, ""), Outcome::Unknown),
+            (answered(502, ""), Outcome::Unknown),
+            (Attempt::NotSent("Connection refused".into()), Outcome::Fail),
+            (Attempt::NoAnswer("no answer within 10 ms".into()), Outcome::Unknown),
+        ];
+        for (attempt, want) in cases {
+            let shown = format!("{attempt:?}");
+            let reply = index(attempt);
+            assert_eq!(reply.outcome(), want, "{shown}: {reply}");
+            assert_eq!(reply.outcome_unknown(), want == Outcome::Unknown, "{shown}");
+        }
+    }
+
+    #[test]
+    fn replies_keep_status_and_error() {
+        let r = decode_json::<IndexBody>(answered(503, r#"{"error":"no leader"}"#)).map(|b| b.index);
+        assert_eq!(
+            r,
+            Reply::Failed {
+                status: 503,
+                error: "no leader".into()
+            }
+        );
+        assert_eq!(r.to_string(), "503 error: no leader");
+        assert_eq!(r.into_result().unwrap_err().to_string(), "HTTP 503: no leader",);
+        let empty = Response {
+            endpoint: "h:1".into(),
+            status: 502,
+            body: b"  ".to_vec(),
+        };
+        assert_eq!(empty.error_text(), "HTTP 502");
+        let r: Reply<()> = Reply::from_attempt(Attempt::NotSent("refused".into()));
+        assert_eq!(r.status(), None);
+        assert_eq!(r.to_string(), "not sent: refused");
+    }
+
+    #[test]
+    fn reads_decode_values_and_absence() {
+        let get = |a| decode_utf8(decode_value(a));
+        assert_eq!(get(answered(200, "v")).success(), Some(Some("v".to_string())));
+        assert_eq!(get(answered(404, r#"{"error":"not found"}"#)).success(), Some(None));
+        assert_eq!(get(answered(504, "")).outcome(), Outcome::Unknown);
+        let bad = Attempt::Answered(Response {
+            endpoint: "h:1".into(),
+            status: 200,
+            body: vec![0xff],
+        });
+        assert!(matches!(get(bad), Reply::Failed { status: 200, .. }));
+    }
+
+    #[test]
+    fn status_decodes_with_nulls_and_unknown_fields() {
+        let s: Reply<Status> = decode_json(answered(
+            200,
+            r#"{"id":1,"role":"follower","term":2,"leader":null,"applied_index":null,"new_field":true}"#,
+        ));
+        let s = s.success().expect("decodes");
+        assert_eq!((s.id, s.term, s.leader, s.keys), (1, Some(2), None, None));
+        assert!(!s.is_leader());
+    }
+
+    #[test]
+    fn a_bad_token_is_refused_before_any_request() {
+        let opts = ClientOptions {
+            api_token: Some("two\nlines".into()),
+            ..ClientOptions::default()
+        };
+        assert!(matches!(NodeClient::new("h:1", &opts), Err(ClientError::BadToken)));
+        let c = NodeClient::plain("127.0.0.1:1");
+        assert_eq!(c.base_url(), "http://127.0.0.1:1");
+        assert_eq!(c.at("h:2").base_url(), "http://h:2");
+        assert_eq!(
+            c.with_timeout(Duration::from_millis(5)).timeout(),
+            Duration::from_millis(5)
+        );
+    }
 }

@@ -49,7 +49,9 @@ pub async fn w_bytes(zk: &str, cluster: &str) -> Result<WBytes> {
         cluster: cluster.to_string(),
         secret_file: None,
     };
-    let (_session, witness) = walship::wal::connect(&target).await.map_err(|s| anyhow!(s.message))?;
+    let (_session, witness) = walship::cli::wal::connect(&target)
+        .await
+        .map_err(|s| anyhow!(s.message))?;
     let i = witness.inspect_all().await.map_err(|e| anyhow!("inspecting W: {e}"))?;
     let record = i
         .record

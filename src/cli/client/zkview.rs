@@ -40,7 +40,7 @@ pub struct ZkView {
 pub async fn read(target: &ZkTarget, timeout: Duration) -> Result<ZkView, Failure> {
     let unreachable = |why: String| Failure::new(EXIT_UNAVAILABLE, format!("ZooKeeper at {}: {why}", target.zk));
     let read = async {
-        let (session, witness) = crate::wal::connect(target)
+        let (session, witness) = crate::cli::wal::connect(target)
             .await
             .map_err(|stop| Failure::new(EXIT_UNAVAILABLE, stop.message))?;
         let view = read_with(target, &session, witness.paths().clone()).await;

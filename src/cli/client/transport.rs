@@ -9,22 +9,22 @@ use std::time::Instant;
 
 use reqwest::Method;
 
-use super::node::Attempt;
-use super::node::ClientError;
-use super::node::ClientOptions;
-use super::node::ClientTls;
-use super::node::NodeClient;
-use super::node::Response;
 use super::ClientOpts;
 use super::Failure;
 use super::EXIT_SERVER;
 use super::EXIT_UNAVAILABLE;
 use super::EXIT_UNKNOWN;
 use super::EXIT_USAGE;
+use crate::client::Attempt;
+use crate::client::ClientError;
+use crate::client::ClientOptions;
+use crate::client::ClientTls;
+use crate::client::NodeClient;
+use crate::client::Response;
 
 /// A connection that cannot be made within this is given up for the next
 /// endpoint (nothing was sent), however long `--timeout-ms` is.
-const CONNECT_TIMEOUT: Duration = super::node::CONNECT_TIMEOUT;
+const CONNECT_TIMEOUT: Duration = crate::client::CONNECT_TIMEOUT;
 
 /// The JSON body of an answer, or exit 5 naming the endpoint.
 pub fn json_body(r: &Response) -> Result<serde_json::Value, Failure> {

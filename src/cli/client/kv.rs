@@ -10,8 +10,6 @@ use serde_json::json;
 use serde_json::Value;
 
 use super::args::CasArgs;
-use super::node::encode_key;
-use super::node::Response;
 use super::print_json;
 use super::transport::json_body;
 use super::transport::unexpected;
@@ -23,6 +21,8 @@ use super::KvCommand;
 use super::EXIT_NOT_FOUND;
 use super::EXIT_OK;
 use super::EXIT_SERVER;
+use crate::client::encode_key;
+use crate::client::Response;
 
 pub async fn run(args: KvArgs) -> Result<u8, Failure> {
     let t = Transport::new(&args.opts)?;

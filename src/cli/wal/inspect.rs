@@ -70,9 +70,9 @@ fn garbage_text(g: Garbage) -> &'static str {
     }
 }
 
-/// `client::table::table`, indented two spaces under the section titles.
+/// `cli::client::table::table`, indented two spaces under the section titles.
 fn table(rows: &[Vec<String>]) -> String {
-    crate::client::table::table(rows)
+    crate::cli::client::table::table(rows)
         .lines()
         .map(|l| format!("{}\n", format!("  {l}").trim_end()))
         .collect()

@@ -1,6 +1,9 @@
 //! Command-line interface: `walship node ...` runs a node. Flags double as
 //! environment variables (`WALSHIP_*`), for containers and scripts.
 
+pub mod client;
+pub mod wal;
+
 use std::ffi::OsString;
 
 use std::path::PathBuf;
@@ -36,18 +39,18 @@ pub enum Command {
     Wal(WalCommand),
     /// Client: put, get, delete and compare-and-set keys through the nodes
     /// of --endpoints.
-    #[command(after_help = crate::client::EXIT_CODES_HELP)]
-    Kv(crate::client::KvArgs),
+    #[command(after_help = self::client::EXIT_CODES_HELP)]
+    Kv(self::client::KvArgs),
     /// Client: both nodes and ZooKeeper at a glance (role, term, log indexes,
     /// lag behind the leader, last contact; W's log and vote with --zk and
     /// --cluster). Exit 0: all answered; 2: no such cluster; 3: something did
     /// not answer.
-    #[command(after_help = crate::client::EXIT_CODES_HELP)]
-    Status(crate::client::StatusArgs),
+    #[command(after_help = self::client::EXIT_CODES_HELP)]
+    Status(self::client::StatusArgs),
     /// Client: the nodes registered in ZooKeeper and the leader znode's
     /// holder (with --zk and --cluster), else what the endpoints say.
-    #[command(after_help = crate::client::EXIT_CODES_HELP)]
-    Members(crate::client::MembersArgs),
+    #[command(after_help = self::client::EXIT_CODES_HELP)]
+    Members(self::client::MembersArgs),
     /// Development certificates for TLS mode: a CA, nodes 1 and 2 of
     /// --cluster, a client and a ZooKeeper server, as PEM files in --dir.
     /// Exit 0: written; 2: bad flags, or files there already (without --force).

@@ -13,7 +13,6 @@ use reqwest::Method;
 use serde_json::json;
 use serde_json::Value;
 
-use super::node::Attempt;
 use super::print_json;
 use super::table::cell;
 use super::table::table;
@@ -27,6 +26,7 @@ use super::Failure;
 use super::StatusArgs;
 use super::EXIT_OK;
 use super::EXIT_UNAVAILABLE;
+use crate::client::Attempt;
 
 /// One endpoint's answer, or why there is none.
 #[derive(Debug, Clone)]
