@@ -70,7 +70,7 @@ use crate::types::Request;
 
 /// The largest command [`Node::propose`] accepts (as a key-value value:
 /// well under ZooKeeper's 1 MiB request limit, which every entry must fit).
-pub const MAX_COMMAND_BYTES: usize = crate::api::MAX_VALUE_BYTES;
+pub const MAX_COMMAND_BYTES: usize = crate::types::MAX_VALUE_BYTES;
 
 /// An embedder's replicated state machine. See the module documentation for
 /// the rules an implementation must keep.

@@ -20,7 +20,7 @@ pub mod running;
 pub mod serve;
 pub mod storage;
 pub mod tls;
-pub mod types;
+pub use walship_types as types;
 pub mod witness;
 pub mod zksec;
 

@@ -35,8 +35,8 @@ use crate::node::Node;
 use crate::proposer::ProposeError;
 use crate::types::Request;
 
-pub const MAX_KEY_BYTES: usize = 1024;
-pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+pub use crate::types::MAX_KEY_BYTES;
+pub use crate::types::MAX_VALUE_BYTES;
 /// Marks a request a follower forwarded, so it is never forwarded twice.
 const FORWARDED: &str = "x-walship-forwarded";
 

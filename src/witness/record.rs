@@ -11,6 +11,10 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use super::WitnessError;
+/// The digest of one entry (crc32 of its bincode bytes), the number a
+/// segment record stores beside it; it lives in `walship-types`, as the
+/// local log's adoption compares digests too.
+pub use crate::types::entry_digest;
 use crate::types::Entry;
 use crate::types::LogId;
 use crate::types::SnapshotMeta;
@@ -103,14 +107,6 @@ pub fn entry_bytes(e: &Entry) -> Vec<u8> {
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
     out
-}
-
-/// The digest of one entry: crc32 of its bincode bytes, the same number a
-/// segment record (here and in a node's local log) stores beside it. Two
-/// entries with one log id and different digests are two entries: the log id
-/// was reused (witness-protocol.md, "A log id names one entry forever").
-pub fn entry_digest(e: &Entry) -> u32 {
-    crc32fast::hash(&bincode::serialize(e).expect("entry serializes"))
 }
 
 /// The digest stored in bytes made by [`entry_bytes`].

@@ -1,5 +1,9 @@
-//! The types every module shares: openraft's type configuration, the client
-//! commands that go through the log, and the witness's fixed node id.
+//! The types every layer of walship shares: openraft's type configuration,
+//! the node ids (the witness's fixed one too), the client commands that go
+//! through the log and what applying them returns, the cluster's genesis
+//! entry, the size limits of keys and values, and an entry's digest. Pure:
+//! no I/O, and no dependency on any other walship crate. The `walship`
+//! library re-exports this crate as `walship::types`.
 
 use std::io::Cursor;
 
@@ -35,6 +39,13 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type RpcError = openraft::error::RPCError<NodeId, openraft::BasicNode, openraft::error::RaftError<NodeId>>;
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// The largest key a client may write (bytes of UTF-8).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// The largest value a client may write, and the largest application
+/// command: well under ZooKeeper's 1 MiB request limit, which every entry
+/// must fit.
+pub const MAX_VALUE_BYTES: usize = 512 * 1024;
+
 /// A command in the replicated log. Keys and values are bytes on the wire of
 /// the HTTP API; keys are UTF-8 (they come from a URL path).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -55,8 +66,9 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
     },
-    /// An embedder's command for its `crate::app::Application` (the
-    /// key-value map ignores it). Last, so the variants before keep their
+    /// An embedder's command for its application (the `Application` trait
+    /// of `walship-storage`, re-exported as `walship::app::Application`;
+    /// the key-value map ignores it). Last, so the variants before keep their
     /// encoding in existing logs.
     App(#[serde(with = "serde_bytes")] Vec<u8>),
 }
@@ -139,6 +151,15 @@ pub fn genesis_entry() -> Entry {
         log_id: LogId::default(),
         payload: openraft::EntryPayload::Membership(Membership::new(vec![all, witness_only], nodes)),
     }
+}
+
+/// The digest of one entry: crc32 of its bincode bytes, the same number a
+/// segment record (in W's WAL and in a node's local log) stores beside it.
+/// Two entries with one log id and different digests are two entries: the
+/// log id was reused (witness-protocol.md, "A log id names one entry
+/// forever").
+pub fn entry_digest(e: &Entry) -> u32 {
+    crc32fast::hash(&bincode::serialize(e).expect("entry serializes"))
 }
 
 #[cfg(test)]
