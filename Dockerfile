@@ -11,21 +11,23 @@ WORKDIR /src
 # each, and the dependencies of walship and walship-soak built against them.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/types/Cargo.toml crates/types/
+COPY crates/storage/Cargo.toml crates/storage/
 COPY crates/zk/Cargo.toml crates/zk/
 COPY crates/testkit/Cargo.toml crates/testkit/
 COPY tools/soak/Cargo.toml tools/soak/
 COPY tools/bench/Cargo.toml tools/bench/
-RUN for d in . crates/types crates/zk crates/testkit tools/soak tools/bench; do \
+RUN for d in . crates/types crates/storage crates/zk crates/testkit tools/soak tools/bench; do \
         mkdir -p $d/src && touch $d/src/lib.rs && echo 'fn main() {}' > $d/src/main.rs; \
     done \
     && cargo build --release --locked -p walship -p walship-soak \
-    && rm -rf src crates/types/src crates/zk/src crates/testkit/src tools/soak/src \
+    && rm -rf src crates/types/src crates/storage/src crates/zk/src crates/testkit/src tools/soak/src \
        target/release/walship* target/release/deps/*walship* target/release/.fingerprint/walship-*
 # zk/: crates/testkit/src/zk.rs include_str!s zk/zoo.cfg.template and
 # zk/log4j.properties. tools/bench keeps its stub sources: it is not built.
 COPY zk ./zk
 COPY src ./src
 COPY crates/types/src ./crates/types/src
+COPY crates/storage/src ./crates/storage/src
 COPY crates/zk/src ./crates/zk/src
 COPY crates/testkit/src ./crates/testkit/src
 COPY tools/soak/src ./tools/soak/src

@@ -40,19 +40,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Rules the application must keep (Raft replays the same log on both
-//! nodes, and again after a restart from the last snapshot):
-//!
-//! - `apply` is deterministic: the same state and command give the same
-//!   new state and result on every node, every time. No clocks, randomness,
-//!   I/O or thread-local state.
-//! - `apply` does not panic: a panic stops this node's Raft.
-//! - `restore(snapshot())` gives back the same state; `restore` replaces the
-//!   whole state, and on `Err` leaves it as it was (the snapshot is then
-//!   refused and the node reports a storage error).
-//! - Both nodes run the same application from the cluster's first command:
-//!   a node refuses a snapshot made by a node without an application, and the
-//!   other way round (a key-value node cannot load an application's snapshot).
+//! The rules the application must keep are on [`Application`] (the trait
+//! lives in `walship-storage`, whose state machine drives it; this module
+//! re-exports it and holds the node's side: starting, proposing, reading).
 //!
 //! The application's state lives in memory, is written to disk only in
 //! snapshots (`snapshot/current.snap`, under the same magic, length and
@@ -63,6 +53,8 @@
 
 use std::any::Any;
 
+pub use walship_storage::Application;
+
 use crate::node::Node;
 use crate::node::StartError;
 use crate::proposer::ProposeError;
@@ -71,24 +63,6 @@ use crate::types::Request;
 /// The largest command [`Node::propose`] accepts (as a key-value value:
 /// well under ZooKeeper's 1 MiB request limit, which every entry must fit).
 pub const MAX_COMMAND_BYTES: usize = crate::types::MAX_VALUE_BYTES;
-
-/// An embedder's replicated state machine. See the module documentation for
-/// the rules an implementation must keep.
-pub trait Application: Any + Send + Sync + 'static {
-    /// Applies one committed command and returns its result, which goes back
-    /// to the proposer ([`Node::propose`]) on the leader and is dropped on
-    /// the other node.
-    fn apply(&mut self, command: &[u8]) -> Vec<u8>;
-
-    /// The whole state as bytes, for a snapshot. Called while applying is
-    /// paused, so it sees the state after exactly the snapshot's last entry.
-    fn snapshot(&self) -> Vec<u8>;
-
-    /// Replaces the whole state with a snapshot's (from this node's disk at
-    /// start, the leader, or ZooKeeper). The bytes are what `snapshot`
-    /// returned, already checked against their CRC32.
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
-}
 
 impl Node {
     /// Starts a node whose log drives `app` instead of the key-value map

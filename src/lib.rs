@@ -18,7 +18,7 @@ pub mod node;
 pub mod proposer;
 pub mod running;
 pub mod serve;
-pub mod storage;
+pub use walship_storage as storage;
 pub mod tls;
 pub use walship_types as types;
 pub mod witness;

@@ -18,6 +18,7 @@ use prometheus::IntGaugeVec;
 use prometheus::Opts;
 use prometheus::Registry;
 
+use crate::storage::StorageMetrics;
 use crate::types::NodeId;
 use crate::types::WITNESS_ID;
 
@@ -63,10 +64,9 @@ pub struct Metrics {
     pub leadership_forgotten: IntCounter,
     /// Lease renewals a leader skipped because it could not prove it commits.
     pub lease_withheld: IntCounter,
-    /// Torn tails cut from the last local log segment at start-up.
-    pub local_log_tail_repairs: IntCounter,
-    /// Starts that moved unreadable local state aside (`--rebuild-from-witness`).
-    pub local_rebuilds: IntCounter,
+    /// The local storage's counters (torn log tails cut, rebuilds), handed
+    /// to the store when the node opens it.
+    pub storage: StorageMetrics,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -169,20 +169,9 @@ impl Metrics {
             "leader lease renewals skipped: no commit, apply or leadership check succeeded recently (stalled disk, wedged core)",
         )
         .expect("metric");
-        let local_log_tail_repairs = IntCounter::new(
-            "local_log_tail_repairs_total",
-            "torn tails (bad or half-written records) cut from the last local log segment at start-up; the node re-adopts them from ZooKeeper",
-        )
-        .expect("metric");
-        let local_rebuilds = IntCounter::new(
-            "local_rebuilds_total",
-            "starts that moved an unreadable local log, state file or snapshot aside and rebuilt from ZooKeeper (--rebuild-from-witness)",
-        )
-        .expect("metric");
-        for c in [
+        let storage = StorageMetrics::new();
+        for c in storage.collectors().into_iter().chain([
             Box::new(leadership_forgotten.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(local_log_tail_repairs.clone()),
-            Box::new(local_rebuilds.clone()),
             Box::new(lease_withheld.clone()),
             Box::new(role.clone()),
             Box::new(term.clone()),
@@ -200,7 +189,7 @@ impl Metrics {
             Box::new(snapshots.clone()),
             Box::new(snapshot_bytes.clone()),
             Box::new(log_id_conflicts.clone()),
-        ] {
+        ]) {
             registry.register(c).expect("unique metric names");
         }
         Metrics {
@@ -223,8 +212,7 @@ impl Metrics {
             log_id_conflicts,
             leadership_forgotten,
             lease_withheld,
-            local_log_tail_repairs,
-            local_rebuilds,
+            storage,
         }
     }
 

@@ -215,7 +215,7 @@ fn arb_sm_content() -> impl Strategy<Value = SmContent> {
         })
 }
 
-/// The snapshot data blob as documented in src/storage/snapshot.rs:
+/// The snapshot data blob as documented in crates/storage/src/snapshot.rs:
 /// `[magic "WSHIPSD1"][body_len u64 LE][crc32 u32 LE][body = bincode SmContent]`.
 fn encode_snapshot_data(content: &SmContent) -> Vec<u8> {
     let body = bincode::serialize(content).expect("serialize");

@@ -338,7 +338,14 @@ impl Node {
             return Err(StartError::Config(format!("--id must be 1 or 2, not {}", cfg.id)));
         }
         let meta = storage::open_or_init_meta(&cfg.data_dir, &cfg.cluster, cfg.id)?;
-        let (log, sm) = storage::open_local(&cfg.data_dir, cfg.log_sync, app, cfg.rebuild_from_witness).await?;
+        let (log, sm) = storage::open_local(
+            &cfg.data_dir,
+            cfg.log_sync,
+            app,
+            cfg.rebuild_from_witness,
+            &crate::metrics::METRICS.storage,
+        )
+        .await?;
         events.snapshot_known(sm.snapshot_last().map(|l| l.index));
 
         let auth = crate::auth::Auth::load(cfg.secret_file.as_deref(), cfg.api_token_file.as_deref())

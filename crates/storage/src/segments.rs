@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::Serialize;
+use walship_types::Entry;
+use walship_types::LogId;
+use walship_types::Vote;
 
 use super::error::Result;
 use super::error::StoreError;
@@ -21,9 +24,7 @@ use super::fault::Faults;
 use super::flusher::Flusher;
 use super::frame;
 use super::frame::ScanEnd;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::Vote;
+use super::StorageMetrics;
 
 const STATE_MAGIC: &[u8; 8] = b"WSHIPRS1";
 
@@ -96,6 +97,7 @@ impl Disk {
         segment_max_bytes: u64,
         sync: LogSync,
         faults: Option<Arc<Faults>>,
+        metrics: &StorageMetrics,
     ) -> Result<(Disk, BTreeMap<u64, Entry>)> {
         let log_dir = raft_dir.join("log");
         frame::create_dir_durable(raft_dir)?;
@@ -127,7 +129,7 @@ impl Disk {
             poisoned: None,
             faults,
         };
-        let entries = disk.load_segments()?;
+        let entries = disk.load_segments(metrics)?;
         Ok((disk, entries))
     }
 
@@ -135,7 +137,7 @@ impl Disk {
         &self.hard
     }
 
-    fn load_segments(&mut self) -> Result<BTreeMap<u64, Entry>> {
+    fn load_segments(&mut self, metrics: &StorageMetrics) -> Result<BTreeMap<u64, Entry>> {
         let purged = purged_index(&self.hard);
         let mut found = Vec::new();
         let dir_entries = fs::read_dir(&self.log_dir).map_err(|e| StoreError::io("list", &self.log_dir, e))?;
@@ -214,7 +216,7 @@ impl Disk {
                     "cutting the torn tail of the last log segment {} at byte offset {offset_bytes} ({records_dropped} record(s) dropped: {reason}); the node re-adopts what it lacks from ZooKeeper",
                     seg.path.display()
                 );
-                crate::metrics::METRICS.local_log_tail_repairs.inc();
+                metrics.local_log_tail_repairs.inc();
                 let synced = cut_file(&seg.path, offset_bytes, self.faults.as_deref())?;
                 seg.len_bytes = offset_bytes;
                 if let Some(f) = &self.faults {

@@ -2,6 +2,11 @@
 //! offline operations that replay W's log and snapshot into a node's storage
 //! while its `Raft` is shut down.
 
+use walship_types::entry_digest;
+use walship_types::Entry;
+use walship_types::LogId;
+use walship_types::SnapshotMeta;
+
 use super::error::Result;
 use super::error::StoreError;
 use super::log_store::check_consecutive;
@@ -9,10 +14,6 @@ use super::log_store::read;
 use super::log_store::write;
 use super::LogStore;
 use super::StateMachine;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::SnapshotMeta;
-use crate::witness::record::entry_digest;
 
 /// Installs W's snapshot into `sm` (unless `sm` is already past it) and makes
 /// `log` consistent with it (purged up to its last log id; the whole local
@@ -36,7 +37,7 @@ pub async fn install_snapshot_offline(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReusedLogId {
     pub log_id: LogId,
-    /// crc32 of the local entry's bytes (`witness::record::entry_digest`).
+    /// crc32 of the local entry's bytes ([`walship_types::entry_digest`]).
     pub local_digest: u32,
     /// crc32 of the other entry's bytes (W's, or the leader's).
     pub other_digest: u32,

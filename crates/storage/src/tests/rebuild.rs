@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
+use walship_types::Vote;
 
 use super::super::rebuild::open_local_with;
 use super::super::LogSync;
+use super::super::StorageMetrics;
 use super::super::StoreError;
 use super::append;
 use super::open_log;
@@ -18,7 +20,6 @@ use super::open_sm;
 use super::segment_files;
 use super::sets;
 use super::SMALL_SEGMENT_BYTES;
-use crate::types::Vote;
 
 fn flip_byte(path: &Path, offset: usize) {
     let mut bytes = std::fs::read(path).expect("read");
@@ -39,8 +40,12 @@ fn discarded(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-async fn open(dir: &Path, rebuild: bool) -> Result<(super::super::LogStore, super::super::StateMachine), StoreError> {
-    open_local_with(dir, SMALL_SEGMENT_BYTES, LogSync::Background, None, rebuild).await
+async fn open(
+    dir: &Path,
+    rebuild: bool,
+    metrics: &StorageMetrics,
+) -> Result<(super::super::LogStore, super::super::StateMachine), StoreError> {
+    open_local_with(dir, SMALL_SEGMENT_BYTES, LogSync::Background, None, rebuild, metrics).await
 }
 
 /// A log of two segments (0..=11), a vote and a snapshot at 5.
@@ -58,11 +63,12 @@ async fn node_state(dir: &Path) {
 #[tokio::test]
 async fn corrupt_earlier_segment_refused_then_moved_aside_with_the_flag() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = StorageMetrics::new();
     node_state(dir.path()).await;
     let first = segment_files(dir.path()).remove(0);
     flip_byte(&first, 20);
 
-    let err = match open(dir.path(), false).await {
+    let err = match open(dir.path(), false, &metrics).await {
         Ok(_) => panic!("refused without the flag"),
         Err(e) => e,
     };
@@ -70,8 +76,10 @@ async fn corrupt_earlier_segment_refused_then_moved_aside_with_the_flag() {
     assert!(msg.contains(&first.display().to_string()), "{msg}");
     assert!(msg.contains("--rebuild-from-witness"), "{msg}");
     assert!(discarded(dir.path()).is_empty(), "nothing moved without the flag");
+    assert_eq!(metrics.local_rebuilds.get(), 0);
 
-    let (log, sm) = open(dir.path(), true).await.expect("rebuilt");
+    let (log, sm) = open(dir.path(), true, &metrics).await.expect("rebuilt");
+    assert_eq!(metrics.local_rebuilds.get(), 1, "counted");
     assert!(log.is_empty() && log.vote().is_none(), "{log:?}");
     assert_eq!(sm.applied(), None);
     let moved = discarded(dir.path());
@@ -88,26 +96,28 @@ async fn corrupt_earlier_segment_refused_then_moved_aside_with_the_flag() {
         0
     );
     drop((log, sm));
-    let (log, _) = open(dir.path(), false).await.expect("opens clean afterwards");
+    let (log, _) = open(dir.path(), false, &metrics).await.expect("opens clean afterwards");
     assert!(log.is_empty());
     assert_eq!(discarded(dir.path()).len(), 1);
+    assert_eq!(metrics.local_rebuilds.get(), 1, "a clean open rebuilds nothing");
 }
 
 #[tokio::test]
 async fn corrupt_snapshot_or_state_file_is_moved_aside_with_the_flag() {
     for file in ["snapshot/current.snap", "raft/state"] {
         let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = StorageMetrics::new();
         node_state(dir.path()).await;
         let path = dir.path().join(file);
         let len = std::fs::metadata(&path).expect("stat").len() as usize;
         flip_byte(&path, len - 2);
-        let err = match open(dir.path(), false).await {
+        let err = match open(dir.path(), false, &metrics).await {
             Ok(_) => panic!("refused"),
             Err(e) => e,
         };
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
-        let (log, sm) = open(dir.path(), true).await.expect("rebuilt");
+        let (log, sm) = open(dir.path(), true, &metrics).await.expect("rebuilt");
         assert!(log.is_empty());
         assert_eq!(sm.applied(), None);
         let moved = discarded(dir.path());
@@ -120,13 +130,15 @@ async fn corrupt_snapshot_or_state_file_is_moved_aside_with_the_flag() {
 #[tokio::test]
 async fn a_store_in_use_is_not_moved_aside() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = StorageMetrics::new();
     node_state(dir.path()).await;
     let running = open_log(dir.path()).await;
-    let err = match open(dir.path(), true).await {
+    let err = match open(dir.path(), true, &metrics).await {
         Ok(_) => panic!("in use"),
         Err(e) => e,
     };
     assert!(matches!(err, StoreError::InUse { .. }), "{err}");
     assert!(discarded(dir.path()).is_empty());
+    assert_eq!(metrics.local_rebuilds.get(), 0);
     drop(running);
 }

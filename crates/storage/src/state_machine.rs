@@ -1,5 +1,5 @@
 //! `StateMachine`: the in-memory key-value map that applied entries build,
-//! and the embedder's application if there is one (`crate::app`), persisted
+//! and the embedder's application if there is one ([`crate::Application`]), persisted
 //! only through snapshots (`snapshot/current.snap`); after a restart
 //! openraft re-applies the log from the snapshot to the saved committed id.
 
@@ -20,6 +20,14 @@ use openraft::ErrorSubject;
 use openraft::ErrorVerb;
 use openraft::RaftSnapshotBuilder;
 use openraft::Snapshot;
+use walship_types::Entry;
+use walship_types::LogId;
+use walship_types::Request;
+use walship_types::Response;
+use walship_types::SnapshotMeta;
+use walship_types::StorageError;
+use walship_types::StoredMembership;
+use walship_types::TypeConfig;
 
 use super::error::Result;
 use super::error::StoreError;
@@ -27,15 +35,7 @@ use super::fault::Faults;
 use super::frame;
 use super::snapshot;
 use super::snapshot::SmContent;
-use crate::app::Application;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::Request;
-use crate::types::Response;
-use crate::types::SnapshotMeta;
-use crate::types::StorageError;
-use crate::types::StoredMembership;
-use crate::types::TypeConfig;
+use crate::Application;
 
 /// The replicated key-value map. Cloning shares the same state machine.
 #[derive(Clone)]
@@ -111,7 +111,7 @@ pub fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Respon
                 current: None,
             }
         }
-        // The key-value map ignores an embedder's command (see `crate::app`).
+        // The key-value map ignores an embedder's command (see `crate::Application`).
         Request::App(_) => Response {
             ok: false,
             current: None,

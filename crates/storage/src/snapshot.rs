@@ -2,7 +2,7 @@
 //! ships to ZooKeeper) checks itself: `[magic 8][body_len u64][crc32 u32][body]`,
 //! the body being bincode `SmContent` under magic `WSHIPSD1` (the key-value
 //! map), or bincode `(SmContent, app bytes)` under `WSHIPSA1` when the node
-//! runs an embedder's application (`crate::app`); the CRC covers the whole
+//! runs an embedder's application (`crate::Application`); the CRC covers the whole
 //! body either way. The file `snapshot/current.snap` is `[magic 8]
 //! [record: bincode SnapshotMeta][data blob]`, replaced atomically.
 
@@ -11,13 +11,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde::Serialize;
+use walship_types::LogId;
+use walship_types::SnapshotMeta;
+use walship_types::StoredMembership;
 
 use super::error::Result;
 use super::error::StoreError;
 use super::frame;
-use crate::types::LogId;
-use crate::types::SnapshotMeta;
-use crate::types::StoredMembership;
 
 const DATA_MAGIC: &[u8; 8] = b"WSHIPSD1";
 /// A data blob that also carries an application's snapshot.
@@ -28,7 +28,7 @@ const FILE_MAGIC: &[u8; 8] = b"WSHIPSF1";
 /// Everything the state machine holds; a snapshot is this, encoded.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct SmContent {
-    #[serde(with = "crate::types::bytes_map")]
+    #[serde(with = "walship_types::bytes_map")]
     pub kv: BTreeMap<String, Vec<u8>>,
     pub applied: Option<LogId>,
     pub membership: StoredMembership,

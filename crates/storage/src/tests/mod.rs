@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use openraft::storage::RaftLogStorageExt;
 use openraft::CommittedLeaderId;
 use openraft::EntryPayload;
+use walship_types::Entry;
+use walship_types::LogId;
+use walship_types::Request;
 
 use super::LogStore;
 use super::StateMachine;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::Request;
 
 /// Segments this small rotate every few entries, so tests cross files.
 const SMALL_SEGMENT_BYTES: u64 = 256;
@@ -37,7 +37,7 @@ fn set(term: u64, index: u64, key: &str, value: &str) -> Entry {
     };
     Entry {
         log_id: lid(term, index),
-        payload: EntryPayload::Normal(crate::types::Batch::one(req)),
+        payload: EntryPayload::Normal(walship_types::Batch::one(req)),
     }
 }
 

@@ -9,6 +9,7 @@ use super::super::fault::power_loss;
 use super::super::fault::Faults;
 use super::super::LogStore;
 use super::super::LogSync;
+use super::super::StorageMetrics;
 use super::append;
 use super::lid;
 use super::log_ids;
@@ -19,7 +20,7 @@ use super::SMALL_SEGMENT_BYTES;
 
 async fn open_faulty(dir: &Path, faults: &Path, sync: LogSync) -> LogStore {
     let faults = Some(Arc::new(Faults::new(faults)));
-    LogStore::open_with_faults(dir, SMALL_SEGMENT_BYTES, sync, faults)
+    LogStore::open_with_faults(dir, SMALL_SEGMENT_BYTES, sync, faults, &StorageMetrics::new())
         .await
         .expect("open log")
 }

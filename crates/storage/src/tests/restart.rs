@@ -3,6 +3,8 @@
 use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
+use walship_types::genesis_entry;
+use walship_types::Vote;
 
 use super::append;
 use super::lid;
@@ -11,8 +13,6 @@ use super::open_log;
 use super::open_sm;
 use super::segment_files;
 use super::sets;
-use crate::types::genesis_entry;
-use crate::types::Vote;
 
 #[tokio::test]
 async fn log_vote_committed_purged_and_snapshot_survive() {
@@ -119,13 +119,13 @@ async fn genesis_seeded_store_matches_the_witness_design() {
     let mut log = open_log(dir.path()).await;
     let mut sm = open_sm(dir.path()).await;
     let state = log.get_log_state().await.expect("log state");
-    assert_eq!(state.last_log_id, Some(crate::types::LogId::default()));
+    assert_eq!(state.last_log_id, Some(walship_types::LogId::default()));
     assert_eq!(state.last_purged_log_id, None);
     assert_eq!(log.read_vote().await.expect("vote"), None);
     assert_eq!(log.read_committed().await.expect("committed"), None);
     let (applied, membership) = sm.applied_state().await.expect("applied");
     assert_eq!(applied, None);
-    assert_eq!(membership, crate::types::StoredMembership::default());
+    assert_eq!(membership, walship_types::StoredMembership::default());
 }
 
 #[tokio::test]

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde::Serialize;
+use walship_types::NodeId;
 
 use super::error::Result;
 use super::error::StoreError;
 use super::frame;
-use crate::types::NodeId;
 
 pub(super) const META_FILE: &str = "node.meta";
 const META_MAGIC: &[u8; 8] = b"WSHIPNM1";

@@ -2,18 +2,18 @@
 
 use openraft::storage::RaftStateMachine;
 use openraft::EntryPayload;
+use walship_types::genesis_entry;
+use walship_types::Entry;
+use walship_types::Request;
+use walship_types::Response;
 
 use super::lid;
 use super::open_sm;
-use crate::types::genesis_entry;
-use crate::types::Entry;
-use crate::types::Request;
-use crate::types::Response;
 
 fn cmd(index: u64, req: Request) -> Entry {
     Entry {
         log_id: lid(1, index),
-        payload: EntryPayload::Normal(crate::types::Batch::one(req)),
+        payload: EntryPayload::Normal(walship_types::Batch::one(req)),
     }
 }
 

@@ -19,6 +19,11 @@ use openraft::ErrorSubject;
 use openraft::ErrorVerb;
 use openraft::LogState;
 use openraft::RaftLogReader;
+use walship_types::Entry;
+use walship_types::LogId;
+use walship_types::StorageError;
+use walship_types::TypeConfig;
+use walship_types::Vote;
 
 use super::error::Result;
 use super::error::StoreError;
@@ -26,11 +31,7 @@ use super::fault::Faults;
 use super::segments::Disk;
 use super::segments::HardState;
 pub use super::segments::LogSync;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::StorageError;
-use crate::types::TypeConfig;
-use crate::types::Vote;
+use super::StorageMetrics;
 
 pub const SEGMENT_MAX_BYTES_DEFAULT: u64 = 64 << 20;
 
@@ -114,21 +115,33 @@ impl LogStore {
         Self::open_with(data_dir, segment_max_bytes, LogSync::default()).await
     }
 
-    /// With the fault hooks of `WALSHIP_FAULT_DIR` if it is set (`fault.rs`).
+    /// With the fault hooks of `WALSHIP_FAULT_DIR` if it is set (`fault.rs`),
+    /// counting into metrics of its own (a node's go through `open_local`).
     pub async fn open_with(data_dir: &Path, segment_max_bytes: u64, sync: LogSync) -> Result<Self> {
-        Self::open_with_faults(data_dir, segment_max_bytes, sync, Faults::from_env()).await
+        Self::open_with_faults(
+            data_dir,
+            segment_max_bytes,
+            sync,
+            Faults::from_env(),
+            &StorageMetrics::new(),
+        )
+        .await
     }
 
-    /// As `open_with`, with these fault hooks (tests) instead of the environment's.
+    /// As `open_with`, with these fault hooks (tests) instead of the
+    /// environment's, counting into `metrics`.
     pub async fn open_with_faults(
         data_dir: &Path,
         segment_max_bytes: u64,
         sync: LogSync,
         faults: Option<Arc<Faults>>,
+        metrics: &StorageMetrics,
     ) -> Result<Self> {
         let raft_dir = data_dir.join("raft");
+        let metrics = metrics.clone();
         let (disk, entries) =
-            tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes, sync, faults)).await??;
+            tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes, sync, faults, &metrics))
+                .await??;
         let mem = Mem {
             entries,
             hard: disk.hard().clone(),

@@ -4,6 +4,7 @@
 use openraft::storage::RaftLogStorage;
 use openraft::storage::RaftStateMachine;
 use openraft::RaftSnapshotBuilder;
+use walship_types::genesis_entry;
 
 use super::super::install_snapshot_offline;
 use super::super::StoreError;
@@ -13,7 +14,6 @@ use super::log_ids;
 use super::open_log;
 use super::open_sm;
 use super::sets;
-use crate::types::genesis_entry;
 
 #[tokio::test]
 async fn adopt_truncates_a_conflicting_suffix_and_appends_the_rest() {
@@ -127,7 +127,7 @@ async fn install_snapshot_offline_keeps_a_matching_suffix() {
 
 /// W's version of entry `index` of term 1: the same log id as `sets(1, ..)`
 /// gives it, other bytes (a reused log id).
-fn other(index: u64) -> crate::types::Entry {
+fn other(index: u64) -> walship_types::Entry {
     super::set(1, index, &format!("k{index}"), "OTHER")
 }
 
@@ -151,8 +151,8 @@ async fn adopt_replaces_an_entry_that_has_w_s_log_id_but_not_its_bytes() {
         assert_eq!(adopted.appended, 2);
         let r = adopted.reused.expect("the reuse is reported");
         assert_eq!(r.log_id, lid(1, 4));
-        assert_eq!(r.local_digest, crate::witness::record::entry_digest(&sets(1, 4..=4)[0]));
-        assert_eq!(r.other_digest, crate::witness::record::entry_digest(&other(4)));
+        assert_eq!(r.local_digest, walship_types::entry_digest(&sets(1, 4..=4)[0]));
+        assert_eq!(r.other_digest, walship_types::entry_digest(&other(4)));
         assert_eq!(log.first_reused(&w), None);
     }
     // Durable: the local suffix past W's (1,6) is gone, W's (1,4) is there.

@@ -1,6 +1,9 @@
 //! Local durable storage of a node: the Raft log and vote ([`LogStore`]), the
-//! key-value state machine and its snapshots ([`StateMachine`]), and the
-//! data dir's identity ([`NodeMeta`]).
+//! key-value state machine and its snapshots ([`StateMachine`]), with the
+//! embedder's [`Application`] it may drive, and the data dir's identity
+//! ([`NodeMeta`]). It depends on `walship-types` only; the `walship` library
+//! re-exports it as `walship::storage`. Its counters are [`StorageMetrics`],
+//! handed to [`open_local`] by the node that registers them.
 //!
 //! Layout under `data_dir` (every byte read back is CRC-checked; damage other
 //! than a torn log tail is a start-up error naming the file, which
@@ -17,12 +20,14 @@
 //! ```
 
 mod adopt;
+mod application;
 mod error;
 pub mod fault;
 mod flusher;
 mod frame;
 mod log_store;
 mod meta;
+mod metrics;
 mod rebuild;
 mod segments;
 mod snapshot;
@@ -33,6 +38,7 @@ mod tests;
 pub use adopt::install_snapshot_offline;
 pub use adopt::Adopted;
 pub use adopt::ReusedLogId;
+pub use application::Application;
 pub use error::StoreError;
 pub use error::REBUILD_HINT;
 pub use error::WIPE_HINT;
@@ -44,6 +50,7 @@ pub use meta::open_or_init_meta;
 pub use meta::read_meta;
 pub use meta::write_meta;
 pub use meta::NodeMeta;
+pub use metrics::StorageMetrics;
 pub use rebuild::open_local;
 pub use snapshot::decode_data as decode_snapshot_data;
 pub use snapshot::SmContent;

@@ -9,9 +9,8 @@ use openraft::AnyError;
 use openraft::ErrorSubject;
 use openraft::ErrorVerb;
 use openraft::StorageIOError;
-
-use crate::types::NodeId;
-use crate::types::StorageError;
+use walship_types::NodeId;
+use walship_types::StorageError;
 
 /// What an operator can do about corrupt or foreign data: W holds every
 /// committed entry (witness-protocol.md, "A reborn node").
@@ -19,7 +18,7 @@ pub const WIPE_HINT: &str = "if ZooKeeper and the other node are healthy, stop t
      wipe its data dir and restart it: it rebuilds itself from ZooKeeper";
 
 /// What an operator can do about an unreadable log, state file or snapshot
-/// (`storage::open_local`).
+/// ([`crate::open_local`]).
 pub const REBUILD_HINT: &str = "start this node once with --rebuild-from-witness \
      (or WALSHIP_REBUILD_FROM_WITNESS=1) to rebuild it from ZooKeeper: its local state is \
      moved aside into <data dir>/discarded-<time>/, not deleted";

@@ -13,12 +13,14 @@ use std::time::UNIX_EPOCH;
 
 use super::error::Result;
 use super::error::StoreError;
+use super::fault::Faults;
 use super::frame;
 use super::LogStore;
 use super::LogSync;
 use super::StateMachine;
+use super::StorageMetrics;
 use super::SEGMENT_MAX_BYTES_DEFAULT;
-use crate::app::Application;
+use crate::Application;
 
 /// Opens the log store and the state machine under `data_dir` (whose
 /// `node.meta` the caller has checked). If either is corrupt
@@ -29,14 +31,16 @@ use crate::app::Application;
 /// instead, logged at WARN, and both are opened empty: the caller's
 /// adoption then rebuilds the node from W. Nothing is deleted, and nothing
 /// is skipped silently. Any other error (I/O, a store in use, an
-/// application that refuses its snapshot) is returned as is.
+/// application that refuses its snapshot) is returned as is. Torn tails cut
+/// and rebuilds are counted in `metrics`.
 pub async fn open_local(
     data_dir: &Path,
     sync: LogSync,
     app: Option<Box<dyn Application>>,
     rebuild: bool,
+    metrics: &StorageMetrics,
 ) -> Result<(LogStore, StateMachine)> {
-    open_local_with(data_dir, SEGMENT_MAX_BYTES_DEFAULT, sync, app, rebuild).await
+    open_local_with(data_dir, SEGMENT_MAX_BYTES_DEFAULT, sync, app, rebuild, metrics).await
 }
 
 pub(crate) async fn open_local_with(
@@ -45,8 +49,10 @@ pub(crate) async fn open_local_with(
     sync: LogSync,
     app: Option<Box<dyn Application>>,
     rebuild: bool,
+    metrics: &StorageMetrics,
 ) -> Result<(LogStore, StateMachine)> {
-    let corrupt = match LogStore::open_with(data_dir, segment_max_bytes, sync).await {
+    let open_log = || LogStore::open_with_faults(data_dir, segment_max_bytes, sync, Faults::from_env(), metrics);
+    let corrupt = match open_log().await {
         Ok(log) => match StateMachine::open_keeping_app(data_dir, app).await {
             Ok(sm) => return Ok((log, sm)),
             Err((e @ StoreError::Corrupt { .. }, app)) if rebuild => {
@@ -73,8 +79,8 @@ pub(crate) async fn open_local_with(
         other => other.to_string(),
     };
     tokio::task::spawn_blocking(move || discard_local_state(&dir, &why_text)).await??;
-    crate::metrics::METRICS.local_rebuilds.inc();
-    let log = LogStore::open_with(data_dir, segment_max_bytes, sync).await?;
+    metrics.local_rebuilds.inc();
+    let log = open_log().await?;
     let sm = StateMachine::open_with_app(data_dir, app).await?;
     Ok((log, sm))
 }

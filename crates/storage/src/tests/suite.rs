@@ -3,12 +3,12 @@
 use openraft::testing::StoreBuilder;
 use openraft::testing::Suite;
 use tempfile::TempDir;
+use walship_types::StorageError;
+use walship_types::TypeConfig;
 
 use super::super::LogStore;
 use super::super::LogSync;
 use super::super::StateMachine;
-use crate::types::StorageError;
-use crate::types::TypeConfig;
 
 struct DiskBuilder(LogSync);
 
