@@ -1,9 +1,9 @@
 //! Lifecycle events for embedding programs: leader changes, the other node
 //! going away and coming back, adoption of ZooKeeper's log, and snapshots.
 //!
-//! Subscribe with [`Node::subscribe`] (after start) or, to also see what
+//! Subscribe with [`Node::subscribe`](crate::node::Node::subscribe) (after start) or, to also see what
 //! happens during start-up (adoption before Raft starts), create an
-//! [`Events`], subscribe to it, and pass it to [`Node::start_with`].
+//! [`Events`], subscribe to it, and pass it to [`Node::start_with`](crate::node::Node::start_with).
 //!
 //! Delivery is a `tokio::sync::broadcast` channel of [`EVENT_CAPACITY`]
 //! events: every receiver sees every event fired after it subscribed, in the
@@ -51,7 +51,7 @@ pub enum Event {
     LeaderChanged { term: u64, leader: Option<NodeId> },
     /// The other node's `members/<id>` ephemeral znode in ZooKeeper is gone:
     /// its ZooKeeper session ended. That is at once for a clean stop
-    /// (SIGTERM, `/admin/leave`, [`Node::shutdown`]) and after the session
+    /// (SIGTERM, `/admin/leave`, [`Node::shutdown`](crate::node::Node::shutdown)) and after the session
     /// timeout (`zk_session_timeout_ms`) for a crash or a node cut off from
     /// ZooKeeper. A node that still reaches ZooKeeper but not this node is
     /// not reported down. Also fires once at start if the other node is not
@@ -92,7 +92,7 @@ pub enum Event {
 }
 
 /// The sending side of a node's events; cheap to clone. Create one before
-/// start to subscribe to start-up events ([`Node::start_with`]).
+/// start to subscribe to start-up events ([`Node::start_with`](crate::node::Node::start_with)).
 #[derive(Clone, Debug)]
 pub struct Events {
     tx: broadcast::Sender<Event>,

@@ -87,7 +87,7 @@ pub struct ZkTarget {
     /// ZooKeeper connect string, host:port[,host:port...].
     #[arg(long, env = "WALSHIP_ZK")]
     pub zk: String,
-    /// Cluster name (its state is under /walship/<name>).
+    /// Cluster name (its state is under `/walship/<name>`).
     #[arg(long, env = "WALSHIP_CLUSTER", value_parser = parse_cluster)]
     pub cluster: String,
     /// The cluster's secret file, when its znodes are ACL'd (`walship node --secret-file`).
@@ -170,7 +170,7 @@ pub struct NodeArgs {
     /// This node's id: 1 or 2 (3 is ZooKeeper, the witness). Required.
     #[arg(long, env = "WALSHIP_ID")]
     pub id: Option<u64>,
-    /// Cluster name; its state lives under /walship/<name> in ZooKeeper. Required.
+    /// Cluster name; its state lives under `/walship/<name>` in ZooKeeper. Required.
     #[arg(long, env = "WALSHIP_CLUSTER")]
     pub cluster: Option<String>,
     /// ZooKeeper connect string, host:port[,host:port...]. Required.
@@ -218,7 +218,7 @@ pub struct NodeArgs {
     #[arg(long, env = "WALSHIP_ZK_TLS_KEY_FILE")]
     pub zk_tls_key_file: Option<PathBuf>,
     /// TLS mode (with --tls-key-file and --tls-ca-file): PEM certificate
-    /// naming this node as node<id>.<cluster>.walship (`walship dev-ca`).
+    /// naming this node as `node<id>.<cluster>.walship` (`walship dev-ca`).
     #[arg(long, env = "WALSHIP_TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,
     /// TLS mode: PEM private key of --tls-cert-file.
@@ -229,7 +229,7 @@ pub struct NodeArgs {
     #[arg(long, env = "WALSHIP_TLS_CA_FILE")]
     pub tls_ca_file: Option<PathBuf>,
     /// TLS mode: the client API's key-value and admin routes also need a
-    /// client certificate of this cluster (client.<cluster>.walship, or a
+    /// client certificate of this cluster (`client.<cluster>.walship`, or a
     /// node's); status, health and metrics stay open. Default false.
     #[arg(
         long,
@@ -308,7 +308,7 @@ pub struct NodeArgs {
     #[arg(long, env = "WALSHIP_MAX_SNAPSHOT_BYTES")]
     pub max_snapshot_bytes: Option<u64>,
     /// If the local log, state file or snapshot is unreadable (corrupt), move
-    /// raft/ and snapshot/ into <data-dir>/discarded-<unix_ms>/ and rebuild
+    /// raft/ and snapshot/ into `<data-dir>/discarded-<unix_ms>/` and rebuild
     /// this node from ZooKeeper, instead of refusing to start. Meant for one
     /// start after such an error. `--rebuild-from-witness` alone means true.
     #[arg(

@@ -12,6 +12,7 @@
 //! 4. The leader keeps the `leader` ephemeral znode and ships its snapshots to W.
 
 mod adopt;
+mod app;
 mod failover;
 mod leader;
 mod repair;

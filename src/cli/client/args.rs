@@ -50,7 +50,7 @@ pub struct ZkOpts {
     /// ZooKeeper connect string; with --cluster, also shows ZooKeeper's view.
     #[arg(long, env = "WALSHIP_ZK", global = true)]
     pub zk: Option<String>,
-    /// Cluster name (its znodes are under /walship/<name>).
+    /// Cluster name (its znodes are under `/walship/<name>`).
     #[arg(long, env = "WALSHIP_CLUSTER", global = true)]
     pub cluster: Option<String>,
     /// The cluster's shared secret (as given to its nodes), needed to read
