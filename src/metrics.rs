@@ -1,10 +1,8 @@
 //! Prometheus metrics (`GET /metrics`). Counters and histograms are updated
 //! where things happen; Raft's own state (role, term, indexes, lag) is read
 //! from openraft's metrics at scrape time, so it can never be stale.
-//! One node per process, so the registry is process-wide.
+//! Each node has its own registry (several nodes may share a process).
 
-use std::sync::Arc;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -69,29 +67,30 @@ pub struct Metrics {
     pub storage: StorageMetrics,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// What a ZooKeeper session reports ([`walship_zk::SessionMetrics`]), into
-/// [`METRICS`]: `zookeeper_op_seconds`, `zookeeper_errors_total{kind}`,
-/// `zookeeper_sessions_replaced_total`.
-pub fn zk_session_metrics() -> Arc<dyn walship_zk::SessionMetrics> {
-    struct Global;
-    impl walship_zk::SessionMetrics for Global {
-        fn call_ended(&self, elapsed: Duration) {
-            METRICS.zk_op_seconds.observe(elapsed.as_secs_f64());
-        }
-        fn call_failed(&self, kind: &'static str) {
-            METRICS.zk_errors.with_label_values(&[kind]).inc();
-        }
-        fn session_replaced(&self) {
-            METRICS.zk_sessions_replaced.inc();
-        }
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
     }
-    Arc::new(Global)
+}
+
+/// What a node's ZooKeeper session reports: `zookeeper_op_seconds`,
+/// `zookeeper_errors_total{kind}`, `zookeeper_sessions_replaced_total`.
+impl walship_zk::SessionMetrics for Metrics {
+    fn call_ended(&self, elapsed: Duration) {
+        self.zk_op_seconds.observe(elapsed.as_secs_f64());
+    }
+    fn call_failed(&self, kind: &'static str) {
+        self.zk_errors.with_label_values(&[kind]).inc();
+    }
+    fn session_replaced(&self) {
+        self.zk_sessions_replaced.inc();
+    }
 }
 
 impl Metrics {
-    fn new() -> Metrics {
+    /// A node's metrics, in a registry of their own (one per node, so
+    /// several nodes in one process keep their counts apart).
+    pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("walship".into()), None).expect("registry");
         let role = IntGaugeVec::new(Opts::new("role", "1 for the role this node has now"), &["role"]).expect("metric");
         let term = IntGauge::new("term", "current Raft term").expect("metric");
@@ -262,30 +261,21 @@ mod tests {
     use super::*;
 
     /// The session's reports land in the metrics /metrics has always shown
-    /// for them. Deltas: the registry is process-wide.
+    /// for them, in this node's registry and no other.
     #[test]
     fn zk_session_reports_land_in_the_zookeeper_metrics() {
-        let reports = zk_session_metrics();
-        let errors = |kind| METRICS.zk_errors.with_label_values(&[kind]).get();
-        let before = (
-            METRICS.zk_op_seconds.get_sample_count(),
-            METRICS.zk_op_seconds.get_sample_sum(),
-            errors("session_replaced"),
-            METRICS.zk_sessions_replaced.get(),
-        );
-        reports.call_ended(Duration::from_millis(250));
-        reports.call_failed("session_replaced");
-        reports.session_replaced();
-        assert_eq!(METRICS.zk_op_seconds.get_sample_count(), before.0 + 1);
-        assert!((METRICS.zk_op_seconds.get_sample_sum() - before.1 - 0.25).abs() < 1e-9);
-        assert_eq!(errors("session_replaced"), before.2 + 1);
-        assert_eq!(METRICS.zk_sessions_replaced.get(), before.3 + 1);
-        let names: Vec<String> = METRICS
-            .registry
-            .gather()
-            .iter()
-            .map(|f| f.get_name().to_string())
-            .collect();
+        use walship_zk::SessionMetrics;
+        let (m, other) = (Metrics::new(), Metrics::new());
+        m.call_ended(Duration::from_millis(250));
+        m.call_failed("session_replaced");
+        m.session_replaced();
+        assert_eq!(m.zk_op_seconds.get_sample_count(), 1);
+        assert!((m.zk_op_seconds.get_sample_sum() - 0.25).abs() < 1e-9);
+        assert_eq!(m.zk_errors.with_label_values(&["session_replaced"]).get(), 1);
+        assert_eq!(m.zk_sessions_replaced.get(), 1);
+        assert_eq!(other.zk_op_seconds.get_sample_count(), 0, "another node's registry");
+        assert_eq!(other.zk_sessions_replaced.get(), 0);
+        let names: Vec<String> = m.registry.gather().iter().map(|f| f.get_name().to_string()).collect();
         for name in [
             "walship_zookeeper_op_seconds",
             "walship_zookeeper_errors_total",

@@ -52,7 +52,7 @@ fn append(
 
 async fn witness(zk: &common::ZkServer, cluster: &str) -> Result<Witness> {
     let session = ZkSession::connect(&zk.addr(), 4000, 2000, 10_000, |_| None).await?;
-    Ok(Witness::new(session, cluster))
+    Ok(Witness::new(session, cluster).counting_log_id_conflicts(CONFLICTS.clone()))
 }
 
 struct Fixture {
@@ -329,11 +329,13 @@ fn put(term: u64, node: u64, index: u64, value: &str) -> Entry {
     }
 }
 
-fn conflicts(place: &str) -> u64 {
-    walship::metrics::METRICS
-        .log_id_conflicts
-        .with_label_values(&[place])
-        .get()
+/// Every witness of these tests counts the log id reuses it refuses here
+/// (a node hands in its own metric; see `Witness::counting_log_id_conflicts`).
+static CONFLICTS: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| prometheus::IntCounter::new("conflicts", "refused reuses").expect("metric"));
+
+fn conflicts() -> u64 {
+    CONFLICTS.get()
 }
 
 /// A log id names one entry forever (issue 9, the reproduction's last
@@ -353,7 +355,7 @@ async fn w_refuses_a_reused_log_id_and_keeps_its_entry() -> Result<()> {
         n1.append_entries(append(v1, g, old.clone(), None)).await?,
         AppendEntriesResponse::Success
     );
-    let before = conflicts("witness");
+    let before = conflicts();
 
     // The same leader, reborn without its log, leads term 1 again.
     let reborn = vec![put(1, 1, 3, "NEW"), put(1, 1, 4, "next")];
@@ -383,7 +385,7 @@ async fn w_refuses_a_reused_log_id_and_keeps_its_entry() -> Result<()> {
         matches!(r, Err(WitnessError::LogIdReused { log_id, .. }) if log_id == lid(1, 1, 2)),
         "{r:?}"
     );
-    assert!(conflicts("witness") >= before + 3, "each refusal is counted");
+    assert!(conflicts() >= before + 3, "each refusal is counted");
 
     let log = n1.read_log(1).await?;
     assert_eq!(log.entries, old, "W keeps its entries");

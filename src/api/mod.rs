@@ -30,7 +30,6 @@ use openraft::ServerState;
 use serde_json::json;
 
 pub use self::error::ApiError;
-use crate::metrics::METRICS;
 use crate::node::Node;
 use crate::proposer::ProposeError;
 use crate::types::Request;
@@ -158,7 +157,7 @@ fn check_value(v: &[u8]) -> Result<(), ApiError> {
 }
 
 async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let _timer = METRICS.write_seconds.start_timer();
+    let _timer = node.metrics().write_seconds.start_timer();
     let res = async {
         check_key(&key)?;
         check_value(&body)?;
@@ -182,7 +181,7 @@ async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
 }
 
 async fn delete_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
-    let _timer = METRICS.write_seconds.start_timer();
+    let _timer = node.metrics().write_seconds.start_timer();
     let res = async {
         check_key(&key)?;
         let req = Request::Delete { key: key.clone() };
@@ -226,7 +225,7 @@ fn parse_cas(body: &[u8]) -> Result<(Expect, Option<Vec<u8>>), ApiError> {
 }
 
 async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let _timer = METRICS.write_seconds.start_timer();
+    let _timer = node.metrics().write_seconds.start_timer();
     let res = async {
         check_key(&key)?;
         let (expect, value) = parse_cas(&body)?;
@@ -355,7 +354,7 @@ async fn get_key(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let _timer = METRICS.read_seconds.start_timer();
+    let _timer = node.metrics().read_seconds.start_timer();
     if let Err(e) = check_key(&key) {
         return e.into_response();
     }
@@ -445,7 +444,7 @@ async fn ready(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let body = METRICS.render(&node.at_scrape());
+    let body = node.metrics().render(&node.at_scrape());
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -29,7 +29,7 @@ impl Node {
             "this node led term {} before it restarted: it will lead again only through a new election",
             vote.leader_id().term
         );
-        crate::metrics::METRICS.leadership_forgotten.inc();
+        self.metrics.leadership_forgotten.inc();
         let mut log = self.log.clone();
         openraft::storage::RaftLogStorage::save_vote(&mut log, &uncommitted)
             .await
@@ -89,11 +89,8 @@ impl Node {
                 let bytes = data.len() as u64;
                 snapshot_index = meta.last_log_id.map(|l| l.index);
                 storage::install_snapshot_offline(&self.sm, &self.log, meta, data).await?;
-                crate::metrics::METRICS
-                    .snapshots
-                    .with_label_values(&["installed"])
-                    .inc();
-                crate::metrics::METRICS
+                self.metrics.snapshots.with_label_values(&["installed"]).inc();
+                self.metrics
                     .snapshot_bytes
                     .with_label_values(&["installed"])
                     .inc_by(bytes);
@@ -104,8 +101,8 @@ impl Node {
         let n = w.entries.len();
         let adopted = self.log.adopt_entries(w.entries).await?;
         self.after_adoption(&adopted).await?;
-        crate::metrics::METRICS.adoptions.inc();
-        crate::metrics::METRICS.entries_adopted.inc_by(n as u64);
+        self.metrics.adoptions.inc();
+        self.metrics.entries_adopted.inc_by(n as u64);
         let entries = n as u64;
         self.events.fire(crate::events::Event::Adopted {
             entries,

@@ -38,13 +38,13 @@ impl Node {
             loop {
                 let m = metrics.borrow_and_update().clone();
                 if m.current_leader != seen_leader {
-                    crate::metrics::METRICS.leader_changes.inc();
+                    self.metrics.leader_changes.inc();
                     seen_leader = m.current_leader;
                     let (term, leader) = (m.current_term, m.current_leader);
                     self.events.fire(crate::events::Event::LeaderChanged { term, leader });
                 }
                 if m.snapshot > seen_snapshot {
-                    crate::metrics::METRICS.snapshots.with_label_values(&["built"]).inc();
+                    self.metrics.snapshots.with_label_values(&["built"]).inc();
                     seen_snapshot = m.snapshot;
                     self.events.snapshot_advanced(m.snapshot.map(|l| l.index));
                 }
@@ -119,7 +119,7 @@ impl Node {
                             // session but cannot show that it commits.
                             let new_leadership = claimed_at.is_some_and(|t| t.elapsed() < grace);
                             if !new_leadership {
-                                crate::metrics::METRICS.lease_withheld.inc();
+                                self.metrics.lease_withheld.inc();
                             }
                             if !withholding && !new_leadership {
                                 withholding = true;
@@ -248,8 +248,8 @@ impl Node {
                 return Err(StartError::Witness(WitnessError::SnapshotRefused(higher)))
             }
         }
-        crate::metrics::METRICS.snapshots.with_label_values(&["uploaded"]).inc();
-        crate::metrics::METRICS
+        self.metrics.snapshots.with_label_values(&["uploaded"]).inc();
+        self.metrics
             .snapshot_bytes
             .with_label_values(&["uploaded"])
             .inc_by(bytes);

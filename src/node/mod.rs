@@ -114,6 +114,8 @@ pub struct Node {
     server_tls: Option<Arc<rustls::ServerConfig>>,
     auth: crate::auth::Auth,
     raft: RwLock<Option<Raft>>,
+    /// This node's metrics (`GET /metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
     network: NetworkFactory,
     raft_config: Arc<openraft::Config>,
     /// When this node last heard from a leader, or granted a candidate its
@@ -282,11 +284,8 @@ impl Node {
         data: Vec<u8>,
     ) -> Option<Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>> {
         let raft = self.raft()?;
-        crate::metrics::METRICS
-            .snapshots
-            .with_label_values(&["installed"])
-            .inc();
-        crate::metrics::METRICS
+        self.metrics.snapshots.with_label_values(&["installed"]).inc();
+        self.metrics
             .snapshot_bytes
             .with_label_values(&["installed"])
             .inc_by(data.len() as u64);
@@ -306,6 +305,11 @@ impl Node {
                 .snapshot_installed(index, bytes, crate::events::SnapshotSource::Leader);
         }
         Some(res)
+    }
+
+    /// This node's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// What `/metrics` shows of this node's state, read now.
@@ -338,13 +342,14 @@ impl Node {
         if !crate::types::NODE_IDS.contains(&cfg.id) {
             return Err(StartError::Config(format!("--id must be 1 or 2, not {}", cfg.id)));
         }
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let meta = storage::open_or_init_meta(&cfg.data_dir, &cfg.cluster, cfg.id)?;
         let (log, sm) = storage::open_local(
             &cfg.data_dir,
             cfg.log_sync,
             app,
             cfg.rebuild_from_witness,
-            &crate::metrics::METRICS.storage,
+            &metrics.storage,
         )
         .await?;
         events.snapshot_known(sm.snapshot_last().map(|l| l.index));
@@ -360,11 +365,14 @@ impl Node {
             60_000,
             leader_term,
             zk_security,
-            crate::metrics::zk_session_metrics(),
+            Arc::clone(&metrics) as Arc<dyn walship_zk::SessionMetrics>,
         )
         .await
         .map_err(WitnessError::from)?;
-        let witness = Arc::new(Witness::new(Arc::clone(&zk), &cfg.cluster));
+        let witness = Arc::new(
+            Witness::new(Arc::clone(&zk), &cfg.cluster)
+                .counting_log_id_conflicts(metrics.log_id_conflicts.with_label_values(&["witness"])),
+        );
         let record = witness.bootstrap().await?;
         match meta {
             Some(m) => m.ensure_cluster_id(&cfg.data_dir, &record.cluster_id)?,
@@ -427,6 +435,7 @@ impl Node {
             server_tls: tls.map(|t| t.server),
             auth,
             raft: RwLock::new(None),
+            metrics,
             network,
             raft_config,
             last_contact: Mutex::new(Instant::now()),

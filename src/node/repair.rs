@@ -25,7 +25,6 @@ use std::time::Instant;
 
 use openraft::ServerState;
 
-use crate::metrics::METRICS;
 use crate::node::Node;
 use crate::node::StartError;
 use crate::storage::Adopted;
@@ -69,7 +68,7 @@ impl Node {
     /// below the local committed hint: see `adopt_entries`).
     pub(crate) async fn after_adoption(&self, adopted: &Adopted) -> Result<(), StartError> {
         if let Some(r) = adopted.reused {
-            METRICS.log_id_conflicts.with_label_values(&["adoption"]).inc();
+            self.metrics.log_id_conflicts.with_label_values(&["adoption"]).inc();
             tracing::error!(
                 index = r.log_id.index,
                 log_id = %r.log_id,
@@ -115,7 +114,7 @@ impl Node {
     /// once per index per `REPAIR_AGAIN_AFTER`) and starts a repair unless
     /// one runs or this index was just looked at.
     pub(crate) fn report_reused_in_catch_up(self: &Arc<Self>, reused: ReusedLogId, leader: crate::types::Vote) {
-        METRICS.log_id_conflicts.with_label_values(&["catch_up"]).inc();
+        self.metrics.log_id_conflicts.with_label_values(&["catch_up"]).inc();
         let index = reused.log_id.index;
         let start = {
             let mut repairs = REPAIRS.lock().unwrap_or_else(|e| e.into_inner());

@@ -263,6 +263,8 @@ pub struct Witness {
     /// refused request every heartbeat, and one ERROR line per index per
     /// `REUSE_LOG_EVERY` says it (the metric counts every refusal).
     reuse_logged: Mutex<Option<(u64, std::time::Instant)>>,
+    /// Requests refused for reusing a log id (`walship_log_id_conflicts_total{where="witness"}`).
+    log_id_conflicts: prometheus::IntCounter,
 }
 
 /// How often the same refused log id reuse is logged again at ERROR.
@@ -278,7 +280,15 @@ impl Witness {
             wal_bytes: std::sync::atomic::AtomicU64::new(0),
             upload: tokio::sync::Mutex::new(()),
             reuse_logged: Mutex::new(None),
+            // Counted nowhere until a node hands in its metric.
+            log_id_conflicts: prometheus::IntCounter::new("log_id_conflicts", "unregistered").expect("metric"),
         }
+    }
+
+    /// Counts requests refused for reusing a log id into `counter`.
+    pub fn counting_log_id_conflicts(mut self, counter: prometheus::IntCounter) -> Witness {
+        self.log_id_conflicts = counter;
+        self
     }
 
     pub fn paths(&self) -> &Paths {
@@ -748,10 +758,7 @@ impl Witness {
             request_digest,
         }) = &answer
         {
-            crate::metrics::METRICS
-                .log_id_conflicts
-                .with_label_values(&["witness"])
-                .inc();
+            self.log_id_conflicts.inc();
             let loud = {
                 let mut logged = self.reuse_logged.lock().expect("reuse_logged lock");
                 let loud = logged.is_none_or(|(i, at)| i != log_id.index || at.elapsed() >= REUSE_LOG_EVERY);

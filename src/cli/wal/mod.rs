@@ -82,7 +82,7 @@ pub async fn connect(target: &ZkTarget) -> Result<(Arc<ZkSession>, Witness), Sto
             CONNECT_DEADLINE_MS,
             |_| None,
             security,
-            crate::metrics::zk_session_metrics(),
+            std::sync::Arc::new(()),
         )
         .await
         .map_err(|e| match e {
