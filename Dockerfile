@@ -12,15 +12,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates/types/Cargo.toml crates/types/
 COPY crates/storage/Cargo.toml crates/storage/
+COPY crates/witness/Cargo.toml crates/witness/
 COPY crates/zk/Cargo.toml crates/zk/
 COPY crates/testkit/Cargo.toml crates/testkit/
 COPY tools/soak/Cargo.toml tools/soak/
 COPY tools/bench/Cargo.toml tools/bench/
-RUN for d in . crates/types crates/storage crates/zk crates/testkit tools/soak tools/bench; do \
+RUN for d in . crates/types crates/storage crates/witness crates/zk crates/testkit tools/soak tools/bench; do \
         mkdir -p $d/src && touch $d/src/lib.rs && echo 'fn main() {}' > $d/src/main.rs; \
     done \
     && cargo build --release --locked -p walship -p walship-soak \
-    && rm -rf src crates/types/src crates/storage/src crates/zk/src crates/testkit/src tools/soak/src \
+    && rm -rf src crates/types/src crates/storage/src crates/witness/src crates/zk/src crates/testkit/src tools/soak/src \
        target/release/walship* target/release/deps/*walship* target/release/.fingerprint/walship-*
 # zk/: crates/testkit/src/zk.rs include_str!s zk/zoo.cfg.template and
 # zk/log4j.properties. tools/bench keeps its stub sources: it is not built.
@@ -28,6 +29,7 @@ COPY zk ./zk
 COPY src ./src
 COPY crates/types/src ./crates/types/src
 COPY crates/storage/src ./crates/storage/src
+COPY crates/witness/src ./crates/witness/src
 COPY crates/zk/src ./crates/zk/src
 COPY crates/testkit/src ./crates/testkit/src
 COPY tools/soak/src ./tools/soak/src

@@ -21,7 +21,7 @@ pub mod serve;
 pub use walship_storage as storage;
 pub mod tls;
 pub use walship_types as types;
-pub mod witness;
+pub use walship_witness as witness;
 pub mod zksec;
 
 pub use running::start;

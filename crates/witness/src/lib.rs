@@ -34,12 +34,12 @@ use self::record::WitnessRecord;
 use self::rules::AppendDecision;
 use self::rules::Slot;
 use self::rules::SnapshotDecision;
-use crate::types::genesis_entry;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::SnapshotMeta;
-use crate::types::TypeConfig;
-use crate::types::Vote;
+use walship_types::genesis_entry;
+use walship_types::Entry;
+use walship_types::LogId;
+use walship_types::SnapshotMeta;
+use walship_types::TypeConfig;
+use walship_types::Vote;
 
 /// ZooKeeper refuses a request over `jute.maxbuffer` (1 MiB by default); one
 /// multi, with its framing, stays below this.

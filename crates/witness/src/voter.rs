@@ -1,5 +1,5 @@
 //! W as openraft sees it: a voter reached through a network client whose
-//! RPCs are ZooKeeper transactions, carried out by [`crate::witness::Witness`].
+//! RPCs are ZooKeeper transactions, carried out by [`crate::Witness`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +22,10 @@ use super::rules::Accepted;
 use super::SnapshotUpload;
 use super::Witness;
 use super::WitnessError;
-use crate::types::NodeId;
-use crate::types::RpcError;
-use crate::types::TypeConfig;
-use crate::types::Vote;
+use walship_types::NodeId;
+use walship_types::RpcError;
+use walship_types::TypeConfig;
+use walship_types::Vote;
 
 /// One openraft client of W. openraft makes one per replication stream (it
 /// lives for the leader's term) and a fresh one for every leadership check

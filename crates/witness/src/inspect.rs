@@ -15,7 +15,7 @@ use super::record::WitnessRecord;
 use super::SegmentReport;
 use super::Witness;
 use super::WitnessError;
-use crate::types::LogId;
+use walship_types::LogId;
 
 /// Reads of single znodes kept in flight at once: enough to hide the round
 /// trip, few enough that big segments or chunks do not pile up in memory.
@@ -407,8 +407,8 @@ mod tests {
     use openraft::CommittedLeaderId;
 
     use super::*;
-    use crate::types::SnapshotMeta;
-    use crate::types::Vote;
+    use walship_types::SnapshotMeta;
+    use walship_types::Vote;
 
     fn lid(term: u64, index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(term, 1), index)

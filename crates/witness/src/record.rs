@@ -14,11 +14,11 @@ use super::WitnessError;
 /// The digest of one entry (crc32 of its bincode bytes), the number a
 /// segment record stores beside it; it lives in `walship-types`, as the
 /// local log's adoption compares digests too.
-pub use crate::types::entry_digest;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::SnapshotMeta;
-use crate::types::Vote;
+pub use walship_types::entry_digest;
+use walship_types::Entry;
+use walship_types::LogId;
+use walship_types::SnapshotMeta;
+use walship_types::Vote;
 
 const RECORD_MAGIC: &[u8; 4] = b"WSW1";
 const SEGMENT_MAGIC: &[u8; 4] = b"WSG1";

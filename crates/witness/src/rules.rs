@@ -12,10 +12,10 @@ use openraft::raft::VoteResponse;
 use super::record::entry_digest;
 use super::record::SnapshotRef;
 use super::record::WitnessRecord;
-use crate::types::Entry;
-use crate::types::LogId;
-use crate::types::TypeConfig;
-use crate::types::Vote;
+use walship_types::Entry;
+use walship_types::LogId;
+use walship_types::TypeConfig;
+use walship_types::Vote;
 
 /// What W's log holds at one index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,7 +339,7 @@ mod tests {
     fn put(term: u64, index: u64, value: &str) -> Entry {
         Entry {
             log_id: lid(term, index),
-            payload: EntryPayload::Normal(crate::types::Batch::one(crate::types::Request::Set {
+            payload: EntryPayload::Normal(walship_types::Batch::one(walship_types::Request::Set {
                 key: "x".into(),
                 value: value.as_bytes().to_vec(),
             })),
@@ -671,7 +671,7 @@ mod tests {
 
     fn snap(id: &str, term: u64, index: u64) -> SnapshotRef {
         SnapshotRef {
-            meta: crate::types::SnapshotMeta {
+            meta: walship_types::SnapshotMeta {
                 last_log_id: Some(lid(term, index)),
                 last_membership: Default::default(),
                 snapshot_id: id.into(),
