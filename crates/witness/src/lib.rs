@@ -70,6 +70,14 @@ pub enum WitnessError {
         witness_digest: u32,
         request_digest: u32,
     },
+    /// ZooKeeper answered a multi with something its request cannot
+    /// produce (a bug in ZooKeeper or its client, never a network fault).
+    #[error("ZooKeeper answered {what} with {reply}")]
+    UnexpectedReply { what: String, reply: String },
+    /// W changed under every one of a bounded number of reads (a busy
+    /// leader appending meanwhile): nothing is wrong, read again later.
+    #[error("W kept changing while it was being read")]
+    Busy,
     /// W refused a snapshot: it has promised a higher vote.
     #[error("ZooKeeper refused the snapshot: W holds the vote {0}, which the uploader's does not reach (it no longer leads)")]
     SnapshotRefused(Vote),
@@ -81,10 +89,6 @@ impl WitnessError {
             path: path.to_string(),
             reason: reason.into(),
         }
-    }
-    /// `ZkError::Unreachable(why)`, as the witness's error.
-    pub fn unreachable(why: String) -> WitnessError {
-        WitnessError::Zk(ZkError::Unreachable(why))
     }
     /// True when ZooKeeper answered a call with `code`.
     pub fn is_zk(&self, code: zk::Error) -> bool {
@@ -968,7 +972,12 @@ impl Witness {
                         .await?;
                     match res.last() {
                         Some(zk::MultiWriteResult::SetData { stat }) => stat.version,
-                        other => return Err(WitnessError::unreachable(format!("unexpected multi result {other:?}"))),
+                        other => {
+                            return Err(WitnessError::UnexpectedReply {
+                                what: format!("set {path}"),
+                                reply: format!("{other:?}"),
+                            })
+                        }
                     }
                 }
                 Err(e) => return Err(e),
@@ -1213,9 +1222,7 @@ impl Witness {
                 entries,
             });
         }
-        Err(WitnessError::unreachable(
-            "W kept changing while it was being read".into(),
-        ))
+        Err(WitnessError::Busy)
     }
 
     async fn read_snapshot(&self, sref: &SnapshotRef) -> Result<Vec<u8>, WitnessError> {
@@ -1266,7 +1273,10 @@ fn sref_id(record: &WitnessRecord) -> &str {
 fn set_version(results: &[zk::MultiWriteResult]) -> Result<i32, WitnessError> {
     match results.last() {
         Some(zk::MultiWriteResult::SetData { stat }) => Ok(stat.version),
-        other => Err(WitnessError::unreachable(format!("unexpected multi result {other:?}"))),
+        other => Err(WitnessError::UnexpectedReply {
+            what: "a multi ending in set witness".into(),
+            reply: format!("{other:?}"),
+        }),
     }
 }
 

@@ -162,7 +162,7 @@ pub fn read_failure(target: &ZkTarget, witness: &Witness, e: WitnessError) -> St
             target.zk,
             witness.paths().witness()
         )),
-        e @ WitnessError::Zk(ZkError::Unreachable(_) | ZkError::Timeout { .. }) => {
+        e @ (WitnessError::Zk(ZkError::Unreachable(_) | ZkError::Timeout { .. }) | WitnessError::Busy) => {
             Stop::cannot_look(format!("lost ZooKeeper at {} while reading: {e}", target.zk))
         }
         e @ (WitnessError::Corrupt { .. } | WitnessError::Identity(_)) => Stop {

@@ -24,12 +24,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::history::Clock;
-use super::history::OpKind;
-use super::history::OpRecord;
-use super::history::Outcome;
-use super::history::Recorder;
 use super::lincheck;
+use super::recorder::Clock;
+use super::recorder::OpKind;
+use super::recorder::OpRecord;
+use super::recorder::Outcome;
+use super::recorder::Recorder;
 use walship::client::Reply;
 use walship::history::AllowedFinal;
 use walship::history::History;

@@ -28,9 +28,9 @@ pub mod check;
 pub mod cluster;
 pub mod disk;
 pub mod faults;
-pub mod history;
 pub mod lincheck;
 pub mod nemesis;
+pub mod recorder;
 pub mod rng;
 pub mod summary;
 pub mod workload;
@@ -50,9 +50,9 @@ pub use self::args::SoakArgs;
 use self::cluster::ClusterConfig;
 use self::faults::FaultKind;
 use self::faults::Schedule;
-use self::history::Clock;
-use self::history::HistoryWriter;
-use self::history::Recorder;
+use self::recorder::Clock;
+use self::recorder::HistoryWriter;
+use self::recorder::Recorder;
 use self::summary::Linearizability;
 use self::summary::Summary;
 use self::workload::Workload;
@@ -516,7 +516,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
 }
 
 /// Runs the linearizability checker over every key (off the async threads).
-async fn judge(records: Vec<history::OpRecord>) -> Result<Linearizability> {
+async fn judge(records: Vec<recorder::OpRecord>) -> Result<Linearizability> {
     let check_started = Instant::now();
     let checked = tokio::task::spawn_blocking(move || check::linearizability(&records)).await?;
     let mut lin = Linearizability {

@@ -26,7 +26,7 @@ use super::faults::CycleReport;
 use super::faults::FaultKind;
 use super::faults::Prober;
 use super::faults::PROBE_KEY;
-use super::history::Outcome;
+use super::recorder::Outcome;
 use super::rng::Rng;
 use super::workload::Workload;
 use walship_testkit::Cluster;

@@ -10,9 +10,9 @@ use std::time::Duration;
 use super::check::QuorumLossTally;
 use super::faults::CycleReport;
 use super::faults::FaultKind;
-use super::history::OpKind;
-use super::history::OpRecord;
-use super::history::Outcome;
+use super::recorder::OpKind;
+use super::recorder::OpRecord;
+use super::recorder::Outcome;
 
 #[derive(Default)]
 pub struct Summary {

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::history::Clock;
-use super::history::OpKind;
-use super::history::OpRecord;
-use super::history::Outcome;
-use super::history::Recorder;
+use super::recorder::Clock;
+use super::recorder::OpKind;
+use super::recorder::OpRecord;
+use super::recorder::Outcome;
+use super::recorder::Recorder;
 use super::rng::Rng;
 use walship::client::NodeClient;
 use walship::client::Reply;
