@@ -42,6 +42,20 @@ pub enum ProposeError {
     /// Proposed, not confirmed: it may or may not be applied.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// The command can never be written as it is (over the size limit; no
+    /// application on this node): nothing was written, and a retry cannot
+    /// succeed, unlike `NotLeader` and `Unavailable`.
+    #[error("refused, nothing was written: {0}")]
+    Refused(String),
+}
+
+impl ProposeError {
+    /// Whether the same command may succeed if sent again (here later, or
+    /// to the leader): not for `Refused`. After `Unknown` a retry may apply
+    /// the command twice unless it carries its own identity.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ProposeError::Refused(_))
+    }
 }
 
 /// What the proposer needs of the node it proposes through.

@@ -195,6 +195,13 @@ async fn events_and_app_commands_across_hand_over_and_rebirth() -> Result<()> {
         other => panic!("a follower's propose should be NotLeader({l}), is {other:?}"),
     }
     assert_eq!(nodes[fi].total(), Some(0), "nothing was applied");
+    // A command over the limit is refused for good, not "unavailable" (a
+    // retrying client would loop forever on that).
+    let oversize = vec![0u8; walship::app::MAX_COMMAND_BYTES + 1];
+    match nodes[li].node.propose(oversize).await {
+        Err(e @ ProposeError::Refused(_)) => assert!(!e.is_retryable(), "{e}"),
+        other => panic!("an oversize command should be Refused, is {other:?}"),
+    }
     let (i1, r1) = nodes[li].node.propose(cmd(5)).await?;
     assert_eq!(total_of(&r1), 5);
     // Concurrent proposals share batches (group commit); each gets its own result.

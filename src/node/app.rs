@@ -30,18 +30,20 @@ impl Node {
     /// and returns its log index and what [`Application::apply`] returned
     /// for it. Only the leader proposes: elsewhere this is
     /// `Err(NotLeader(leader))` and nothing was written. `Unavailable` means
-    /// nothing was written either; `Unknown` (a timeout or a lost
+    /// nothing was written either (retry later); `Refused` that it never
+    /// will be (over [`MAX_COMMAND_BYTES`], or no application on this
+    /// node): do not retry. `Unknown` (a timeout or a lost
     /// leadership after proposing) means the command may or may not be
     /// applied, so commands should be safe to retry or carry their own
     /// identity.
     pub async fn propose(&self, command: Vec<u8>) -> Result<(u64, Vec<u8>), ProposeError> {
         if !self.state_machine().has_app() {
-            return Err(ProposeError::Unavailable(
+            return Err(ProposeError::Refused(
                 "this node runs the key-value map, not an application (start it with Node::start_with_app)".into(),
             ));
         }
         if command.len() > MAX_COMMAND_BYTES {
-            return Err(ProposeError::Unavailable(format!(
+            return Err(ProposeError::Refused(format!(
                 "command is {} bytes; the limit is {MAX_COMMAND_BYTES}",
                 command.len()
             )));
