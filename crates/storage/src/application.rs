@@ -15,7 +15,12 @@ use std::any::Any;
 /// - `apply` is deterministic: the same state and command give the same
 ///   new state and result on every node, every time. No clocks, randomness,
 ///   I/O or thread-local state.
-/// - `apply` does not panic: a panic stops this node's Raft.
+/// - `apply` does not panic. If it does, the panic is caught and stops this
+///   node's Raft with an error naming the entry and the panic's message;
+///   the node stops serving (`walship node` exits non-zero). A panic that
+///   depends only on the state and the command happens on both nodes, so
+///   both stop: fix the application and restart them; the entry is
+///   committed and is applied again.
 /// - `restore(snapshot())` gives back the same state; `restore` replaces the
 ///   whole state, and on `Err` leaves it as it was (the snapshot is then
 ///   refused and the node reports a storage error).

@@ -93,6 +93,30 @@ fn restore_app(app: Option<&mut (dyn Application + 'static)>, bytes: Option<Vec<
     }
 }
 
+/// Applies one command of the application. A panic in `apply` is a bug in
+/// the application, and deterministic in the usual case: the same command
+/// would panic on every node and after every restart. It is caught here and
+/// returned as a storage error naming the entry, which stops this node's
+/// Raft core: the node stops serving and exits with that error, loudly,
+/// instead of a core that waits forever for a result that never comes
+/// (every later write a 504, the node still "ready"). The application's
+/// state may be half-changed, which is why nothing of it is used after.
+// openraft's trait returns its StorageError; boxing it here would only be unboxed at once.
+#[allow(clippy::result_large_err)]
+fn apply_app(app: &mut dyn Application, command: &[u8], log_id: LogId) -> Result<Vec<u8>, StorageError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.apply(command))).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let e = std::io::Error::other(format!(
+            "the application panicked applying the command of entry {log_id}: {why}"
+        ));
+        openraft::StorageIOError::apply(log_id, &e).into()
+    })
+}
+
 /// Applies one command to the map (the semantics clients see). Public so
 /// that `walship wal verify` rebuilds the map from W exactly as nodes do.
 pub fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Response {
@@ -373,25 +397,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()));
         let mut replies = Vec::new();
         for entry in entries {
-            c.applied = Some(entry.log_id);
-            replies.push(match entry.payload {
+            let log_id = entry.log_id;
+            let reply = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(batch) => batch
-                    .ops
-                    .into_iter()
-                    .map(|req| match (req, app.as_mut()) {
-                        (Request::App(command), Some(app)) => Response {
-                            ok: true,
-                            current: Some(app.apply(&command)),
-                        },
-                        (req, _) => apply_request(&mut c.kv, req),
-                    })
-                    .collect(),
+                EntryPayload::Normal(batch) => {
+                    let mut out = Vec::with_capacity(batch.ops.len());
+                    for req in batch.ops {
+                        out.push(match (req, app.as_mut()) {
+                            (Request::App(command), Some(app)) => Response {
+                                ok: true,
+                                current: Some(apply_app(&mut ***app, &command, log_id)?),
+                            },
+                            (req, _) => apply_request(&mut c.kv, req),
+                        });
+                    }
+                    out
+                }
                 EntryPayload::Membership(m) => {
-                    c.membership = StoredMembership::new(Some(entry.log_id), m);
+                    c.membership = StoredMembership::new(Some(log_id), m);
                     Vec::new()
                 }
-            });
+            };
+            // Only once the whole entry is applied: a failed apply leaves
+            // the entry unapplied (and the node stops; see `apply_app`).
+            c.applied = Some(log_id);
+            replies.push(reply);
         }
         Ok(replies)
     }
