@@ -90,6 +90,30 @@ pub struct NodeConfig {
     pub zk_tls: Option<walship_zk::ZkTlsFiles>,
 }
 
+impl NodeConfig {
+    /// The configuration of node `id` with every optional setting at its
+    /// default (as `walship node --print-config` shows them), checked as
+    /// `walship node` checks its flags: for embedders, who then change
+    /// fields as they need (`NodeConfig` is plain data).
+    pub fn with_defaults(
+        id: NodeId,
+        cluster: &str,
+        zk: &str,
+        data_dir: impl Into<PathBuf>,
+        listen: &str,
+    ) -> Result<NodeConfig, ConfigError> {
+        let given = FileConfig {
+            id: Some(id),
+            cluster: Some(cluster.to_string()),
+            zk: Some(zk.to_string()),
+            data_dir: Some(data_dir.into()),
+            listen: Some(listen.to_string()),
+            ..FileConfig::default()
+        };
+        check(&Layered::new(given, FileConfig::default(), None))
+    }
+}
+
 /// One setting's documentation: the TOML key (also `NodeConfig`'s field; the
 /// flag is the key with dashes), its environment variable and what it does.
 #[derive(Debug, Clone, Copy)]
@@ -828,5 +852,20 @@ mod tests {
         assert!(text.contains("\n# advertise = \"host:port\"\n"), "{text}");
         let back = check(&layered(FileConfig::default(), &text)).unwrap();
         assert_eq!(back.advertise, None);
+    }
+
+    #[test]
+    fn with_defaults_is_the_defaults_and_checks_like_the_flags() {
+        let c = NodeConfig::with_defaults(2, "c", "127.0.0.1:2181", "/d", "127.0.0.1:8082").unwrap();
+        let from_file = check(&layered(
+            FileConfig::default(),
+            &REQUIRED.replace("id = 1", "id = 2").replace("8081", "8082"),
+        ))
+        .unwrap();
+        assert_eq!(to_toml(&c), to_toml(&from_file));
+        let e = NodeConfig::with_defaults(3, "c", "127.0.0.1:2181", "/d", "127.0.0.1:8082")
+            .unwrap_err()
+            .0;
+        assert!(e.starts_with("invalid setting id = 3: must be 1 or 2"), "{e}");
     }
 }

@@ -65,17 +65,10 @@ struct Running {
 
 impl Running {
     async fn start(id: NodeId, zk: &str, cluster: &str, data_dir: &Path) -> Result<Running> {
-        let cfg = walship::cli::NodeArgs {
-            id: Some(id),
-            cluster: Some(cluster.to_string()),
-            zk: Some(zk.to_string()),
-            data_dir: Some(data_dir.to_path_buf()),
-            listen: Some(common::ports::free_addr()?.to_string()),
-            heartbeat_interval_ms: Some(100),
-            election_timeout_ms: Some(600),
-            ..Default::default()
-        }
-        .into_config()?;
+        let listen = common::ports::free_addr()?.to_string();
+        let mut cfg = walship::config::NodeConfig::with_defaults(id, cluster, zk, data_dir, &listen)?;
+        cfg.heartbeat_interval_ms = 100;
+        cfg.election_timeout_ms = 600;
         // Subscribed before start, to see start-up's adoption too.
         let events = Events::new();
         let rx = events.subscribe();
