@@ -264,18 +264,7 @@ pub(crate) async fn watch_peer(
                 None
             }
         };
-        let refresh = tokio::time::sleep(PEER_REFRESH);
-        match watcher {
-            Some(w) => tokio::select! {
-                _ = w.changed() => {}
-                _ = generation.changed() => {}
-                _ = refresh => {}
-            },
-            None => tokio::select! {
-                _ = generation.changed() => {}
-                _ = refresh => {}
-            },
-        }
+        walship_zk::next_look(watcher, &mut generation, PEER_REFRESH).await;
     }
 }
 

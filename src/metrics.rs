@@ -215,6 +215,13 @@ impl Metrics {
         }
     }
 
+    /// Counts a snapshot of `bytes` that moved: `how` is "installed" (from
+    /// the leader or W) or "uploaded" (to W).
+    pub fn snapshot_moved(&self, how: &str, bytes: u64) {
+        self.snapshots.with_label_values(&[how]).inc();
+        self.snapshot_bytes.with_label_values(&[how]).inc_by(bytes);
+    }
+
     /// Sets the gauges from the node's state read at scrape time, then
     /// renders everything.
     pub fn render(&self, now: &AtScrape) -> String {

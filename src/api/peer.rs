@@ -57,7 +57,7 @@ async fn require_peer(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if node.serves_tls() {
+    if node.server_tls().is_some() {
         let other = crate::node::other(node.cfg().id);
         let expected = crate::tls::node_name(&node.cfg().cluster, other);
         match req.extensions().get::<crate::tls::Identity>() {

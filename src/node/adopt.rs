@@ -89,11 +89,7 @@ impl Node {
                 let bytes = data.len() as u64;
                 snapshot_index = meta.last_log_id.map(|l| l.index);
                 storage::install_snapshot_offline(&self.sm, &self.log, meta, data).await?;
-                self.metrics.snapshots.with_label_values(&["installed"]).inc();
-                self.metrics
-                    .snapshot_bytes
-                    .with_label_values(&["installed"])
-                    .inc_by(bytes);
+                self.metrics.snapshot_moved("installed", bytes);
                 let from = crate::events::SnapshotSource::Witness;
                 self.events.snapshot_installed(snapshot_index, bytes, from);
             }

@@ -270,18 +270,7 @@ impl Node {
                     None
                 }
             };
-            let refresh = tokio::time::sleep(self.touch_interval());
-            match watcher {
-                Some(w) => tokio::select! {
-                    _ = w.changed() => {}
-                    _ = generation.changed() => {}
-                    _ = refresh => {}
-                },
-                None => tokio::select! {
-                    _ = generation.changed() => {}
-                    _ = refresh => {}
-                },
-            }
+            walship_zk::next_look(watcher, &mut generation, self.touch_interval()).await;
         }
     }
 }

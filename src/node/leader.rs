@@ -248,11 +248,7 @@ impl Node {
                 return Err(StartError::Witness(WitnessError::SnapshotRefused(higher)))
             }
         }
-        self.metrics.snapshots.with_label_values(&["uploaded"]).inc();
-        self.metrics
-            .snapshot_bytes
-            .with_label_values(&["uploaded"])
-            .inc_by(bytes);
+        self.metrics.snapshot_moved("uploaded", bytes);
         self.events.snapshot_uploaded(last.map(|l| l.index), bytes);
         Ok(last)
     }

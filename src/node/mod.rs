@@ -182,12 +182,8 @@ impl Node {
         &self.auth
     }
 
-    /// Whether this node serves TLS (peers then must present their certificate).
-    pub fn serves_tls(&self) -> bool {
-        self.server_tls.is_some()
-    }
-
-    /// The listener's TLS configuration, in TLS mode.
+    /// The listener's TLS configuration, in TLS mode (peers then must
+    /// present their certificate).
     pub fn server_tls(&self) -> Option<&Arc<rustls::ServerConfig>> {
         self.server_tls.as_ref()
     }
@@ -228,7 +224,6 @@ impl Node {
         self: &Arc<Self>,
         req: openraft::raft::AppendEntriesRequest<crate::types::TypeConfig>,
     ) -> FromLeader {
-        use openraft::raft::AppendEntriesResponse;
         let Some(raft) = self.raft() else {
             return FromLeader::Restarting;
         };
@@ -250,14 +245,9 @@ impl Node {
                 reused.log_id, reused.local_digest, reused.other_digest
             ));
         }
-        let res = raft.append_entries(req).await;
-        if let Ok(
-            AppendEntriesResponse::Success | AppendEntriesResponse::Conflict | AppendEntriesResponse::PartialSuccess(_),
-        ) = &res
-        {
-            self.note_contact();
-        }
-        FromLeader::Answer(res)
+        // No second note after openraft's answer: it accepts (or answers
+        // Conflict to) only a vote at least its own, which was noted above.
+        FromLeader::Answer(raft.append_entries(req).await)
     }
 
     /// A vote request from the other node; `None` while Raft is being rebuilt.
@@ -284,12 +274,8 @@ impl Node {
         data: Vec<u8>,
     ) -> Option<Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>> {
         let raft = self.raft()?;
-        self.metrics.snapshots.with_label_values(&["installed"]).inc();
-        self.metrics
-            .snapshot_bytes
-            .with_label_values(&["installed"])
-            .inc_by(data.len() as u64);
         let (index, bytes) = (meta.last_log_id.map(|l| l.index), data.len() as u64);
+        self.metrics.snapshot_moved("installed", bytes);
         let snapshot = openraft::Snapshot {
             meta,
             snapshot: Box::new(std::io::Cursor::new(data)),

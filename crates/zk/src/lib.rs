@@ -38,6 +38,7 @@ pub use security::SASL_ACL;
 pub use security::ZK_SASL_USER;
 pub use session::connection_timeout;
 pub use session::four_letter;
+pub use session::next_look;
 pub use session::split_connect_string_as_written;
 pub use session::Claim;
 pub use session::ServerMode;

@@ -149,6 +149,26 @@ fn server_is_tls(server: &str, tls_on: bool) -> bool {
     server.starts_with("tcp+tls://") || (tls_on && !server.starts_with("tcp://"))
 }
 
+/// Waits for the next reason to look at a znode again: its one-shot
+/// `watcher` fired, the session was replaced (`generation` moved: watches
+/// of the old session are gone and must be re-armed), or `refresh` passed
+/// (a fallback for a watch that never fires). Without a watcher (the look
+/// failed) only the last two count.
+pub async fn next_look(watcher: Option<zk::OneshotWatcher>, generation: &mut watch::Receiver<u64>, refresh: Duration) {
+    let refresh = tokio::time::sleep(refresh);
+    match watcher {
+        Some(w) => tokio::select! {
+            _ = w.changed() => {}
+            _ = generation.changed() => {}
+            _ = refresh => {}
+        },
+        None => tokio::select! {
+            _ = generation.changed() => {}
+            _ = refresh => {}
+        },
+    }
+}
+
 /// Sends a four-letter word to a ZooKeeper server; its whole reply, or an
 /// error when it does not come within `limit`.
 pub async fn four_letter(addr: &str, word: &str, limit: Duration) -> std::io::Result<String> {
