@@ -36,38 +36,46 @@ use std::time::Duration;
 
 use clap::Parser;
 use walship::app::Application;
+use walship::app::SnapshotWriter;
 use walship::events::Event;
 use walship::events::Events;
 use walship::proposer::ProposeError;
 
 /// The replicated state. A command is a signed decimal number to add, as
 /// text (`+1`, `-3`); its result is the new total as text. Deterministic:
-/// a command that does not parse changes nothing, on both nodes alike.
+/// a command that does not parse is rejected, on both nodes alike. Any
+/// query answers the total.
 #[derive(Default)]
 struct Counter {
     total: i64,
 }
 
 impl Application for Counter {
-    fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
         let parsed = std::str::from_utf8(command).ok().and_then(|s| s.parse::<i64>().ok());
         match parsed {
             Some(delta) => {
                 self.total = self.total.wrapping_add(delta);
-                self.total.to_string().into_bytes()
+                Ok(self.total.to_string().into_bytes())
             }
-            None => b"error: not a number".to_vec(),
+            None => Err("not a number".into()),
         }
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.total.to_le_bytes().to_vec()
+    fn query(&self, _query: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(self.total.to_string().into_bytes())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = snapshot
-            .try_into()
-            .map_err(|_| format!("a counter snapshot is 8 bytes, not {}", snapshot.len()))?;
+    fn snapshot(&self) -> SnapshotWriter {
+        let total = self.total;
+        Box::new(move |out| out.write_all(&total.to_le_bytes()))
+    }
+
+    fn restore(&mut self, snapshot: &mut dyn std::io::Read) -> Result<(), String> {
+        let mut bytes = [0u8; 8];
+        snapshot
+            .read_exact(&mut bytes)
+            .map_err(|e| format!("a counter snapshot is 8 bytes: {e}"))?;
         self.total = i64::from_le_bytes(bytes);
         Ok(())
     }

@@ -16,15 +16,17 @@
 //! struct Counter(u64);
 //!
 //! impl Application for Counter {
-//!     fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+//!     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
 //!         self.0 += command.len() as u64;
-//!         self.0.to_le_bytes().to_vec()
+//!         Ok(self.0.to_le_bytes().to_vec())
 //!     }
-//!     fn snapshot(&self) -> Vec<u8> {
-//!         self.0.to_le_bytes().to_vec()
+//!     fn snapshot(&self) -> walship::app::SnapshotWriter {
+//!         let total = self.0;
+//!         Box::new(move |out| out.write_all(&total.to_le_bytes()))
 //!     }
-//!     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-//!         let b: [u8; 8] = snapshot.try_into().map_err(|_| "not 8 bytes".to_string())?;
+//!     fn restore(&mut self, snapshot: &mut dyn std::io::Read) -> Result<(), String> {
+//!         let mut b = [0u8; 8];
+//!         snapshot.read_exact(&mut b).map_err(|e| e.to_string())?;
 //!         self.0 = u64::from_le_bytes(b);
 //!         Ok(())
 //!     }
@@ -52,6 +54,7 @@
 //! (its map is snapshotted alongside the application's bytes).
 
 pub use walship_storage::Application;
+pub use walship_storage::SnapshotWriter;
 
 /// The largest command [`Node::propose`](crate::node::Node::propose) accepts (as a key-value value:
 /// well under ZooKeeper's 1 MiB request limit, which every entry must fit).

@@ -47,14 +47,28 @@ pub enum ProposeError {
     /// succeed, unlike `NotLeader` and `Unavailable`.
     #[error("refused, nothing was written: {0}")]
     Refused(String),
+    /// The application refused the command, in `validate` (nothing was
+    /// written) or in `apply` (the entry is committed and changed nothing).
+    /// Sending it again gets the same answer unless the state changes.
+    #[error("the application rejected the command: {0}")]
+    Rejected(String),
+    /// The request's client session is not in the table (evicted, or never
+    /// opened): it was not applied now. Open a new session; if an earlier
+    /// attempt of this request had an unknown outcome, it still has.
+    #[error("client session {0} is unknown (expired or never opened); this attempt was not applied")]
+    SessionUnknown(u64),
 }
 
 impl ProposeError {
-    /// Whether the same command may succeed if sent again (here later, or
-    /// to the leader): not for `Refused`. After `Unknown` a retry may apply
-    /// the command twice unless it carries its own identity.
+    /// Whether the same request may succeed if sent again as it is (here
+    /// later, or to the leader): not for `Refused`, `Rejected` or
+    /// `SessionUnknown`. After `Unknown` a retry may apply the command
+    /// twice unless it is sent in a client session.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ProposeError::Refused(_))
+        !matches!(
+            self,
+            ProposeError::Refused(_) | ProposeError::Rejected(_) | ProposeError::SessionUnknown(_)
+        )
     }
 }
 
@@ -168,6 +182,8 @@ fn request_bytes(req: &Request) -> usize {
         Request::Cas { key, expect, value } => {
             key.len() + expect.as_ref().map_or(0, Vec::len) + value.as_ref().map_or(0, Vec::len) + 24
         }
+        Request::OpenSession => 8,
+        Request::Session { op, .. } => request_bytes(op) + 32,
     }
 }
 

@@ -212,14 +212,15 @@ fn arb_sm_content() -> impl Strategy<Value = SmContent> {
             kv,
             applied,
             membership,
+            sessions: Default::default(),
         })
 }
 
 /// The snapshot data blob as documented in crates/storage/src/snapshot.rs:
-/// `[magic "WSHIPSD1"][body_len u64 LE][crc32 u32 LE][body = bincode SmContent]`.
+/// `[magic "WSHIPSD2"][body_len u64 LE][crc32 u32 LE][body = bincode SmContent]`.
 fn encode_snapshot_data(content: &SmContent) -> Vec<u8> {
     let body = bincode::serialize(content).expect("serialize");
-    let mut data = b"WSHIPSD1".to_vec();
+    let mut data = b"WSHIPSD2".to_vec();
     data.extend_from_slice(&(body.len() as u64).to_le_bytes());
     data.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     data.extend_from_slice(&body);

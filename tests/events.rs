@@ -33,24 +33,27 @@ struct Counter {
 }
 
 impl Application for Counter {
-    fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+    fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
         let delta = command.try_into().map(u64::from_le_bytes).unwrap_or(0);
         assert!(delta != BOOM, "the counter cannot add {delta}");
         self.total += delta;
         self.commands += 1;
-        self.total.to_le_bytes().to_vec()
+        Ok(self.total.to_le_bytes().to_vec())
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        [self.total.to_le_bytes(), self.commands.to_le_bytes()].concat()
+    fn snapshot(&self) -> walship::app::SnapshotWriter {
+        let bytes = [self.total.to_le_bytes(), self.commands.to_le_bytes()].concat();
+        Box::new(move |out| out.write_all(&bytes))
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        if snapshot.len() != 16 {
-            return Err(format!("a counter snapshot is 16 bytes, not {}", snapshot.len()));
+    fn restore(&mut self, snapshot: &mut dyn std::io::Read) -> Result<(), String> {
+        let mut bytes = Vec::new();
+        snapshot.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        if bytes.len() != 16 {
+            return Err(format!("a counter snapshot is 16 bytes, not {}", bytes.len()));
         }
-        self.total = u64::from_le_bytes(snapshot[..8].try_into().expect("8 bytes"));
-        self.commands = u64::from_le_bytes(snapshot[8..].try_into().expect("8 bytes"));
+        self.total = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        self.commands = u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes"));
         Ok(())
     }
 }

@@ -35,6 +35,21 @@ impl ApiError {
     pub fn internal(msg: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, msg)
     }
+
+    /// A proposal's failure as its status: 503 nothing written (retry),
+    /// 504 outcome unknown (retry in a session), 400 refused for good, 409
+    /// rejected by the application, 410 the client session is gone.
+    pub fn from_propose(e: crate::proposer::ProposeError) -> ApiError {
+        use crate::proposer::ProposeError as P;
+        match e {
+            P::NotLeader(_) => ApiError::unavailable("no leader at the moment; nothing was written"),
+            P::Unavailable(m) => ApiError::unavailable(m),
+            P::Unknown(m) => ApiError::unknown(m),
+            P::Refused(m) => ApiError::bad_request(m),
+            e @ P::Rejected(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e @ P::SessionUnknown(_) => ApiError::new(StatusCode::GONE, e.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -288,7 +288,7 @@ async fn write_local(node: &Arc<Node>, req: Request) -> Result<Local<(u64, Optio
         Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment; nothing was written")),
         Err(ProposeError::Unavailable(m)) => Err(ApiError::unavailable(m)),
         Err(ProposeError::Unknown(m)) => Err(ApiError::unknown(m)),
-        Err(ProposeError::Refused(m)) => Err(ApiError::bad_request(m)),
+        Err(e) => Err(ApiError::from_propose(e)),
     }
 }
 
@@ -381,9 +381,7 @@ async fn linearize(node: &Arc<Node>, headers: &HeaderMap, key: &str) -> Result<(
             Err(forward(node, l, headers, Method::GET, &key_path("/v1/kv/", key), Bytes::new()).await)
         }
         Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment")),
-        Err(ProposeError::Unavailable(m) | ProposeError::Unknown(m) | ProposeError::Refused(m)) => {
-            Err(ApiError::unavailable(m))
-        }
+        Err(e) => Err(ApiError::unavailable(e.to_string())),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Snapshot formats. The data blob (what openraft ships to peers and the node
 //! ships to ZooKeeper) checks itself: `[magic 8][body_len u64][crc32 u32][body]`,
-//! the body being bincode `SmContent` under magic `WSHIPSD1` (the key-value
-//! map), or bincode `(SmContent, app bytes)` under `WSHIPSA1` when the node
+//! the body being bincode `SmContent` under magic `WSHIPSD2` (the key-value
+//! map and the session table), or bincode `(SmContent, app bytes)` under
+//! `WSHIPSA2` when the node
 //! runs an embedder's application (`crate::Application`); the CRC covers the whole
-//! body either way. The file `snapshot/current.snap` is `[magic 8]
+//! body either way. `WSHIPSD1`/`WSHIPSA1` are the same without the session
+//! table (snapshots written before it), read with an empty one. The file `snapshot/current.snap` is `[magic 8]
 //! [record: bincode SnapshotMeta][data blob]`, replaced atomically.
 
 use std::collections::BTreeMap;
@@ -18,10 +20,14 @@ use walship_types::StoredMembership;
 use super::error::Result;
 use super::error::StoreError;
 use super::frame;
+use crate::sessions::Sessions;
 
-const DATA_MAGIC: &[u8; 8] = b"WSHIPSD1";
+const DATA_MAGIC: &[u8; 8] = b"WSHIPSD2";
 /// A data blob that also carries an application's snapshot.
-const APP_DATA_MAGIC: &[u8; 8] = b"WSHIPSA1";
+const APP_DATA_MAGIC: &[u8; 8] = b"WSHIPSA2";
+/// The same before the session table: decoded with an empty table.
+const DATA_MAGIC_V1: &[u8; 8] = b"WSHIPSD1";
+const APP_DATA_MAGIC_V1: &[u8; 8] = b"WSHIPSA1";
 const DATA_HEADER_BYTES: usize = 8 + 8 + 4;
 const FILE_MAGIC: &[u8; 8] = b"WSHIPSF1";
 
@@ -32,6 +38,28 @@ pub struct SmContent {
     pub kv: BTreeMap<String, Vec<u8>>,
     pub applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// Client sessions, for exactly-once requests (`crate::sessions`).
+    pub sessions: Sessions,
+}
+
+/// `SmContent` as snapshots before the session table held it.
+#[derive(Deserialize)]
+struct SmContentV1 {
+    #[serde(with = "walship_types::bytes_map")]
+    kv: BTreeMap<String, Vec<u8>>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl From<SmContentV1> for SmContent {
+    fn from(v1: SmContentV1) -> SmContent {
+        SmContent {
+            kv: v1.kv,
+            applied: v1.applied,
+            membership: v1.membership,
+            sessions: Sessions::default(),
+        }
+    }
 }
 
 /// `app`: the application's snapshot, if the node runs one.
@@ -54,7 +82,8 @@ pub fn encode_data(content: &SmContent, app: Option<&[u8]>) -> Result<Vec<u8>> {
 
 /// Checks a data blob's framing and CRC; on failure, the byte offset and why.
 fn verify_data(data: &[u8]) -> Result<&[u8], (u64, String)> {
-    if data.len() < DATA_HEADER_BYTES || (&data[..8] != DATA_MAGIC && &data[..8] != APP_DATA_MAGIC) {
+    let known = [DATA_MAGIC, APP_DATA_MAGIC, DATA_MAGIC_V1, APP_DATA_MAGIC_V1];
+    if data.len() < DATA_HEADER_BYTES || !known.iter().any(|m| &data[..8] == *m) {
         return Err((0, "not a walship snapshot (bad magic or too short)".into()));
     }
     let mut len = [0u8; 8];
@@ -93,9 +122,18 @@ pub fn decode_data_with_app(data: &[u8], meta: &SnapshotMeta, origin: &str) -> R
     };
     let body = verify_data(data).map_err(|(off, why)| bad(format!("at byte {off}: {why}")))?;
     let undecodable = |e: bincode::Error| bad(format!("undecodable: {e}"));
-    let (content, app) = if &data[..8] == APP_DATA_MAGIC {
+    let magic = &data[..8];
+    let (content, app) = if magic == APP_DATA_MAGIC {
         let (content, app): (SmContent, serde_bytes::ByteBuf) = bincode::deserialize(body).map_err(undecodable)?;
         (content, Some(app.into_vec()))
+    } else if magic == APP_DATA_MAGIC_V1 {
+        let (content, app): (SmContentV1, serde_bytes::ByteBuf) = bincode::deserialize(body).map_err(undecodable)?;
+        (content.into(), Some(app.into_vec()))
+    } else if magic == DATA_MAGIC_V1 {
+        (
+            bincode::deserialize::<SmContentV1>(body).map_err(undecodable)?.into(),
+            None,
+        )
     } else {
         (bincode::deserialize::<SmContent>(body).map_err(undecodable)?, None)
     };

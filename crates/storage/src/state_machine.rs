@@ -22,6 +22,7 @@ use openraft::RaftSnapshotBuilder;
 use openraft::Snapshot;
 use walship_types::Entry;
 use walship_types::LogId;
+use walship_types::Refusal;
 use walship_types::Request;
 use walship_types::Response;
 use walship_types::SnapshotMeta;
@@ -35,6 +36,7 @@ use super::fault::Faults;
 use super::frame;
 use super::snapshot;
 use super::snapshot::SmContent;
+use crate::sessions::Admit;
 use crate::Application;
 
 /// The replicated key-value map. Cloning shares the same state machine.
@@ -87,10 +89,20 @@ fn restore_app(app: Option<&mut (dyn Application + 'static)>, bytes: Option<Vec<
     match (app, bytes) {
         (None, None) => Ok(()),
         (Some(app), Some(bytes)) => app
-            .restore(&bytes)
+            .restore(&mut Cursor::new(bytes))
             .map_err(|e| bad(format!("the application refused it: {e}"))),
         (app, _) => Err(bad(app_mismatch(app.is_some()))),
     }
+}
+
+/// Runs an application's snapshot writer into memory.
+fn write_app_snapshot(writer: crate::SnapshotWriter) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    writer(&mut out).map_err(|e| StoreError::BadSnapshot {
+        origin: "the application's snapshot writer".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(out)
 }
 
 /// Applies one command of the application. A panic in `apply` is a bug in
@@ -103,8 +115,8 @@ fn restore_app(app: Option<&mut (dyn Application + 'static)>, bytes: Option<Vec<
 /// state may be half-changed, which is why nothing of it is used after.
 // openraft's trait returns its StorageError; boxing it here would only be unboxed at once.
 #[allow(clippy::result_large_err)]
-fn apply_app(app: &mut dyn Application, command: &[u8], log_id: LogId) -> Result<Vec<u8>, StorageError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.apply(command))).map_err(|panic| {
+fn apply_app(app: &mut dyn Application, command: &[u8], log_id: LogId) -> Result<Response, StorageError> {
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app.apply(command))).map_err(|panic| {
         let why = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -113,12 +125,79 @@ fn apply_app(app: &mut dyn Application, command: &[u8], log_id: LogId) -> Result
         let e = std::io::Error::other(format!(
             "the application panicked applying the command of entry {log_id}: {why}"
         ));
-        openraft::StorageIOError::apply(log_id, &e).into()
+        StorageError::from(openraft::StorageIOError::apply(log_id, &e))
+    })?;
+    Ok(match applied {
+        Ok(result) => Response {
+            ok: true,
+            current: Some(result),
+            refusal: None,
+        },
+        Err(why) => Response::refused(Refusal::Rejected(why)),
     })
 }
 
-/// Applies one command to the map (the semantics clients see). Public so
-/// that `walship wal verify` rebuilds the map from W exactly as nodes do.
+impl SmContent {
+    /// Applies one request of a committed entry `log_id`: a session's
+    /// request at most once (`crate::sessions`), a key-value request to the
+    /// map, an `App` command to `app`. Public so that `walship wal verify`
+    /// rebuilds the map from W exactly as nodes do (without an application).
+    // openraft's trait returns its StorageError; boxing it here would only be unboxed at once.
+    #[allow(clippy::result_large_err)]
+    pub fn apply(
+        &mut self,
+        req: Request,
+        log_id: LogId,
+        app: Option<&mut dyn Application>,
+    ) -> Result<Response, StorageError> {
+        match req {
+            Request::OpenSession => {
+                self.sessions.open(log_id.index);
+                Ok(Response {
+                    ok: true,
+                    current: Some(log_id.index.to_le_bytes().to_vec()),
+                    refusal: None,
+                })
+            }
+            Request::Session {
+                client,
+                seq,
+                acked_below,
+                op,
+            } => match self.sessions.admit(client, seq, acked_below, log_id.index) {
+                Admit::Replay(reply) => Ok(reply),
+                Admit::Refuse(why) => Ok(Response::refused(why)),
+                Admit::Apply => {
+                    let reply = match *op {
+                        Request::OpenSession | Request::Session { .. } => {
+                            Response::refused(Refusal::Malformed("a session request inside a session".into()))
+                        }
+                        op => self.apply_op(op, log_id, app)?,
+                    };
+                    self.sessions.record(client, seq, &reply);
+                    Ok(reply)
+                }
+            },
+            op => self.apply_op(op, log_id, app),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn apply_op(
+        &mut self,
+        req: Request,
+        log_id: LogId,
+        app: Option<&mut dyn Application>,
+    ) -> Result<Response, StorageError> {
+        match (req, app) {
+            (Request::App(command), Some(app)) => apply_app(app, &command, log_id),
+            (Request::App(_), None) => Ok(Response::refused(Refusal::NoApplication)),
+            (req, _) => Ok(apply_request(&mut self.kv, req)),
+        }
+    }
+}
+
+/// Applies one key-value command to the map (the semantics clients see).
 pub fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Response {
     match req {
         Request::Set { key, value } => {
@@ -126,6 +205,7 @@ pub fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Respon
             Response {
                 ok: true,
                 current: Some(value),
+                refusal: None,
             }
         }
         Request::Delete { key } => {
@@ -133,18 +213,15 @@ pub fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Respon
             Response {
                 ok: true,
                 current: None,
+                refusal: None,
             }
         }
-        // The key-value map ignores an embedder's command (see `crate::Application`).
-        Request::App(_) => Response {
-            ok: false,
-            current: None,
-        },
         Request::Cas { key, expect, value } => {
             if kv.get(&key) != expect.as_ref() {
                 return Response {
                     ok: false,
                     current: kv.get(&key).cloned(),
+                    refusal: None,
                 };
             }
             match &value {
@@ -154,8 +231,14 @@ pub fn apply_request(kv: &mut BTreeMap<String, Vec<u8>>, req: Request) -> Respon
             Response {
                 ok: true,
                 current: value,
+                refusal: None,
             }
         }
+        // Not the map's: `SmContent::apply` routes these.
+        Request::App(_) => Response::refused(Refusal::NoApplication),
+        Request::OpenSession | Request::Session { .. } => Response::refused(Refusal::Malformed(
+            "a session request applied as a key-value one".into(),
+        )),
     }
 }
 
@@ -244,6 +327,17 @@ impl StateMachine {
         self.content().kv.is_empty()
     }
 
+    /// Whether the session table holds the answer to request `seq` of
+    /// session `client` (it was applied here already).
+    pub fn has_session_reply(&self, client: u64, seq: u64) -> bool {
+        self.content().sessions.has_reply(client, seq)
+    }
+
+    /// Client sessions in the table.
+    pub fn sessions(&self) -> usize {
+        self.content().sessions.len()
+    }
+
     /// Whether an embedder's application applies `Request::App` commands.
     pub fn has_app(&self) -> bool {
         self.inner.app.is_some()
@@ -327,6 +421,7 @@ impl StateMachine {
         };
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            let app = app.map(write_app_snapshot).transpose()?;
             let data = snapshot::encode_data(&content, app.as_deref())?;
             let millis = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -403,13 +498,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(batch) => {
                     let mut out = Vec::with_capacity(batch.ops.len());
                     for req in batch.ops {
-                        out.push(match (req, app.as_mut()) {
-                            (Request::App(command), Some(app)) => Response {
-                                ok: true,
-                                current: Some(apply_app(&mut ***app, &command, log_id)?),
-                            },
-                            (req, _) => apply_request(&mut c.kv, req),
-                        });
+                        let app: Option<&mut dyn Application> = match app.as_mut() {
+                            Some(a) => Some(&mut ***a),
+                            None => None,
+                        };
+                        out.push(c.apply(req, log_id, app)?);
                     }
                     out
                 }

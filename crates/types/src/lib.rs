@@ -71,6 +71,20 @@ pub enum Request {
     /// the key-value map ignores it). Last, so the variants before keep their
     /// encoding in existing logs.
     App(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Opens a client session for exactly-once requests; its client id is
+    /// this entry's log index (unique, and the same on every node). The
+    /// response's `current` is the id, 8 bytes little-endian.
+    OpenSession,
+    /// `op` as request `seq` of session `client`: applied at most once. A
+    /// retry of a (client, seq) already applied gets the first answer again.
+    /// `acked_below`: the client has every answer below this seq, so they
+    /// are dropped from the table (Raft thesis §6.3).
+    Session {
+        client: u64,
+        seq: u64,
+        acked_below: u64,
+        op: Box<Request>,
+    },
 }
 
 /// One Raft entry's payload: the client requests group-committed together
@@ -90,13 +104,82 @@ impl Batch {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Response {
     /// For `Cas`: whether the swap happened. Always true for `Set`/`Delete`.
+    /// For `App`: whether the application carried the command out.
     pub ok: bool,
     /// For `Cas`: the value after the operation (the current one if it failed).
-    /// For `App`: what the application returned (`ok` is false, and this
-    /// `None`, if the node runs no application).
+    /// For `App`: what the application returned.
     #[serde(with = "serde_bytes")]
     pub current: Option<Vec<u8>>,
+    /// Why the request was not carried out, other than a CAS mismatch
+    /// (`ok` is then false). Every refusal here is decided by applying the
+    /// committed entry, so it is the same on every node and for a retry.
+    pub refusal: Option<Refusal>,
 }
+
+impl Response {
+    /// A request not carried out, for `why`.
+    pub fn refused(why: Refusal) -> Response {
+        Response {
+            ok: false,
+            current: None,
+            refusal: Some(why),
+        }
+    }
+}
+
+/// Why applying a committed request did not carry it out (nothing changed).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The application's `apply` rejected the command, for this reason.
+    #[error("the application rejected the command: {0}")]
+    Rejected(String),
+    /// An `App` command reached a node that runs no application.
+    #[error("this node runs the key-value map, not an application")]
+    NoApplication,
+    /// The session is not in the table: never opened, or evicted as the
+    /// least recently used when the table was full. The client opens a new
+    /// one; whether this request was applied before is unknown.
+    #[error("client session {0} is unknown (expired or never opened): open a new session")]
+    UnknownSession(u64),
+    /// The seq is below what the client said it had acknowledged, or too
+    /// far ahead of it (more than `MAX_SESSION_INFLIGHT` unacknowledged).
+    #[error(
+        "request {seq} of session {client} is outside its window [{acked_below}, {acked_below} + MAX_SESSION_INFLIGHT)"
+    )]
+    OutsideWindow { client: u64, seq: u64, acked_below: u64 },
+    /// A request no client of walship sends (a session inside a session).
+    #[error("malformed request: {0}")]
+    Malformed(String),
+}
+
+/// Where a request sits in its client session (see [`Request::Session`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTag {
+    /// The session's id: the log index of its `OpenSession`.
+    pub client: u64,
+    /// This request's number in the session, from 1.
+    pub seq: u64,
+    /// The client has the answer to every request below this seq.
+    pub acked_below: u64,
+}
+
+impl SessionTag {
+    /// `op`, to be applied at most once as this request of the session.
+    pub fn wrap(self, op: Request) -> Request {
+        Request::Session {
+            client: self.client,
+            seq: self.seq,
+            acked_below: self.acked_below,
+            op: Box::new(op),
+        }
+    }
+}
+
+/// Client sessions the dedup table holds; opening one more evicts the one
+/// used least recently (by log index, so every node evicts the same one).
+pub const MAX_SESSIONS: usize = 4096;
+/// Unacknowledged requests one session may have in the table.
+pub const MAX_SESSION_INFLIGHT: u64 = 1024;
 
 /// `#[serde(with)]` for a key-value map: each value as one byte string (as
 /// `serde_bytes` does for a single field); bincode writes the same bytes as
@@ -226,14 +309,6 @@ mod encoding_tests {
             assert_eq!(bytes, bincode::serialize(&before).expect("encode legacy"), "{now:?}");
             assert_eq!(bincode::deserialize::<Request>(&bytes).expect("decode"), now);
         }
-        let resp = Response {
-            ok: true,
-            current: Some(v.clone()),
-        };
-        assert_eq!(
-            bincode::serialize(&resp).expect("encode"),
-            bincode::serialize(&(true, Some(v.clone()))).expect("encode legacy")
-        );
     }
 
     #[test]

@@ -42,23 +42,26 @@ pub async fn rebuild(witness: &Witness) -> Result<WitnessState, WitnessError> {
         witness_last: wlog.record.last_log_id,
         ..WitnessState::default()
     };
+    // The map with the session table: a retried request is applied once.
+    let mut content = storage::SmContent::default();
     if let Some((meta, data)) = &wlog.snapshot {
         let dir = witness.paths().snapshot_dir(&meta.snapshot_id);
-        let content = storage::decode_snapshot_data(data, meta, &dir)
+        content = storage::decode_snapshot_data(data, meta, &dir)
             .map_err(|e| WitnessError::corrupt(&dir, format!("snapshot data: {e}")))?;
-        state.kv = content.kv;
         state.snapshot_last = meta.last_log_id;
         state.applied = meta.last_log_id;
     }
     for entry in wlog.entries {
         if let EntryPayload::Normal(batch) = entry.payload {
             for req in batch.ops {
-                storage::apply_request(&mut state.kv, req);
+                // Without an application nothing fails to apply.
+                let _ = content.apply(req, entry.log_id, None);
             }
         }
         state.applied = Some(entry.log_id);
         state.wal_entries += 1;
     }
+    state.kv = content.kv;
     Ok(state)
 }
 

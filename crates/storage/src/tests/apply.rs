@@ -89,30 +89,37 @@ async fn set_delete_cas() {
         vec![Response {
             ok: true,
             current: val("a"),
+            refusal: None,
         }],
         vec![Response {
             ok: false,
             current: val("a"),
+            refusal: None,
         }],
         vec![Response {
             ok: true,
             current: val("b"),
+            refusal: None,
         }],
         vec![Response {
             ok: false,
             current: val("b"),
+            refusal: None,
         }],
         vec![Response {
             ok: true,
             current: None,
+            refusal: None,
         }],
         vec![Response {
             ok: true,
             current: val("d"),
+            refusal: None,
         }],
         vec![Response {
             ok: true,
             current: None,
+            refusal: None,
         }],
         vec![],
     ];
@@ -126,4 +133,70 @@ async fn set_delete_cas() {
         &Some(genesis_entry().log_id),
         "genesis membership recorded"
     );
+}
+
+/// A retry in a client session is answered from the table, not applied
+/// again, even after a later write to the same key, and after the table
+/// went through a snapshot and a restart: `Set a=1`, `Set a=2`, then the
+/// retry of `Set a=1` must leave `a=2`.
+#[tokio::test]
+async fn a_session_retry_is_replayed_not_applied_again_across_a_snapshot() {
+    use openraft::RaftSnapshotBuilder;
+    use walship_types::Refusal;
+    use walship_types::SessionTag;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set = |v: &str| Request::Set {
+        key: "a".into(),
+        value: v.as_bytes().to_vec(),
+    };
+    let tag = |seq| SessionTag {
+        client: 1,
+        seq,
+        acked_below: 1,
+    };
+    {
+        let mut sm = open_sm(dir.path()).await;
+        let replies = sm
+            .apply(vec![
+                genesis_entry(),
+                cmd(1, Request::OpenSession),
+                cmd(2, tag(1).wrap(set("1"))),
+                cmd(3, set("2")),
+            ])
+            .await
+            .expect("apply");
+        assert_eq!(
+            replies[1][0].current,
+            Some(1u64.to_le_bytes().to_vec()),
+            "the session's id is its index"
+        );
+        sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    }
+    let mut sm = open_sm(dir.path()).await;
+    assert_eq!(sm.sessions(), 1, "the table came back from the snapshot");
+    let replies = sm
+        .apply(vec![cmd(4, tag(1).wrap(set("1"))), cmd(5, tag(2).wrap(set("3")))])
+        .await
+        .expect("apply");
+    assert_eq!(replies[0][0].current, val("1"), "the retry gets the first answer");
+    assert_eq!(
+        sm.get("a"),
+        val("3"),
+        "the retry did not write a=1 again; seq 2 applied"
+    );
+    let replies = sm
+        .apply(vec![cmd(
+            6,
+            SessionTag {
+                client: 99,
+                seq: 1,
+                acked_below: 1,
+            }
+            .wrap(set("4")),
+        )])
+        .await
+        .expect("apply");
+    assert_eq!(replies[0][0].refusal, Some(Refusal::UnknownSession(99)));
+    assert_eq!(sm.get("a"), val("3"), "a request of an unknown session changes nothing");
 }
