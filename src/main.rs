@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
         }
         Command::Wal(cmd) => walship::cli::wal::run(cmd).await,
         Command::Kv(args) => walship::cli::client::run_kv(args).await,
+        Command::App(args) => walship::cli::client::run_app(args).await,
         Command::Status(args) => walship::cli::client::run_status(args).await,
         Command::Members(args) => walship::cli::client::run_members(args).await,
         Command::DevCa(args) => walship::devca::run(args),

@@ -10,8 +10,9 @@ use axum::Json;
 #[derive(Debug)]
 pub enum ApiError {
     Status(StatusCode, String),
-    /// The leader's answer to a forwarded request, relayed as it came.
-    Forwarded(StatusCode, Option<String>, Bytes),
+    /// The leader's answer to a forwarded request, relayed as it came:
+    /// status, content type, `x-walship-index`, body.
+    Forwarded(StatusCode, Option<String>, Option<String>, Bytes),
 }
 
 impl ApiError {
@@ -56,9 +57,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Status(status, msg) => (status, Json(serde_json::json!({ "error": msg }))).into_response(),
-            ApiError::Forwarded(status, content_type, body) => {
+            ApiError::Forwarded(status, content_type, index, body) => {
                 let ct = content_type.unwrap_or_else(|| "application/octet-stream".to_string());
-                (status, [(header::CONTENT_TYPE, ct)], body).into_response()
+                let mut resp = (status, [(header::CONTENT_TYPE, ct)], body).into_response();
+                if let Some(index) = index.and_then(|i| header::HeaderValue::from_str(&i).ok()) {
+                    resp.headers_mut().insert(super::INDEX, index);
+                }
+                resp
             }
         }
     }

@@ -38,6 +38,12 @@ pub use crate::types::MAX_KEY_BYTES;
 pub use crate::types::MAX_VALUE_BYTES;
 /// Marks a request a follower forwarded, so it is never forwarded twice.
 const FORWARDED: &str = "x-walship-forwarded";
+/// A request's client session (`crate::types::SessionTag`), forwarded as is.
+pub const SESSION: &str = "x-walship-session";
+pub const SEQ: &str = "x-walship-seq";
+pub const ACKED_BELOW: &str = "x-walship-acked-below";
+/// The log index of an application command's entry, in its answer.
+pub const INDEX: &str = "x-walship-index";
 
 pub fn router(node: Arc<Node>) -> Router {
     // Client routes that need the API token when one is configured; status,
@@ -50,6 +56,12 @@ pub fn router(node: Arc<Node>) -> Router {
             crate::serve::limited(get(get_key).put(put_key).delete(delete_key), max_body_bytes),
         )
         .route("/v1/cas/*key", crate::serve::limited(post(cas_key), max_body_bytes))
+        .route("/v1/session", post(open_session))
+        .route(
+            "/v1/app/command",
+            crate::serve::limited(post(app_command), max_body_bytes),
+        )
+        .route("/v1/app/query", crate::serve::limited(post(app_query), max_body_bytes))
         .route("/admin/leave", post(admin_leave))
         .route("/admin/snapshot", post(admin_snapshot))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -257,16 +269,10 @@ async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
     }
 }
 
-/// Outcome of a write on this node: done, or it must go to the leader.
-enum Local<T> {
-    Done(T),
-    Forward(u64),
-}
-
-/// Proposes `req` if this node leads; otherwise forwards the original HTTP
-/// request. Returns (log index, response) when done here; a forwarded
-/// request's answer comes back as `ApiError::Forwarded` carrying the
-/// leader's response verbatim.
+/// Proposes `req` (in the client's session, if its headers name one) if
+/// this node leads; otherwise forwards the original HTTP request. Returns
+/// (log index, response) when done here; a forwarded request's answer comes
+/// back as `ApiError::Forwarded` carrying the leader's response verbatim.
 async fn write(
     node: &Arc<Node>,
     req: Request,
@@ -275,20 +281,131 @@ async fn write(
     path: &str,
     body: Bytes,
 ) -> Result<(u64, Option<crate::types::Response>), ApiError> {
-    match write_local(node, req).await? {
-        Local::Done(v) => Ok(v),
-        Local::Forward(leader) => Err(forward(node, leader, headers, method, path, body).await),
+    let session = session_tag(headers)?;
+    let (index, resp) = on_leader(node, headers, method, path, body, node.submit(session, req)).await?;
+    Ok((index, Some(resp)))
+}
+
+/// Runs `work` (a proposal or read point) here; if this node does not lead,
+/// forwards the client's request to the leader instead and relays its answer
+/// as `ApiError::Forwarded`.
+async fn on_leader<T>(
+    node: &Arc<Node>,
+    headers: &HeaderMap,
+    method: Method,
+    path: &str,
+    body: Bytes,
+    work: impl std::future::Future<Output = Result<T, ProposeError>>,
+) -> Result<T, ApiError> {
+    match work.await {
+        Ok(v) => Ok(v),
+        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg().id => {
+            Err(forward(node, l, headers, method, path, body).await)
+        }
+        Err(e) => Err(ApiError::from_propose(e)),
     }
 }
 
-async fn write_local(node: &Arc<Node>, req: Request) -> Result<Local<(u64, Option<crate::types::Response>)>, ApiError> {
-    match node.proposer().write(req).await {
-        Ok((index, resp)) => Ok(Local::Done((index, Some(resp)))),
-        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg().id => Ok(Local::Forward(l)),
-        Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment; nothing was written")),
-        Err(ProposeError::Unavailable(m)) => Err(ApiError::unavailable(m)),
-        Err(ProposeError::Unknown(m)) => Err(ApiError::unknown(m)),
-        Err(e) => Err(ApiError::from_propose(e)),
+/// The client session a request is part of, from its `x-walship-session`,
+/// `x-walship-seq` and `x-walship-acked-below` headers (all three, or none).
+fn session_tag(headers: &HeaderMap) -> Result<Option<crate::types::SessionTag>, ApiError> {
+    let get = |name: &str| -> Result<Option<u64>, ApiError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or_else(|| ApiError::bad_request(format!("header {name} must be a decimal number")))
+            })
+            .transpose()
+    };
+    match (get(SESSION)?, get(SEQ)?, get(ACKED_BELOW)?) {
+        (None, None, None) => Ok(None),
+        (Some(client), Some(seq), Some(acked_below)) if seq >= 1 && acked_below >= 1 => {
+            Ok(Some(crate::types::SessionTag {
+                client,
+                seq,
+                acked_below,
+            }))
+        }
+        (Some(_), Some(_), Some(_)) => Err(ApiError::bad_request(format!("{SEQ} and {ACKED_BELOW} count from 1"))),
+        _ => Err(ApiError::bad_request(format!(
+            "a request in a session carries all of {SESSION}, {SEQ} and {ACKED_BELOW}"
+        ))),
+    }
+}
+
+/// `POST /v1/session`: opens a client session (one committed entry) →
+/// `{"session": id}`. Number the session's requests from 1.
+async fn open_session(State(node): State<Arc<Node>>, headers: HeaderMap) -> Response {
+    let res = on_leader(
+        &node,
+        &headers,
+        Method::POST,
+        "/v1/session",
+        Bytes::new(),
+        node.open_session(),
+    )
+    .await;
+    match res {
+        Ok(id) => Json(json!({ "session": id })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/app/command`: the body is one command for the application;
+/// the answer is what `apply` returned (octet-stream) with the entry's log
+/// index in `x-walship-index`. 409 when the application rejected it (in
+/// `validate`: nothing was written; in `apply`: committed, nothing changed).
+async fn app_command(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+    let _timer = node.metrics().write_seconds.start_timer();
+    let res = async {
+        let session = session_tag(&headers)?;
+        let path = "/v1/app/command";
+        on_leader(
+            &node,
+            &headers,
+            Method::POST,
+            path,
+            body.clone(),
+            node.propose_in(session, body.to_vec()),
+        )
+        .await
+    };
+    match res.await {
+        Ok((index, result)) => ([(INDEX, index.to_string())], result).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/app/query[?stale=true]`: the body is a query for the
+/// application; the answer is its `query`'s (octet-stream). Linearizable
+/// (answered by the leader after a read point) unless `stale`.
+async fn app_query(
+    State(node): State<Arc<Node>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let _timer = node.metrics().read_seconds.start_timer();
+    let stale = q.get("stale").is_some_and(|v| v == "true" || v == "1");
+    let res = if stale {
+        node.query(&body, false).await.map_err(ApiError::from_propose)
+    } else {
+        on_leader(
+            &node,
+            &headers,
+            Method::POST,
+            "/v1/app/query",
+            body.clone(),
+            node.query(&body, true),
+        )
+        .await
+    };
+    match res {
+        Ok(answer) => answer.into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -319,6 +436,11 @@ async fn forward(
     if let Some(a) = headers.get(axum::http::header::AUTHORIZATION) {
         request = request.header(reqwest::header::AUTHORIZATION, a.as_bytes());
     }
+    for name in [SESSION, SEQ, ACKED_BELOW] {
+        if let Some(v) = headers.get(name) {
+            request = request.header(name, v.as_bytes());
+        }
+    }
     let sent = request.timeout(timeout).body(body).send().await;
     match sent {
         Ok(resp) => {
@@ -328,8 +450,13 @@ async fn forward(
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let index = resp
+                .headers()
+                .get(INDEX)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             match resp.bytes().await {
-                Ok(b) => ApiError::Forwarded(status, content_type, b),
+                Ok(b) => ApiError::Forwarded(status, content_type, index, b),
                 Err(e) => ApiError::unknown(format!("leader {leader} answered but the reply was cut: {e}")),
             }
         }

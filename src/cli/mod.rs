@@ -41,6 +41,11 @@ pub enum Command {
     /// of --endpoints.
     #[command(after_help = self::client::EXIT_CODES_HELP)]
     Kv(self::client::KvArgs),
+    /// Client: send commands and queries to the nodes' application (a node
+    /// embedding walship with its own state machine; see README, "Embedding
+    /// walship"). Commands go in a client session: applied at most once.
+    #[command(after_help = self::client::EXIT_CODES_HELP)]
+    App(self::client::AppArgs),
     /// Client: both nodes and ZooKeeper at a glance (role, term, log indexes,
     /// lag behind the leader, last contact; W's log and vote with --zk and
     /// --cluster). Exit 0: all answered; 2: no such cluster; 3: something did

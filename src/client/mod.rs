@@ -38,6 +38,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::history::Outcome;
+pub use crate::types::SessionTag;
+
+mod session;
+pub use session::Session;
+pub use session::SessionError;
 
 /// Default per-request limit: above a node's own write timeout (5 s) and its
 /// forwarding timeout (6 s), so a slow write shows up as the node's 504
@@ -111,6 +116,8 @@ pub struct Response {
     /// `host:port` of the node that answered.
     pub endpoint: String,
     pub status: u16,
+    /// `x-walship-index`: the log index of an application command's entry.
+    pub index: Option<u64>,
     pub body: Vec<u8>,
 }
 
@@ -447,22 +454,82 @@ impl NodeClient {
         }
     }
 
+    /// `POST /v1/session`: opens a client session for exactly-once
+    /// requests → its id (see [`Session`], which does this for you).
+    pub async fn open_session(&self) -> Reply<u64> {
+        #[derive(Deserialize)]
+        struct Opened {
+            session: u64,
+        }
+        decode_json::<Opened>(self.send(Method::POST, "/v1/session", None).await).map(|o| o.session)
+    }
+
+    /// `POST /v1/app/command` (in `session`, if given) → the entry's log
+    /// index and what the application's `apply` returned. A rejection by
+    /// the application is `Failed` with status 409.
+    pub async fn command(&self, session: Option<SessionTag>, command: impl Into<Vec<u8>>) -> Reply<Applied> {
+        decode_applied(
+            self.send_in(session, Method::POST, "/v1/app/command", Some(command.into()))
+                .await,
+        )
+    }
+
+    /// `POST /v1/app/query` (`stale`: `?stale=true`, this node's state) →
+    /// the application's answer. The application refusing is 409.
+    pub async fn query(&self, query: impl Into<Vec<u8>>, stale: bool) -> Reply<Vec<u8>> {
+        let path = if stale {
+            "/v1/app/query?stale=true"
+        } else {
+            "/v1/app/query"
+        };
+        match self.send(Method::POST, path, Some(query.into())).await {
+            Attempt::Answered(r) if r.status == 200 => Reply::Success {
+                status: 200,
+                value: r.body,
+            },
+            other => Reply::from_attempt(other),
+        }
+    }
+
     /// One request, within this client's timeout, and what it came to.
     pub async fn send(&self, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Attempt {
+        self.send_in(None, method, path_and_query, body).await
+    }
+
+    /// [`NodeClient::send`] as a request of a client session (its headers).
+    pub async fn send_in(
+        &self,
+        session: Option<SessionTag>,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Attempt {
         let mut req = self
             .http
             .request(method, format!("{}{path_and_query}", self.base))
             .timeout(self.timeout);
+        if let Some(tag) = session {
+            req = req
+                .header(crate::api::SESSION, tag.client)
+                .header(crate::api::SEQ, tag.seq)
+                .header(crate::api::ACKED_BELOW, tag.acked_below);
+        }
         if let Some(body) = body {
             req = req.body(body);
         }
         match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                let index = resp
+                    .headers()
+                    .get(crate::api::INDEX)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
                 match resp.bytes().await {
                     Ok(b) => Attempt::Answered(Response {
                         endpoint: self.endpoint.clone(),
                         status,
+                        index,
                         body: b.to_vec(),
                     }),
                     Err(e) => Attempt::NoAnswer(format!("answered {status} but the body was cut: {}", why(&e))),
@@ -498,6 +565,33 @@ fn decode_json<T: DeserializeOwned>(a: Attempt) -> Reply<T> {
                 status: 200,
                 error: format!("undecodable body ({e}): {}", String::from_utf8_lossy(&r.body)),
             },
+        },
+        other => Reply::from_attempt(other),
+    }
+}
+
+/// An application command carried out: its entry's log index and what
+/// `apply` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    pub result: Vec<u8>,
+}
+
+fn decode_applied(a: Attempt) -> Reply<Applied> {
+    match a {
+        Attempt::Answered(Response {
+            status: 200,
+            index: Some(index),
+            body,
+            ..
+        }) => Reply::Success {
+            status: 200,
+            value: Applied { index, result: body },
+        },
+        Attempt::Answered(r) if r.status == 200 => Reply::Failed {
+            status: 200,
+            error: "an answer without x-walship-index".into(),
         },
         other => Reply::from_attempt(other),
     }

@@ -115,6 +115,39 @@ pub struct CasArgs {
     pub delete: bool,
 }
 
+/// `walship app ...`
+#[derive(Args, Debug, Clone)]
+pub struct AppArgs {
+    #[command(subcommand)]
+    pub command: AppCommand,
+    #[command(flatten)]
+    pub opts: ClientOpts,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum AppCommand {
+    /// Send one command to the nodes' application, in a client session:
+    /// retried (across --endpoints, until --timeout-ms) and applied at most
+    /// once. Prints what the application returned. Exit 1: the application
+    /// rejected it (nothing changed).
+    #[command(after_help = super::EXIT_CODES_HELP)]
+    Command {
+        /// The command, as raw bytes; `-` reads it from stdin.
+        command: OsString,
+    },
+    /// Ask the application (linearizable: answered by the leader after a
+    /// quorum confirmed it). Prints the answer. Exit 1: the application
+    /// refused the query.
+    #[command(after_help = super::EXIT_CODES_HELP)]
+    Query {
+        /// The query, as raw bytes; `-` reads it from stdin.
+        query: OsString,
+        /// Ask the answering node's local copy instead: faster, may be behind.
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
 /// `walship status`
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {

@@ -81,7 +81,7 @@ fn kv_path(key: &str) -> String {
 }
 
 /// The argument's raw bytes, or all of stdin for `-`.
-fn read_value(value: std::ffi::OsString) -> Result<Vec<u8>, Failure> {
+pub fn read_value(value: std::ffi::OsString) -> Result<Vec<u8>, Failure> {
     use std::os::unix::ffi::OsStringExt;
     if value == "-" {
         let mut buf = Vec::new();
@@ -101,7 +101,7 @@ fn cas_body(cas: &CasArgs) -> Vec<u8> {
 }
 
 /// A value for JSON output: a string if it is UTF-8, else hex under another name.
-fn value_fields(bytes: &[u8]) -> (&'static str, Value) {
+pub fn value_fields(bytes: &[u8]) -> (&'static str, Value) {
     match std::str::from_utf8(bytes) {
         Ok(s) => ("value", Value::from(s)),
         Err(_) => (

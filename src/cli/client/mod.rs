@@ -1,4 +1,5 @@
-//! `walship kv put|get|del|cas`, `walship status`, `walship members`: the
+//! `walship kv put|get|del|cas`, `walship app command|query`, `walship
+//! status`, `walship members`: the
 //! command-line client, in the spirit of etcdctl. It speaks the HTTP API of
 //! `crate::api` through [`crate::client::NodeClient`]s, one per node of
 //! `--endpoints` (tried in order, `transport`), and reads ZooKeeper directly
@@ -9,7 +10,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done |
-//! | 1 | `kv get`: key not found; `kv cas`: not applied |
+//! | 1 | `kv get`: key not found; `kv cas`: not applied; `app`: the application rejected it |
 //! | 2 | bad usage (flags, key or value refused with 400/413, no such cluster) |
 //! | 3 | no endpoint reachable, or unavailable (503): nothing was written |
 //! | 4 | outcome unknown (504, or the connection cut after the request was sent) |
@@ -17,6 +18,7 @@
 //!
 //! Every error is one line on stderr, `walship <command>: <why>`.
 
+pub mod app;
 pub mod args;
 pub mod kv;
 pub mod members;
@@ -27,6 +29,8 @@ pub mod zkview;
 
 use std::process::ExitCode;
 
+pub use self::args::AppArgs;
+pub use self::args::AppCommand;
 pub use self::args::ClientOpts;
 pub use self::args::KvArgs;
 pub use self::args::KvCommand;
@@ -44,7 +48,8 @@ pub const EXIT_UNKNOWN: u8 = 4;
 pub const EXIT_SERVER: u8 = 5;
 
 /// The exit-code table, for `--help`.
-pub const EXIT_CODES_HELP: &str = "Exit codes: 0 ok; 1 key not found (get) or CAS not applied; 2 bad usage; \
+pub const EXIT_CODES_HELP: &str =
+    "Exit codes: 0 ok; 1 key not found (get), CAS not applied, or rejected by the application; 2 bad usage; \
 3 no endpoint reachable or unavailable (503), nothing written; 4 outcome unknown (504 or connection cut); \
 5 other server error.";
 
@@ -87,6 +92,14 @@ pub async fn run_kv(args: KvArgs) -> ExitCode {
         KvCommand::Cas(_) => "kv cas",
     };
     finish(name, kv::run(args).await)
+}
+
+pub async fn run_app(args: AppArgs) -> ExitCode {
+    let name = match &args.command {
+        AppCommand::Command { .. } => "app command",
+        AppCommand::Query { .. } => "app query",
+    };
+    finish(name, app::run(args).await)
 }
 
 pub async fn run_status(args: StatusArgs) -> ExitCode {
