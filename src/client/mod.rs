@@ -662,6 +662,7 @@ mod tests {
         Attempt::Answered(Response {
             endpoint: "h:1".into(),
             status,
+            index: None,
             body: body.as_bytes().to_vec(),
         })
     }
@@ -714,6 +715,7 @@ mod tests {
         let empty = Response {
             endpoint: "h:1".into(),
             status: 502,
+            index: None,
             body: b"  ".to_vec(),
         };
         assert_eq!(empty.error_text(), "HTTP 502");
@@ -731,6 +733,7 @@ mod tests {
         let bad = Attempt::Answered(Response {
             endpoint: "h:1".into(),
             status: 200,
+            index: None,
             body: vec![0xff],
         });
         assert!(matches!(get(bad), Reply::Failed { status: 200, .. }));
