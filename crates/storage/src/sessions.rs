@@ -197,3 +197,110 @@ mod tests {
         assert_eq!(t.admit(1, 2, 1, next + 3), Admit::Apply);
     }
 }
+
+/// The table against a network that duplicates, delays and reorders
+/// requests: whatever arrives when, a numbered request is applied at most
+/// once, and every answer a client gets for it is the answer of that one
+/// application. (Without the `seq < acked_below` refusal, a late copy of
+/// an answered request is applied again: this finds it.)
+#[cfg(test)]
+mod model {
+    use std::collections::BTreeMap;
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One step: client `c` sends its request `seq` (a first send or a
+    /// retry; the copy may also be held back), or the network delivers a
+    /// held-back copy `pick` (a late duplicate, with the `acked_below` it
+    /// was sent with).
+    #[derive(Clone, Debug)]
+    enum Step {
+        Send { c: usize, seq: u64, hold: bool },
+        Deliver { pick: usize },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..3usize, 1..12u64, any::<bool>()).prop_map(|(c, seq, hold)| Step::Send { c, seq, hold }),
+            (0..64usize).prop_map(|pick| Step::Deliver { pick }),
+        ]
+    }
+
+    struct World {
+        table: Sessions,
+        ids: Vec<u64>,
+        /// Per client, the seqs it has an answer to.
+        answered: Vec<BTreeSet<u64>>,
+        /// (client, seq) → the answer of its one application.
+        applied: BTreeMap<(usize, u64), Response>,
+    }
+
+    impl World {
+        fn deliver(&mut self, c: usize, seq: u64, acked_below: u64, index: u64) -> Result<(), TestCaseError> {
+            match self.table.admit(self.ids[c], seq, acked_below, index) {
+                Admit::Apply => {
+                    prop_assert!(!self.applied.contains_key(&(c, seq)), "({}, {}) applied twice", c, seq);
+                    let answer = Response {
+                        ok: true,
+                        current: Some(index.to_le_bytes().to_vec()),
+                        refusal: None,
+                    };
+                    self.table.record(self.ids[c], seq, &answer);
+                    self.applied.insert((c, seq), answer);
+                    self.answered[c].insert(seq);
+                }
+                Admit::Replay(answer) => {
+                    prop_assert_eq!(
+                        Some(&answer),
+                        self.applied.get(&(c, seq)),
+                        "a replay is the first answer"
+                    );
+                    self.answered[c].insert(seq);
+                }
+                Admit::Refuse(Refusal::OutsideWindow { .. }) => {}
+                Admit::Refuse(other) => prop_assert!(false, "unexpected refusal {:?}", other),
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn at_most_once_whatever_the_network_does(steps in prop::collection::vec(step(), 1..200)) {
+            let mut table = Sessions::default();
+            let ids: Vec<u64> = (101..104).collect();
+            for id in &ids {
+                table.open(*id);
+            }
+            let mut w = World { table, ids, answered: vec![BTreeSet::new(); 3], applied: BTreeMap::new() };
+            let mut held: Vec<(usize, u64, u64)> = Vec::new();
+            let mut index = 200u64;
+            for s in steps {
+                index += 1;
+                match s {
+                    Step::Send { c, seq, hold } => {
+                        if w.answered[c].contains(&seq) {
+                            continue; // a client does not re-send what it has
+                        }
+                        // A correct client sends in order; its mark is the
+                        // lowest seq it has no answer for.
+                        let acked_below = (1..=seq).find(|n| !w.answered[c].contains(n)).unwrap_or(seq);
+                        if hold {
+                            held.push((c, seq, acked_below));
+                        } else {
+                            w.deliver(c, seq, acked_below, index)?;
+                        }
+                    }
+                    Step::Deliver { pick } if !held.is_empty() => {
+                        let (c, seq, acked_below) = held.remove(pick % held.len());
+                        w.deliver(c, seq, acked_below, index)?;
+                    }
+                    Step::Deliver { .. } => {}
+                }
+            }
+        }
+    }
+}
