@@ -29,6 +29,8 @@ pub struct AtScrape {
     pub committed_index: Option<u64>,
     /// W's last log index as last seen.
     pub witness_last_index: Option<u64>,
+    /// Client sessions in the state machine's table.
+    pub client_sessions: usize,
 }
 
 /// Latency buckets from 0.25 ms to ~4 s.
@@ -62,6 +64,8 @@ pub struct Metrics {
     pub leadership_forgotten: IntCounter,
     /// Lease renewals a leader skipped because it could not prove it commits.
     pub lease_withheld: IntCounter,
+    /// Client sessions in the replicated session table.
+    pub client_sessions: IntGauge,
     /// The local storage's counters (torn log tails cut, rebuilds), handed
     /// to the store when the node opens it.
     pub storage: StorageMetrics,
@@ -168,9 +172,15 @@ impl Metrics {
             "leader lease renewals skipped: no commit, apply or leadership check succeeded recently (stalled disk, wedged core)",
         )
         .expect("metric");
+        let client_sessions = IntGauge::new(
+            "client_sessions",
+            "client sessions in the replicated table of exactly-once requests (at most 4096)",
+        )
+        .expect("metric");
         let storage = StorageMetrics::new();
         for c in storage.collectors().into_iter().chain([
-            Box::new(leadership_forgotten.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(client_sessions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(leadership_forgotten.clone()),
             Box::new(lease_withheld.clone()),
             Box::new(role.clone()),
             Box::new(term.clone()),
@@ -211,6 +221,7 @@ impl Metrics {
             log_id_conflicts,
             leadership_forgotten,
             lease_withheld,
+            client_sessions,
             storage,
         }
     }
@@ -225,6 +236,7 @@ impl Metrics {
     /// Sets the gauges from the node's state read at scrape time, then
     /// renders everything.
     pub fn render(&self, now: &AtScrape) -> String {
+        self.client_sessions.set(now.client_sessions as i64);
         if let Some(m) = &now.raft {
             for (state, name) in [
                 (ServerState::Leader, "leader"),

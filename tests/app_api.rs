@@ -239,6 +239,15 @@ async fn application_commands_queries_refusals_and_sessions_over_http() -> Resul
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Two sessions opened (by hand, and by the Session client), on both nodes.
+    for c in [&lc, &fc] {
+        let (_, body) = c.raw(reqwest::Method::GET, "/metrics", None).await.into_result()?;
+        assert!(
+            text(&body).lines().any(|l| l == "walship_client_sessions 2"),
+            "{}: no `walship_client_sessions 2` in its metrics",
+            c.endpoint()
+        );
+    }
     for n in nodes {
         n.shutdown().await;
     }

@@ -304,6 +304,7 @@ impl Node {
             raft: self.raft().map(|r| r.metrics().borrow().clone()),
             committed_index: self.log.committed().map(|l| l.index),
             witness_last_index: self.witness.cached_last_log_id().map(|l| l.index),
+            client_sessions: self.state_machine().sessions(),
         }
     }
 
