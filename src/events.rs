@@ -89,6 +89,13 @@ pub enum Event {
         bytes: u64,
         from: SnapshotSource,
     },
+    /// This node's Raft core stopped by itself and cannot go on: a storage
+    /// error, or the application's `apply` panicked (`reason` names the
+    /// entry and the panic). The node stops serving at once (`/health/live`
+    /// 503, a leader steps down by stopping) and `walship node` exits
+    /// non-zero; the other node takes over unless it failed the same way.
+    /// Fix the cause and restart: the node re-reads its disk and ZooKeeper.
+    Failed { reason: String },
 }
 
 /// The sending side of a node's events; cheap to clone. Create one before

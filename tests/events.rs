@@ -373,7 +373,7 @@ async fn a_panicking_apply_stops_both_nodes_and_says_why() -> Result<()> {
     }
     let boom = leader.node.propose(cmd(BOOM)).await;
     assert!(boom.is_err(), "a command whose apply panicked has no result: {boom:?}");
-    for r in &nodes {
+    for r in nodes.iter_mut() {
         tokio::time::timeout(Duration::from_secs(10), r.running.stop_requested())
             .await
             .with_context(|| format!("node {} still serves after its apply panicked", r.id()))?;
@@ -381,6 +381,15 @@ async fn a_panicking_apply_stops_both_nodes_and_says_why() -> Result<()> {
         assert!(
             why.contains("the application panicked") && why.contains("the counter cannot add"),
             "node {}: {why:?}",
+            r.id()
+        );
+        // An embedder hears of it too, with the same reason.
+        let failed = r.event("Failed", |e| matches!(e, Event::Failed { .. })).await?;
+        assert_eq!(failed, Event::Failed { reason: why });
+        assert_eq!(
+            r.running.node.raft().map(|raft| raft.metrics().borrow().state == openraft::ServerState::Leader),
+            Some(false),
+            "node {} still leads after its apply panicked",
             r.id()
         );
     }

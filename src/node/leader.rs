@@ -319,7 +319,8 @@ impl Node {
                     Err(fatal) => {
                         let why = format!("the Raft core stopped: {fatal}");
                         tracing::error!("{why}; this node stops serving and exits so that it can be restarted");
-                        let _ = self.fatal.set(why);
+                        let _ = self.fatal.set(why.clone());
+                        self.events.fire(crate::events::Event::Failed { reason: why });
                         self.request_stop();
                         return;
                     }
