@@ -387,7 +387,10 @@ async fn a_panicking_apply_stops_both_nodes_and_says_why() -> Result<()> {
         let failed = r.event("Failed", |e| matches!(e, Event::Failed { .. })).await?;
         assert_eq!(failed, Event::Failed { reason: why });
         assert_eq!(
-            r.running.node.raft().map(|raft| raft.metrics().borrow().state == openraft::ServerState::Leader),
+            r.running
+                .node
+                .raft()
+                .map(|raft| raft.metrics().borrow().state == openraft::ServerState::Leader),
             Some(false),
             "node {} still leads after its apply panicked",
             r.id()

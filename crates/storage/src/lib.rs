@@ -58,4 +58,5 @@ pub use sessions::Sessions;
 pub use snapshot::decode_data as decode_snapshot_data;
 pub use snapshot::SmContent;
 pub use state_machine::apply_request;
+pub use state_machine::session_id;
 pub use state_machine::StateMachine;

@@ -57,9 +57,14 @@ pub enum Admit {
 }
 
 impl Sessions {
-    /// Opens the session `client` (the log index of its `OpenSession`),
-    /// evicting the least recently used one if the table is full.
-    pub fn open(&mut self, client: u64) {
+    /// Opens the session `client` (`crate::session_id` of its
+    /// `OpenSession`), evicting the least recently used one if the table is
+    /// full. Returns false, changing nothing, if `client` is open already:
+    /// resetting it would drop the answers its retries need.
+    pub fn open(&mut self, client: u64) -> bool {
+        if self.clients.contains_key(&client) {
+            return false;
+        }
         while self.clients.len() >= MAX_SESSIONS {
             let oldest = self
                 .clients
@@ -79,6 +84,7 @@ impl Sessions {
                 replies: BTreeMap::new(),
             },
         );
+        true
     }
 
     /// Whether request `seq` of `client`, sent knowing every answer below

@@ -137,6 +137,20 @@ fn apply_app(app: &mut dyn Application, command: &[u8], log_id: LogId) -> Result
     })
 }
 
+/// The id of the session opened by request `position` of the entry at
+/// `index`. Unique: the proposer packs concurrent requests into one entry,
+/// so the log index alone gave every session opened in the same entry one
+/// id, and their requests were taken for each other's retries (a write
+/// acknowledged and never applied). `None` past 2^20 requests in an entry
+/// (the proposer puts at most 4096) or an index too large to shift.
+pub fn session_id(index: u64, position: usize) -> Option<u64> {
+    const POSITION_BITS: u32 = 20;
+    if position >= 1 << POSITION_BITS {
+        return None;
+    }
+    index.checked_mul(1 << POSITION_BITS).map(|base| base | position as u64)
+}
+
 impl SmContent {
     /// Applies one request of a committed entry `log_id`: a session's
     /// request at most once (`crate::sessions`), a key-value request to the
@@ -144,21 +158,27 @@ impl SmContent {
     /// rebuilds the map from W exactly as nodes do (without an application).
     // openraft's trait returns its StorageError; boxing it here would only be unboxed at once.
     #[allow(clippy::result_large_err)]
+    ///
+    /// `position` is the request's place in its entry's batch: with the log
+    /// index it names the request uniquely (one entry carries many).
     pub fn apply(
         &mut self,
         req: Request,
         log_id: LogId,
+        position: usize,
         app: Option<&mut dyn Application>,
     ) -> Result<Response, StorageError> {
         match req {
-            Request::OpenSession => {
-                self.sessions.open(log_id.index);
-                Ok(Response {
+            Request::OpenSession => match session_id(log_id.index, position) {
+                Some(id) if self.sessions.open(id) => Ok(Response {
                     ok: true,
-                    current: Some(log_id.index.to_le_bytes().to_vec()),
+                    current: Some(id.to_le_bytes().to_vec()),
                     refusal: None,
-                })
-            }
+                }),
+                _ => Ok(Response::refused(Refusal::Malformed(format!(
+                    "cannot open a session as request {position} of entry {log_id}"
+                )))),
+            },
             Request::Session {
                 client,
                 seq,
@@ -497,12 +517,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(batch) => {
                     let mut out = Vec::with_capacity(batch.ops.len());
-                    for req in batch.ops {
+                    for (position, req) in batch.ops.into_iter().enumerate() {
                         let app: Option<&mut dyn Application> = match app.as_mut() {
                             Some(a) => Some(&mut ***a),
                             None => None,
                         };
-                        out.push(c.apply(req, log_id, app)?);
+                        out.push(c.apply(req, log_id, position, app)?);
                     }
                     out
                 }

@@ -53,9 +53,9 @@ pub async fn rebuild(witness: &Witness) -> Result<WitnessState, WitnessError> {
     }
     for entry in wlog.entries {
         if let EntryPayload::Normal(batch) = entry.payload {
-            for req in batch.ops {
+            for (position, req) in batch.ops.into_iter().enumerate() {
                 // Without an application nothing fails to apply.
-                let _ = content.apply(req, entry.log_id, None);
+                let _ = content.apply(req, entry.log_id, position, None);
             }
         }
         state.applied = Some(entry.log_id);

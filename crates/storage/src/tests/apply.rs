@@ -150,8 +150,9 @@ async fn a_session_retry_is_replayed_not_applied_again_across_a_snapshot() {
         key: "a".into(),
         value: v.as_bytes().to_vec(),
     };
+    let id = crate::session_id(1, 0).expect("an id");
     let tag = |seq| SessionTag {
-        client: 1,
+        client: id,
         seq,
         acked_below: 1,
     };
@@ -168,8 +169,8 @@ async fn a_session_retry_is_replayed_not_applied_again_across_a_snapshot() {
             .expect("apply");
         assert_eq!(
             replies[1][0].current,
-            Some(1u64.to_le_bytes().to_vec()),
-            "the session's id is its index"
+            Some(id.to_le_bytes().to_vec()),
+            "the session id of request 0 of entry 1"
         );
         sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
     }
@@ -199,4 +200,60 @@ async fn a_session_retry_is_replayed_not_applied_again_across_a_snapshot() {
         .expect("apply");
     assert_eq!(replies[0][0].refusal, Some(Refusal::UnknownSession(99)));
     assert_eq!(sm.get("a"), val("3"), "a request of an unknown session changes nothing");
+}
+
+/// Sessions opened by requests batched into one entry get distinct ids, so
+/// each client's request 1 is its own. (With the log index as the id, the
+/// second client's write was answered with the first's reply, acknowledged,
+/// and never applied.)
+#[tokio::test]
+async fn sessions_opened_in_one_entry_are_distinct() {
+    use walship_types::Batch;
+    use walship_types::SessionTag;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sm = open_sm(dir.path()).await;
+    let opened = sm
+        .apply(vec![
+            genesis_entry(),
+            Entry {
+                log_id: lid(1, 1),
+                payload: EntryPayload::Normal(Batch {
+                    ops: vec![Request::OpenSession, Request::OpenSession],
+                }),
+            },
+        ])
+        .await
+        .expect("apply");
+    let ids: Vec<u64> = opened[1]
+        .iter()
+        .map(|r| u64::from_le_bytes(r.current.as_deref().expect("an id").try_into().expect("8 bytes")))
+        .collect();
+    assert_ne!(ids[0], ids[1], "two sessions, two ids: {ids:?}");
+    let put = |id: u64, key: &str| {
+        SessionTag {
+            client: id,
+            seq: 1,
+            acked_below: 1,
+        }
+        .wrap(Request::Set {
+            key: key.into(),
+            value: b"v".to_vec(),
+        })
+    };
+    sm.apply(vec![Entry {
+        log_id: lid(1, 2),
+        payload: EntryPayload::Normal(Batch {
+            ops: vec![put(ids[0], "a"), put(ids[1], "b")],
+        }),
+    }])
+    .await
+    .expect("apply");
+    assert_eq!(sm.get("a"), val("v"));
+    assert_eq!(
+        sm.get("b"),
+        val("v"),
+        "the second session's request 1 was applied, not replayed"
+    );
+    assert_eq!(sm.sessions(), 2);
 }
