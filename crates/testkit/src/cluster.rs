@@ -61,6 +61,7 @@ use crate::faultproxy::ProxyStats;
 use crate::node::Node;
 use crate::node::NodeSpec;
 use crate::ports::free_addr;
+use crate::process::example_binary_beside_this_one;
 use crate::process::tail;
 use crate::process::walship_binary_beside_this_one;
 use crate::wait::Deadline;
@@ -112,6 +113,8 @@ enum Zk {
 pub struct Setup {
     place: Place,
     bin: Option<PathBuf>,
+    /// Run this example (`target/<profile>/examples/<name>`) as the nodes.
+    example: Option<String>,
     zk: Zk,
     zk_options: ZkOptions,
     zk_sasl_secret: Option<PathBuf>,
@@ -147,6 +150,7 @@ impl Setup {
         Setup {
             place,
             bin: None,
+            example: None,
             zk: Zk::Own,
             zk_options: ZkOptions {
                 own_process_group: own_process_groups,
@@ -167,6 +171,15 @@ impl Setup {
     /// The `walship` binary to run (default: the one beside this executable).
     pub fn bin(mut self, bin: &Path) -> Setup {
         self.bin = Some(bin.to_path_buf());
+        self
+    }
+
+    /// Run the example `name` as both nodes instead of `walship node`: an
+    /// embedder's program that takes `walship node`'s flags (it flattens
+    /// `walship::cli::NodeArgs` and calls `walship::start`), found where
+    /// cargo builds examples beside this executable.
+    pub fn example(mut self, name: &str) -> Setup {
+        self.example = Some(name.to_string());
         self
     }
 
@@ -272,6 +285,13 @@ impl Setup {
             Some(b) => b.clone(),
             None => walship_binary_beside_this_one().map_err(anyhow::Error::msg)?,
         };
+        let (node_bin, node_command) = match &self.example {
+            Some(name) => (
+                example_binary_beside_this_one(name).map_err(anyhow::Error::msg)?,
+                Vec::new(),
+            ),
+            None => (bin.clone(), vec!["node".to_string()]),
+        };
         let certs = dir.path().join("certs");
         let mut zk_options = self.zk_options.clone();
         let prepared = async {
@@ -323,7 +343,8 @@ impl Setup {
             zk_links: BTreeMap::new(),
             pool,
             tls,
-            bin,
+            bin: node_bin,
+            node_command,
             node_args: self.node_args.clone(),
             setup: self,
             dir,
@@ -348,7 +369,9 @@ pub struct Cluster {
     /// endpoint is a placeholder.
     pool: NodeClient,
     tls: Option<ClientTls>,
+    /// The nodes' program, and its arguments before their flags.
     bin: PathBuf,
+    node_command: Vec<String>,
     /// Flags for the nodes `spawn_node` starts from now on.
     node_args: Vec<String>,
     setup: Setup,
@@ -375,6 +398,7 @@ impl Cluster {
         }
         let mut spec = NodeSpec::local(id, &self.bin, &self.name, &self.zk_addr, self.dir.path())?;
         spec.own_process_group = self.setup.own_process_groups;
+        spec.command = self.node_command.clone();
         spec.extra_args = self
             .node_args
             .iter()

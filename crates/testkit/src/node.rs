@@ -1,4 +1,5 @@
-//! One `walship node` process: the real binary, started with explicit flags
+//! One `walship node` process (or an embedder's program that takes the
+//! same flags, such as an example): the real binary, started with explicit flags
 //! (the developer's `WALSHIP_*` settings never leak in), its stdout and stderr
 //! appended to its log (by default `<data dir>.log`, a sibling of the data
 //! dir, so it survives a wipe), reached through a [`NodeClient`].
@@ -53,8 +54,12 @@ const CLEARED_ENV: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct NodeSpec {
     pub id: u64,
-    /// The `walship` binary.
+    /// The program: the `walship` binary, or an embedder's (an example
+    /// built on `walship::start` that takes `walship node`'s flags).
     pub bin: PathBuf,
+    /// Its arguments before the node's flags: `["node"]` for the `walship`
+    /// binary, none for an embedder's program.
+    pub command: Vec<String>,
     pub cluster: String,
     /// Its `--zk`.
     pub zk: String,
@@ -79,6 +84,7 @@ impl NodeSpec {
         Ok(NodeSpec {
             id,
             bin: bin.to_path_buf(),
+            command: vec!["node".to_string()],
             cluster: cluster.to_string(),
             zk: zk.to_string(),
             data_dir: dir.join(format!("node{id}")),
@@ -142,6 +148,7 @@ impl Node {
         let spec = NodeSpec {
             id,
             bin,
+            command: vec!["node".to_string()],
             cluster: cluster.to_string(),
             zk: zk.to_string(),
             data_dir: data_dir.to_path_buf(),
@@ -185,7 +192,7 @@ impl Node {
         )?;
         let stderr = log.try_clone()?;
         let mut cmd = Command::new(&s.bin);
-        cmd.arg("node")
+        cmd.args(&s.command)
             .args(["--id", &s.id.to_string()])
             .args(["--cluster", &s.cluster])
             .args(["--zk", &s.zk])

@@ -227,3 +227,20 @@ pub fn walship_binary_beside_this_one() -> std::result::Result<PathBuf, String> 
         me.display()
     ))
 }
+
+/// The example `name` cargo built beside this executable's profile dir
+/// (`target/<profile>/examples/<name>`; `cargo test --all-targets` builds
+/// the examples, `cargo build --example <name>` one of them).
+pub fn example_binary_beside_this_one(name: &str) -> std::result::Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let dir = me.parent().ok_or("this executable has no directory")?;
+    for candidate in [dir.join("examples").join(name), dir.join("../examples").join(name)] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "no example {name} beside {}: build it first (cargo build --example {name}, or cargo test --all-targets)",
+        me.display()
+    ))
+}
