@@ -41,8 +41,9 @@ const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// Why a session's request did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
-    /// The application rejected the command (409): nothing changed.
-    #[error("rejected: {0}")]
+    /// The application rejected the command (409): nothing changed. The
+    /// node's message, which names the application's reason.
+    #[error("{0}")]
     Rejected(String),
     /// Refused for good (400, 401, 403, 413, …): nothing was written.
     #[error("refused: {0}")]
