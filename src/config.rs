@@ -2,7 +2,7 @@
 //! [`NodeConfig`], then checked.
 //!
 //! Precedence, highest first: a flag, its `WALSHIP_*` environment variable
-//! (both read by clap into [`NodeArgs`](crate::cli::NodeArgs), whose settings are all `Option`s so
+//! (both read by clap into `walship::cli::NodeArgs` (feature `cli`), whose settings are all `Option`s so
 //! that an absent flag lets the lower layers show through), the TOML file of
 //! `--config` / `WALSHIP_CONFIG` ([`FileConfig`]), the defaults
 //! ([`FileConfig::defaults`]).

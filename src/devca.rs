@@ -21,7 +21,6 @@
 use std::path::Path;
 use std::path::PathBuf;
 
-use clap::Args;
 use rcgen::BasicConstraints;
 use rcgen::CertificateParams;
 use rcgen::DnType;
@@ -35,28 +34,30 @@ use crate::tls::client_name;
 use crate::tls::node_name;
 use crate::types::NODE_IDS;
 
-#[derive(Args, Debug, Clone)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct DevCaArgs {
     /// Directory to write the files into (created if missing).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub dir: PathBuf,
     /// The cluster the certificates are for (as given to `walship node --cluster`).
-    #[arg(long, env = "WALSHIP_CLUSTER", value_parser = parse_cluster)]
+    #[cfg_attr(feature = "cli", arg(long, env = "WALSHIP_CLUSTER", value_parser = parse_cluster))]
     pub cluster: String,
     /// More names or IP addresses the nodes are reached by (repeatable, or
     /// comma-separated); localhost, 127.0.0.1 and ::1 are always in.
-    #[arg(long = "host", value_delimiter = ',')]
+    #[cfg_attr(feature = "cli", arg(long = "host", value_delimiter = ','))]
     pub hosts: Vec<String>,
     /// More names or IP addresses ZooKeeper is reached by (repeatable, or
     /// comma-separated), for its certificate zk.pem; localhost, 127.0.0.1
     /// and ::1 are always in.
-    #[arg(long = "zk-host", value_delimiter = ',')]
+    #[cfg_attr(feature = "cli", arg(long = "zk-host", value_delimiter = ','))]
     pub zk_hosts: Vec<String>,
     /// Overwrite files that exist (else refuse, so a CA is not replaced by mistake).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub force: bool,
 }
 
+#[cfg(feature = "cli")]
 fn parse_cluster(s: &str) -> Result<String, String> {
     crate::config::check_cluster_name(s)?;
     Ok(s.to_string())
@@ -193,6 +194,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// `walship dev-ca`: exit 0 with the files and the flags to use them, 2 on error.
+#[cfg(feature = "cli")]
 pub fn run(args: DevCaArgs) -> std::process::ExitCode {
     match write(&args) {
         Ok(files) => {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -17,7 +18,7 @@ pub mod node;
 
 pub mod proposer;
 pub mod running;
-pub mod serve;
+mod serve;
 pub use walship_storage as storage;
 pub mod tls;
 pub use walship_types as types;

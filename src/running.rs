@@ -50,7 +50,7 @@ pub async fn start(
     let node = Node::start_with(cfg, app, events).await?;
     node.run_background().await?;
     tracing::info!(listen = %addr, tls = node.server_tls().is_some(), "serving");
-    let router = crate::api::router(Arc::clone(&node));
+    let router = crate::api::routes(Arc::clone(&node));
     let tls = node.server_tls().map(|config| crate::serve::ServerTls {
         config: Arc::clone(config),
         cluster: node.cfg().cluster.clone(),

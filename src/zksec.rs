@@ -75,13 +75,14 @@ pub fn load_security(auth: &crate::auth::Auth, sasl: bool, tls: Option<&ZkTlsFil
 }
 
 /// `walship zk-jaas`.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ZkJaasArgs {
     /// The cluster's secret file (as given to `walship node --secret-file`).
-    #[arg(long, env = "WALSHIP_SECRET_FILE")]
+    #[cfg_attr(feature = "cli", arg(long, env = "WALSHIP_SECRET_FILE"))]
     pub secret_file: PathBuf,
     /// Write the JAAS file here (mode 0600) instead of printing it.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub out: Option<PathBuf>,
 }
 
@@ -99,6 +100,7 @@ pub fn jaas_file(secret: &str) -> String {
 }
 
 /// `walship zk-jaas`: exit 0 with the JAAS file printed or written, 2 on error.
+#[cfg(feature = "cli")]
 pub fn run_jaas(args: ZkJaasArgs) -> std::process::ExitCode {
     let result = (|| {
         let secret = crate::auth::read_secret(&args.secret_file, "secret_file")?;

@@ -511,7 +511,11 @@ mod local_state {
             acked.insert("through-node-1".into(), "yes".into());
             reads_back(&api, &acked).await?;
 
-            let metrics = api.raw(reqwest::Method::GET, "/metrics", None).await.into_result()?.1;
+            let metrics = api
+                .raw(walship::client::Method::GET, "/metrics", None)
+                .await
+                .into_result()?
+                .1;
             let metrics = String::from_utf8_lossy(&metrics).into_owned();
             assert!(
                 metrics.lines().any(|l| l == "walship_local_log_tail_repairs_total 1"),

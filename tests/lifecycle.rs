@@ -14,7 +14,7 @@ use common::Cluster;
 use common::Deadline;
 use common::Reply;
 use common::Setup;
-use reqwest::Method;
+use walship::client::Method;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

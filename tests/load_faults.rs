@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use common::cluster::ClusterContext;
 use common::writer::{Op, Outcome};
 use common::{Cluster, Deadline, NodeClient, Reply, Setup, WriterLog};
-use reqwest::Method;
+use walship::client::Method;
 use walship_testkit::faultproxy::CutMode;
 
 const TIMEOUT: Duration = Duration::from_secs(20);

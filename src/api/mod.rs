@@ -6,7 +6,7 @@
 //! committed (hence in ZooKeeper, which sits in every quorum) and applied.
 
 mod error;
-pub mod peer;
+pub(crate) mod peer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,7 +45,18 @@ pub const ACKED_BELOW: &str = "x-walship-acked-below";
 /// The log index of an application command's entry, in its answer.
 pub const INDEX: &str = "x-walship-index";
 
+/// The node's whole HTTP API (client routes, health, metrics, admin and the
+/// peer RPC) as an axum [`Router`], for an embedder who serves it on a
+/// server of their own; [`crate::start`] serves it without this, on a
+/// listener with walship's connection cap, timeouts and TLS, which a server
+/// of one's own must then provide. Feature `router`.
+#[cfg(feature = "router")]
 pub fn router(node: Arc<Node>) -> Router {
+    routes(node)
+}
+
+/// [`router`]'s routes (public only with feature `router`).
+pub(crate) fn routes(node: Arc<Node>) -> Router {
     // Client routes that need the API token when one is configured; status,
     // health and metrics stay open for probes, scrapers and operators.
     // Larger than any valid value, so oversize values get our JSON 413.

@@ -32,7 +32,6 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::header::HeaderValue;
 use reqwest::header::AUTHORIZATION;
-use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
@@ -98,16 +97,67 @@ impl Default for ClientOptions {
     }
 }
 
-/// Why a [`NodeClient`] could not be built.
+/// An HTTP method for [`NodeClient::send`] and [`NodeClient::raw`]: the
+/// usual ones as constants, any other by [`Method::from_bytes`]. walship's
+/// own type, so calling the client needs no HTTP library of one's own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Method(reqwest::Method);
+
+impl Method {
+    /// `GET`.
+    pub const GET: Method = Method(reqwest::Method::GET);
+    /// `HEAD`.
+    pub const HEAD: Method = Method(reqwest::Method::HEAD);
+    /// `PUT`.
+    pub const PUT: Method = Method(reqwest::Method::PUT);
+    /// `POST`.
+    pub const POST: Method = Method(reqwest::Method::POST);
+    /// `DELETE`.
+    pub const DELETE: Method = Method(reqwest::Method::DELETE);
+    /// `PATCH`.
+    pub const PATCH: Method = Method(reqwest::Method::PATCH);
+    /// `OPTIONS`.
+    pub const OPTIONS: Method = Method(reqwest::Method::OPTIONS);
+
+    /// Any method token (RFC 9110's `token` characters); `None` if `name`
+    /// is not one.
+    pub fn from_bytes(name: &[u8]) -> Option<Method> {
+        reqwest::Method::from_bytes(name).ok().map(Method)
+    }
+
+    /// The method's name, as sent.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a [`NodeClient`] could not be built. None of these is retryable:
+/// each needs a changed [`ClientOptions`] or file.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// [`ClientOptions::api_token`] cannot be sent in an HTTP header
+    /// (a control character or a non-visible byte).
     #[error("the API token is not a valid header value")]
     BadToken,
     /// A TLS file is missing or unusable (the message names it).
     #[error("{0}")]
     Tls(String),
-    #[error("cannot build an HTTP client: {0}")]
-    Build(reqwest::Error),
+    /// The HTTP client library refused the options (the message says why;
+    /// the source is the library's error).
+    #[error("cannot build an HTTP client: {message}")]
+    Build {
+        /// What went wrong, in one line.
+        message: String,
+        /// The HTTP library's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// An HTTP answer, whatever its status.
@@ -344,7 +394,10 @@ impl NodeClient {
             let config = crate::tls::client_config(&tls.ca, identity).map_err(ClientError::Tls)?;
             builder = builder.use_preconfigured_tls(config);
         }
-        let http = builder.build().map_err(ClientError::Build)?;
+        let http = builder.build().map_err(|e| ClientError::Build {
+            message: why(&e),
+            source: Box::new(e),
+        })?;
         let https = opts.tls.is_some();
         Ok(NodeClient::on(http, https, endpoint.to_string(), opts.timeout))
     }
@@ -506,7 +559,7 @@ impl NodeClient {
     ) -> Attempt {
         let mut req = self
             .http
-            .request(method, format!("{}{path_and_query}", self.base))
+            .request(method.0, format!("{}{path_and_query}", self.base))
             .timeout(self.timeout);
         if let Some(tag) = session {
             req = req

@@ -22,13 +22,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use reqwest::Method;
 use tokio::time::Instant;
 
 use super::decode_applied;
 use super::encode_key;
 use super::Applied;
 use super::Attempt;
+use super::Method;
 use super::NodeClient;
 use super::Reply;
 use super::SessionTag;

@@ -18,7 +18,7 @@ impl Node {
     /// Starts a node whose log drives `app` instead of the key-value map
     /// (the key-value API still works beside it). Like [`Node::start`]:
     /// call [`Node::run_background`] next, and serve
-    /// [`crate::api::router`] for the peer RPC and client API; or let
+    /// `walship::api::router` (feature `router`) for the peer RPC and client API; or let
     /// [`crate::start`] do all three, as `walship node` does. To see the
     /// events of start-up itself (adoption from ZooKeeper), use
     /// [`Node::start_with`] with an [`crate::events::Events`] subscribed

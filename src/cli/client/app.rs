@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
 
 use super::kv::read_value;
@@ -23,6 +22,7 @@ use super::EXIT_SERVER;
 use super::EXIT_UNAVAILABLE;
 use super::EXIT_UNKNOWN;
 use super::EXIT_USAGE;
+use crate::client::Method;
 use crate::client::Session;
 use crate::client::SessionError;
 

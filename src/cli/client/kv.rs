@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::io::Read;
 use std::io::Write;
 
-use reqwest::Method;
 use serde_json::json;
 use serde_json::Value;
 
@@ -22,6 +21,7 @@ use super::EXIT_NOT_FOUND;
 use super::EXIT_OK;
 use super::EXIT_SERVER;
 use crate::client::encode_key;
+use crate::client::Method;
 use crate::client::Response;
 
 pub async fn run(args: KvArgs) -> Result<u8, Failure> {

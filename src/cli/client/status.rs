@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
 use serde_json::Value;
 
@@ -27,6 +26,7 @@ use super::StatusArgs;
 use super::EXIT_OK;
 use super::EXIT_UNAVAILABLE;
 use crate::client::Attempt;
+use crate::client::Method;
 
 /// One endpoint's answer, or why there is none.
 #[derive(Debug, Clone)]

@@ -7,8 +7,6 @@
 use std::time::Duration;
 use std::time::Instant;
 
-use reqwest::Method;
-
 use super::ClientOpts;
 use super::Failure;
 use super::EXIT_SERVER;
@@ -19,6 +17,7 @@ use crate::client::Attempt;
 use crate::client::ClientError;
 use crate::client::ClientOptions;
 use crate::client::ClientTls;
+use crate::client::Method;
 use crate::client::NodeClient;
 use crate::client::Response;
 
@@ -113,7 +112,7 @@ impl Transport {
                 token_file.unwrap_or_default()
             )),
             ClientError::Tls(message) => Failure::usage(message),
-            ClientError::Build(e) => Failure::new(EXIT_SERVER, format!("cannot build an HTTP client: {e}")),
+            e @ ClientError::Build { .. } => Failure::new(EXIT_SERVER, e.to_string()),
         })?;
         if opts.tls_ca_file.is_none() && opts.endpoints.iter().any(|e| e.trim().starts_with("https://")) {
             return Err(Failure::usage(
