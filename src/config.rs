@@ -39,45 +39,65 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Everything `walship node` is told (see `cli`).
+/// Everything a node is told: by `walship node`'s flags, file and
+/// environment, or in code by [`NodeConfig::builder`]. Plain data, checked
+/// when built; each field is the setting of the same name in [`SETTINGS`].
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
+    /// This node's id: 1 or 2 (3 is ZooKeeper, the witness).
     pub id: NodeId,
+    /// The cluster's name; its state lives under `/walship/<cluster>` in ZooKeeper.
     pub cluster: String,
+    /// ZooKeeper's connect string, `host:port[,host:port...]` (an optional
+    /// chroot after a `/`).
     pub zk: String,
+    /// Directory of the local Raft log, vote and snapshots.
     pub data_dir: PathBuf,
+    /// `host:port` the HTTP API and peer RPC listen on.
     pub listen: String,
     /// Address peers and clients use to reach this node (defaults to `listen`).
     pub advertise: Option<String>,
+    /// Leader heartbeat period, ms; also openraft's per-RPC timeout to ZooKeeper.
     pub heartbeat_interval_ms: u64,
     /// No word from the leader for this long means it is gone.
     pub election_timeout_ms: u64,
+    /// ZooKeeper session timeout asked for, ms (ZooKeeper clamps it).
     pub zk_session_timeout_ms: u64,
+    /// Bound on any single ZooKeeper call, ms.
     pub zk_op_timeout_ms: u64,
+    /// Build a snapshot (and ship it to ZooKeeper) every this many entries.
     pub snapshot_every_entries: u64,
     /// Also snapshot once this many bytes went to W's WAL since the last one.
     pub snapshot_every_wal_bytes: u64,
+    /// Most entries in one AppendEntries, and so in one ZooKeeper multi.
     pub max_payload_entries: u64,
     /// How long a client write may wait for its commit before it is a 504.
     pub write_timeout_ms: u64,
     /// Group commit: entries proposed concurrently, and payload bytes per entry.
     pub max_inflight_batches: usize,
+    /// Group commit: payload bytes per batch (one Raft entry).
     pub max_batch_bytes: usize,
     /// When a local log append counts as done (storage/flusher.rs).
     pub log_sync: crate::storage::LogSync,
-    /// Access control (see `crate::auth`); None: off.
+    /// Access control (see `crate::auth`): the cluster's shared secret
+    /// (ZooKeeper ACLs, node-to-node RPC token); None: off.
     pub secret_file: Option<PathBuf>,
+    /// The token clients send as `Authorization: Bearer`; None: the client
+    /// API is open.
     pub api_token_file: Option<PathBuf>,
     /// An unreadable local log or snapshot is moved aside and rebuilt from W
     /// instead of refused (`storage::open_local`).
     pub rebuild_from_witness: bool,
-    /// The HTTP listener's bounds (`crate::serve`); 0 connections: derived.
+    /// The HTTP listener's bounds: connections served at once (0: half the
+    /// process's descriptor limit, 64..=4096).
     pub max_connections: usize,
+    /// A request's head must arrive within this, ms; also the idle-connection timeout.
     pub header_read_timeout_ms: u64,
+    /// A whole request is answered within this, ms (408 else).
     pub request_timeout_ms: u64,
-    /// A request's body must arrive within this of its head.
+    /// A request's body must arrive within this of its head, ms.
     pub body_read_timeout_ms: u64,
-    /// Largest snapshot body accepted from the other node.
+    /// Largest snapshot body accepted from the other node, bytes.
     pub max_snapshot_bytes: u64,
     /// TLS mode (see `crate::tls`); None: plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
@@ -94,7 +114,8 @@ impl NodeConfig {
     /// The configuration of node `id` with every optional setting at its
     /// default (as `walship node --print-config` shows them), checked as
     /// `walship node` checks its flags: for embedders, who then change
-    /// fields as they need (`NodeConfig` is plain data).
+    /// fields as they need (`NodeConfig` is plain data). Errors name the
+    /// setting and why, as [`NodeConfigBuilder::build`]'s do.
     pub fn with_defaults(
         id: NodeId,
         cluster: &str,
@@ -102,15 +123,181 @@ impl NodeConfig {
         data_dir: impl Into<PathBuf>,
         listen: &str,
     ) -> Result<NodeConfig, ConfigError> {
-        let given = FileConfig {
-            id: Some(id),
-            cluster: Some(cluster.to_string()),
-            zk: Some(zk.to_string()),
-            data_dir: Some(data_dir.into()),
-            listen: Some(listen.to_string()),
-            ..FileConfig::default()
+        NodeConfig::builder(id, cluster, zk, data_dir, listen).build()
+    }
+
+    /// A builder of node `id`'s configuration: the five settings that have
+    /// no default are its arguments (`zk`: ZooKeeper's connect string,
+    /// `host:port[,host:port...]`; `listen`: the `host:port` of the HTTP API
+    /// and peer RPC), every other setting is at `walship node`'s default
+    /// until a setter changes it. [`NodeConfigBuilder::build`] checks the
+    /// result as `walship node` checks its flags.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), walship::config::ConfigError> {
+    /// use walship::config::NodeConfig;
+    /// let cfg = NodeConfig::builder(1, "ledger", "zk1:2181,zk2:2181", "/var/lib/ledger", "0.0.0.0:8081")
+    ///     .advertise("node1.example:8081")
+    ///     .election_timeout_ms(1500)
+    ///     .api_token_file("/etc/ledger/api-token")
+    ///     .build()?;
+    /// # let _ = cfg; Ok(()) }
+    /// ```
+    pub fn builder(
+        id: NodeId,
+        cluster: &str,
+        zk: &str,
+        data_dir: impl Into<PathBuf>,
+        listen: &str,
+    ) -> NodeConfigBuilder {
+        NodeConfigBuilder {
+            given: FileConfig {
+                id: Some(id),
+                cluster: Some(cluster.to_string()),
+                zk: Some(zk.to_string()),
+                data_dir: Some(data_dir.into()),
+                listen: Some(listen.to_string()),
+                ..FileConfig::default()
+            },
+        }
+    }
+}
+
+/// Builds a [`NodeConfig`] in code (from [`NodeConfig::builder`]): a setter
+/// per commonly changed setting, named as the TOML key and the flag
+/// (`--election-timeout-ms` is `.election_timeout_ms(..)`), durations in
+/// milliseconds as the names say. Nothing is checked before
+/// [`NodeConfigBuilder::build`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct NodeConfigBuilder {
+    /// The settings given so far (a layer over the defaults, as the flags are).
+    given: FileConfig,
+}
+
+/// A setter per plain setting: `$key` takes `$ty` (converted by `$conv`).
+macro_rules! builder_setters {
+    ($( $(#[$doc:meta])* $key:ident : $ty:ty; )*) => {
+        impl NodeConfigBuilder {
+            $(
+                $(#[$doc])*
+                pub fn $key(mut self, value: $ty) -> NodeConfigBuilder {
+                    self.given.$key = Some(value.into());
+                    self
+                }
+            )*
+        }
+    };
+}
+
+builder_setters! {
+    /// `host:port` the other node and clients reach this node by, when not
+    /// `listen` (a wildcard or NATed listen address).
+    advertise: impl Into<String>;
+    /// Leader heartbeat period, ms (default 200); also the per-RPC timeout to
+    /// ZooKeeper, so keep it above ZooKeeper's p99 multi latency.
+    heartbeat_interval_ms: u64;
+    /// Silence from the leader for this long (ms, default 1000) starts a
+    /// failover; must be more than twice `heartbeat_interval_ms`.
+    election_timeout_ms: u64;
+    /// ZooKeeper session timeout asked for, ms (default 4000; ZooKeeper clamps it).
+    zk_session_timeout_ms: u64;
+    /// Bound on any single ZooKeeper call, ms (default 2000).
+    zk_op_timeout_ms: u64;
+    /// A write not confirmed within this (ms, default 5000) is answered 504,
+    /// outcome unknown; must stay below `request_timeout_ms`.
+    write_timeout_ms: u64;
+    /// Build a snapshot (and ship it to ZooKeeper) every this many entries
+    /// (default 10 000).
+    snapshot_every_entries: u64;
+    /// Also snapshot once this many bytes went to ZooKeeper's WAL since the
+    /// last snapshot (default 64 MiB; 1 MiB..=1 TiB).
+    snapshot_every_wal_bytes: u64;
+    /// Group commit: client-request batches (Raft entries) in flight at once
+    /// (default 1, at most 1024).
+    max_inflight_batches: usize;
+    /// Group commit: payload bytes per batch (default 256 KiB, 1 KiB..=768 KiB).
+    max_batch_bytes: usize;
+    /// File holding the cluster's shared secret: ZooKeeper ACLs and the
+    /// token on node-to-node RPC (default: none, no access control). Read
+    /// by `build`, which fails if it is missing or empty.
+    secret_file: impl Into<PathBuf>;
+    /// File holding the token clients must send as `Authorization: Bearer`
+    /// (default: none, the client API is open). Read by `build`.
+    api_token_file: impl Into<PathBuf>;
+    /// Authenticate to ZooKeeper by SASL DIGEST-MD5 instead of the digest
+    /// scheme (default false; needs `secret_file`).
+    zk_sasl: bool;
+    /// HTTP connections served at once (default 0: half the process's
+    /// descriptor limit, 64..=4096).
+    max_connections: usize;
+    /// A request's head must arrive within this, ms (default 60 000); also
+    /// the idle-connection timeout.
+    header_read_timeout_ms: u64;
+    /// A whole request is answered within this, ms (default 60 000; 408
+    /// else); must be more than `write_timeout_ms`.
+    request_timeout_ms: u64;
+    /// A request's body must arrive within this of its head, ms (default 10 000).
+    body_read_timeout_ms: u64;
+    /// Largest snapshot accepted from the other node, bytes (default 1 GiB;
+    /// must stay above the state's size).
+    max_snapshot_bytes: u64;
+    /// Move an unreadable local log or snapshot aside and rebuild from
+    /// ZooKeeper instead of refusing to start (default false; meant for one
+    /// start after such an error).
+    rebuild_from_witness: bool;
+}
+
+impl NodeConfigBuilder {
+    /// When a local log append counts as done (default
+    /// [`LogSync::Background`](crate::storage::LogSync::Background)).
+    pub fn log_sync(mut self, sync: crate::storage::LogSync) -> NodeConfigBuilder {
+        let text = match sync {
+            crate::storage::LogSync::Background => "background",
+            crate::storage::LogSync::PerAppend => "per-append",
         };
-        check(&Layered::new(given, FileConfig::default(), None))
+        self.given.log_sync = Some(text.to_string());
+        self
+    }
+
+    /// TLS mode: this node's PEM certificate (naming it
+    /// `node<id>.<cluster>.walship`) and key, and the CA the other node's and
+    /// clients' certificates must chain to. The listener then speaks only
+    /// TLS. `build` reads and checks the files.
+    pub fn tls(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+        ca_file: impl Into<PathBuf>,
+    ) -> NodeConfigBuilder {
+        self.given.tls_cert_file = Some(cert_file.into());
+        self.given.tls_key_file = Some(key_file.into());
+        self.given.tls_ca_file = Some(ca_file.into());
+        self
+    }
+
+    /// TLS mode: the key-value, application and admin routes also need a
+    /// client certificate of this cluster (default false; needs [`tls`](Self::tls)).
+    pub fn tls_client_auth(mut self, on: bool) -> NodeConfigBuilder {
+        self.given.tls_client_auth = Some(on);
+        self
+    }
+
+    /// ZooKeeper over TLS: the PEM CA ZooKeeper's certificate must chain to,
+    /// and optionally a client certificate and key to present to it.
+    pub fn zk_tls(mut self, ca_file: impl Into<PathBuf>, identity: Option<(PathBuf, PathBuf)>) -> NodeConfigBuilder {
+        self.given.zk_tls_ca_file = Some(ca_file.into());
+        let (cert, key) = identity.unzip();
+        self.given.zk_tls_cert_file = cert;
+        self.given.zk_tls_key_file = key;
+        self
+    }
+
+    /// The configuration, checked as `walship node` checks its flags (ranges,
+    /// the timeouts' relations, the id, the files it names). An error names
+    /// the setting, its value and why, in one line.
+    pub fn build(self) -> Result<NodeConfig, ConfigError> {
+        check(&Layered::in_code(self.given))
     }
 }
 
@@ -118,14 +305,18 @@ impl NodeConfig {
 /// flag is the key with dashes), its environment variable and what it does.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
+    /// The TOML key, which is also `NodeConfig`'s field (`election_timeout_ms`).
     pub key: &'static str,
+    /// The environment variable that sets it (`WALSHIP_ELECTION_TIMEOUT_MS`).
     pub env: &'static str,
     /// True when there is no default: the node does not start without it.
     pub required: bool,
+    /// What it does, one paragraph (`--print-config` prints it above the key).
     pub doc: &'static str,
 }
 
 impl Setting {
+    /// The command-line flag: the key with dashes (`--election-timeout-ms`).
     pub fn flag(&self) -> String {
         format!("--{}", self.key.replace('_', "-"))
     }
@@ -142,6 +333,7 @@ macro_rules! settings {
         #[serde(deny_unknown_fields)]
         pub struct FileConfig {
             $(
+                #[doc = $doc]
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $key: Option<$ty>,
             )*
@@ -184,7 +376,7 @@ settings! {
     id: u64 = None, "WALSHIP_ID",
         "This node's id: 1 or 2 (3 is ZooKeeper, the witness).";
     cluster: String = None, "WALSHIP_CLUSTER",
-        "Cluster name; its state lives under /walship/<cluster> in ZooKeeper.";
+        "Cluster name; its state lives under `/walship/<cluster>` in ZooKeeper.";
     zk: String = None, "WALSHIP_ZK",
         "ZooKeeper connect string, host:port[,host:port...].";
     data_dir: PathBuf = None, "WALSHIP_DATA_DIR",
@@ -228,13 +420,13 @@ settings! {
     zk_tls_key_file: PathBuf = None, "WALSHIP_ZK_TLS_KEY_FILE",
         "ZooKeeper over TLS: PEM private key of zk_tls_cert_file.";
     tls_cert_file: PathBuf = None, "WALSHIP_TLS_CERT_FILE",
-        "TLS mode (with tls_key_file and tls_ca_file): PEM certificate naming this node as node<id>.<cluster>.walship; the listener then speaks only TLS, and peer RPC needs the other node's certificate. Unset: plain HTTP.";
+        "TLS mode (with tls_key_file and tls_ca_file): PEM certificate naming this node as `node<id>.<cluster>.walship`; the listener then speaks only TLS, and peer RPC needs the other node's certificate. Unset: plain HTTP.";
     tls_key_file: PathBuf = None, "WALSHIP_TLS_KEY_FILE",
         "TLS mode: PEM private key of tls_cert_file.";
     tls_ca_file: PathBuf = None, "WALSHIP_TLS_CA_FILE",
         "TLS mode: PEM CA certificate the other node's and clients' certificates must chain to.";
     tls_client_auth: bool = Some(false), "WALSHIP_TLS_CLIENT_AUTH",
-        "TLS mode: the key-value and admin routes also need a client certificate of this cluster (client.<cluster>.walship, or a node's); status, health and metrics stay open.";
+        "TLS mode: the key-value and admin routes also need a client certificate of this cluster (`client.<cluster>.walship`, or a node's); status, health and metrics stay open.";
     max_connections: usize = Some(0), "WALSHIP_MAX_CONNECTIONS",
         "HTTP connections served at once, more are closed on accept; 0: half the process's descriptor limit (64..=4096).";
     header_read_timeout_ms: u64 = Some(60_000), "WALSHIP_HEADER_READ_TIMEOUT_MS",
@@ -246,12 +438,13 @@ settings! {
     max_snapshot_bytes: u64 = Some(1 << 30), "WALSHIP_MAX_SNAPSHOT_BYTES",
         "Largest snapshot accepted from the other node (413 above); must stay above the state's size.";
     rebuild_from_witness: bool = Some(false), "WALSHIP_REBUILD_FROM_WITNESS",
-        "If the local log, state file or snapshot is unreadable (corrupt), move raft/ and snapshot/ into <data_dir>/discarded-<unix_ms>/ and rebuild this node from ZooKeeper instead of refusing to start; meant for one start after such an error.";
+        "If the local log, state file or snapshot is unreadable (corrupt), move raft/ and snapshot/ into `<data_dir>/discarded-<unix_ms>/` and rebuild this node from ZooKeeper instead of refusing to start; meant for one start after such an error.";
 }
 
 /// Longest timeout or period accepted: one day.
 const MAX_MS: u64 = 86_400_000;
 
+/// The setting with TOML key `key`, if there is one.
 pub fn setting(key: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.key == key)
 }
@@ -261,17 +454,24 @@ pub fn setting(key: &str) -> Option<&'static Setting> {
 pub enum Origin {
     /// A flag or its environment variable.
     Args,
+    /// The `--config` file at this path.
     File(PathBuf),
+    /// Set in code, by [`NodeConfig::builder`] or [`NodeConfig::with_defaults`].
+    Code,
+    /// The setting's default.
     Default,
 }
 
 /// The merged configuration, before it is checked.
 #[derive(Debug, Clone)]
 pub struct Layered {
+    /// Every setting's value after the merge (`None`: given nowhere, no default).
     pub merged: FileConfig,
     args: FileConfig,
     file: FileConfig,
     file_path: Option<PathBuf>,
+    /// `args` came from code (the builder), not from flags.
+    args_in_code: bool,
 }
 
 impl Layered {
@@ -283,11 +483,23 @@ impl Layered {
             args,
             file,
             file_path,
+            args_in_code: false,
         }
     }
 
+    /// `given` (set in code) over the defaults.
+    fn in_code(given: FileConfig) -> Layered {
+        Layered {
+            args_in_code: true,
+            ..Layered::new(given, FileConfig::default(), None)
+        }
+    }
+
+    /// Which layer `key`'s value came from.
     pub fn origin(&self, key: &str) -> Origin {
-        if self.args.keys().contains(&key) {
+        if self.args.keys().contains(&key) && self.args_in_code {
+            Origin::Code
+        } else if self.args.keys().contains(&key) {
             Origin::Args
         } else if self.file.keys().contains(&key) {
             Origin::File(self.file_path.clone().unwrap_or_default())
@@ -301,6 +513,7 @@ impl Layered {
         match self.origin(key) {
             Origin::Args => format!("{key} came from {} or {}", s.flag(), s.env),
             Origin::File(p) => format!("{key} came from the config file {}", p.display()),
+            Origin::Code => format!("{key} was set in code"),
             Origin::Default => format!("{key} is the default"),
         }
     }
@@ -867,5 +1080,38 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.starts_with("invalid setting id = 3: must be 1 or 2"), "{e}");
+    }
+
+    #[test]
+    fn the_builder_sets_what_it_is_told_and_checks_like_the_flags() {
+        let c = NodeConfig::builder(1, "c", "127.0.0.1:2181", "/d", "127.0.0.1:8081")
+            .election_timeout_ms(1500)
+            .write_timeout_ms(3000)
+            .log_sync(crate::storage::LogSync::PerAppend)
+            .build()
+            .unwrap();
+        let mut expected = NodeConfig::with_defaults(1, "c", "127.0.0.1:2181", "/d", "127.0.0.1:8081").unwrap();
+        expected.election_timeout_ms = 1500;
+        expected.write_timeout_ms = 3000;
+        expected.log_sync = crate::storage::LogSync::PerAppend;
+        assert_eq!(to_toml(&c), to_toml(&expected));
+        let e = NodeConfig::builder(1, "c", "127.0.0.1:2181", "/d", "127.0.0.1:8081")
+            .heartbeat_interval_ms(500)
+            .build()
+            .unwrap_err()
+            .0;
+        assert!(
+            e.starts_with(
+                "invalid setting election_timeout_ms = 1000: must be more than twice heartbeat_interval_ms (500)"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("heartbeat_interval_ms was set in code"), "{e}");
+        let e = NodeConfig::builder(1, "c", "127.0.0.1:2181", "/d", "127.0.0.1:8081")
+            .tls_client_auth(true)
+            .build()
+            .unwrap_err()
+            .0;
+        assert!(e.contains("needs TLS mode"), "{e}");
     }
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! walship: a two-node key-value store replicated by Raft (openraft), with
 //! ZooKeeper as a passive third voter that sits in every quorum.
 
