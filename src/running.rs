@@ -68,6 +68,26 @@ pub async fn start(
     })
 }
 
+impl StartError {
+    /// Whether starting again later with the same configuration and data
+    /// may succeed: ZooKeeper unreachable, slow or busy, Raft restarting, a
+    /// wait that timed out, or the listen address in use. Not for bad
+    /// configuration, unreadable or foreign local data, ZooKeeper refusing
+    /// this node's credentials or certificate, or W's data being corrupt:
+    /// those need an operator.
+    pub fn is_retryable(&self) -> bool {
+        use crate::witness::WitnessError as W;
+        use walship_zk::ZkError as Z;
+        match self {
+            StartError::Witness(W::Zk(Z::Unreachable(_) | Z::Timeout { .. })) => true,
+            StartError::Witness(W::VersionMismatch | W::Busy) => true,
+            StartError::RaftRestarting | StartError::Wait { .. } => true,
+            StartError::Listen { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
+            _ => false,
+        }
+    }
+}
+
 impl RunningNode {
     /// Resolves when the node asks to stop by itself: its Raft core failed
     /// (see `Node::fatal`) or a peer asked it to leave.

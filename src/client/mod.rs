@@ -211,13 +211,45 @@ pub enum Reply<T> {
     NoResponse { sent: bool, error: String },
 }
 
-/// A [`Reply`] that is not a success, as an error.
+/// A [`Reply`] that is not a success, as an error; [`ReplyError::outcome_unknown`]
+/// and [`ReplyError::is_retryable`] answer as [`Reply`]'s do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
+    /// The node answered with an error status (or a 200 that did not decode).
     #[error("HTTP {status}: {error}")]
-    Failed { status: u16, error: String },
+    Failed {
+        /// The HTTP status.
+        status: u16,
+        /// The `error` of the JSON body, else the body as text.
+        error: String,
+    },
+    /// No HTTP response.
     #[error("no response: {error}")]
-    NoResponse { sent: bool, error: String },
+    NoResponse {
+        /// Whether the request went out (`false`: nothing was written).
+        sent: bool,
+        /// Why there was no answer (refused, timed out, cut).
+        error: String,
+    },
+}
+
+impl ReplyError {
+    /// See [`Reply::outcome_unknown`].
+    pub fn outcome_unknown(&self) -> bool {
+        self.as_reply().outcome_unknown()
+    }
+
+    /// See [`Reply::is_retryable`].
+    pub fn is_retryable(&self) -> bool {
+        self.as_reply().is_retryable()
+    }
+
+    fn as_reply(&self) -> Reply<()> {
+        match self.clone() {
+            ReplyError::Failed { status, error } => Reply::Failed { status, error },
+            ReplyError::NoResponse { sent, error } => Reply::NoResponse { sent, error },
+        }
+    }
 }
 
 impl<T> Reply<T> {
@@ -258,6 +290,22 @@ impl<T> Reply<T> {
             Reply::Success { .. } => false,
             Reply::NoResponse { sent, .. } => *sent,
             Reply::Failed { status, .. } => !(*status == 503 || (400..500).contains(status)),
+        }
+    }
+
+    /// Whether the same request, sent again as it is (to this node later, or
+    /// to the other one), is safe and may succeed: nothing was written (503,
+    /// a connection never made) and the reason is passing (no leader,
+    /// ZooKeeper unreachable, node down). Not after a success, a 4xx (bad
+    /// input, too large, unauthorized, rejected by the application, session
+    /// gone: the same answer again), nor when [`Reply::outcome_unknown`]
+    /// (a retry outside a client session could apply a write twice; a
+    /// [`Session`] retries those itself, at most once applied).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Reply::Success { .. } => false,
+            Reply::NoResponse { sent, .. } => !*sent,
+            Reply::Failed { status, .. } => *status == 503,
         }
     }
 
@@ -731,25 +779,42 @@ mod tests {
     #[test]
     fn outcomes_follow_the_contract() {
         let index = |a| decode_json::<IndexBody>(a).map(|b| b.index);
-        let cases: Vec<(Attempt, Outcome)> = vec![
-            (answered(200, r#"{"index":7}"#), Outcome::Ok),
+        // (the attempt, its outcome, whether sending it again as it is is safe and may succeed)
+        let cases: Vec<(Attempt, Outcome, bool)> = vec![
+            (answered(200, r#"{"index":7}"#), Outcome::Ok, false),
             // Committed or not, nobody knows: the body did not decode.
-            (answered(200, "garbage"), Outcome::Unknown),
-            (answered(400, r#"{"error":"bad key"}"#), Outcome::Fail),
-            (answered(401, ""), Outcome::Fail),
-            (answered(413, ""), Outcome::Fail),
-            (answered(503, r#"{"error":"no leader"}"#), Outcome::Fail),
-            (answered(504, r#"{"error":"not confirmed in time"}"#), Outcome::Unknown),
-            (answered(500, ""), Outcome::Unknown),
-            (answered(502, ""), Outcome::Unknown),
-            (Attempt::NotSent("Connection refused".into()), Outcome::Fail),
-            (Attempt::NoAnswer("no answer within 10 ms".into()), Outcome::Unknown),
+            (answered(200, "garbage"), Outcome::Unknown, false),
+            (answered(400, r#"{"error":"bad key"}"#), Outcome::Fail, false),
+            (answered(401, ""), Outcome::Fail, false),
+            // Too large stays too large: a retrying client must not loop on it.
+            (answered(413, ""), Outcome::Fail, false),
+            (answered(409, r#"{"error":"insufficient funds"}"#), Outcome::Fail, false),
+            (answered(410, ""), Outcome::Fail, false),
+            (answered(503, r#"{"error":"no leader"}"#), Outcome::Fail, true),
+            (
+                answered(504, r#"{"error":"not confirmed in time"}"#),
+                Outcome::Unknown,
+                false,
+            ),
+            (answered(500, ""), Outcome::Unknown, false),
+            (answered(502, ""), Outcome::Unknown, false),
+            (Attempt::NotSent("Connection refused".into()), Outcome::Fail, true),
+            (
+                Attempt::NoAnswer("no answer within 10 ms".into()),
+                Outcome::Unknown,
+                false,
+            ),
         ];
-        for (attempt, want) in cases {
+        for (attempt, want, retryable) in cases {
             let shown = format!("{attempt:?}");
             let reply = index(attempt);
             assert_eq!(reply.outcome(), want, "{shown}: {reply}");
             assert_eq!(reply.outcome_unknown(), want == Outcome::Unknown, "{shown}");
+            assert_eq!(reply.is_retryable(), retryable, "{shown}");
+            if let Err(e) = reply.into_result() {
+                assert_eq!(e.outcome_unknown(), want == Outcome::Unknown, "{shown}");
+                assert_eq!(e.is_retryable(), retryable, "{shown}");
+            }
         }
     }
 

@@ -63,6 +63,14 @@ impl SessionError {
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, SessionError::Unknown(_))
     }
+
+    /// Whether sending the request again later (a new call, so a new
+    /// sequence number) is safe and may succeed: only after `Unavailable`,
+    /// when nothing was written. Not after `Unknown` (a new call could apply
+    /// it a second time), `Rejected` or `Refused` (the same answer again).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SessionError::Unavailable(_))
+    }
 }
 
 struct State {
