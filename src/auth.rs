@@ -19,10 +19,14 @@ use std::path::Path;
 use sha2::Digest;
 use sha2::Sha256;
 
+/// The header peer RPC carries the cluster's node-to-node token in.
 pub const PEER_TOKEN_HEADER: &str = "x-walship-token";
 /// The digest user every node authenticates as.
 const ZK_DIGEST_USER: &str = "walship";
 
+/// A node's credentials, loaded once from `secret_file` and
+/// `api_token_file`: ZooKeeper's, the node-to-node token and the client API
+/// token (each `None` when its file is not configured).
 #[derive(Clone, Default)]
 pub struct Auth {
     /// `walship:<secret>` for ZooKeeper's digest scheme.
@@ -85,6 +89,7 @@ impl Auth {
         self.api_token.as_deref()
     }
 
+    /// The token peer RPC sends and expects (derived from the secret).
     pub fn peer_token(&self) -> Option<&str> {
         self.peer_token.as_deref()
     }

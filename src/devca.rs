@@ -34,6 +34,8 @@ use crate::tls::client_name;
 use crate::tls::node_name;
 use crate::types::NODE_IDS;
 
+/// What `walship dev-ca` writes: where, for which cluster, and the extra
+/// names the certificates carry ([`write`] takes it from code too).
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct DevCaArgs {

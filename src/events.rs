@@ -48,7 +48,12 @@ pub enum Event {
     /// leads; its `leader` znode is claimed right after). `term` is this
     /// node's current term at that moment. It does not guarantee that
     /// the leader can still commit (see `/health/ready` for that).
-    LeaderChanged { term: u64, leader: Option<NodeId> },
+    LeaderChanged {
+        /// This node's current term.
+        term: u64,
+        /// The leader this node now knows of (`None`: none).
+        leader: Option<NodeId>,
+    },
     /// The other node's `members/<id>` ephemeral znode in ZooKeeper is gone:
     /// its ZooKeeper session ended. That is at once for a clean stop
     /// (SIGTERM, `/admin/leave`, [`Node::shutdown`](crate::node::Node::shutdown)) and after the session
@@ -56,14 +61,22 @@ pub enum Event {
     /// ZooKeeper. A node that still reaches ZooKeeper but not this node is
     /// not reported down. Also fires once at start if the other node is not
     /// registered at this node's first look.
-    PeerDown { id: NodeId },
+    PeerDown {
+        /// The other node's id.
+        id: NodeId,
+    },
     /// The other node's `members/<id>` znode is there again. `away_ms` is the
     /// time from the `PeerDown` this node fired to now; `None` when this is
     /// the first look (the peer was up when this node started watching). A
     /// peer that re-registered between two looks (a new session: a quick
     /// restart) fires `PeerDown` and then `PeerUp` with `away_ms` at most
     /// the time since it was last seen.
-    PeerUp { id: NodeId, away_ms: Option<u64> },
+    PeerUp {
+        /// The other node's id.
+        id: NodeId,
+        /// Milliseconds since this node fired its `PeerDown` (`None`: first look).
+        away_ms: Option<u64>,
+    },
     /// This node made its log equal to ZooKeeper's (the witness's) where
     /// they differed: at start, or before standing for election. `entries`
     /// is how many of W's entries were replayed into the local log (already
@@ -71,22 +84,38 @@ pub enum Event {
     /// was installed first (a `SnapshotInstalled` fired just before). The
     /// adopted entries are in the log, not yet applied: Raft applies them
     /// once it restarts and they are committed.
-    Adopted { entries: u64, snapshot_index: Option<u64> },
+    Adopted {
+        /// W's entries replayed into the local log.
+        entries: u64,
+        /// The index of W's snapshot, if one was installed first.
+        snapshot_index: Option<u64>,
+    },
     /// This node's current snapshot advanced to `index` by a snapshot this
     /// node built (after `snapshot_every_entries`, or `/admin/snapshot`). It
     /// is durable on disk, and the log it covers may now be purged.
-    SnapshotBuilt { index: u64 },
+    SnapshotBuilt {
+        /// The last log index the snapshot covers.
+        index: u64,
+    },
     /// This node, leading, stored its snapshot up to `index` (`bytes` long,
     /// framing included) in ZooKeeper, which then dropped the WAL it
     /// covers: a node rebuilt from ZooKeeper starts from it. Once per
     /// snapshot, after the first successful store.
-    SnapshotUploaded { index: u64, bytes: u64 },
+    SnapshotUploaded {
+        /// The last log index the snapshot covers.
+        index: u64,
+        /// Its size in ZooKeeper, framing included.
+        bytes: u64,
+    },
     /// This node replaced its state with a snapshot up to `index` (`bytes`
     /// long) from `from`, after checking its CRC; it is durable on disk and
     /// the state machine (key-value map or application) holds its state.
     SnapshotInstalled {
+        /// The last log index the snapshot covers.
         index: u64,
+        /// Its size, framing included.
         bytes: u64,
+        /// Where it came from.
         from: SnapshotSource,
     },
     /// This node's Raft core stopped by itself and cannot go on: a storage
@@ -119,6 +148,8 @@ impl Default for Events {
 }
 
 impl Events {
+    /// A new event channel with no subscriber yet; events fired with none
+    /// are dropped.
     pub fn new() -> Events {
         Events {
             tx: broadcast::channel(EVENT_CAPACITY).0,

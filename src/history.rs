@@ -31,15 +31,21 @@ use std::path::Path;
 use serde::Deserialize;
 use serde::Serialize;
 
+/// An operation's kind (`op`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum OpKind {
+    /// Writes `value` to `key`.
     Put,
+    /// Deletes `key`.
     Delete,
+    /// Compare-and-set: `expect` to `value`.
     Cas,
+    /// A linearizable read of `key`.
     Get,
 }
 
+/// What became of an operation (`result`), as the client saw it.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -54,19 +60,29 @@ pub enum Outcome {
 /// One line of a history file.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct OpRecord {
+    /// The operation.
     pub op: OpKind,
+    /// The key it is on.
     pub key: String,
+    /// Put: the value written; cas: the new value (`None`: delete).
     #[serde(default)]
     pub value: Option<String>,
+    /// Cas: the value expected (`None`: absent).
     #[serde(default)]
     pub expect: Option<String>,
+    /// Done, not done, or unknown.
     pub result: Outcome,
+    /// Cas answered: whether it swapped.
     #[serde(default)]
     pub cas_ok: Option<bool>,
+    /// Get answered: the value read; cas answered: the value after it.
     #[serde(default)]
     pub read: Option<String>,
+    /// The workload client that ran it.
     pub client: u32,
+    /// When the request was sent, ns on the workload's monotonic clock.
     pub invoke_ns: u64,
+    /// When its answer (or the give-up) came, ns on the same clock.
     pub complete_ns: u64,
 }
 
@@ -114,17 +130,33 @@ impl OpRecord {
     }
 }
 
+/// Why a history file could not be loaded.
 #[derive(thiserror::Error, Debug)]
 pub enum HistoryError {
+    /// The file could not be read.
     #[error("cannot read history {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line is not a valid record.
     #[error("history {path}, line {line}: {reason}")]
-    Line { path: String, line: usize, reason: String },
+    Line {
+        /// The file.
+        path: String,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// A whole history, in file order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
+    /// The records, one per completed operation.
     pub ops: Vec<OpRecord>,
 }
 
@@ -140,6 +172,7 @@ pub struct AllowedFinal {
 }
 
 impl AllowedFinal {
+    /// Whether `value` (`None`: absent) is one of them.
     pub fn allows(&self, value: Option<&str>) -> bool {
         self.values.contains(&value.map(str::to_string))
     }

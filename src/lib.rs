@@ -11,9 +11,13 @@ pub mod client;
 pub mod config;
 pub mod devca;
 pub mod events;
-pub mod failover;
+mod failover;
 pub mod history;
 pub mod metrics;
+// Node-to-node transport internals (peer RPC bodies, the member directory):
+// public for the integration tests that decode its wire format, not part of
+// the embedding API, so left out of the documentation.
+#[doc(hidden)]
 pub mod network;
 pub mod node;
 

@@ -38,24 +38,41 @@ fn latency_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.000_25, 2.0, 15).expect("valid buckets")
 }
 
+/// A node's Prometheus metrics (served at `/metrics`, names prefixed
+/// `walship_`); each field is one metric, updated by the node as it runs.
+/// An embedder reads them through `Node::metrics` or scrapes `/metrics`.
 pub struct Metrics {
     registry: Registry,
+    /// `role{role}`: 1 for the role this node has now.
     pub role: IntGaugeVec,
+    /// `term`: the current Raft term.
     pub term: IntGauge,
+    /// `leader`: the id of the leader this node knows, 0 if none.
     pub leader: IntGauge,
+    /// `leader_changes_total`: times the known leader changed.
     pub leader_changes: IntCounter,
+    /// `log_index{kind}`: last (local log), committed, applied, witness (W's last).
     pub log_index: IntGaugeVec,
+    /// `replication_lag_entries{target}`: leader only, entries a target (peer or zookeeper) lacks.
     pub replication_lag: IntGaugeVec,
+    /// `write_seconds`: client write latency, acknowledged or not.
     pub write_seconds: Histogram,
+    /// `read_seconds`: client read latency.
     pub read_seconds: Histogram,
+    /// `zookeeper_op_seconds`: the latency of each ZooKeeper call.
     pub zk_op_seconds: Histogram,
+    /// `zookeeper_errors_total{kind}`: failed ZooKeeper calls.
     pub zk_errors: IntCounterVec,
     /// New ZooKeeper sessions opened because a server served again before
     /// the disconnected client resumed its own (walship-zk's session keeper).
     pub zk_sessions_replaced: IntCounter,
+    /// `adoptions_total`: adoptions of W's log that changed the local log.
     pub adoptions: IntCounter,
+    /// `entries_adopted_total`: entries replayed from ZooKeeper into the local log.
     pub entries_adopted: IntCounter,
+    /// `snapshots_total{event}`: snapshots built, uploaded and installed.
     pub snapshots: IntCounterVec,
+    /// `snapshot_bytes_total{event}`: snapshot bytes uploaded and installed.
     pub snapshot_bytes: IntCounterVec,
     /// Entries found sharing a log id with another entry, by where: the
     /// witness refused them, adoption replaced them, catch-up refused them.

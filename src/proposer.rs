@@ -101,6 +101,9 @@ struct Pending {
     reply: Reply,
 }
 
+/// Group commit: gathers concurrent writes into batches (Raft entries, at
+/// most `max_inflight_batches` in flight, `max_batch_bytes` each) and
+/// confirms linearizable reads by a leadership round. Cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
     writes: mpsc::UnboundedSender<Pending>,

@@ -20,6 +20,7 @@ use crate::node::StartError;
 /// A node being served. Dropping it does not stop the node: call
 /// [`RunningNode::shutdown`].
 pub struct RunningNode {
+    /// The node: its Raft, state machine, events and metrics.
     pub node: Arc<Node>,
     /// The address the listener is bound to (`--listen`, with the port the
     /// system chose if it asked for port 0).

@@ -141,7 +141,9 @@ pub(crate) fn load_roots(path: &Path, setting: &str) -> Result<Arc<RootCertStore
 /// A node's TLS: its listener's configuration and the one for requests to
 /// the other node.
 pub struct NodeTls {
+    /// The listener's: this node's certificate, clients' checked if presented.
     pub server: Arc<ServerConfig>,
+    /// For requests to the other node: its certificate checked against the CA.
     pub peer_client: ClientConfig,
 }
 

@@ -29,7 +29,8 @@ use axum::Router;
 use openraft::ServerState;
 use serde_json::json;
 
-pub use self::error::ApiError;
+// axum's status codes inside: for the handlers here and in `peer`, not for embedders.
+pub(crate) use self::error::ApiError;
 use crate::node::Node;
 use crate::proposer::ProposeError;
 use crate::types::Request;
@@ -40,7 +41,9 @@ pub use crate::types::MAX_VALUE_BYTES;
 const FORWARDED: &str = "x-walship-forwarded";
 /// A request's client session (`crate::types::SessionTag`), forwarded as is.
 pub const SESSION: &str = "x-walship-session";
+/// A request's number in its client session.
 pub const SEQ: &str = "x-walship-seq";
+/// The session's client has every answer below this number.
 pub const ACKED_BELOW: &str = "x-walship-acked-below";
 /// The log index of an application command's entry, in its answer.
 pub const INDEX: &str = "x-walship-index";

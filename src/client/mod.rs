@@ -57,7 +57,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `--tls-client-auth` require one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientTls {
+    /// PEM: the CA the nodes' certificates must chain to (`--tls-ca-file`).
     pub ca: PathBuf,
+    /// PEM: a client certificate and its key, for nodes with `--tls-client-auth`.
     pub identity: Option<(PathBuf, PathBuf)>,
 }
 
@@ -80,6 +82,7 @@ pub struct ClientOptions {
     pub api_token: Option<String>,
     /// Per request, unless [`NodeClient::with_timeout`] says otherwise.
     pub timeout: Duration,
+    /// A connection not made within this is given up; nothing was sent.
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept (`None`: reqwest's default).
     pub pool_idle_timeout: Option<Duration>,
@@ -165,9 +168,11 @@ pub enum ClientError {
 pub struct Response {
     /// `host:port` of the node that answered.
     pub endpoint: String,
+    /// The HTTP status.
     pub status: u16,
     /// `x-walship-index`: the log index of an application command's entry.
     pub index: Option<u64>,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 
@@ -189,6 +194,7 @@ impl Response {
 /// What one request to one node came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
+    /// A whole HTTP answer came, whatever its status.
     Answered(Response),
     /// The request never left: connection refused, unresolvable, connect timeout.
     NotSent(String),
@@ -201,14 +207,29 @@ pub enum Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply<T> {
     /// The expected answer (200; also 404 for a read of a missing key, as `None`).
-    Success { status: u16, value: T },
+    Success {
+        /// 200, or 404 for a missing key.
+        status: u16,
+        /// The decoded answer.
+        value: T,
+    },
     /// Any other status, with the `error` of the JSON body (or the raw body).
     /// A 200 whose body does not decode also lands here.
-    Failed { status: u16, error: String },
+    Failed {
+        /// The HTTP status.
+        status: u16,
+        /// The `error` of the JSON body, else the body as text.
+        error: String,
+    },
     /// No HTTP response. `sent: false`: the connection could not be made, so
     /// nothing was written; `true`: a timeout or a cut connection after the
     /// request went out.
-    NoResponse { sent: bool, error: String },
+    NoResponse {
+        /// Whether the request went out.
+        sent: bool,
+        /// Why there was no answer.
+        error: String,
+    },
 }
 
 /// A [`Reply`] that is not a success, as an error; [`ReplyError::outcome_unknown`]
@@ -261,10 +282,12 @@ impl<T> Reply<T> {
         }
     }
 
+    /// Whether the call got its expected answer.
     pub fn is_success(&self) -> bool {
         matches!(self, Reply::Success { .. })
     }
 
+    /// The value of a success, else `None`.
     pub fn success(self) -> Option<T> {
         match self {
             Reply::Success { value, .. } => Some(value),
@@ -320,6 +343,7 @@ impl<T> Reply<T> {
         }
     }
 
+    /// A success's value through `f`; the other arms unchanged.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Reply<U> {
         match self {
             Reply::Success { status, value } => Reply::Success {
@@ -359,23 +383,32 @@ impl<T: fmt::Debug> fmt::Display for Reply<T> {
 /// that has not applied anything yet (null) still decodes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Status {
+    /// The node's id (1 or 2).
     pub id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`: openraft's state on the node.
     pub role: String,
+    /// The cluster the node serves.
     #[serde(default)]
     pub cluster: Option<String>,
+    /// The node's current Raft term.
     #[serde(default)]
     pub term: Option<u64>,
+    /// The leader the node knows of.
     #[serde(default)]
     pub leader: Option<u64>,
+    /// The last index in the node's local log.
     #[serde(default)]
     pub last_log_index: Option<u64>,
+    /// The last index its state machine applied.
     #[serde(default)]
     pub applied_index: Option<u64>,
+    /// The last index its current snapshot covers.
     #[serde(default)]
     pub snapshot_index: Option<u64>,
     /// The last index this node knows W (ZooKeeper) holds.
     #[serde(default)]
     pub witness_log_index: Option<u64>,
+    /// Whether its ZooKeeper session is connected.
     #[serde(default)]
     pub zk_connected: Option<bool>,
     /// Keys in the node's state machine (a cheap whole-state comparison).
@@ -393,7 +426,9 @@ impl Status {
 /// `POST /v1/cas/{key}`'s answer.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct CasResult {
+    /// Whether the swap happened.
     pub ok: bool,
+    /// The key's value after the call (the current one if the swap did not happen).
     pub current: Option<String>,
 }
 
@@ -489,6 +524,7 @@ impl NodeClient {
         &self.base
     }
 
+    /// The per-request limit.
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -675,7 +711,9 @@ fn decode_json<T: DeserializeOwned>(a: Attempt) -> Reply<T> {
 /// `apply` returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
+    /// The log index of the command's entry.
     pub index: u64,
+    /// What the application's `apply` returned.
     pub result: Vec<u8>,
 }
 

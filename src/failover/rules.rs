@@ -19,8 +19,11 @@ use crate::types::NodeId;
 /// The payload of the `leader` ephemeral znode.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct LeaderInfo {
+    /// The term the leader was elected in.
     pub term: u64,
+    /// The leader's node id.
     pub id: NodeId,
+    /// The `host:port` it advertises.
     pub addr: String,
 }
 
@@ -127,7 +130,9 @@ impl LeaderLease {
 /// The timings the rules use (from the node's configuration).
 #[derive(Clone, Copy, Debug)]
 pub struct Timings {
+    /// `election_timeout_ms`.
     pub election_timeout: Duration,
+    /// `heartbeat_interval_ms`.
     pub heartbeat: Duration,
     /// How often the leader touches its lease (half a heartbeat).
     pub touch: Duration,
@@ -136,11 +141,13 @@ pub struct Timings {
 /// What a follower knows when it asks whether the leader is lost.
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
+    /// This node's id.
     pub me: NodeId,
     /// The leader this node's Raft follows, if any.
     pub following: Option<NodeId>,
     /// The last AppendEntries from a leader that this node accepted.
     pub contact_at: Instant,
+    /// The leader's lease as last read from ZooKeeper.
     pub lease: &'a LeaderLease,
 }
 

@@ -167,6 +167,8 @@ impl Node {
         self.lease.lock().expect("lease lock").clone()
     }
 
+    /// How often the leader rewrites its `leader` znode (its lease): half
+    /// a heartbeat, at least 20 ms.
     pub fn touch_interval(&self) -> Duration {
         Duration::from_millis((self.cfg.heartbeat_interval_ms / 2).max(20))
     }

@@ -72,10 +72,17 @@ use crate::failover::rules::leader_term;
 pub use crate::failover::rules::LeaderInfo;
 pub use crate::failover::rules::LeaderLease;
 
+/// Why a node did not start, or a Raft operation during its run failed;
+/// [`StartError::is_retryable`] tells a passing cause from one that needs
+/// an operator.
 #[derive(thiserror::Error, Debug)]
 pub enum StartError {
+    /// The local log, vote or snapshot could not be read or written (I/O,
+    /// corruption, another node's data directory).
     #[error(transparent)]
     Storage(#[from] storage::StoreError),
+    /// ZooKeeper (W, the witness) could not be reached, or refused, or holds
+    /// something this node cannot use.
     #[error(transparent)]
     Witness(#[from] crate::witness::WitnessError),
     /// openraft's core stopped or could not start.
@@ -84,7 +91,9 @@ pub enum StartError {
     /// The local log refused a write openraft asked for.
     #[error("saving {what}: {source}")]
     SaveVote {
+        /// What was being saved.
         what: &'static str,
+        /// openraft's storage error.
         source: openraft::StorageError<NodeId>,
     },
     /// Raft is being rebuilt (adoption) or stopped: retry.
@@ -93,15 +102,27 @@ pub enum StartError {
     /// A wait on Raft's metrics timed out or was cancelled.
     #[error("waiting for {what}: {source}")]
     Wait {
+        /// What was being waited for.
         what: &'static str,
+        /// openraft's wait error.
         source: openraft::metrics::WaitError,
     },
+    /// The configuration cannot work (the message names the setting).
     #[error("{0}")]
     Config(String),
+    /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        /// The address (`listen`).
+        addr: String,
+        /// Why: in use, not permitted, not local.
+        source: std::io::Error,
+    },
 }
 
+/// One walship node: its storage, ZooKeeper session, Raft and state machine.
+/// Shared as `Arc<Node>`; [`crate::start`] starts and serves one (see
+/// [`crate::RunningNode::node`]). Its methods are what the HTTP API calls.
 pub struct Node {
     cfg: NodeConfig,
     zk: Arc<ZkSession>,
@@ -147,6 +168,8 @@ pub struct Node {
 }
 
 impl Node {
+    /// The `host:port` the other node and clients reach this node by
+    /// (`advertise`, else `listen`).
     pub fn advertise_addr(&self) -> String {
         self.cfg.advertise.clone().unwrap_or_else(|| self.cfg.listen.clone())
     }
@@ -156,6 +179,7 @@ impl Node {
         self.raft.read().expect("raft lock").clone()
     }
 
+    /// The proposer every write and linearizable read of this node goes through.
     pub fn proposer(&self) -> &crate::proposer::Proposer {
         self.proposer.get().expect("proposer is set in Node::start")
     }
@@ -308,6 +332,7 @@ impl Node {
         }
     }
 
+    /// Whether the node is shutting down (it then refuses new work).
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -575,6 +600,7 @@ impl Node {
     }
 }
 
+/// The id of the other real node: 2 for 1, 1 for 2.
 pub fn other(id: NodeId) -> NodeId {
     if id == 1 {
         2

@@ -14,7 +14,9 @@ use serde::Serialize;
 /// Node ids of the two real nodes are 1 and 2; ZooKeeper, the passive third
 /// voter, is node 3 (see witness-protocol.md, "W").
 pub type NodeId = u64;
+/// ZooKeeper's node id as a Raft voter (W, the witness).
 pub const WITNESS_ID: NodeId = 3;
+/// The ids the two real nodes may have.
 pub const NODE_IDS: [NodeId; 2] = [1, 2];
 
 openraft::declare_raft_types!(
@@ -29,15 +31,23 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// A Raft log entry of walship's log.
 pub type Entry = openraft::Entry<TypeConfig>;
+/// A log entry's id: its term (with the leader that wrote it) and index.
 pub type LogId = openraft::LogId<NodeId>;
+/// A Raft vote: term, candidate, and whether it was committed (granted by a quorum).
 pub type Vote = openraft::Vote<NodeId>;
+/// What a snapshot covers: its last log id and membership, and its id.
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+/// A membership as stored in the log, with the log id that set it.
 pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+/// The cluster's voters (nodes 1 and 2, and W, the witness).
 pub type Membership = openraft::Membership<NodeId, openraft::BasicNode>;
+/// A storage error as openraft reports it.
 pub type StorageError = openraft::StorageError<NodeId>;
 /// The error of a Raft RPC, as openraft's network traits return it.
 pub type RpcError = openraft::error::RPCError<NodeId, openraft::BasicNode, openraft::error::RaftError<NodeId>>;
+/// The Raft handle of a node.
 pub type Raft = openraft::Raft<TypeConfig>;
 
 /// The largest key a client may write (bytes of UTF-8).
@@ -51,19 +61,27 @@ pub const MAX_VALUE_BYTES: usize = 512 * 1024;
 /// the HTTP API; keys are UTF-8 (they come from a URL path).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Request {
+    /// Sets `key` to `value`.
     Set {
+        /// The key (UTF-8, at most [`MAX_KEY_BYTES`]).
         key: String,
+        /// The value (at most [`MAX_VALUE_BYTES`]).
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// Deletes `key` (a no-op when absent).
     Delete {
+        /// The key.
         key: String,
     },
     /// `expect == None`: the key must be absent. `value == None`: delete it.
     Cas {
+        /// The key.
         key: String,
+        /// The value the key must have now (`None`: absent).
         #[serde(with = "serde_bytes")]
         expect: Option<Vec<u8>>,
+        /// The value to set if it does (`None`: delete the key).
         #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
     },
@@ -81,9 +99,13 @@ pub enum Request {
     /// `acked_below`: the client has every answer below this seq, so they
     /// are dropped from the table (Raft thesis §6.3).
     Session {
+        /// The session's id (the log index of its `OpenSession`).
         client: u64,
+        /// This request's number in the session, from 1.
         seq: u64,
+        /// The client has the answer to every request below this seq.
         acked_below: u64,
+        /// The request carried out at most once.
         op: Box<Request>,
     },
 }
@@ -92,10 +114,12 @@ pub enum Request {
 /// (one fsync, one ZooKeeper multi for many writes), applied in order.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Batch {
+    /// The requests, applied in this order.
     pub ops: Vec<Request>,
 }
 
 impl Batch {
+    /// A batch of one request.
     pub fn one(req: Request) -> Batch {
         Batch { ops: vec![req] }
     }
@@ -147,7 +171,14 @@ pub enum Refusal {
     #[error(
         "request {seq} of session {client} is outside its window [{acked_below}, {acked_below} + MAX_SESSION_INFLIGHT)"
     )]
-    OutsideWindow { client: u64, seq: u64, acked_below: u64 },
+    OutsideWindow {
+        /// The session's id.
+        client: u64,
+        /// The request's number in it.
+        seq: u64,
+        /// What the request said the client had acknowledged.
+        acked_below: u64,
+    },
     /// A request no client of walship sends (a session inside a session).
     #[error("malformed request: {0}")]
     Malformed(String),
@@ -194,10 +225,12 @@ pub mod bytes_map {
     use serde::Deserializer;
     use serde::Serializer;
 
+    /// Writes `map` with each value as one byte string.
     pub fn serialize<S: Serializer>(map: &BTreeMap<String, Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_map(map.iter().map(|(k, v)| (k, serde_bytes::Bytes::new(v))))
     }
 
+    /// Reads what [`serialize`] wrote.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
         struct MapOfBytes;
         impl<'de> Visitor<'de> for MapOfBytes {
