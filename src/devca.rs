@@ -35,7 +35,7 @@ use crate::tls::node_name;
 use crate::types::NODE_IDS;
 
 /// What `walship dev-ca` writes: where, for which cluster, and the extra
-/// names the certificates carry ([`write`] takes it from code too).
+/// names the certificates carry ([`write()`] takes it from code too).
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct DevCaArgs {

@@ -17,19 +17,23 @@ use crate::config::FileConfig;
 use crate::config::Layered;
 use crate::config::NodeConfig;
 
+/// The `walship` command line: one subcommand.
 #[derive(Parser, Debug)]
 #[command(
     name = "walship",
     version,
-    about = "Two-node Raft key-value store with ZooKeeper as the witness"
+    about = "Two-node Raft key-value store with ZooKeeper as the witness",
+    long_about = None
 )]
 pub struct Cli {
+    /// What to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
 // Parsed once per process: the size of the largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
+/// `walship`'s subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a node.
@@ -73,6 +77,7 @@ pub enum Command {
     External(Vec<OsString>),
 }
 
+/// `walship wal`'s subcommands.
 #[derive(Subcommand, Debug)]
 pub enum WalCommand {
     /// Show W's record, snapshot and WAL segments with CRC verdicts and any gap.
@@ -98,6 +103,7 @@ pub struct ZkTarget {
     /// The cluster's secret file, when its znodes are ACL'd (`walship node --secret-file`).
     #[arg(long, env = "WALSHIP_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// How to authenticate to ZooKeeper and whether over TLS.
     #[command(flatten)]
     pub security: ZkSecurityArgs,
 }
@@ -140,8 +146,10 @@ impl ZkSecurityArgs {
     }
 }
 
+/// `walship wal inspect`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct WalInspectArgs {
+    /// The ZooKeeper and cluster to read.
     #[command(flatten)]
     pub target: ZkTarget,
     /// Print one JSON document instead of the table.
@@ -149,8 +157,10 @@ pub struct WalInspectArgs {
     pub json: bool,
 }
 
+/// `walship wal verify`'s flags.
 #[derive(Args, Debug, Clone)]
 pub struct WalVerifyArgs {
+    /// The ZooKeeper and cluster to read.
     #[command(flatten)]
     pub target: ZkTarget,
     /// The workload's history file (JSON Lines).

@@ -42,6 +42,7 @@ pub use crate::types::SessionTag;
 mod session;
 pub use session::Session;
 pub use session::SessionError;
+pub use session::RETRY_FOR;
 
 /// Default per-request limit: above a node's own write timeout (5 s) and its
 /// forwarding timeout (6 s), so a slow write shows up as the node's 504

@@ -86,7 +86,7 @@ impl LeaderLease {
         self.observed_since = None;
     }
 
-    /// This process did not run for a while (see [`overslept`]): what it saw
+    /// This process did not run for a while (see `overslept`): what it saw
     /// is as old as the pause, so the clocks restart at `now`.
     pub fn forgive_pause(&mut self, now: Instant) {
         if self.renewed_at.is_some() {

@@ -113,7 +113,7 @@ impl Sessions {
         Admit::Apply
     }
 
-    /// Keeps the answer to `seq` of `client` (after [`Admit::Apply`]).
+    /// Keeps the answer to `seq` of `client` (after `Admit::Apply`).
     pub fn record(&mut self, client: u64, seq: u64, reply: &Response) {
         if let Some(s) = self.clients.get_mut(&client) {
             s.replies.insert(seq, reply.clone());

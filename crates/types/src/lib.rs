@@ -1,4 +1,4 @@
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 //! The types every layer of walship shares: openraft's type configuration,
 //! the node ids (the witness's fixed one too), the client commands that go
 //! through the log and what applying them returns, the cluster's genesis

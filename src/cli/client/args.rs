@@ -64,17 +64,21 @@ pub struct ZkOpts {
 /// `walship kv ...`
 #[derive(Args, Debug, Clone)]
 pub struct KvArgs {
+    /// Which operation.
     #[command(subcommand)]
     pub command: KvCommand,
+    /// Which nodes, and how to reach them.
     #[command(flatten)]
     pub opts: ClientOpts,
 }
 
+/// `walship kv`'s operations.
 #[derive(Subcommand, Debug, Clone)]
 pub enum KvCommand {
     /// Write a value. Prints the log index it was committed at.
     #[command(after_help = super::EXIT_CODES_HELP)]
     Put {
+        /// The key (UTF-8).
         key: String,
         /// The value, as raw bytes; `-` reads it from stdin.
         value: OsString,
@@ -83,6 +87,7 @@ pub enum KvCommand {
     /// Prints the raw bytes (plus a newline on a terminal). Exit 1: not found.
     #[command(after_help = super::EXIT_CODES_HELP)]
     Get {
+        /// The key.
         key: String,
         /// Read the answering node's local copy instead: faster, may be behind.
         #[arg(long)]
@@ -90,7 +95,10 @@ pub enum KvCommand {
     },
     /// Delete a key (deleting an absent key succeeds).
     #[command(after_help = super::EXIT_CODES_HELP)]
-    Del { key: String },
+    Del {
+        /// The key.
+        key: String,
+    },
     /// Compare and set: only if the key holds --expect (or is absent, with
     /// --expect-absent), set it to --value (or delete it, with --delete).
     /// Exit 1: not applied; the current value is printed.
@@ -98,8 +106,10 @@ pub enum KvCommand {
     Cas(CasArgs),
 }
 
+/// `walship kv cas`'s arguments.
 #[derive(Args, Debug, Clone)]
 pub struct CasArgs {
+    /// The key.
     pub key: String,
     /// The value the key must hold now.
     #[arg(long, required_unless_present = "expect_absent", conflicts_with = "expect_absent")]
@@ -118,12 +128,15 @@ pub struct CasArgs {
 /// `walship app ...`
 #[derive(Args, Debug, Clone)]
 pub struct AppArgs {
+    /// Command or query.
     #[command(subcommand)]
     pub command: AppCommand,
+    /// Which nodes, and how to reach them.
     #[command(flatten)]
     pub opts: ClientOpts,
 }
 
+/// `walship app`'s operations.
 #[derive(Subcommand, Debug, Clone)]
 pub enum AppCommand {
     /// Send one command to the nodes' application, in a client session:
@@ -151,8 +164,10 @@ pub enum AppCommand {
 /// `walship status`
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
+    /// Which nodes, and how to reach them.
     #[command(flatten)]
     pub opts: ClientOpts,
+    /// ZooKeeper, for W's view (optional).
     #[command(flatten)]
     pub zk: ZkOpts,
 }
@@ -160,8 +175,10 @@ pub struct StatusArgs {
 /// `walship members`
 #[derive(Args, Debug, Clone)]
 pub struct MembersArgs {
+    /// Which nodes, and how to reach them.
     #[command(flatten)]
     pub opts: ClientOpts,
+    /// ZooKeeper, for the registered members and the leader znode (optional).
     #[command(flatten)]
     pub zk: ZkOpts,
 }

@@ -18,14 +18,14 @@
 //!
 //! Every error is one line on stderr, `walship <command>: <why>`.
 
-pub mod app;
-pub mod args;
-pub mod kv;
-pub mod members;
-pub mod status;
-pub mod table;
-pub mod transport;
-pub mod zkview;
+pub(crate) mod app;
+pub(crate) mod args;
+pub(crate) mod kv;
+pub(crate) mod members;
+pub(crate) mod status;
+pub(crate) mod table;
+pub(crate) mod transport;
+pub(crate) mod zkview;
 
 use std::process::ExitCode;
 
@@ -37,14 +37,17 @@ pub use self::args::KvCommand;
 pub use self::args::MembersArgs;
 pub use self::args::StatusArgs;
 
+/// Done.
 pub const EXIT_OK: u8 = 0;
 /// `kv get`: no such key; `kv cas`: the expectation did not hold.
 pub const EXIT_NOT_FOUND: u8 = 1;
+/// Bad usage: flags, or a key or value the node refused (400, 413), or no such cluster.
 pub const EXIT_USAGE: u8 = 2;
 /// No endpoint answered, or all said 503: nothing was written.
 pub const EXIT_UNAVAILABLE: u8 = 3;
 /// A write may or may not have happened.
 pub const EXIT_UNKNOWN: u8 = 4;
+/// Another server error.
 pub const EXIT_SERVER: u8 = 5;
 
 /// The exit-code table, for `--help`.
@@ -56,17 +59,21 @@ pub const EXIT_CODES_HELP: &str =
 /// Why a command failed: its exit code and the one line for stderr.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The exit code, one of the `EXIT_*`.
     pub code: u8,
+    /// What went wrong, one line.
     pub message: String,
 }
 
 impl Failure {
+    /// A failure with exit code `code`.
     pub fn new(code: u8, message: impl Into<String>) -> Failure {
         Failure {
             code,
             message: message.into(),
         }
     }
+    /// Bad usage ([`EXIT_USAGE`]).
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure::new(EXIT_USAGE, message)
     }
@@ -84,6 +91,8 @@ fn finish(command: &str, result: Result<u8, Failure>) -> ExitCode {
     }
 }
 
+/// `walship kv ...`: runs it, prints its result or one error line, and
+/// returns its exit code.
 pub async fn run_kv(args: KvArgs) -> ExitCode {
     let name = match &args.command {
         KvCommand::Put { .. } => "kv put",
@@ -94,6 +103,7 @@ pub async fn run_kv(args: KvArgs) -> ExitCode {
     finish(name, kv::run(args).await)
 }
 
+/// `walship app ...`, as [`run_kv`].
 pub async fn run_app(args: AppArgs) -> ExitCode {
     let name = match &args.command {
         AppCommand::Command { .. } => "app command",
@@ -102,10 +112,12 @@ pub async fn run_app(args: AppArgs) -> ExitCode {
     finish(name, app::run(args).await)
 }
 
+/// `walship status`, as [`run_kv`].
 pub async fn run_status(args: StatusArgs) -> ExitCode {
     finish("status", status::run(args).await)
 }
 
+/// `walship members`, as [`run_kv`].
 pub async fn run_members(args: MembersArgs) -> ExitCode {
     finish("members", members::run(args).await)
 }

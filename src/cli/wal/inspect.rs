@@ -15,6 +15,7 @@ use crate::witness::inspect::GapKind;
 use crate::witness::inspect::Garbage;
 use crate::witness::inspect::Inspection;
 
+/// `walship wal inspect`: prints the inspection; the exit code says whether all is good.
 pub async fn run(args: &WalInspectArgs) -> Result<u8, Stop> {
     let (session, witness) = super::connect(&args.target).await?;
     let result = witness.inspect_all().await;

@@ -23,7 +23,9 @@ use crate::cli::ZkTarget;
 use crate::witness::Witness;
 use crate::witness::WitnessError;
 
+/// Exit code: corruption, a gap, or a write missing or wrong.
 pub const EXIT_PROBLEM: u8 = 1;
+/// Exit code: no verdict (bad usage, ZooKeeper unreachable, no such cluster).
 pub const EXIT_CANNOT_LOOK: u8 = 2;
 
 /// A tool is run by hand: an unreachable ZooKeeper should say so at once,
@@ -38,11 +40,14 @@ const SESSION_TIMEOUT_MS: u64 = 4_000;
 /// exit code (always `EXIT_CANNOT_LOOK` except for a corrupt W record).
 #[derive(Debug)]
 pub struct Stop {
+    /// The exit code.
     pub code: u8,
+    /// Why, one line.
     pub message: String,
 }
 
 impl Stop {
+    /// No verdict, for `message` ([`EXIT_CANNOT_LOOK`]).
     pub fn cannot_look(message: impl Into<String>) -> Stop {
         Stop {
             code: EXIT_CANNOT_LOOK,

@@ -24,10 +24,13 @@ const VIOLATIONS_SHOWN: usize = 20;
 /// The map W's snapshot and WAL add up to.
 #[derive(Clone, Debug, Default)]
 pub struct WitnessState {
+    /// The key-value map.
     pub kv: BTreeMap<String, Vec<u8>>,
+    /// The last entry W's snapshot covers, if it has one.
     pub snapshot_last: Option<LogId>,
     /// The last entry applied (the snapshot's, if the WAL adds none).
     pub applied: Option<LogId>,
+    /// WAL entries applied over the snapshot.
     pub wal_entries: usize,
     /// W's last log id per its record; above `applied` only when W kept
     /// changing and just its committed prefix could be read.
@@ -65,11 +68,14 @@ pub async fn rebuild(witness: &Witness) -> Result<WitnessState, WitnessError> {
     Ok(state)
 }
 
+/// A key whose value in ZooKeeper the history does not allow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
+    /// The key.
     pub key: String,
     /// What ZooKeeper holds (`None`: absent), lossily decoded for display.
     pub found: Option<String>,
+    /// The values the history allows (`None`: absent).
     pub allowed: Vec<Option<String>>,
 }
 
@@ -80,9 +86,12 @@ impl Violation {
     }
 }
 
+/// What [`check`] found.
 #[derive(Clone, Debug, Default)]
 pub struct VerifyReport {
+    /// Keys the history wrote, each checked.
     pub keys_checked: usize,
+    /// The keys that do not hold an allowed value.
     pub violations: Vec<Violation>,
 }
 
@@ -122,6 +131,7 @@ fn log_id_text(l: Option<LogId>) -> String {
         .unwrap_or_else(|| "none".into())
 }
 
+/// `walship wal verify`: prints the verdict; exit 0 when every acknowledged write holds.
 pub async fn run(args: &WalVerifyArgs) -> Result<u8, Stop> {
     let history = History::load(&args.history).map_err(|e| Stop::cannot_look(e.to_string()))?;
     let (session, witness) = super::connect(&args.target).await?;

@@ -1,5 +1,5 @@
 //! Where the CPU went during a measured point: utime + stime of each
-//! process the bench started (from /proc/<pid>/stat) and of the bench
+//! process the bench started (from `/proc/<pid>/stat`) and of the bench
 //! itself (the load generator), and the whole machine's busy time (from
 //! /proc/stat), so the rest is what other work on the box used. On a
 //! shared 2-core machine this says whether a point was CPU-bound and who

@@ -1,4 +1,4 @@
-//! ZooKeeper footprint: the bytes walship keeps under /walship/<cluster>
+//! ZooKeeper footprint: the bytes walship keeps under `/walship/<cluster>`
 //! (W's record, the snapshot's chunks, every WAL segment znode), read with
 //! `Witness::inspect_all` (what `walship wal inspect` shows), sampled during
 //! a long write run over a fixed key space. Snapshots (every

@@ -31,7 +31,7 @@ pub struct SoakArgs {
     /// Where ZooKeeper's and the nodes' data and logs go (its zk/, node1/, node2/ are wiped first).
     #[arg(long, default_value = ".walship-soak")]
     pub run_dir: PathBuf,
-    /// The history file (JSON Lines; default <run-dir>/history.jsonl).
+    /// The history file (JSON Lines; default RUN_DIR/history.jsonl).
     #[arg(long)]
     pub history: Option<PathBuf>,
     /// Use this ZooKeeper (host:port) instead of starting one; zk-restart is then skipped
@@ -59,7 +59,7 @@ pub struct SoakArgs {
     #[arg(long)]
     pub bin: Option<PathBuf>,
     /// Run the nodes in TLS mode (certificates from `walship dev-ca` in
-    /// <run-dir>/certs) and the workload and checks over https.
+    /// RUN_DIR/certs) and the workload and checks over https.
     #[arg(long)]
     pub tls: bool,
 }
