@@ -78,7 +78,7 @@ pub enum KvCommand {
     /// Write a value. Prints the log index it was committed at.
     #[command(after_help = super::EXIT_CODES_HELP)]
     Put {
-        /// The key (UTF-8).
+        /// The key (UTF-8, at most 1024 bytes).
         key: String,
         /// The value, as raw bytes; `-` reads it from stdin.
         value: OsString,
@@ -87,7 +87,7 @@ pub enum KvCommand {
     /// Prints the raw bytes (plus a newline on a terminal). Exit 1: not found.
     #[command(after_help = super::EXIT_CODES_HELP)]
     Get {
-        /// The key.
+        /// The key (UTF-8, at most 1024 bytes).
         key: String,
         /// Read the answering node's local copy instead: faster, may be behind.
         #[arg(long)]
@@ -96,7 +96,7 @@ pub enum KvCommand {
     /// Delete a key (deleting an absent key succeeds).
     #[command(after_help = super::EXIT_CODES_HELP)]
     Del {
-        /// The key.
+        /// The key (UTF-8, at most 1024 bytes).
         key: String,
     },
     /// Compare and set: only if the key holds --expect (or is absent, with
@@ -109,7 +109,7 @@ pub enum KvCommand {
 /// `walship kv cas`'s arguments.
 #[derive(Args, Debug, Clone)]
 pub struct CasArgs {
-    /// The key.
+    /// The key (UTF-8, at most 1024 bytes).
     pub key: String,
     /// The value the key must hold now.
     #[arg(long, required_unless_present = "expect_absent", conflicts_with = "expect_absent")]
