@@ -124,7 +124,10 @@ pub enum Event {
     /// 503, a leader steps down by stopping) and `walship node` exits
     /// non-zero; the other node takes over unless it failed the same way.
     /// Fix the cause and restart: the node re-reads its disk and ZooKeeper.
-    Failed { reason: String },
+    Failed {
+        /// Why the core stopped, as `Node::fatal` reports it.
+        reason: String,
+    },
 }
 
 /// The sending side of a node's events; cheap to clone. Create one before

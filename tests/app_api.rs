@@ -241,7 +241,10 @@ async fn application_commands_queries_refusals_and_sessions_over_http() -> Resul
     }
     // Two sessions opened (by hand, and by the Session client), on both nodes.
     for c in [&lc, &fc] {
-        let (_, body) = c.raw(reqwest::Method::GET, "/metrics", None).await.into_result()?;
+        let (_, body) = c
+            .raw(walship::client::Method::GET, "/metrics", None)
+            .await
+            .into_result()?;
         assert!(
             text(&body).lines().any(|l| l == "walship_client_sessions 2"),
             "{}: no `walship_client_sessions 2` in its metrics",

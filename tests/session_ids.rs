@@ -47,7 +47,7 @@ async fn concurrent_open_sessions_get_distinct_ids() -> Result<()> {
             let a = client
                 .send_in(
                     Some(tag),
-                    reqwest::Method::PUT,
+                    walship::client::Method::PUT,
                     &format!("/v1/kv/{key}"),
                     Some(key.as_bytes().to_vec()),
                 )
