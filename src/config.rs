@@ -218,6 +218,9 @@ builder_setters! {
     max_inflight_batches: usize;
     /// Group commit: payload bytes per batch (default 256 KiB, 1 KiB..=768 KiB).
     max_batch_bytes: usize;
+    /// Most entries in one AppendEntries, and so in one ZooKeeper multi
+    /// (default 2048).
+    max_payload_entries: u64;
     /// File holding the cluster's shared secret: ZooKeeper ACLs and the
     /// token on node-to-node RPC (default: none, no access control). Read
     /// by `build`, which fails if it is missing or empty.

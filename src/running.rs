@@ -113,3 +113,26 @@ impl RunningNode {
         self.node.fatal().map(str::to_string)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passing_causes_are_retryable_and_the_rest_are_not() {
+        use crate::witness::WitnessError;
+        use walship_zk::ZkError;
+        let listen = |kind| StartError::Listen {
+            addr: "127.0.0.1:8081".into(),
+            source: std::io::Error::from(kind),
+        };
+        assert!(listen(std::io::ErrorKind::AddrInUse).is_retryable());
+        assert!(!listen(std::io::ErrorKind::PermissionDenied).is_retryable());
+        assert!(StartError::Witness(WitnessError::Zk(ZkError::Unreachable("no server".into()))).is_retryable());
+        assert!(StartError::Witness(WitnessError::Busy).is_retryable());
+        assert!(StartError::RaftRestarting.is_retryable());
+        assert!(!StartError::Witness(WitnessError::Zk(ZkError::Refused("bad credentials".into()))).is_retryable());
+        assert!(!StartError::Witness(WitnessError::corrupt("/walship/c/record", "bad crc")).is_retryable());
+        assert!(!StartError::Config("invalid setting".into()).is_retryable());
+    }
+}

@@ -808,6 +808,16 @@ mod tests {
     }
 
     #[test]
+    fn methods_are_tokens() {
+        assert_eq!(Method::PUT.to_string(), "PUT");
+        assert_eq!(
+            Method::from_bytes(b"PURGE").map(|m| m.to_string()),
+            Some("PURGE".into())
+        );
+        assert_eq!(Method::from_bytes(b"NOT A TOKEN"), None);
+    }
+
+    #[test]
     fn keys_are_one_path_segment() {
         assert_eq!(encode_key("a/b c%"), "a%2Fb%20c%25");
         assert_eq!(encode_key("ü"), "%C3%BC");
