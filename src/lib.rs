@@ -22,6 +22,66 @@
 //! - [`proposer::ProposeError`]: what a proposal made in-process came to
 //!   ([`proposer::ProposeError::is_retryable`]).
 //!
+//! A node of a replicated counter, and a client of it:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::io::Read;
+//! use walship::app::{Application, SnapshotWriter};
+//! use walship::client::{ClientOptions, NodeClient, Session};
+//! use walship::config::NodeConfig;
+//! use walship::events::Events;
+//!
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! impl Application for Counter {
+//!     fn apply(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
+//!         self.0 += command.len() as u64;
+//!         Ok(self.0.to_le_bytes().to_vec())
+//!     }
+//!     fn query(&self, _query: &[u8]) -> Result<Vec<u8>, String> {
+//!         Ok(self.0.to_le_bytes().to_vec())
+//!     }
+//!     fn snapshot(&self) -> SnapshotWriter {
+//!         let total = self.0;
+//!         Box::new(move |out| out.write_all(&total.to_le_bytes()))
+//!     }
+//!     fn restore(&mut self, snapshot: &mut dyn Read) -> Result<(), String> {
+//!         let mut b = [0u8; 8];
+//!         snapshot.read_exact(&mut b).map_err(|e| e.to_string())?;
+//!         self.0 = u64::from_le_bytes(b);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // Node 1 (node 2 runs the same with id 2 and its own address).
+//! let cfg = NodeConfig::builder(1, "counter", "zk:2181", "/var/lib/counter", "0.0.0.0:8081")
+//!     .advertise("node1:8081")
+//!     .build()?;
+//! let node = match walship::start(cfg, Some(Box::new(Counter::default())), Events::new()).await {
+//!     Ok(node) => node,
+//!     // ZooKeeper unreachable, the port still held, ...: may start if tried again.
+//!     Err(e) if e.is_retryable() => return Err(format!("not started yet: {e}").into()),
+//!     // Bad configuration, unreadable or foreign data: needs an operator.
+//!     Err(e) => return Err(e.into()),
+//! };
+//!
+//! // A client, anywhere: either node answers (a follower forwards), and a
+//! // session's command is applied at most once however often it is retried.
+//! let opts = ClientOptions::default();
+//! let session = Session::new(vec![NodeClient::new("node1:8081", &opts)?, NodeClient::new("node2:8081", &opts)?]);
+//! match session.command(b"+1".to_vec()).await {
+//!     Ok(applied) => println!("applied at log index {}", applied.index),
+//!     Err(e) if e.outcome_unknown() => println!("applied at most once, maybe not: {e}"),
+//!     Err(e) => println!("not applied: {e}"),
+//! }
+//! let total = session.query(Vec::new()).await?; // linearizable
+//! # let _ = total;
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
 //! Cargo features:
 //!
 //! - `cli` (default): the command line, `walship::cli` (clap's argument types and
