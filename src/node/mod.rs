@@ -332,7 +332,7 @@ impl Node {
         }
     }
 
-    /// Whether the node is shutting down (it then refuses new work).
+    /// Whether the node is shutting down (its background loops end on it).
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
