@@ -115,6 +115,8 @@ pub struct Setup {
     bin: Option<PathBuf>,
     /// Run this example (`target/<profile>/examples/<name>`) as the nodes.
     example: Option<String>,
+    /// Or this program (an embedder's, given by path) as the nodes.
+    node_program: Option<PathBuf>,
     zk: Zk,
     zk_options: ZkOptions,
     zk_sasl_secret: Option<PathBuf>,
@@ -151,6 +153,7 @@ impl Setup {
             place,
             bin: None,
             example: None,
+            node_program: None,
             zk: Zk::Own,
             zk_options: ZkOptions {
                 own_process_group: own_process_groups,
@@ -180,6 +183,14 @@ impl Setup {
     /// cargo builds examples beside this executable.
     pub fn example(mut self, name: &str) -> Setup {
         self.example = Some(name.to_string());
+        self
+    }
+
+    /// Run the program at `path` as both nodes, as [`Setup::example`] does
+    /// with an example found by name (a tool's `--ledger-bin`, say). It
+    /// takes precedence over `example`.
+    pub fn node_program(mut self, path: &Path) -> Setup {
+        self.node_program = Some(path.to_path_buf());
         self
     }
 
@@ -285,12 +296,13 @@ impl Setup {
             Some(b) => b.clone(),
             None => walship_binary_beside_this_one().map_err(anyhow::Error::msg)?,
         };
-        let (node_bin, node_command) = match &self.example {
-            Some(name) => (
+        let (node_bin, node_command) = match (&self.node_program, &self.example) {
+            (Some(path), _) => (path.clone(), Vec::new()),
+            (None, Some(name)) => (
                 example_binary_beside_this_one(name).map_err(anyhow::Error::msg)?,
                 Vec::new(),
             ),
-            None => (bin.clone(), vec!["node".to_string()]),
+            (None, None) => (bin.clone(), vec!["node".to_string()]),
         };
         let certs = dir.path().join("certs");
         let mut zk_options = self.zk_options.clone();

@@ -7,6 +7,16 @@ use std::time::Duration;
 use clap::Args;
 
 use super::faults::KindSet;
+pub use super::ledger::Retries;
+
+/// What the soak's clients do (`--workload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// The key-value store: puts, deletes, compare-and-sets, reads.
+    Kv,
+    /// The ledger example's deposits, withdrawals and transfers.
+    Ledger,
+}
 
 /// Cycles when neither `--cycles` nor `--duration` is given: under a minute.
 pub const DEFAULT_CYCLES: u64 = 12;
@@ -58,6 +68,29 @@ pub struct SoakArgs {
     /// The walship binary to run the nodes with (default: this one).
     #[arg(long)]
     pub bin: Option<PathBuf>,
+    /// What the clients do: `kv`, puts, deletes, compare-and-sets and reads
+    /// of the key-value store (checked for durability and linearizability);
+    /// `ledger`, the nodes run the ledger example (an embedder's state
+    /// machine) and the clients send deposits, withdrawals and transfers
+    /// with transaction ids of their own, checked for exactly-once
+    /// application, rejections, conserved money and identical nodes.
+    #[arg(long, value_enum, default_value_t = Workload::Kv)]
+    pub workload: Workload,
+    /// The ledger example binary the nodes run with --workload ledger
+    /// (default: target/<profile>/examples/ledger beside this one).
+    #[arg(long)]
+    pub ledger_bin: Option<PathBuf>,
+    /// How ledger clients retry a command whose outcome they did not learn:
+    /// `session` (walship::client::Session, exactly once; a duplicate fails
+    /// the soak) or `plain` (the same command re-sent after a 504 or no
+    /// answer, without a session: the duplicates are counted, not failed on).
+    #[arg(long, value_enum, default_value_t = Retries::Session)]
+    pub ledger_retries: Retries,
+    /// Ledger accounts (--workload ledger); few, so transfers contend and
+    /// balances run out. Each keeps its last 4096 transaction ids, which a
+    /// long run must not overflow (the check says so if it does).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(2..=10_000))]
+    pub accounts: u64,
     /// Run the nodes in TLS mode (certificates from `walship dev-ca` in
     /// RUN_DIR/certs) and the workload and checks over https.
     #[arg(long)]

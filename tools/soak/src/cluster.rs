@@ -35,6 +35,9 @@ pub struct ClusterConfig {
     pub cluster: String,
     /// TLS mode: dev-ca certificates in `<run_dir>/certs`, clients on https.
     pub tls: bool,
+    /// The nodes run this program instead of `bin node` (the ledger
+    /// example, `--workload ledger`); `bin` is still the `walship` CLI.
+    pub node_program: Option<PathBuf>,
 }
 
 /// Starts ZooKeeper (unless given), the proxies and both nodes; returns once
@@ -48,6 +51,9 @@ pub async fn start(cfg: &ClusterConfig) -> Result<Cluster> {
         .node_args(NODE_ARGS);
     if cfg.tls {
         setup = setup.tls();
+    }
+    if let Some(program) = &cfg.node_program {
+        setup = setup.node_program(program);
     }
     setup = match (&cfg.zk, cfg.ensemble) {
         (Some(addr), _) => setup.zk_external(addr),

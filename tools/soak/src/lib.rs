@@ -28,6 +28,7 @@ pub mod check;
 pub mod cluster;
 pub mod disk;
 pub mod faults;
+pub mod ledger;
 pub mod lincheck;
 pub mod nemesis;
 pub mod recorder;
@@ -70,6 +71,8 @@ const ENSEMBLE_SERVERS: u32 = 3;
 struct State {
     cluster: Option<Cluster>,
     workload: Option<Workload>,
+    /// `--workload ledger`: the clients' records.
+    ledger_log: Option<ledger::LedgerLog>,
     writer: Option<HistoryWriter>,
     recorder: Option<Recorder>,
     summary: Summary,
@@ -91,6 +94,14 @@ struct Plan {
     /// Kinds left out, and why.
     skipped: Vec<(FaultKind, String)>,
     bin: PathBuf,
+    /// `--workload ledger`: the ledger example the nodes run, and how.
+    ledger: Option<LedgerPlan>,
+}
+
+struct LedgerPlan {
+    bin: PathBuf,
+    retries: ledger::Retries,
+    accounts: u64,
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -112,15 +123,28 @@ pub async fn run(args: SoakArgs) -> ExitCode {
     state.summary.seed = plan.seed;
     state.summary.kinds = plan.kinds.clone();
     state.summary.history_path = plan.history.clone();
-    state.summary.workload_clients = plan.clients;
+    // The ledger's clients are not in the key-value history (only the
+    // prober's and the faults' writes are), so none count as its workload.
+    state.summary.workload_clients = if plan.ledger.is_some() { 0 } else { plan.clients };
+    state.summary.ledger_workload = plan.ledger.is_some();
     state.summary.skipped = plan.skipped.clone();
     state.summary.zookeeper = match (&plan.zk, plan.ensemble) {
         (Some(zk), _) => format!("given: {zk}"),
         (None, true) => format!("the soak's own {ENSEMBLE_SERVERS}-server ensemble on loopback"),
         (None, false) => "the soak's own single server on loopback".into(),
     };
+    let load = match &plan.ledger {
+        Some(l) => format!(
+            "{} ledger clients over {} accounts ({} retries; nodes: {})",
+            plan.clients,
+            l.accounts,
+            l.retries.name(),
+            l.bin.display()
+        ),
+        None => format!("{} clients over {} keys", plan.clients, plan.keys),
+    };
     println!(
-        "walship soak: seed {}, {}, {} clients over {} keys, faults: {}",
+        "walship soak: seed {}, {}, {load}, faults: {}",
         plan.seed,
         match (plan.cycles, plan.duration) {
             (Some(c), Some(d)) => format!("{c} cycles or {}", summary::show_duration(d)),
@@ -128,8 +152,6 @@ pub async fn run(args: SoakArgs) -> ExitCode {
             (None, Some(d)) => format!("for {}", summary::show_duration(d)),
             (None, None) => unreachable!("plan sets one"),
         },
-        plan.clients,
-        plan.keys,
         plan.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
     );
     println!(
@@ -218,6 +240,19 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         Some(b) => return Err(format!("--bin {}: no such file", b.display())),
         None => walship_testkit::process::walship_binary_beside_this_one()?,
     };
+    let ledger = match args.workload {
+        args::Workload::Kv => None,
+        args::Workload::Ledger => Some(LedgerPlan {
+            bin: match args.ledger_bin {
+                Some(b) if b.is_file() => b,
+                Some(b) => return Err(format!("--ledger-bin {}: no such file", b.display())),
+                None => walship_testkit::process::example_binary_beside_this_one("ledger")
+                    .map_err(|e| format!("{e}; or pass --ledger-bin"))?,
+            },
+            retries: args.ledger_retries,
+            accounts: args.accounts,
+        }),
+    };
     let sets = args
         .kinds
         .unwrap_or_else(|| vec![faults::KindSet::parse("all").expect("a group")]);
@@ -295,6 +330,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         kinds,
         skipped,
         bin,
+        ledger,
     })
 }
 
@@ -330,6 +366,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
         ensemble: plan.ensemble.then_some(ENSEMBLE_SERVERS),
         cluster: cluster_name,
         tls: plan.tls,
+        node_program: plan.ledger.as_ref().map(|l| l.bin.clone()),
     };
     println!("[{:>6}] starting ZooKeeper and nodes 1 and 2", elapsed(started));
     // Filled in as soon as it exists, so an interrupt stops what started.
@@ -351,7 +388,16 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
         keys: plan.keys,
         seed: plan.seed,
     };
-    let wl = Workload::start(&wcfg, cluster.clients(), recorder.clone(), clock);
+    let wl = match &plan.ledger {
+        None => Workload::start(&wcfg, cluster.clients(), recorder.clone(), clock),
+        Some(l) => {
+            ledger::open_accounts(&cluster.clients(), l.accounts).await?;
+            let (wl, log) =
+                Workload::start_ledger(&wcfg, l.accounts, l.retries, cluster.clients(), recorder.clone(), clock);
+            state.ledger_log = Some(log);
+            wl
+        }
+    };
     let prober = faults::Prober::new(&cluster.clients(), recorder.clone(), clock);
     state.recorder = Some(recorder);
     let wl = state.workload.insert(wl);
@@ -419,7 +465,11 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     }
 
     println!("[{:>6}] stopping the workload; final reads", elapsed(started));
-    let mut keys: Vec<String> = (0..plan.keys as u64).map(workload::key_name).collect();
+    // The ledger workload writes no keys: only the prober's and the faults'.
+    let mut keys: Vec<String> = match plan.ledger {
+        None => (0..plan.keys as u64).map(workload::key_name).collect(),
+        Some(_) => Vec::new(),
+    };
     keys.extend(prober.extra_keys());
     drop(prober);
     state.workload.take().expect("started above").stop().await;
@@ -507,12 +557,62 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
             .push(format!("walship wal verify could not check ZooKeeper: {zk_text}")),
     }
     state.summary.durability_violations = violations;
+    if let (Some(l), Some(log)) = (&plan.ledger, state.ledger_log.take()) {
+        let records = std::mem::take(&mut *log.lock().expect("ledger log lock"));
+        state.summary.ledger = Some(check_ledger(cluster, &records, l).await?);
+    }
 
     // (2) linearizability, key by key.
     let lin = judge(records.clone()).await?;
     state.summary.linearizability = Some(lin);
     state.summary.records = records;
     Ok(())
+}
+
+/// The ledger's end state, read four ways (each node's own applied state
+/// once both caught up, and a linearizable read through each node), which
+/// must be the same, checked against what the clients were told.
+async fn check_ledger(
+    cluster: &mut Cluster,
+    records: &[ledger::LedgerRecord],
+    plan: &LedgerPlan,
+) -> Result<ledger::LedgerVerdict> {
+    cluster.wait_caught_up(Duration::from_secs(60)).await?;
+    let local = [
+        ledger::view(&cluster.client(1), true).await?,
+        ledger::view(&cluster.client(2), true).await?,
+    ];
+    let linearizable = [
+        ledger::view(&cluster.client(1), false).await?,
+        ledger::view(&cluster.client(2), false).await?,
+    ];
+    let mut verdict = ledger::check(records, &local[0], plan.accounts, plan.retries);
+    let mut same = |what: &str, a: &ledger::LedgerView, b: &ledger::LedgerView| {
+        if a == b {
+            verdict.lines.push(format!("{what}: same"));
+            return;
+        }
+        verdict.lines.push(format!("{what}: DIFFERENT"));
+        for (account, balance) in &a.balances {
+            if b.balances.get(account) != Some(balance) || b.histories.get(account) != a.histories.get(account) {
+                verdict.violations.push(format!(
+                    "{what}: {account} holds {balance} ({} ids) against {:?} ({:?} ids)",
+                    a.histories.get(account).map_or(0, |h| h.len()),
+                    b.balances.get(account),
+                    b.histories.get(account).map(|h| h.len())
+                ));
+            }
+        }
+        if a.balances.len() != b.balances.len() {
+            verdict
+                .violations
+                .push(format!("{what}: {} accounts against {}", a.balances.len(), b.balances.len()));
+        }
+    };
+    same("node 1 local = node 2 local", &local[0], &local[1]);
+    same("node 1 linearizable = node 1 local", &linearizable[0], &local[0]);
+    same("node 2 linearizable = node 1 local", &linearizable[1], &local[0]);
+    Ok(verdict)
 }
 
 /// Runs the linearizability checker over every key (off the async threads).

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::check::QuorumLossTally;
 use super::faults::CycleReport;
 use super::faults::FaultKind;
+use super::ledger::LedgerVerdict;
 use super::recorder::OpKind;
 use super::recorder::OpRecord;
 use super::recorder::Outcome;
@@ -40,6 +41,11 @@ pub struct Summary {
     pub interrupted: Option<&'static str>,
     /// What writes saw while ZooKeeper had no quorum (zk-quorum-loss).
     pub quorum_loss: QuorumLossTally,
+    /// `--workload ledger`: the exactly-once check, once it ran.
+    pub ledger: Option<LedgerVerdict>,
+    /// `--workload ledger`: set from the start, so a soak stopped before
+    /// the check says it did not run.
+    pub ledger_workload: bool,
 }
 
 #[derive(Default)]
@@ -61,6 +67,7 @@ impl Summary {
                 .linearizability
                 .as_ref()
                 .is_some_and(|l| l.violations.is_empty() && l.undecided.is_empty())
+            && (!self.ledger_workload || self.ledger.as_ref().is_some_and(|l| l.passed()))
     }
 
     pub fn render(&self) -> String {
@@ -100,7 +107,10 @@ impl Summary {
             let _ = writeln!(s, "  skipped       {k}: {why}");
         }
         let w = self.workload();
-        let _ = writeln!(
+        if self.ledger_workload {
+            s.push_str(&self.ledger_lines());
+        } else {
+            let _ = writeln!(
             s,
             "  writes        attempted {}, acknowledged {} (cas: {} swapped, {} refused), failed {}, unknown {}",
             w.writes, w.acked, w.cas_swapped, w.cas_refused, w.failed, w.unknown
@@ -110,6 +120,7 @@ impl Summary {
             "  reads         {} linearizable reads: {} answered, {} failed or unanswered",
             w.reads, w.reads_ok, w.reads_bad
         );
+        }
         let mut ms: Vec<u64> = self.cycles.iter().map(|c| c.failover_ms).collect();
         ms.sort_unstable();
         if ms.is_empty() {
@@ -162,6 +173,9 @@ impl Summary {
         );
         let why = match (self.interrupted, self.passed()) {
             (Some(sig), _) => format!("INTERRUPTED by {sig}: the checks did not run; the numbers above are so far"),
+            (None, true) if self.ledger_workload => "PASS: every acknowledged write present; every key's history linearizable; \
+                 every ledger transaction applied as its client was told"
+                .into(),
             (None, true) => "PASS: every acknowledged write present; every key's history linearizable".into(),
             (None, false) => {
                 let mut reasons = Vec::new();
@@ -178,6 +192,11 @@ impl Summary {
                     if !l.undecided.is_empty() {
                         reasons.push(format!("{} keys undecided", l.undecided.len()));
                     }
+                }
+                if let Some(l) = self.ledger.as_ref().filter(|l| !l.passed()) {
+                    reasons.push(format!("{} ledger violations", l.violations.len()));
+                } else if self.ledger_workload && self.ledger.is_none() {
+                    reasons.push("the ledger was not checked".into());
                 }
                 if !self.problems.is_empty() {
                     reasons.push(format!("{} problems", self.problems.len()));
@@ -345,6 +364,43 @@ impl Summary {
                 "  quorum loss   {} windows, {} ms without quorum: writes invoked and completed inside them: {} acknowledged (must be 0), {} failed (503), {} unknown (504/timeout), {} CAS refused",
                 q.windows, q.down_ms, q.acked, q.failed, q.unknown, q.cas_refused
             );
+        }
+        s
+    }
+
+    /// The ledger workload's lines: what the clients were told, what the
+    /// ledger shows, and each violation by transaction id.
+    fn ledger_lines(&self) -> String {
+        let mut s = String::new();
+        let Some(l) = &self.ledger else {
+            let _ = writeln!(s, "  ledger        not checked");
+            return s;
+        };
+        let retries = l.retries.map(|r| r.name()).unwrap_or("?");
+        let _ = writeln!(
+            s,
+            "  ledger        {} commands ({retries} retries, {} HTTP attempts) over {} accounts: acknowledged {}, \
+             rejected {}, unknown {} ({} of them applied), not applied {}",
+            l.commands, l.http_attempts, l.accounts, l.acknowledged, l.rejected, l.unknown, l.unknown_applied, l.not_applied
+        );
+        let must = if l.retries == Some(super::ledger::Retries::Session) {
+            " (must be 0)"
+        } else {
+            " (no sessions: counted, not failed on)"
+        };
+        let _ = writeln!(
+            s,
+            "  duplicates    {}{must}; applied though told otherwise {}; total balance {}",
+            l.duplicates, l.told_otherwise, l.total_balance
+        );
+        for line in &l.lines {
+            let _ = writeln!(s, "  ledger        {line}");
+        }
+        for v in l.violations.iter().take(20) {
+            let _ = writeln!(s, "  VIOLATION     ledger: {v}");
+        }
+        if l.violations.len() > 20 {
+            let _ = writeln!(s, "  VIOLATION     ledger: ... {} more", l.violations.len() - 20);
         }
         s
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::ledger;
 use super::recorder::Clock;
 use super::recorder::OpKind;
 use super::recorder::OpRecord;
@@ -108,6 +109,55 @@ impl Workload {
             recorder,
             clock,
         }
+    }
+
+    /// The ledger workload instead (`--workload ledger`, see `ledger`):
+    /// the same pause, stop and counters (a command applied counts as an
+    /// acknowledged write), its records in the returned log. The accounts
+    /// must be open already (`ledger::open_accounts`).
+    pub fn start_ledger(
+        cfg: &WorkloadConfig,
+        accounts: u64,
+        retries: ledger::Retries,
+        nodes: Vec<NodeClient>,
+        recorder: Recorder,
+        clock: Clock,
+    ) -> (Workload, ledger::LedgerLog) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let log = ledger::LedgerLog::default();
+        let tasks = (0..cfg.clients)
+            .map(|client| {
+                // Half the clients try node 2 first, so followers forward too.
+                let mut order = nodes.clone();
+                order.rotate_left(client as usize % nodes.len());
+                let c = ledger::LedgerClient {
+                    client,
+                    accounts,
+                    retries,
+                    rng: Rng::fork(cfg.seed, 1 + client as u64),
+                    nodes: order,
+                    stop: Arc::clone(&stop),
+                    paused: Arc::clone(&paused),
+                    counters: Arc::clone(&counters),
+                    log: Arc::clone(&log),
+                };
+                tokio::spawn(c.run())
+            })
+            .collect();
+        let workload = Workload {
+            stop,
+            paused,
+            tasks,
+            counters,
+            // Ledger commands are not key-value operations: none to record
+            // as unknown on abort.
+            inflight: Arc::new(Mutex::new(Vec::new())),
+            recorder,
+            clock,
+        };
+        (workload, log)
     }
 
     /// Holds (or releases) every client before its next operation; one in
