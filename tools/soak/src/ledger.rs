@@ -241,12 +241,10 @@ impl LedgerClient {
             };
             self.count(&told);
             let applied = told == Told::Applied;
-            self.log.lock().expect("ledger log lock").push(LedgerRecord {
-                tx,
-                op,
-                told,
-                attempts,
-            });
+            self.log
+                .lock()
+                .expect("ledger log lock")
+                .push(LedgerRecord { tx, op, told, attempts });
             if !applied {
                 tokio::time::sleep(BACKOFF).await;
             }
@@ -419,7 +417,11 @@ pub fn check(records: &[LedgerRecord], view: &LedgerView, accounts: u64, retries
     let ops: BTreeMap<&str, &Op> = records.iter().map(|r| (r.tx.as_str(), &r.op)).collect();
     let expected_accounts: Vec<String> = (0..accounts).map(account_name).collect();
     let names: Vec<&String> = view.balances.keys().collect();
-    if names.iter().map(|s| s.as_str()).ne(expected_accounts.iter().map(|s| s.as_str())) {
+    if names
+        .iter()
+        .map(|s| s.as_str())
+        .ne(expected_accounts.iter().map(|s| s.as_str()))
+    {
         v.violations.push(format!(
             "the ledger holds accounts {names:?}, the soak opened {expected_accounts:?}"
         ));
@@ -507,10 +509,8 @@ pub fn check(records: &[LedgerRecord], view: &LedgerView, accounts: u64, retries
                 if applied > 0 {
                     v.told_otherwise += 1;
                     if session {
-                        v.violations.push(format!(
-                            "tx {}: rejected ({why}), applied {applied} times",
-                            r.tx
-                        ));
+                        v.violations
+                            .push(format!("tx {}: rejected ({why}), applied {applied} times", r.tx));
                     }
                 }
                 if session && !why.contains("insufficient funds") {
@@ -524,10 +524,8 @@ pub fn check(records: &[LedgerRecord], view: &LedgerView, accounts: u64, retries
                     v.unknown_applied += 1;
                 }
                 if applied > 1 && session {
-                    v.violations.push(format!(
-                        "tx {}: outcome unknown ({why}), applied {applied} times",
-                        r.tx
-                    ));
+                    v.violations
+                        .push(format!("tx {}: outcome unknown ({why}), applied {applied} times", r.tx));
                 }
             }
             Told::NotApplied(why) => {
@@ -623,7 +621,10 @@ mod tests {
         let view = ledger(&[("c0-1", &t), ("c0-1", &t)]);
         let v = check(&records, &view, 2, Retries::Session);
         assert_eq!(v.duplicates, 1);
-        assert!(v.violations.iter().any(|s| s.contains("tx c0-1: acknowledged, applied 2 times")));
+        assert!(v
+            .violations
+            .iter()
+            .any(|s| s.contains("tx c0-1: acknowledged, applied 2 times")));
         // Plain retries: counted, not a violation (money still adds up).
         let v = check(&records, &view, 2, Retries::Plain);
         assert_eq!(v.duplicates, 1);
@@ -635,16 +636,26 @@ mod tests {
         let t = transfer(10);
         let records = [rec("c0-1", t.clone(), Told::Applied)];
         let v = check(&records, &ledger(&[]), 2, Retries::Plain);
-        assert!(v.violations.iter().any(|s| s.contains("tx c0-1: acknowledged, never applied")));
+        assert!(v
+            .violations
+            .iter()
+            .any(|s| s.contains("tx c0-1: acknowledged, never applied")));
 
         let mut half = ledger(&[]);
         half.histories.get_mut("acct00").unwrap().push("c0-1".into());
         *half.balances.get_mut("acct00").unwrap() -= 10;
         let v = check(&records, &half, 2, Retries::Session);
-        assert!(v.violations.iter().any(|s| s.contains("half done")), "{:?}", v.violations);
+        assert!(
+            v.violations.iter().any(|s| s.contains("half done")),
+            "{:?}",
+            v.violations
+        );
 
         let v = check(&[], &ledger(&[("c9-9", &t)]), 2, Retries::Session);
-        assert!(v.violations.iter().any(|s| s.contains("tx c9-9: in acct00's history, but no client sent it")));
+        assert!(v
+            .violations
+            .iter()
+            .any(|s| s.contains("tx c9-9: in acct00's history, but no client sent it")));
     }
 
     #[test]
@@ -652,7 +663,10 @@ mod tests {
         let mut view = ledger(&[]);
         *view.balances.get_mut("acct01").unwrap() += 1;
         let v = check(&[], &view, 2, Retries::Session);
-        assert!(v.violations.iter().any(|s| s.contains("acct01: its history adds up to 1000, its balance is 1001")));
+        assert!(v
+            .violations
+            .iter()
+            .any(|s| s.contains("acct01: its history adds up to 1000, its balance is 1001")));
         assert!(v.violations.iter().any(|s| s.contains("money not conserved")));
     }
 }

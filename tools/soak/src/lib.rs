@@ -604,9 +604,11 @@ async fn check_ledger(
             }
         }
         if a.balances.len() != b.balances.len() {
-            verdict
-                .violations
-                .push(format!("{what}: {} accounts against {}", a.balances.len(), b.balances.len()));
+            verdict.violations.push(format!(
+                "{what}: {} accounts against {}",
+                a.balances.len(),
+                b.balances.len()
+            ));
         }
     };
     same("node 1 local = node 2 local", &local[0], &local[1]);

@@ -111,15 +111,15 @@ impl Summary {
             s.push_str(&self.ledger_lines());
         } else {
             let _ = writeln!(
-            s,
-            "  writes        attempted {}, acknowledged {} (cas: {} swapped, {} refused), failed {}, unknown {}",
-            w.writes, w.acked, w.cas_swapped, w.cas_refused, w.failed, w.unknown
-        );
-        let _ = writeln!(
-            s,
-            "  reads         {} linearizable reads: {} answered, {} failed or unanswered",
-            w.reads, w.reads_ok, w.reads_bad
-        );
+                s,
+                "  writes        attempted {}, acknowledged {} (cas: {} swapped, {} refused), failed {}, unknown {}",
+                w.writes, w.acked, w.cas_swapped, w.cas_refused, w.failed, w.unknown
+            );
+            let _ = writeln!(
+                s,
+                "  reads         {} linearizable reads: {} answered, {} failed or unanswered",
+                w.reads, w.reads_ok, w.reads_bad
+            );
         }
         let mut ms: Vec<u64> = self.cycles.iter().map(|c| c.failover_ms).collect();
         ms.sort_unstable();
@@ -173,9 +173,11 @@ impl Summary {
         );
         let why = match (self.interrupted, self.passed()) {
             (Some(sig), _) => format!("INTERRUPTED by {sig}: the checks did not run; the numbers above are so far"),
-            (None, true) if self.ledger_workload => "PASS: every acknowledged write present; every key's history linearizable; \
+            (None, true) if self.ledger_workload => {
+                "PASS: every acknowledged write present; every key's history linearizable; \
                  every ledger transaction applied as its client was told"
-                .into(),
+                    .into()
+            }
             (None, true) => "PASS: every acknowledged write present; every key's history linearizable".into(),
             (None, false) => {
                 let mut reasons = Vec::new();
@@ -381,7 +383,14 @@ impl Summary {
             s,
             "  ledger        {} commands ({retries} retries, {} HTTP attempts) over {} accounts: acknowledged {}, \
              rejected {}, unknown {} ({} of them applied), not applied {}",
-            l.commands, l.http_attempts, l.accounts, l.acknowledged, l.rejected, l.unknown, l.unknown_applied, l.not_applied
+            l.commands,
+            l.http_attempts,
+            l.accounts,
+            l.acknowledged,
+            l.rejected,
+            l.unknown,
+            l.unknown_applied,
+            l.not_applied
         );
         let must = if l.retries == Some(super::ledger::Retries::Session) {
             " (must be 0)"

@@ -250,6 +250,85 @@ fn bad_flags_exit_2_with_one_line() {
         "ensemble kind without --ensemble",
     );
     assert!(e.contains("--ensemble"), "{e}");
+    let e = assert_one_line_exit_2(
+        &soak(&[
+            "--workload",
+            "ledger",
+            "--ledger-bin",
+            "/no/such/ledger",
+            "--run-dir",
+            d,
+        ]),
+        "missing ledger binary",
+    );
+    assert!(e.contains("--ledger-bin /no/such/ledger"), "{e}");
+    let e = assert_one_line_exit_2(
+        &soak(&["--workload", "ledger", "--ledger-retries", "sometimes", "--run-dir", d]),
+        "bad retry mode",
+    );
+    assert!(e.contains("sometimes"), "{e}");
+}
+
+/// The ledger workload (`--workload ledger`): the nodes run the ledger
+/// example, clients send deposits, withdrawals and transfers in sessions
+/// while the leader is killed (once with its disk wiped) and frozen; every
+/// acknowledged transaction applied exactly once, rejections changed
+/// nothing, money conserved, both nodes the same. Needs the example built
+/// beside the soak (`cargo test --workspace --all-targets` does it).
+#[test]
+fn ledger_soak_with_sessions_applies_each_transaction_once() {
+    let dir = run_dir("soak-ledger");
+    let started = Instant::now();
+    let (_dir, stdout) = soak_passing(
+        "walship soak --workload ledger",
+        dir,
+        &[
+            "--workload",
+            "ledger",
+            "--cycles",
+            "3",
+            "--seed",
+            "15",
+            "--clients",
+            "4",
+            "--kinds",
+            "kill-leader-wipe,freeze-leader,kill-follower",
+        ],
+    );
+    println!("{stdout}");
+    for kind in ["kill-leader-wipe", "freeze-leader", "kill-follower"] {
+        assert_eq!(cycles_of(&stdout, kind), Some(1), "{kind} not run once:\n{stdout}");
+    }
+    assert!(stdout.contains("(session retries,"), "{stdout}");
+    assert!(stdout.contains("duplicates    0 (must be 0)"), "{stdout}");
+    let figure = |label: &str| -> u64 {
+        let at = stdout
+            .find(label)
+            .unwrap_or_else(|| panic!("no '{label}' in:\n{stdout}"))
+            + label.len();
+        let digits: String = stdout[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no number after '{label}' in:\n{stdout}"))
+    };
+    // Enough load to mean something, and the withdraws no balance covers
+    // (one in 16 commands) came back rejected.
+    assert!(figure("accounts: acknowledged ") >= 300, "{stdout}");
+    assert!(figure(", rejected ") >= 10, "{stdout}");
+    for same in [
+        "node 1 local = node 2 local: same",
+        "node 1 linearizable = node 1 local: same",
+        "node 2 linearizable = node 1 local: same",
+    ] {
+        assert!(stdout.contains(same), "{same}:\n{stdout}");
+    }
+    assert!(!stdout.contains("VIOLATION"), "{stdout}");
+    assert!(stdout.contains("verdict       PASS"), "{stdout}");
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "the ledger soak took {:.0?}",
+        started.elapsed()
+    );
 }
 
 #[test]
