@@ -345,6 +345,17 @@ async fn view_once(client: &NodeClient, stale: bool) -> Result<LedgerView> {
     Ok(LedgerView { balances, histories })
 }
 
+/// The transactions applied more than once so far, with how often: cheap
+/// enough to ask after every cycle, and true at any moment (a duplicate
+/// never goes away), unlike the end checks, which need the load stopped.
+pub fn duplicated(view: &LedgerView) -> Vec<(String, usize)> {
+    applications(view)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(tx, n)| (tx.to_string(), n))
+        .collect()
+}
+
 /// What the ledger check found.
 #[derive(Debug, Default, Clone)]
 pub struct LedgerVerdict {
@@ -656,6 +667,21 @@ mod tests {
             .violations
             .iter()
             .any(|s| s.contains("tx c9-9: in acct00's history, but no client sent it")));
+    }
+
+    #[test]
+    fn duplicated_lists_each_transaction_applied_twice() {
+        let t = transfer(10);
+        let d = Op::Deposit {
+            account: account_name(1),
+            amount: 5,
+        };
+        let view = ledger(&[("c0-1", &t), ("c1-1", &d), ("c0-1", &t), ("c1-1", &d), ("c1-1", &d)]);
+        assert_eq!(
+            duplicated(&view),
+            vec![("c0-1".to_string(), 2), ("c1-1".to_string(), 3)]
+        );
+        assert!(duplicated(&ledger(&[("c0-1", &t)])).is_empty());
     }
 
     #[test]

@@ -406,6 +406,8 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     let mut schedule = Schedule::new(plan.seed, plan.kinds.clone());
     let deadline = plan.duration.map(|d| started + d);
     let mut n = 0u64;
+    // The ledger's duplicated transactions after the last cycle.
+    let mut ledger_dups = 0usize;
     loop {
         if plan.cycles.is_some_and(|c| n >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -427,6 +429,9 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
             .iter()
             .map(|id| error_lines_since(cluster.node(*id).log_path(), log_marks[(*id - 1) as usize]))
             .sum();
+        if let Some(l) = &plan.ledger {
+            ledger_after_cycle(cluster, n, l.retries, &mut ledger_dups, &mut report).await;
+        }
         let c = &wl.counters;
         println!(
             "[{:>6}] cycle {n:>3}{} {:<28} {:<8} failover {:>5} ms, node {} leads; {} ops, {} writes acked  ({:.1} s){}",
@@ -567,6 +572,47 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     state.summary.linearizability = Some(lin);
     state.summary.records = records;
     Ok(())
+}
+
+/// After a cycle, the ledger as its leader sees it: transactions applied
+/// twice so far (a duplicate never goes away, so this holds under load).
+/// The cycle's line gets how many this cycle added; with sessions each is
+/// a violation naming the transaction.
+async fn ledger_after_cycle(
+    cluster: &Cluster,
+    cycle: u64,
+    retries: ledger::Retries,
+    so_far: &mut usize,
+    report: &mut faults::CycleReport,
+) {
+    let view = match ledger::view(&cluster.client(report.leader_after), false).await {
+        Ok(v) => v,
+        Err(e) => {
+            report.notes.push(format!("ledger: not read after the cycle: {e:#}"));
+            return;
+        }
+    };
+    let dups = ledger::duplicated(&view);
+    let extra: usize = dups.iter().map(|(_, n)| n - 1).sum();
+    let added = extra.saturating_sub(*so_far);
+    *so_far = extra;
+    if added == 0 {
+        return;
+    }
+    report.notes.push(format!(
+        "ledger: {added} duplicate applications this cycle ({extra} so far)"
+    ));
+    // One outcome per duplicate: the fault table counts them per kind.
+    report
+        .outcomes
+        .extend(std::iter::repeat_n("ledger duplicates".to_string(), added));
+    if retries == ledger::Retries::Session {
+        for (tx, n) in dups {
+            report
+                .violations
+                .push(format!("cycle {cycle}: ledger tx {tx} applied {n} times in a session"));
+        }
+    }
 }
 
 /// The ledger's end state, read four ways (each node's own applied state
