@@ -383,19 +383,16 @@ impl Summary {
             let _ = writeln!(s, "  ledger        not checked");
             return s;
         };
-        let retries = l.retries.map(|r| r.name()).unwrap_or("?");
+        // A session retries inside `Session::command`, unseen: its attempts are not counted.
+        let how = match l.retries {
+            Some(super::ledger::Retries::Plain) => format!("plain retries, {} HTTP attempts", l.http_attempts),
+            _ => "session retries".to_string(),
+        };
         let _ = writeln!(
             s,
-            "  ledger        {} commands ({retries} retries, {} HTTP attempts) over {} accounts: acknowledged {}, \
+            "  ledger        {} commands ({how}) over {} accounts: acknowledged {}, \
              rejected {}, unknown {} ({} of them applied), not applied {}",
-            l.commands,
-            l.http_attempts,
-            l.accounts,
-            l.acknowledged,
-            l.rejected,
-            l.unknown,
-            l.unknown_applied,
-            l.not_applied
+            l.commands, l.accounts, l.acknowledged, l.rejected, l.unknown, l.unknown_applied, l.not_applied
         );
         let must = if l.retries == Some(super::ledger::Retries::Session) {
             " (must be 0)"

@@ -299,7 +299,7 @@ fn ledger_soak_with_sessions_applies_each_transaction_once() {
     for kind in ["kill-leader-wipe", "freeze-leader", "kill-follower"] {
         assert_eq!(cycles_of(&stdout, kind), Some(1), "{kind} not run once:\n{stdout}");
     }
-    assert!(stdout.contains("(session retries,"), "{stdout}");
+    assert!(stdout.contains("(session retries) over 32 accounts"), "{stdout}");
     assert!(stdout.contains("duplicates    0 (must be 0)"), "{stdout}");
     let figure = |label: &str| -> u64 {
         let at = stdout
