@@ -31,6 +31,10 @@
 #   --history FILE     the history, JSON Lines (default <run-dir>/history.jsonl)
 #   --zk HOST:PORT     use an existing ZooKeeper instead of starting one
 #   --bin PATH         a prebuilt walship binary (no build)
+#   --workload ledger  the nodes run examples/ledger.rs (built too, unless
+#                      --ledger-bin PATH names one); clients send deposits,
+#                      withdrawals and transfers, checked for exactly once
+#   --ledger-retries plain   the comparison: re-send without a session
 #   --release          build and run the release binary (for long runs)
 #
 # `walship soak --help` lists them all. Exit status: 0 pass, 1 a lost or wrong
@@ -42,6 +46,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 BIN=""
+LEDGER=0
+LEDGER_BIN=0
 OWN_ZK=1
 RELEASE=0
 ARGS=()
@@ -54,13 +60,16 @@ for arg in "$@"; do
     ARGS+=("$arg")
     case "$arg" in
         -h | --help)
-            sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,42p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         --bin=*) BIN="${arg#*=}" ;;
         --zk | --zk=*) OWN_ZK=0 ;;
+        --workload=ledger) LEDGER=1 ;;
+        --ledger-bin | --ledger-bin=*) LEDGER_BIN=1 ;;
     esac
     [[ "$prev" == --bin ]] && BIN="$arg"
+    [[ "$prev" == --workload && "$arg" == ledger ]] && LEDGER=1
     prev="$arg"
 done
 
@@ -78,6 +87,11 @@ if ((RELEASE)); then
     BUILD+=(--release)
 fi
 [[ -z "$BIN" ]] && BUILD+=(-p walship)
+# The ledger example, beside the soak tool where it looks for it; naming a
+# target means naming the binaries too.
+if ((LEDGER && !LEDGER_BIN)); then
+    BUILD+=(-p walship --bins --example ledger)
+fi
 (cd "$ROOT" && "${BUILD[@]}") >&2
 SOAK="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/walship-soak"
 if [[ -n "$BIN" ]]; then
