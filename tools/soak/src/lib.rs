@@ -8,12 +8,14 @@
 //! again. At the end it checks that every acknowledged write survived
 //! (through each node, on each node's own state, and from ZooKeeper alone)
 //! and that each key's history is linearizable, prints a summary with the
-//! faults exercised, and exits 0 only if both hold.
+//! faults exercised, and exits 0 only if both hold. With `--workload
+//! ledger` the nodes run the ledger example and the clients send it
+//! transactions, checked for exactly-once application (see `ledger`).
 //!
 //! This file is the orchestration; each other role has its own file:
 //! `args` (flags), `cluster` (the cluster: `walship_testkit::Cluster` with
 //! its fault proxies and fault dirs; its clients are
-//! `walship::client::NodeClient`s, whose replies say the outcome), `workload`, `faults` (kinds, schedule, prober), `nemesis` (one fault
+//! `walship::client::NodeClient`s, whose replies say the outcome), `workload`, `ledger` (the ledger workload and its checks), `faults` (kinds, schedule, prober), `nemesis` (one fault
 //! cycle), `disk` (the storage layer's fault hooks), `history` (the JSON
 //! Lines history), `check` (the checks), `lincheck` (the linearizability
 //! checker), `summary`, `rng`.
