@@ -209,7 +209,7 @@ fn arb_sm_content() -> impl Strategy<Value = SmContent> {
         arb_stored_membership(),
     )
         .prop_map(|(kv, applied, membership)| SmContent {
-            kv,
+            kv: kv.into_iter().map(|(k, v)| (k, axum::body::Bytes::from(v))).collect(),
             applied,
             membership,
             sessions: Default::default(),
@@ -638,7 +638,10 @@ async fn write_data_dir(dir: &Path, entries: &[Entry], batch: usize, vote: Vote)
         .await
         .expect("build snapshot");
     // The blob is the documented format (the one encode_snapshot_data writes).
-    let data = snap.snapshot.into_inner();
+    let current = sm.current_snapshot().await.expect("read").expect("a snapshot");
+    assert_eq!(current.meta, snap.meta);
+    let file = std::fs::read(&current.file.path).expect("read the snapshot file");
+    let data = file[current.data_offset_bytes as usize..].to_vec();
     let content = decode_snapshot_data(&data, &snap.meta, "built").expect("own snapshot decodes");
     assert_eq!(encode_snapshot_data(&content), data, "documented blob format");
     write_meta(
@@ -653,7 +656,7 @@ async fn write_data_dir(dir: &Path, entries: &[Entry], batch: usize, vote: Vote)
     Written {
         entries: entries.to_vec(),
         vote,
-        kv: content.kv,
+        kv: content.kv.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect(),
     }
 }
 

@@ -417,7 +417,7 @@ fn rpc_decodes(route: &str, body: &Body) -> bool {
     match route {
         "/raft/append" => bincode::deserialize::<AppendEntriesRequest<walship::types::TypeConfig>>(&bytes).is_ok(),
         "/raft/vote" => bincode::deserialize::<VoteRequest<u64>>(&bytes).is_ok(),
-        _ => bincode::deserialize::<walship::network::SnapshotBody>(&bytes).is_ok(),
+        _ => bincode::deserialize::<walship::network::SnapshotChunk>(&bytes).is_ok(),
     }
 }
 

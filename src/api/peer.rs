@@ -1,7 +1,7 @@
 //! Inbound Raft RPC from the other node (`/raft/*`): check who sends it,
 //! decode it, check its terms and indexes are in range, hand it to the
 //! node ([`Node::append_from_leader`], [`Node::vote_for`],
-//! [`Node::install_from_leader`]), encode the answer. The sending half is
+//! [`Node::snapshot_chunk_from_leader`]), encode the answer. The sending half is
 //! `network::peer`.
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use openraft::raft::AppendEntriesRequest;
 use openraft::raft::VoteRequest;
 use serde::Serialize;
 
-use crate::network::SnapshotBody;
+use crate::network::SnapshotChunk;
 use crate::node::FromLeader;
 use crate::node::Node;
 use crate::types::NodeId;
@@ -28,10 +28,9 @@ use crate::types::Vote;
 const MAX_SMALL_BODY_BYTES: usize = 64 * 1024;
 
 pub fn routes(node: Arc<Node>) -> Router<Arc<Node>> {
-    let max_snapshot_bytes = usize::try_from(node.cfg().max_snapshot_bytes).unwrap_or(usize::MAX);
     Router::new()
         // Bodies: appends are capped by the sender (with room for a single
-        // oversized entry); a snapshot is the whole state in one request.
+        // oversized entry); a snapshot comes in pieces of a fixed size.
         .route(
             "/raft/append",
             crate::serve::limited(post(append), 2 * crate::network::peer::MAX_APPEND_BODY_BYTES),
@@ -39,7 +38,10 @@ pub fn routes(node: Arc<Node>) -> Router<Arc<Node>> {
         .route("/raft/vote", crate::serve::limited(post(vote), MAX_SMALL_BODY_BYTES))
         .route(
             "/raft/snapshot",
-            crate::serve::limited(post(snapshot), max_snapshot_bytes),
+            crate::serve::limited(
+                post(snapshot),
+                crate::network::SNAPSHOT_CHUNK_BYTES + MAX_SMALL_BODY_BYTES,
+            ),
         )
         .route(
             "/raft/takeover",
@@ -176,8 +178,9 @@ async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     }
 }
 
+/// One piece of a snapshot from the leader (`network::SnapshotChunk`).
 async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    let req: SnapshotBody = match bincode::deserialize(&body) {
+    let req: SnapshotChunk = match bincode::deserialize(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(e),
     };
@@ -188,9 +191,21 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     if let Err(r) = check_peer_input(&req.vote, ids) {
         return bad_request(r);
     }
-    match node.install_from_leader(req.vote, req.meta, req.data).await {
-        Some(res) => encode(&res),
-        None => unavailable(),
+    let max_bytes = node.cfg().max_snapshot_bytes;
+    if req.total_bytes > max_bytes {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a snapshot of {} bytes; this node takes at most {max_bytes} (--max-snapshot-bytes)",
+                req.total_bytes
+            ),
+        )
+            .into_response();
+    }
+    match node.snapshot_chunk_from_leader(req).await {
+        Ok(Some(res)) => encode(&res),
+        Ok(None) => unavailable(),
+        Err(why) => (StatusCode::CONFLICT, why).into_response(),
     }
 }
 

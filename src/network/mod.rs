@@ -19,11 +19,25 @@ use crate::types::Vote;
 use crate::types::WITNESS_ID;
 use crate::witness::Witness;
 
-/// A whole snapshot in one request (walship snapshots are in memory anyway).
+/// The largest piece of a snapshot file one `/raft/snapshot` request
+/// carries: a snapshot travels as a sequence of these, so neither end holds
+/// more than one piece in memory, and each request fits the listener's
+/// body limits and timeouts whatever the snapshot's size.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
+
+/// One piece of a snapshot file on its way to the follower: the bytes at
+/// `offset_bytes` of a file of `total_bytes` (walship-storage's snapshot
+/// file: head with the meta, then the data blob, CRC-checked by the
+/// follower once all of it arrived). Pieces go in order; the last one makes
+/// the follower install it. The reply is the bincode of
+/// `Result<Option<SnapshotResponse>, Fatal>`: `None` until the last piece.
 #[derive(serde::Serialize, serde::Deserialize)]
-pub struct SnapshotBody {
+pub struct SnapshotChunk {
     pub vote: Vote,
     pub meta: SnapshotMeta,
+    pub offset_bytes: u64,
+    pub total_bytes: u64,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -147,7 +161,7 @@ impl openraft::RaftNetwork<TypeConfig> for Client {
             openraft::error::RaftError<NodeId, openraft::error::InstallSnapshotError>,
         >,
     > {
-        // Snapshots travel whole through `full_snapshot` below.
+        // Snapshots travel in walship's own pieces through `full_snapshot` below.
         Err(openraft::error::RPCError::Network(openraft::error::NetworkError::new(
             &std::io::Error::other("chunked snapshot transfer is not used by walship"),
         )))

@@ -18,7 +18,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::RpcError;
-use super::SnapshotBody;
+use super::SnapshotChunk;
+use super::SNAPSHOT_CHUNK_BYTES;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
@@ -54,14 +55,14 @@ impl PeerClient {
         option: &RPCOption,
     ) -> Result<Result<Resp, E>, SendError> {
         let bytes = bincode::serialize(body).map_err(|e| SendError::Network(e.to_string()))?;
-        self.call_bytes(route, bytes, option).await
+        self.call_bytes(route, bytes, option.hard_ttl()).await
     }
 
     async fn call_bytes<Resp: DeserializeOwned, E: DeserializeOwned>(
         &self,
         route: &str,
         bytes: Vec<u8>,
-        option: &RPCOption,
+        timeout: std::time::Duration,
     ) -> Result<Result<Resp, E>, SendError> {
         let addr = match self.peers.addr(self.target).await {
             Ok(Some(a)) => a,
@@ -82,7 +83,7 @@ impl PeerClient {
         if let Some(t) = self.peers.token() {
             req = req.header(crate::auth::PEER_TOKEN_HEADER, t);
         }
-        let res = req.timeout(option.hard_ttl()).body(bytes).send().await;
+        let res = req.timeout(timeout).body(bytes).send().await;
         let res = match res {
             Ok(r) => r,
             Err(e) => {
@@ -131,7 +132,7 @@ impl PeerClient {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
         let bytes = bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        match self.call_bytes("append", bytes, &option).await {
+        match self.call_bytes("append", bytes, option.hard_ttl()).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
             Err(e) => Err(self.rpc_error(e)),
@@ -150,27 +151,77 @@ impl PeerClient {
         }
     }
 
+    /// Sends the snapshot file in pieces of [`SNAPSHOT_CHUNK_BYTES`], read
+    /// one at a time (memory: one piece), each within openraft's snapshot
+    /// timeout; the last one's answer comes after the follower checked and
+    /// installed the whole, so it gets more time, in proportion to the size.
     pub async fn full_snapshot(
         &mut self,
         vote: Vote,
         snapshot: openraft::Snapshot<TypeConfig>,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
-        let body = SnapshotBody {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot.into_inner(),
-        };
-        match self
-            .call::<_, SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>("snapshot", &body, &option)
-            .await
-        {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(fatal)) => Err(StreamingError::Network(NetworkError::new(&fatal))),
-            Err(SendError::Unreachable(m)) => {
-                Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m))))
+        use tokio::io::AsyncReadExt;
+        use tokio::io::AsyncSeekExt;
+        let local = |e: std::io::Error| StreamingError::Network(NetworkError::new(&e));
+        let meta = snapshot.meta;
+        let mut file = snapshot.snapshot;
+        let total_bytes = file.file.metadata().await.map_err(local)?.len();
+        file.rewind().await.map_err(local)?;
+        let mut offset_bytes = 0u64;
+        loop {
+            let want = (total_bytes - offset_bytes).min(SNAPSHOT_CHUNK_BYTES as u64);
+            let mut data = Vec::with_capacity(want as usize);
+            (&mut file).take(want).read_to_end(&mut data).await.map_err(local)?;
+            if data.len() as u64 != want {
+                return Err(local(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{} ended at byte {}",
+                        file.path.display(),
+                        offset_bytes + data.len() as u64
+                    ),
+                )));
             }
-            Err(SendError::Network(m)) => Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(m)))),
+            let last = offset_bytes + want == total_bytes;
+            let chunk = SnapshotChunk {
+                vote,
+                meta: meta.clone(),
+                offset_bytes,
+                total_bytes,
+                data,
+            };
+            let bytes = bincode::serialize(&chunk).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+            let timeout = if last {
+                // Checking and decoding run at well over 20 MiB/s.
+                option.hard_ttl() + std::time::Duration::from_secs(total_bytes / (20 << 20))
+            } else {
+                option.hard_ttl()
+            };
+            let reply = self
+                .call_bytes::<Option<SnapshotResponse<NodeId>>, openraft::error::Fatal<NodeId>>(
+                    "snapshot", bytes, timeout,
+                )
+                .await;
+            match reply {
+                Ok(Ok(Some(r))) => return Ok(r),
+                Ok(Ok(None)) if !last => offset_bytes += want,
+                Ok(Ok(None)) => {
+                    return Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(
+                        format!(
+                            "node {} took the last piece of snapshot {} without installing it",
+                            self.target, meta.snapshot_id
+                        ),
+                    ))))
+                }
+                Ok(Err(fatal)) => return Err(StreamingError::Network(NetworkError::new(&fatal))),
+                Err(SendError::Unreachable(m)) => {
+                    return Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(m))))
+                }
+                Err(SendError::Network(m)) => {
+                    return Err(StreamingError::Network(NetworkError::new(&std::io::Error::other(m))))
+                }
+            }
         }
     }
 }

@@ -48,7 +48,47 @@ impl Node {
             (None, None) => 0,
         };
         let from = from.min(self.log.last_log_id().map(|l| l.index + 1).unwrap_or(0));
-        self.witness.read_log(from).await
+        const SNAPSHOT_TRIES: usize = 5;
+        for _ in 0..SNAPSHOT_TRIES {
+            let w = self.witness.read_log(from).await?;
+            if let Some(sref) = w.snapshot.as_ref().filter(|s| self.needs_snapshot(&s.meta)) {
+                match self.fetch_witness_snapshot(sref).await {
+                    Ok(()) => {}
+                    // W replaced its snapshot while it was read: read again.
+                    Err(e) if e.is_zk(zookeeper_client::Error::NoNode) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(w);
+        }
+        Err(crate::witness::WitnessError::Busy)
+    }
+
+    /// Where W's snapshot is fetched to before it is installed.
+    fn witness_blob_path(&self) -> std::path::PathBuf {
+        self.sm.staging_path("witness-blob")
+    }
+
+    /// Streams W's snapshot into [`Self::witness_blob_path`], every chunk
+    /// CRC-checked on the way (memory: one chunk).
+    async fn fetch_witness_snapshot(
+        &self,
+        sref: &crate::witness::record::SnapshotRef,
+    ) -> Result<(), crate::witness::WitnessError> {
+        let path = self.witness_blob_path();
+        let local = |what: &str, source: std::io::Error| crate::witness::WitnessError::LocalIo {
+            what: format!("{what} {}", path.display()),
+            source,
+        };
+        let mut f = tokio::fs::File::create(&path).await.map_err(|e| local("create", e))?;
+        let mut w = tokio::io::BufWriter::with_capacity(crate::witness::SNAPSHOT_CHUNK_BYTES, &mut f);
+        let res = self.witness.read_snapshot_to(sref, &mut w).await;
+        drop(w);
+        if let Err(e) = res {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+        f.sync_all().await.map_err(|e| local("fsync", e))
     }
 
     /// W's snapshot is needed when it ends past this node's purged point at
@@ -65,7 +105,7 @@ impl Node {
 
     /// True if W holds something this node's log lacks or has otherwise.
     pub(super) fn needs_adoption(&self, w: &WitnessLog) -> bool {
-        if w.snapshot.as_ref().is_some_and(|(meta, _)| self.needs_snapshot(meta)) {
+        if w.snapshot.as_ref().is_some_and(|s| self.needs_snapshot(&s.meta)) {
             return true;
         }
         w.entries.iter().any(|e| {
@@ -83,12 +123,19 @@ impl Node {
         }
         let before = self.log.last_log_id();
         let mut snapshot_index = None;
-        if let Some((meta, data)) = w.snapshot {
-            if self.needs_snapshot(&meta) {
-                tracing::info!(snapshot = ?meta.last_log_id, bytes = data.len(), "adopting W's snapshot");
-                let bytes = data.len() as u64;
-                snapshot_index = meta.last_log_id.map(|l| l.index);
-                storage::install_snapshot_offline(&self.sm, &self.log, meta, data).await?;
+        if let Some(sref) = w.snapshot {
+            if self.needs_snapshot(&sref.meta) {
+                let blob = self.witness_blob_path();
+                if !tokio::fs::try_exists(&blob).await.unwrap_or(false) {
+                    // Read without `read_witness_log` (a repair): fetch now.
+                    self.fetch_witness_snapshot(&sref).await?;
+                }
+                let bytes = sref.size_bytes;
+                tracing::info!(snapshot = ?sref.meta.last_log_id, bytes, "adopting W's snapshot");
+                snapshot_index = sref.meta.last_log_id.map(|l| l.index);
+                let installed = storage::install_snapshot_offline(&self.sm, &self.log, sref.meta, &blob).await;
+                let _ = tokio::fs::remove_file(&blob).await;
+                installed?;
                 self.metrics.snapshot_moved("installed", bytes);
                 let from = crate::events::SnapshotSource::Witness;
                 self.events.snapshot_installed(snapshot_index, bytes, from);

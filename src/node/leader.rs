@@ -233,12 +233,27 @@ impl Node {
     /// Stores this node's newest snapshot as W's (W drops the WAL it
     /// covers). Returns the snapshot's last log id.
     pub(super) async fn ship_snapshot(&self, vote: Vote) -> Result<Option<crate::types::LogId>, StartError> {
-        let Some((meta, data)) = self.sm.current_snapshot_bytes().await? else {
+        // Checked (CRC) through the open file, then streamed from it chunk
+        // by chunk: memory is one chunk whatever the snapshot's size.
+        let Some(current) = self.sm.current_snapshot().await? else {
             return Ok(None);
         };
-        let last = meta.last_log_id;
-        let bytes = data.len() as u64;
-        match self.witness.install_snapshot(vote, meta, data).await? {
+        let last = current.meta.last_log_id;
+        let bytes = current.data_bytes;
+        let mut file = current.file;
+        let at = std::io::SeekFrom::Start(current.data_offset_bytes);
+        tokio::io::AsyncSeekExt::seek(&mut file, at)
+            .await
+            .map_err(|source| WitnessError::LocalIo {
+                what: format!("seek in {}", file.path.display()),
+                source,
+            })?;
+        let data = tokio::io::BufReader::with_capacity(crate::witness::SNAPSHOT_CHUNK_BYTES, file);
+        match self
+            .witness
+            .install_snapshot_from(vote, current.meta, data, bytes)
+            .await?
+        {
             crate::witness::SnapshotUpload::Stored => {}
             // W holds this snapshot or a later one: nothing was uploaded.
             crate::witness::SnapshotUpload::AlreadyCovered => return Ok(last),

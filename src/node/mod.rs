@@ -120,6 +120,14 @@ pub enum StartError {
     },
 }
 
+/// A snapshot file arriving from the leader in pieces.
+struct IncomingSnapshot {
+    snapshot_id: String,
+    total_bytes: u64,
+    next_offset_bytes: u64,
+    file: tokio::fs::File,
+}
+
 /// One walship node: its storage, ZooKeeper session, Raft and state machine.
 /// Shared as `Arc<Node>`; [`crate::start`] starts and serves one (see
 /// [`crate::RunningNode::node`]). Its methods are what the HTTP API calls.
@@ -151,6 +159,8 @@ pub struct Node {
     wake: Notify,
     /// One adoption/election at a time.
     failover_lock: tokio::sync::Mutex<()>,
+    /// The snapshot the leader is sending, piece by piece.
+    snapshot_in: tokio::sync::Mutex<Option<IncomingSnapshot>>,
     stopping: std::sync::atomic::AtomicBool,
     /// Set by `POST /admin/leave`; `main` stops the process as on SIGTERM.
     stop_requested: Notify,
@@ -290,19 +300,101 @@ impl Node {
         Some(res)
     }
 
-    /// A whole snapshot from the leader; `None` while Raft is being rebuilt.
-    pub async fn install_from_leader(
+    /// One piece of a snapshot from the leader (`network::SnapshotChunk`),
+    /// written to a staging file; the last one has the file checked and
+    /// installed. `Ok(None)` while Raft is being rebuilt; `Err` (a piece out
+    /// of order, a bad file, a local write failure) makes the leader start
+    /// over.
+    #[allow(clippy::type_complexity)]
+    pub async fn snapshot_chunk_from_leader(
+        &self,
+        chunk: crate::network::SnapshotChunk,
+    ) -> Result<Option<Result<Option<openraft::raft::SnapshotResponse<NodeId>>, openraft::error::Fatal<NodeId>>>, String>
+    {
+        use tokio::io::AsyncWriteExt;
+        if self.raft().is_none() {
+            return Ok(None);
+        }
+        // A long transfer is the leader at work: no failover over it.
+        self.note_contact();
+        let mut incoming = self.snapshot_in.lock().await;
+        let path = self.sm.staging_path("leader");
+        if chunk.offset_bytes == 0 {
+            let file = tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            *incoming = Some(IncomingSnapshot {
+                snapshot_id: chunk.meta.snapshot_id.clone(),
+                total_bytes: chunk.total_bytes,
+                next_offset_bytes: 0,
+                file,
+            });
+        }
+        let expected = incoming.as_ref().map(|i| (i.snapshot_id.clone(), i.next_offset_bytes));
+        let Some(inc) = incoming.as_mut().filter(|i| {
+            i.snapshot_id == chunk.meta.snapshot_id
+                && i.total_bytes == chunk.total_bytes
+                && i.next_offset_bytes == chunk.offset_bytes
+                && chunk.offset_bytes + chunk.data.len() as u64 <= chunk.total_bytes
+        }) else {
+            return Err(format!(
+                "snapshot {} piece at byte {} does not follow what arrived ({expected:?}); send it again from the start",
+                chunk.meta.snapshot_id, chunk.offset_bytes
+            ));
+        };
+        let write = inc.file.write_all(&chunk.data).await;
+        if let Err(e) = write {
+            *incoming = None;
+            return Err(format!("cannot write {}: {e}", path.display()));
+        }
+        inc.next_offset_bytes += chunk.data.len() as u64;
+        if inc.next_offset_bytes < inc.total_bytes {
+            return Ok(Some(Ok(None)));
+        }
+        let inc = incoming.take().expect("matched above");
+        let total_bytes = inc.total_bytes;
+        let synced = inc.file.sync_all().await;
+        drop(inc.file);
+        // The lock stays held: no new transfer may overwrite the staging
+        // file until it is installed (renamed away) or refused.
+        let checked = match synced {
+            Ok(()) => self
+                .sm
+                .check_snapshot_file(&path, &chunk.meta)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("cannot fsync {}: {e}", path.display())),
+        };
+        if let Err(why) = checked {
+            let _ = tokio::fs::remove_file(&path).await;
+            tracing::warn!(error = %why, "refused a snapshot from the leader");
+            return Err(why);
+        }
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = crate::types::SnapshotFile { file, path };
+        let res = self
+            .install_from_leader(chunk.vote, chunk.meta, file, total_bytes)
+            .await;
+        Ok(res.map(|r| r.map(Some)))
+    }
+
+    /// A whole snapshot from the leader, checked and staged; `None` while
+    /// Raft is being rebuilt.
+    async fn install_from_leader(
         &self,
         vote: Vote,
         meta: crate::types::SnapshotMeta,
-        data: Vec<u8>,
+        file: crate::types::SnapshotFile,
+        bytes: u64,
     ) -> Option<Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>> {
         let raft = self.raft()?;
-        let (index, bytes) = (meta.last_log_id.map(|l| l.index), data.len() as u64);
+        let index = meta.last_log_id.map(|l| l.index);
         self.metrics.snapshot_moved("installed", bytes);
         let snapshot = openraft::Snapshot {
             meta,
-            snapshot: Box::new(std::io::Cursor::new(data)),
+            snapshot: Box::new(file),
         };
         self.note_contact();
         // Known before installing, so the snapshot metric moving is not taken
@@ -455,6 +547,7 @@ impl Node {
             commit_proof: Mutex::new(None),
             wake: Notify::new(),
             failover_lock: tokio::sync::Mutex::new(()),
+            snapshot_in: tokio::sync::Mutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
             proposer: std::sync::OnceLock::new(),
             stop_requested: Notify::new(),

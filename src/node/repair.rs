@@ -91,20 +91,20 @@ impl Node {
     /// starts. Raft must not be running.
     async fn roll_back_state_machine(&self, from: u64) -> Result<(), StartError> {
         let applied = self.sm.applied();
-        match self.sm.current_snapshot_bytes().await? {
-            Some((meta, data)) if meta.last_log_id.is_none_or(|l| l.index < from) => {
+        match self.sm.current_snapshot().await? {
+            Some(current) if current.meta.last_log_id.is_none_or(|l| l.index < from) => {
                 tracing::error!(
                     ?applied,
                     replaced_from = from,
-                    snapshot = ?meta.last_log_id,
+                    snapshot = ?current.meta.last_log_id,
                     "the state machine had applied a replaced entry: rolled back to the local snapshot, the log is re-applied from there"
                 );
-                self.sm.install_snapshot_bytes(&meta, data, false).await?;
+                self.sm.install_snapshot_file(&current.meta, current.file, false).await?;
                 Ok(())
             }
             other => Err(StartError::Storage(StoreError::Invariant(format!(
                 "the state machine applied up to {applied:?}, past the entry replaced at index {from}, and no local snapshot ({:?}) predates it; restart this node with an empty data dir to rebuild it from ZooKeeper",
-                other.map(|(m, _)| m.last_log_id)
+                other.map(|c| c.meta.last_log_id)
             )))),
         }
     }

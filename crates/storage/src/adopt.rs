@@ -2,6 +2,8 @@
 //! offline operations that replay W's log and snapshot into a node's storage
 //! while its `Raft` is shut down.
 
+use std::path::Path;
+
 use walship_types::entry_digest;
 use walship_types::Entry;
 use walship_types::LogId;
@@ -15,17 +17,18 @@ use super::log_store::write;
 use super::LogStore;
 use super::StateMachine;
 
-/// Installs W's snapshot into `sm` (unless `sm` is already past it) and makes
-/// `log` consistent with it (purged up to its last log id; the whole local
-/// log dropped if it diverged there). Verifies `data` first; nothing changes
-/// if it is bad.
+/// Installs W's snapshot, a data blob in the file `blob` (as
+/// `Witness::read_snapshot_to` leaves it), into `sm` (unless `sm` is
+/// already past it) and makes `log` consistent with it (purged up to its last
+/// log id; the whole local log dropped if it diverged there). Verifies the
+/// blob first, streaming; nothing changes if it is bad.
 pub async fn install_snapshot_offline(
     sm: &StateMachine,
     log: &LogStore,
     meta: SnapshotMeta,
-    data: Vec<u8>,
+    blob: &Path,
 ) -> Result<()> {
-    sm.install_snapshot_bytes(&meta, data, true).await?;
+    sm.install_snapshot_blob(&meta, blob, true).await?;
     if let Some(last) = meta.last_log_id {
         log.purge_to_snapshot(last).await?;
     }

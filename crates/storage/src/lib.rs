@@ -16,6 +16,7 @@
 //! raft/state                       vote, committed id, purged id (checked file, atomic replace)
 //! raft/log/<first_index:020>.log   log segments: [len u32][crc32 u32][bincode Entry]...
 //! snapshot/current.snap            [magic][meta record][data blob] (atomic replace)
+//! snapshot/incoming-*.snap         snapshots being built or received (removed at open)
 //! discarded-<unix_ms>/             raft/ and snapshot/ moved aside by --rebuild-from-witness
 //! ```
 
@@ -56,7 +57,11 @@ pub use metrics::StorageMetrics;
 pub use rebuild::open_local;
 pub use sessions::Sessions;
 pub use snapshot::decode_data as decode_snapshot_data;
+pub use snapshot::decode_data_file as decode_snapshot_data_file;
+pub use snapshot::encode_data as encode_snapshot_data;
+pub use snapshot::KvMap;
 pub use snapshot::SmContent;
 pub use state_machine::apply_request;
 pub use state_machine::session_id;
+pub use state_machine::CurrentSnapshot;
 pub use state_machine::StateMachine;

@@ -2,11 +2,15 @@
 //! The types every layer of walship shares: openraft's type configuration,
 //! the node ids (the witness's fixed one too), the client commands that go
 //! through the log and what applying them returns, the cluster's genesis
-//! entry, the size limits of keys and values, and an entry's digest. Pure:
-//! no I/O, and no dependency on any other walship crate. The `walship`
+//! entry, the size limits of keys and values, an entry's digest, and the
+//! handle a snapshot travels in ([`SnapshotFile`]). No I/O of its own, and
+//! no dependency on any other walship crate. The `walship`
 //! library re-exports this crate as `walship::types`.
 
-use std::io::Cursor;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::Context;
+use std::task::Poll;
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -27,9 +31,77 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
+
+/// A snapshot as openraft hands it around: an open snapshot file
+/// (walship-storage's `current.snap` format: magic, meta record, data blob)
+/// and the path it was opened at. A file, not bytes in memory, so a snapshot
+/// of any size costs a file descriptor; the path lets the state machine
+/// rename a received file into place instead of copying it. Reads, writes
+/// and seeks go to the file.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    /// The open snapshot file.
+    pub file: tokio::fs::File,
+    /// Where it was opened (it may have been renamed or replaced since).
+    pub path: PathBuf,
+}
+
+impl SnapshotFile {
+    /// Positions the file at its data blob (past the head: an 8-byte magic
+    /// and the meta record `[len u32][crc32 u32][meta]`, the layout
+    /// walship-storage's `snapshot.rs` defines and checks) and returns the
+    /// blob's size in bytes: what W stores of a snapshot.
+    pub async fn seek_to_data(&mut self) -> std::io::Result<u64> {
+        use tokio::io::AsyncReadExt;
+        use tokio::io::AsyncSeekExt;
+        let len = self.file.metadata().await?.len();
+        self.file.seek(std::io::SeekFrom::Start(8)).await?;
+        let meta_len = u64::from(self.file.read_u32_le().await?);
+        let data_offset = 8 + 8 + meta_len;
+        if data_offset > len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: meta record runs past the end", self.path.display()),
+            ));
+        }
+        self.file.seek(std::io::SeekFrom::Start(data_offset)).await?;
+        Ok(len - data_offset)
+    }
+}
+
+impl tokio::io::AsyncRead for SnapshotFile {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SnapshotFile {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.file).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+impl tokio::io::AsyncSeek for SnapshotFile {
+    fn start_seek(mut self: Pin<&mut Self>, position: std::io::SeekFrom) -> std::io::Result<()> {
+        Pin::new(&mut self.file).start_seek(position)
+    }
+    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
+        Pin::new(&mut self.file).poll_complete(cx)
+    }
+}
 
 /// A Raft log entry of walship's log.
 pub type Entry = openraft::Entry<TypeConfig>;

@@ -236,29 +236,37 @@ impl Witness {
     async fn check_snapshot(&self, sref: &SnapshotRef) -> Result<SnapshotReport, WitnessError> {
         let id = &sref.meta.snapshot_id;
         let dir = self.paths.snapshot_dir(id);
-        let paths: Vec<String> = (0..sref.chunk_count).map(|i| self.paths.chunk(id, i)).collect();
-        let chunks = self.get_many(paths.clone()).await?;
-        let mut data: Vec<u8> = Vec::with_capacity(sref.size_bytes as usize);
+        // Chunk by chunk (a few in flight), folding each into the whole
+        // snapshot's crc32: memory stays a few chunks, whatever its size.
+        let mut crc = crc32fast::Hasher::new();
+        let mut size_bytes = 0u64;
         let mut error = None;
-        for (path, chunk) in paths.iter().zip(chunks) {
-            let Some(bytes) = chunk else {
-                error = Some(format!("chunk {path} is missing"));
-                break;
-            };
-            match record::decode_chunk(&bytes, path) {
-                Ok(payload) => data.extend_from_slice(payload),
-                Err(e) => {
-                    error = Some(e.to_string());
-                    break;
+        let all: Vec<u32> = (0..sref.chunk_count).collect();
+        'chunks: for group in all.chunks(READS_IN_FLIGHT) {
+            let paths: Vec<String> = group.iter().map(|i| self.paths.chunk(id, *i)).collect();
+            let chunks = self.get_many(paths.clone()).await?;
+            for (path, chunk) in paths.iter().zip(chunks) {
+                let Some(bytes) = chunk else {
+                    error = Some(format!("chunk {path} is missing"));
+                    break 'chunks;
+                };
+                match record::decode_chunk(&bytes, path) {
+                    Ok(payload) => {
+                        crc.update(payload);
+                        size_bytes += payload.len() as u64;
+                    }
+                    Err(e) => {
+                        error = Some(e.to_string());
+                        break 'chunks;
+                    }
                 }
             }
         }
         if error.is_none() {
-            let crc = crc32fast::hash(&data);
-            if data.len() as u64 != sref.size_bytes || crc != sref.crc32 {
+            let crc = crc.finalize();
+            if size_bytes != sref.size_bytes || crc != sref.crc32 {
                 error = Some(format!(
-                    "corrupt snapshot {dir}: chunks hold {} bytes crc32 {crc:08x}, the record says {} bytes crc32 {:08x}",
-                    data.len(),
+                    "corrupt snapshot {dir}: chunks hold {size_bytes} bytes crc32 {crc:08x}, the record says {} bytes crc32 {:08x}",
                     sref.size_bytes,
                     sref.crc32
                 ));

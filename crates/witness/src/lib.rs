@@ -44,6 +44,9 @@ use walship_types::Vote;
 /// ZooKeeper refuses a request over `jute.maxbuffer` (1 MiB by default); one
 /// multi, with its framing, stays below this.
 pub const MAX_MULTI_BYTES: usize = 900 * 1024;
+/// The payload of one snapshot chunk znode: under a multi's budget (so
+/// under ZooKeeper's 1 MiB jute.maxbuffer with room for the framing).
+pub const SNAPSHOT_CHUNK_BYTES: usize = MAX_MULTI_BYTES - 1024;
 /// A WAL deletion op costs well under 100 bytes; this many fit in any multi.
 const MAX_DELETES_PER_MULTI: usize = 2000;
 
@@ -78,6 +81,13 @@ pub enum WitnessError {
     /// leader appending meanwhile): nothing is wrong, read again later.
     #[error("W kept changing while it was being read")]
     Busy,
+    /// A local file a snapshot streams from or into failed.
+    #[error("cannot {what}: {source}")]
+    LocalIo {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// W refused a snapshot: it has promised a higher vote.
     #[error("ZooKeeper refused the snapshot: W holds the vote {0}, which the uploader's does not reach (it no longer leads)")]
     SnapshotRefused(Vote),
@@ -181,8 +191,10 @@ impl View {
 /// Everything a node needs to adopt W's log (witness-protocol.md, "Adoption").
 pub struct WitnessLog {
     pub record: WitnessRecord,
-    /// W's snapshot, when the caller asked for entries W has compacted.
-    pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// W's snapshot, when the caller asked for entries W has compacted:
+    /// its reference only; [`Witness::read_snapshot_to`] streams its chunks
+    /// (a snapshot may be larger than memory).
+    pub snapshot: Option<SnapshotRef>,
     /// W's entries after max(from, snapshot) up to `record.last_log_id`.
     pub entries: Vec<Entry>,
 }
@@ -887,6 +899,20 @@ impl Witness {
         meta: SnapshotMeta,
         data: Vec<u8>,
     ) -> Result<SnapshotUpload, WitnessError> {
+        let size_bytes = data.len() as u64;
+        self.install_snapshot_from(vote, meta, std::io::Cursor::new(data), size_bytes)
+            .await
+    }
+
+    /// As [`Self::install_snapshot`], the snapshot's `size_bytes` bytes
+    /// streamed from `data` one chunk at a time (memory: one chunk).
+    pub async fn install_snapshot_from<R: tokio::io::AsyncRead + Unpin + Send>(
+        &self,
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: R,
+        size_bytes: u64,
+    ) -> Result<SnapshotUpload, WitnessError> {
         let Some(snap_last) = meta.last_log_id else {
             return Ok(SnapshotUpload::AlreadyCovered);
         };
@@ -901,8 +927,16 @@ impl Witness {
             return Ok(SnapshotUpload::AlreadyCovered);
         }
         let id = meta.snapshot_id.clone();
-        let result = match self.upload_chunks(&id, &data).await {
-            Ok(chunks) => self.point_at_snapshot(vote, meta, &data, chunks).await,
+        let result = match self.upload_chunks(&id, data, size_bytes).await {
+            Ok((chunks, crc32)) => {
+                let sref = SnapshotRef {
+                    meta,
+                    chunk_count: chunks.len() as u32,
+                    size_bytes,
+                    crc32,
+                };
+                self.point_at_snapshot(vote, sref, chunks).await
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -914,7 +948,7 @@ impl Witness {
                     Err(e) => tracing::warn!(error = %e, "could not sweep unreferenced snapshot uploads"),
                 }
                 self.wal_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(snapshot = %snap_last, bytes = data.len(), "snapshot stored in ZooKeeper");
+                tracing::info!(snapshot = %snap_last, bytes = size_bytes, "snapshot stored in ZooKeeper");
                 Ok(SnapshotUpload::Stored)
             }
             Ok((other, _)) => {
@@ -930,15 +964,20 @@ impl Witness {
         }
     }
 
-    /// Uploads `data` as the chunks of snapshot `id`; returns each chunk's
-    /// path and the znode version it was left at.
-    async fn upload_chunks(&self, id: &str, data: &[u8]) -> Result<Vec<(String, i32)>, WitnessError> {
-        let chunk_bytes = MAX_MULTI_BYTES - 1024;
-        let chunks: Vec<&[u8]> = if data.is_empty() {
-            vec![data]
-        } else {
-            data.chunks(chunk_bytes).collect()
-        };
+    /// Uploads the `size_bytes` bytes of `data` as the chunks of snapshot
+    /// `id`, reading one chunk at a time; returns each chunk's path and the
+    /// znode version it was left at, and the crc32 of all the bytes.
+    async fn upload_chunks<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        id: &str,
+        data: R,
+        size_bytes: u64,
+    ) -> Result<(Vec<(String, i32)>, u32), WitnessError> {
+        use tokio::io::AsyncReadExt;
+        let chunk_count = size_bytes.div_ceil(SNAPSHOT_CHUNK_BYTES as u64).max(1);
+        let mut data = data.take(size_bytes);
+        let mut crc = crc32fast::Hasher::new();
+        let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
         let dir = self.paths.snapshot_dir(id);
         let d = dir.clone();
         let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
@@ -953,10 +992,30 @@ impl Witness {
             Err(e) if e.is_zk(zk::Error::NodeExists) => {}
             Err(e) => return Err(e.into()),
         }
-        let mut uploaded = Vec::with_capacity(chunks.len());
-        for (i, chunk) in chunks.iter().enumerate() {
+        let mut uploaded = Vec::with_capacity(chunk_count as usize);
+        for i in 0..chunk_count {
             let path = self.paths.chunk(id, i as u32);
-            let bytes = record::encode_chunk(chunk);
+            chunk.clear();
+            let want = (size_bytes - i * SNAPSHOT_CHUNK_BYTES as u64).min(SNAPSHOT_CHUNK_BYTES as u64);
+            (&mut data)
+                .take(want)
+                .read_to_end(&mut chunk)
+                .await
+                .map_err(|source| WitnessError::LocalIo {
+                    what: format!("read the snapshot for {path}"),
+                    source,
+                })?;
+            if chunk.len() as u64 != want {
+                return Err(WitnessError::LocalIo {
+                    what: format!("read the snapshot for {path}"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} bytes where {want} were due", chunk.len()),
+                    ),
+                });
+            }
+            crc.update(&chunk);
+            let bytes = record::encode_chunk(&chunk);
             let version = match self
                 .multi(
                     &format!("create {path}"),
@@ -984,7 +1043,7 @@ impl Witness {
             };
             uploaded.push((path, version));
         }
-        Ok(uploaded)
+        Ok((uploaded, crc.finalize()))
     }
 
     /// The final, checked multi of a snapshot install: points W's record at
@@ -993,16 +1052,9 @@ impl Witness {
     async fn point_at_snapshot(
         &self,
         vote: Vote,
-        meta: SnapshotMeta,
-        data: &[u8],
+        sref: SnapshotRef,
         chunks: Vec<(String, i32)>,
     ) -> Result<(SnapshotUpload, Vec<String>), WitnessError> {
-        let sref = SnapshotRef {
-            meta,
-            chunk_count: chunks.len() as u32,
-            size_bytes: data.len() as u64,
-            crc32: crc32fast::hash(data),
-        };
         let mut leftover: Vec<String> = Vec::new();
         let w = self;
         let outcome = with_view!(self, "witness snapshot", |view| {
@@ -1174,12 +1226,7 @@ impl Witness {
             let mut start = from_index;
             if let Some(purged) = record.purged() {
                 if from_index <= purged.index {
-                    let sref = record.snapshot.as_ref().expect("purged implies a snapshot");
-                    match self.read_snapshot(sref).await {
-                        Ok(data) => snapshot = Some((sref.meta.clone(), data)),
-                        Err(e) if e.is_zk(zk::Error::NoNode) => continue, // replaced meanwhile
-                        Err(e) => return Err(e),
-                    }
+                    snapshot = record.snapshot.clone();
                 }
                 start = start.max(purged.index + 1);
             }
@@ -1225,8 +1272,20 @@ impl Witness {
         Err(WitnessError::Busy)
     }
 
-    async fn read_snapshot(&self, sref: &SnapshotRef) -> Result<Vec<u8>, WitnessError> {
-        let mut data = Vec::with_capacity(sref.size_bytes as usize);
+    /// Streams W's snapshot `sref` into `out` chunk by chunk (memory: one
+    /// chunk), checking each chunk's crc32 (an error names the chunk's
+    /// znode), then the size and the crc32 of the whole against W's record
+    /// (an error names the snapshot's directory). A chunk gone (`NoNode`)
+    /// means W replaced the snapshot meanwhile: read W's log again. On
+    /// error `out` holds a part and must be discarded.
+    pub async fn read_snapshot_to<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        sref: &SnapshotRef,
+        out: &mut W,
+    ) -> Result<(), WitnessError> {
+        use tokio::io::AsyncWriteExt;
+        let mut crc = crc32fast::Hasher::new();
+        let mut size_bytes = 0u64;
         for i in 0..sref.chunk_count {
             let path = self.paths.chunk(&sref.meta.snapshot_id, i);
             let p = path.clone();
@@ -1234,21 +1293,64 @@ impl Witness {
                 .zk
                 .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
                 .await?;
-            data.extend_from_slice(record::decode_chunk(&bytes, &path)?);
+            let payload = record::decode_chunk(&bytes, &path)?;
+            crc.update(payload);
+            size_bytes += payload.len() as u64;
+            out.write_all(payload).await.map_err(|source| WitnessError::LocalIo {
+                what: format!("write the snapshot read from {path}"),
+                source,
+            })?;
         }
-        let crc = crc32fast::hash(&data);
-        if data.len() as u64 != sref.size_bytes || crc != sref.crc32 {
+        out.flush().await.map_err(|source| WitnessError::LocalIo {
+            what: "write W's snapshot".into(),
+            source,
+        })?;
+        let crc = crc.finalize();
+        if size_bytes != sref.size_bytes || crc != sref.crc32 {
             return Err(WitnessError::corrupt(
                 &self.paths.snapshot_dir(&sref.meta.snapshot_id),
                 format!(
-                    "snapshot is {} bytes crc {crc:08x}, record says {} bytes crc {:08x}",
-                    data.len(),
-                    sref.size_bytes,
-                    sref.crc32
+                    "snapshot is {size_bytes} bytes crc {crc:08x}, record says {} bytes crc {:08x}",
+                    sref.size_bytes, sref.crc32
                 ),
             ));
         }
-        Ok(data)
+        Ok(())
+    }
+
+    /// Reads W's log from `from_index` on (as [`Self::read_log`]) and, if
+    /// it comes with W's snapshot, streams that snapshot into the file
+    /// `snapshot_file` (created or truncated, fsync'd). Retries when W
+    /// replaced its snapshot during the read.
+    pub async fn read_log_to(
+        &self,
+        from_index: u64,
+        snapshot_file: &std::path::Path,
+    ) -> Result<WitnessLog, WitnessError> {
+        const SNAPSHOT_TRIES: usize = 5;
+        let local = |what: &str, source: std::io::Error| WitnessError::LocalIo {
+            what: format!("{what} {}", snapshot_file.display()),
+            source,
+        };
+        for _ in 0..SNAPSHOT_TRIES {
+            let log = self.read_log(from_index).await?;
+            let Some(sref) = &log.snapshot else {
+                return Ok(log);
+            };
+            let mut f = tokio::fs::File::create(snapshot_file)
+                .await
+                .map_err(|e| local("create", e))?;
+            let mut w = tokio::io::BufWriter::with_capacity(SNAPSHOT_CHUNK_BYTES, &mut f);
+            match self.read_snapshot_to(sref, &mut w).await {
+                Ok(()) => {}
+                Err(e) if e.is_zk(zk::Error::NoNode) => continue, // replaced meanwhile
+                Err(e) => return Err(e),
+            }
+            drop(w);
+            f.sync_all().await.map_err(|e| local("fsync", e))?;
+            return Ok(log);
+        }
+        Err(WitnessError::Busy)
     }
 
     /// Every WAL segment with what it holds (see [`Witness::inspect_all`]

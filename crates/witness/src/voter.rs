@@ -120,8 +120,16 @@ impl WitnessClient {
         snapshot: openraft::Snapshot<TypeConfig>,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
-        let data = snapshot.snapshot.into_inner();
-        match self.witness.install_snapshot(vote, snapshot.meta, data).await {
+        let mut file = snapshot.snapshot;
+        let size_bytes = match file.seek_to_data().await {
+            Ok(n) => n,
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        };
+        match self
+            .witness
+            .install_snapshot_from(vote, snapshot.meta, file, size_bytes)
+            .await
+        {
             Ok(SnapshotUpload::Stored | SnapshotUpload::AlreadyCovered) => Ok(SnapshotResponse::new(vote)),
             // W's higher vote makes openraft step this leader down.
             Ok(SnapshotUpload::Refused(higher)) => Ok(SnapshotResponse::new(higher)),

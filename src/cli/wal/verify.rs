@@ -25,7 +25,7 @@ const VIOLATIONS_SHOWN: usize = 20;
 #[derive(Clone, Debug, Default)]
 pub struct WitnessState {
     /// The key-value map.
-    pub kv: BTreeMap<String, Vec<u8>>,
+    pub kv: storage::KvMap,
     /// The last entry W's snapshot covers, if it has one.
     pub snapshot_last: Option<LogId>,
     /// The last entry applied (the snapshot's, if the WAL adds none).
@@ -40,20 +40,32 @@ pub struct WitnessState {
 /// Reads W's snapshot and WAL, checking every CRC, and applies them as a
 /// node would. Corruption is an error naming the znode.
 pub async fn rebuild(witness: &Witness) -> Result<WitnessState, WitnessError> {
-    let wlog = witness.read_log(0).await?;
-    let mut state = WitnessState {
-        witness_last: wlog.record.last_log_id,
-        ..WitnessState::default()
-    };
+    // W's snapshot is streamed to a scratch file, chunk by chunk, and
+    // decoded from there: memory does not grow with the snapshot.
+    let scratch = std::env::temp_dir().join(format!(
+        "walship-verify-{}-{}.blob",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    let wlog = witness.read_log_to(0, &scratch).await;
+    let mut state = WitnessState::default();
     // The map with the session table: a retried request is applied once.
     let mut content = storage::SmContent::default();
-    if let Some((meta, data)) = &wlog.snapshot {
-        let dir = witness.paths().snapshot_dir(&meta.snapshot_id);
-        content = storage::decode_snapshot_data(data, meta, &dir)
-            .map_err(|e| WitnessError::corrupt(&dir, format!("snapshot data: {e}")))?;
-        state.snapshot_last = meta.last_log_id;
-        state.applied = meta.last_log_id;
-    }
+    let decoded = wlog.and_then(|wlog| {
+        if let Some(sref) = &wlog.snapshot {
+            let dir = witness.paths().snapshot_dir(&sref.meta.snapshot_id);
+            content = storage::decode_snapshot_data_file(&scratch, &sref.meta, &dir)
+                .map_err(|e| WitnessError::corrupt(&dir, format!("snapshot data: {e}")))?;
+            state.snapshot_last = sref.meta.last_log_id;
+            state.applied = sref.meta.last_log_id;
+        }
+        Ok(wlog)
+    });
+    let _ = std::fs::remove_file(&scratch);
+    let wlog = decoded?;
+    state.witness_last = wlog.record.last_log_id;
     for entry in wlog.entries {
         if let EntryPayload::Normal(batch) = entry.payload {
             for (position, req) in batch.ops.into_iter().enumerate() {
@@ -96,7 +108,7 @@ pub struct VerifyReport {
 }
 
 /// Checks each key the history wrote against what `kv` holds.
-pub fn check(kv: &BTreeMap<String, Vec<u8>>, allowed: &BTreeMap<String, AllowedFinal>) -> VerifyReport {
+pub fn check(kv: &storage::KvMap, allowed: &BTreeMap<String, AllowedFinal>) -> VerifyReport {
     let mut report = VerifyReport::default();
     for (key, allow) in allowed {
         report.keys_checked += 1;
@@ -232,9 +244,9 @@ mod tests {
                 put("d", "1", Outcome::Ok, 0),
             ],
         };
-        let kv: BTreeMap<String, Vec<u8>> = [("a", "1"), ("c", "2"), ("d", "9")]
+        let kv: storage::KvMap = [("a", "1"), ("c", "2"), ("d", "9")]
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .map(|(k, v)| (k.to_string(), axum::body::Bytes::copy_from_slice(v.as_bytes())))
             .collect();
         let report = check(&kv, &h.allowed_finals());
         assert_eq!(report.keys_checked, 4);

@@ -79,7 +79,7 @@ async fn install_snapshot_offline_drops_a_diverged_log() {
     w_entries.extend(sets(2, 1..=6));
     w_sm.apply(w_entries).await.expect("apply");
     w_sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
-    let (meta, data) = w_sm.current_snapshot_bytes().await.expect("read").expect("a snapshot");
+    let (meta, data) = super::witness_blob(&w_sm, w_dir.path()).await;
     assert_eq!(meta.last_log_id, Some(lid(2, 6)));
 
     // The node's own log diverged at index 6 (term 1) and committed up to 5.
@@ -89,7 +89,7 @@ async fn install_snapshot_offline_drops_a_diverged_log() {
         let sm = open_sm(dir.path()).await;
         append(&mut log, sets(1, 0..=8)).await;
         log.save_committed(Some(lid(1, 5))).await.expect("committed");
-        install_snapshot_offline(&sm, &log, meta.clone(), data)
+        install_snapshot_offline(&sm, &log, meta.clone(), &data)
             .await
             .expect("install");
         assert_eq!(log_ids(&log), vec![]);
@@ -113,13 +113,13 @@ async fn install_snapshot_offline_keeps_a_matching_suffix() {
     let mut w_sm = open_sm(w_dir.path()).await;
     w_sm.apply(sets(1, 0..=4)).await.expect("apply");
     w_sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
-    let (meta, data) = w_sm.current_snapshot_bytes().await.expect("read").expect("a snapshot");
+    let (meta, data) = super::witness_blob(&w_sm, w_dir.path()).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open_log(dir.path()).await;
     let sm = open_sm(dir.path()).await;
     append(&mut log, sets(1, 0..=7)).await;
-    install_snapshot_offline(&sm, &log, meta, data).await.expect("install");
+    install_snapshot_offline(&sm, &log, meta, &data).await.expect("install");
     assert_eq!(log_ids(&log), (5..=7).map(|i| lid(1, i)).collect::<Vec<_>>());
     assert_eq!(log.purged(), Some(lid(1, 4)));
     assert_eq!(sm.len(), 5);

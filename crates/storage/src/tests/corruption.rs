@@ -339,14 +339,20 @@ async fn bad_snapshot_data_is_refused_and_changes_nothing() {
     let mut sm = open_sm(dir.path()).await;
     sm.apply(sets(1, 0..=3)).await.expect("apply");
     let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
-    let mut data = snap.snapshot.into_inner();
+    let mut data = std::fs::read(&snap.snapshot.path).expect("read the built file");
     let n = data.len();
     data[n - 1] ^= 1;
+    let damaged = dir.path().join("damaged.snap");
+    std::fs::write(&damaged, &data).expect("write");
 
     let other = tempfile::tempdir().expect("tempdir");
     let mut target = open_sm(other.path()).await;
+    let file = walship_types::SnapshotFile {
+        file: tokio::fs::File::open(&damaged).await.expect("open"),
+        path: damaged.clone(),
+    };
     let err = target
-        .install_snapshot(&snap.meta, Box::new(std::io::Cursor::new(data)))
+        .install_snapshot(&snap.meta, Box::new(file))
         .await
         .expect_err("must fail");
     assert!(err.to_string().contains("crc32 mismatch"), "{err}");

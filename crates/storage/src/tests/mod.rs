@@ -8,6 +8,7 @@ mod fault;
 mod meta;
 mod rebuild;
 mod restart;
+mod stream;
 mod suite;
 
 use std::path::Path;
@@ -73,4 +74,14 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// `sm`'s current snapshot's data blob, in a file under `dir`, as W's
+/// snapshot arrives from ZooKeeper (`Witness::read_snapshot_to`).
+async fn witness_blob(sm: &StateMachine, dir: &Path) -> (walship_types::SnapshotMeta, PathBuf) {
+    let current = sm.current_snapshot().await.expect("read").expect("a snapshot");
+    let bytes = std::fs::read(&current.file.path).expect("read the snapshot file");
+    let blob = dir.join("witness.blob");
+    std::fs::write(&blob, &bytes[current.data_offset_bytes as usize..]).expect("write the blob");
+    (current.meta, blob)
 }
