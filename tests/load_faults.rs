@@ -409,9 +409,10 @@ async fn follower_catches_up_a_backlog_over_2mb_through_append_entries() -> Resu
 
 /// A follower cut off while the leader purges its log past it (a snapshot
 /// every 250 entries, 1000 entries kept behind it) gets the leader's
-/// snapshot, over 2 MB, and catches up from it.
+/// snapshot, over 12 MiB so it travels in several pieces
+/// (`walship::network::SNAPSHOT_CHUNK_BYTES`), and catches up from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result<()> {
+async fn follower_behind_the_purged_log_installs_a_snapshot_of_several_pieces() -> Result<()> {
     let flags = [
         "--snapshot-every-entries",
         "250",
@@ -429,9 +430,9 @@ async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result
     t.c.cut_nodes(CutMode::Refuse);
     let started = Instant::now();
     // Values over --max-batch-bytes: one write per Raft entry, 1312 entries
-    // of distinct keys, so the state (and the snapshot) is over 3 MB. The
+    // of distinct keys, so the state (and the snapshot) is over 12 MiB. The
     // snapshot at 1250 purges the leader's log up to 250.
-    let log = concurrent_writes(&t.api, "snap", 16, 82, 82, 2600)
+    let log = concurrent_writes(&t.api, "snap", 16, 82, 82, 10 * 1024)
         .await
         .in_cluster(&t.c)?;
     assert_all_acked(&log);
@@ -455,9 +456,10 @@ async fn follower_behind_the_purged_log_installs_a_snapshot_over_2mb() -> Result
         "node {follower} caught up without installing a snapshot"
     );
     let bytes = metric(&t.fapi, installed_bytes).await? - bytes_before;
+    let pieces = bytes / walship::network::SNAPSHOT_CHUNK_BYTES as f64;
     assert!(
-        bytes > (2 << 20) as f64,
-        "the snapshot installed was only {bytes} bytes"
+        pieces > 3.0,
+        "the snapshot installed was only {bytes} bytes ({pieces:.1} pieces)"
     );
     t.verify_after(&log).await
 }

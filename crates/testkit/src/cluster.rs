@@ -200,6 +200,13 @@ impl Setup {
         self
     }
 
+    /// ZooKeeper's JVM heap (`-Xmx`, e.g. "4g"): W holds whole snapshots
+    /// and the WAL behind them in ZooKeeper's memory.
+    pub fn zk_max_heap(mut self, heap: &str) -> Setup {
+        self.zk_options.max_heap = Some(heap.to_string());
+        self
+    }
+
     pub fn partitionable(mut self) -> Setup {
         self.partitionable = true;
         self

@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Key counts for the rebirth measurement, comma-separated (ascending; keys accumulate).
     #[arg(long, value_delimiter = ',', value_parser = parse_positive)]
     pub rebirth_keys: Option<Vec<u64>>,
+    /// State sizes in MB for the snapshot measurement (`--only snapshot`), comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_positive)]
+    pub state_mb: Option<Vec<u64>>,
     /// Length of the ZooKeeper footprint write run, in seconds.
     #[arg(long, value_parser = parse_positive)]
     pub footprint_secs: Option<u64>,
@@ -40,7 +43,7 @@ pub struct BenchArgs {
     /// Lightest run (for tests): one point of ~2 s, 2 kills, 1000 keys rebirth, 4 s footprint.
     #[arg(long)]
     pub smoke: bool,
-    /// Only these parts, comma-separated: throughput, failover, rebirth, footprint.
+    /// Only these parts, comma-separated: throughput, failover, rebirth, footprint, snapshot (never run unless named).
     #[arg(long, value_delimiter = ',', value_parser = Part::parse)]
     pub only: Option<Vec<Part>>,
     /// Leave etcd out (it is also left out, with a note, when it cannot be installed).
@@ -70,6 +73,8 @@ pub enum Part {
     Failover,
     Rebirth,
     Footprint,
+    /// Snapshot build and rebirth of a big state with peak RSS (`snapshot.rs`).
+    Snapshot,
 }
 
 impl Part {
@@ -81,8 +86,9 @@ impl Part {
             "failover" => Ok(Part::Failover),
             "rebirth" => Ok(Part::Rebirth),
             "footprint" => Ok(Part::Footprint),
+            "snapshot" => Ok(Part::Snapshot),
             other => Err(format!(
-                "unknown part '{other}' (throughput, failover, rebirth, footprint)"
+                "unknown part '{other}' (throughput, failover, rebirth, footprint, snapshot)"
             )),
         }
     }
@@ -102,6 +108,7 @@ pub struct Plan {
     pub kills: u64,
     pub rebirth_keys: Vec<u64>,
     pub footprint_secs: u64,
+    pub state_mb: Vec<u64>,
     pub parts: Vec<Part>,
     pub etcd: bool,
     pub zk_direct: bool,
@@ -170,6 +177,11 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
     let mut rebirth_keys = args.rebirth_keys.unwrap_or(rebirth);
     rebirth_keys.sort_unstable();
     rebirth_keys.dedup();
+    let mut state_mb = args
+        .state_mb
+        .unwrap_or_else(|| if args.smoke { vec![16] } else { vec![64, 256] });
+    state_mb.sort_unstable();
+    state_mb.dedup();
     let mut clients = args.clients.unwrap_or(clients);
     clients.sort_unstable();
     clients.dedup();
@@ -197,6 +209,7 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
         kills: args.kills.unwrap_or(kills),
         rebirth_keys,
         footprint_secs: args.footprint_secs.unwrap_or(footprint),
+        state_mb,
         parts,
         etcd: !args.skip_etcd,
         zk_direct: !args.skip_zk_direct,

@@ -5,7 +5,9 @@
 //! for the baseline. Then: write and linearizable-read throughput and
 //! latency at each value size and concurrency for every system; ZooKeeper's
 //! footprint over a long write run; failover after kill -9 and after
-//! SIGTERM of the leader; rebirth of an empty-disk node alone. It prints a
+//! SIGTERM of the leader; rebirth of an empty-disk node alone; and, only
+//! with `--only snapshot`, snapshot and rebirth times and each process's
+//! peak RSS against the state's size (`--state-mb`). It prints a
 //! table, writes the JSON report (`--out`) and SVG plots (`--plots-dir`).
 //!
 //! This file is the orchestration; each role has its own file: `args`
@@ -31,6 +33,7 @@ mod load;
 mod plot;
 mod rebirth;
 mod report;
+mod snapshot;
 mod target;
 mod throughput;
 mod zkdirect;
@@ -238,6 +241,22 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
         let report = &mut state.report;
         let r = rebirth::run(cluster, &plan.rebirth_keys, |r| report.rebirth.push(r.clone())).await;
         part_done(cluster, &mut state.report, &mut failures, "rebirth", r).await?;
+    }
+    if plan.has(Part::Snapshot) {
+        println!(
+            "\n== snapshots of big states ({} MB), each in a cluster of its own",
+            plan.state_mb
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let report = &mut state.report;
+        let r = snapshot::run(&plan.run_dir, &plan.bin, &plan.state_mb, |p| {
+            report.snapshot.push(p.clone())
+        })
+        .await;
+        part_done(cluster, &mut state.report, &mut failures, "snapshot", r).await?;
     }
     if failures.is_empty() {
         Ok(())

@@ -13,6 +13,7 @@ use super::failover::Failover;
 use super::failover::Kill;
 use super::footprint::Footprint;
 use super::rebirth::Rebirth;
+use super::snapshot::SnapshotPoint;
 use super::throughput::Op;
 use super::throughput::Point;
 use super::throughput::System;
@@ -76,6 +77,7 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     pub failover: Vec<Failover>,
     pub rebirth: Vec<Rebirth>,
+    pub snapshot: Vec<SnapshotPoint>,
     pub footprint: Option<Footprint>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
@@ -331,6 +333,41 @@ impl Report {
                     o,
                     "{:>9} {:>12} {:>12} {:>12} {:>9.0} {:>10.0}",
                     r.keys, r.w.total, r.w.snapshot, r.w.wal, r.ms, r.target_ms
+                );
+            }
+        }
+        if !self.snapshot.is_empty() {
+            let mb = |b: u64| b as f64 / (1 << 20) as f64;
+            let _ = writeln!(
+                o,
+                "\nsnapshots (POST /admin/snapshot: build + store in ZooKeeper; rebirth: wiped follower from ZooKeeper; RSS in MB)"
+            );
+            let _ = writeln!(
+                o,
+                "{:>8} {:>10} {:>11} {:>10} {:>11} {:>11} {:>11} {:>11} {:>9}",
+                "STATE MB",
+                "FILE MB",
+                "SNAPSHOT MS",
+                "REBIRTH MS",
+                "L RSS PRE",
+                "L PEAK SNAP",
+                "L PEAK REB",
+                "F PEAK REB",
+                "ZK PEAK"
+            );
+            for p in &self.snapshot {
+                let _ = writeln!(
+                    o,
+                    "{:>8} {:>10.1} {:>11.0} {:>10.0} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9.0}",
+                    p.state_mb,
+                    mb(p.snapshot_file_bytes),
+                    p.snapshot_ms,
+                    p.rebirth_ms,
+                    mb(p.leader_rss_before_bytes),
+                    mb(p.leader_peak_rss_snapshot_bytes),
+                    mb(p.leader_peak_rss_rebirth_bytes),
+                    mb(p.follower_peak_rss_rebirth_bytes),
+                    mb(p.zookeeper_peak_rss_bytes)
                 );
             }
         }
