@@ -51,12 +51,16 @@ impl Node {
         const SNAPSHOT_TRIES: usize = 5;
         for _ in 0..SNAPSHOT_TRIES {
             let w = self.witness.read_log(from).await?;
-            if let Some(sref) = w.snapshot.as_ref().filter(|s| self.needs_snapshot(&s.meta)) {
-                match self.fetch_witness_snapshot(sref).await {
+            match w.snapshot.as_ref().filter(|s| self.needs_snapshot(&s.meta)) {
+                Some(sref) => match self.fetch_witness_snapshot(sref).await {
                     Ok(()) => {}
                     // W replaced its snapshot while it was read: read again.
                     Err(e) if e.is_zk(zookeeper_client::Error::NoNode) => continue,
                     Err(e) => return Err(e),
+                },
+                // No blob of an earlier read may pass for this one's.
+                None => {
+                    let _ = tokio::fs::remove_file(self.witness_blob_path()).await;
                 }
             }
             return Ok(w);

@@ -305,7 +305,8 @@ impl Node {
     /// installed. `Ok(None)` while Raft is being rebuilt; `Err` (a piece out
     /// of order, a bad file, a local write failure) makes the leader start
     /// over.
-    #[allow(clippy::type_complexity)]
+    // openraft's answer (its Fatal error included) goes back as it is.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
     pub async fn snapshot_chunk_from_leader(
         &self,
         chunk: crate::network::SnapshotChunk,

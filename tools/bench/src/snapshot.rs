@@ -160,7 +160,7 @@ async fn point(c: &mut Cluster, mb: u64) -> Result<SnapshotPoint> {
         }
         done += 1;
         if done.is_multiple_of(256) {
-            println!("    {} of {mb} MB written", done * VALUE_BYTES as u64 >> 20);
+            println!("    {} of {mb} MB written", (done * VALUE_BYTES as u64) >> 20);
         }
     }
     let fill_mb_per_sec = mb as f64 / t0.elapsed().as_secs_f64();
