@@ -24,6 +24,7 @@ use std::io::SeekFrom;
 use std::io::Write;
 use std::path::Path;
 
+use bincode::Options;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::Serialize;
@@ -273,12 +274,20 @@ fn decode_body<R: Read>(magic: &[u8; 8], r: &mut std::io::Take<R>, origin: &str)
     };
     let undecodable = |e: bincode::Error| bad(format!("undecodable: {e}"));
     let with_app = magic == APP_DATA_MAGIC || magic == APP_DATA_MAGIC_V1;
+    // `bincode::deserialize`'s encoding, bounded by the body: from a stream
+    // bincode allocates a byte string's claimed length before reading it,
+    // so a length past the body is refused first, not allocated.
+    let options = bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(r.limit());
     let content: SmContent = if magic == DATA_MAGIC_V1 || magic == APP_DATA_MAGIC_V1 {
-        bincode::deserialize_from::<_, SmContentV1>(&mut *r)
+        options
+            .deserialize_from::<_, SmContentV1>(&mut *r)
             .map_err(undecodable)?
             .into()
     } else {
-        bincode::deserialize_from(&mut *r).map_err(undecodable)?
+        options.deserialize_from(&mut *r).map_err(undecodable)?
     };
     if !with_app {
         if r.limit() != 0 {
