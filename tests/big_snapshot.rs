@@ -16,7 +16,7 @@ use common::cluster::ClusterContext;
 use common::Cluster;
 use common::Deadline;
 use common::NodeClient;
-use reqwest::Method;
+use walship::client::Method;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest value a client may write.

@@ -177,7 +177,7 @@ async fn point(c: &mut Cluster, mb: u64) -> Result<SnapshotPoint> {
     reset_peak(fpid)?;
     let t1 = Instant::now();
     match api
-        .raw(reqwest::Method::POST, "/admin/snapshot", None)
+        .raw(walship::client::Method::POST, "/admin/snapshot", None)
         .await
         .into_result()
     {
