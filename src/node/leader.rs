@@ -277,7 +277,9 @@ impl Node {
         let applied = raft.metrics().borrow().last_applied;
         raft.trigger().snapshot().await?;
         if applied > before {
-            let wait = raft.wait(Some(Duration::from_millis(self.cfg.write_timeout_ms)));
+            // Building takes time in proportion to the state: bounded by
+            // the request's own deadline, not a write's.
+            let wait = raft.wait(Some(Duration::from_millis(self.cfg.request_timeout_ms)));
             wait.metrics(|m| m.snapshot > before, "snapshot built")
                 .await
                 .map_err(|source| StartError::Wait {

@@ -4,7 +4,7 @@
 //! ZooKeeper (timed), then the follower is killed, wiped and restarted, so
 //! it is reborn from W's snapshot (timed from its start to having applied
 //! what the leader has). Each node process's peak RSS (VmHWM from
-//! /proc/<pid>/status, reset through /proc/<pid>/clear_refs before each
+//! `/proc/<pid>/status`, reset through `/proc/<pid>/clear_refs` before each
 //! step) is taken after each step, to show what memory a snapshot costs
 //! beyond the state itself.
 
