@@ -65,16 +65,18 @@ pub enum Event {
         /// The other node's id.
         id: NodeId,
     },
-    /// The other node's `members/<id>` znode is there again. `away_ms` is the
-    /// time from the `PeerDown` this node fired to now; `None` when this is
-    /// the first look (the peer was up when this node started watching). A
-    /// peer that re-registered between two looks (a new session: a quick
-    /// restart) fires `PeerDown` and then `PeerUp` with `away_ms` at most
-    /// the time since it was last seen.
+    /// The other node's `members/<id>` znode is there again (`None` for
+    /// `away_ms` when this is the first look: the peer was up when this
+    /// node started watching). A peer that re-registered between two looks
+    /// (a new session: a quick restart) fires `PeerDown` and then `PeerUp`.
     PeerUp {
         /// The other node's id.
         id: NodeId,
-        /// Milliseconds since this node fired its `PeerDown` (`None`: first look).
+        /// How long before now the peer last showed a sign of life: the
+        /// last Raft message that went between the two nodes (either way),
+        /// or, if none ever did, the last look that found its znode. Not
+        /// the znode's absence, which a quick restart shortens to
+        /// milliseconds (`None`: first look).
         away_ms: Option<u64>,
     },
     /// This node made its log equal to ZooKeeper's (the witness's) where
@@ -222,43 +224,74 @@ impl Events {
 enum PeerSeen {
     /// Not looked yet.
     Unknown,
-    /// Present, created at `czxid`, last seen at `at`.
-    Up { czxid: i64, at: Instant },
-    /// Absent since `since` (when `PeerDown` fired).
+    /// Present, created at `czxid`, last seen at `at`; `heard` is the last
+    /// Raft message exchanged with the peer as known at that look.
+    Up {
+        czxid: i64,
+        at: Instant,
+        heard: Option<Instant>,
+    },
+    /// Absent; `since` is the peer's last sign of life before it went.
     Down { since: Instant },
 }
 
 impl PeerSeen {
     /// Moves to what a look at the znode found; returns the events to fire.
-    fn observe(&mut self, id: NodeId, czxid: Option<i64>) -> Vec<Event> {
+    ///
+    /// `heard`: when this node last exchanged a Raft message with the peer.
+    /// That, not the znode, dates the peer's going away: after a crash its
+    /// ephemeral znode lingers for the ZooKeeper session timeout, and a
+    /// quick restart replaces it within milliseconds, so the znode's
+    /// absence (5 ms) said nothing of a node dead for 200 ms. Without any
+    /// message yet, the last look that found the znode stands in.
+    fn observe(&mut self, id: NodeId, czxid: Option<i64>, heard: Option<Instant>) -> Vec<Event> {
         let now = Instant::now();
-        let ms = |d: Duration| d.as_millis() as u64;
+        let away = |since: Instant| Some(now.saturating_duration_since(since).as_millis() as u64);
+        // The last sign of life of the incarnation seen at the previous look.
+        let last_sign = |at: Instant, heard: Option<Instant>| heard.map_or(at, |h| h.min(now));
         let (next, events) = match (&*self, czxid) {
             (PeerSeen::Unknown, Some(czxid)) => (
-                PeerSeen::Up { czxid, at: now },
+                PeerSeen::Up { czxid, at: now, heard },
                 vec![Event::PeerUp { id, away_ms: None }],
             ),
             (PeerSeen::Down { since }, Some(czxid)) => (
-                PeerSeen::Up { czxid, at: now },
+                PeerSeen::Up { czxid, at: now, heard },
                 vec![Event::PeerUp {
                     id,
-                    away_ms: Some(ms(since.elapsed())),
+                    away_ms: away(*since),
                 }],
             ),
-            (PeerSeen::Up { czxid: old, at }, Some(czxid)) if *old != czxid => (
-                PeerSeen::Up { czxid, at: now },
-                vec![
-                    Event::PeerDown { id },
-                    Event::PeerUp {
-                        id,
-                        away_ms: Some(ms(at.elapsed())),
-                    },
-                ],
-            ),
-            (PeerSeen::Up { .. }, Some(czxid)) => (PeerSeen::Up { czxid, at: now }, vec![]),
-            (PeerSeen::Unknown | PeerSeen::Up { .. }, None) => {
-                (PeerSeen::Down { since: now }, vec![Event::PeerDown { id }])
+            // A new incarnation registered between two looks: what was heard
+            // since the previous look may already be the new one, so the old
+            // one's last sign is what was known then.
+            (
+                PeerSeen::Up {
+                    czxid: old,
+                    at,
+                    heard: before,
+                },
+                Some(czxid),
+            ) if *old != czxid => {
+                let since = last_sign(*at, *before);
+                (
+                    PeerSeen::Up { czxid, at: now, heard },
+                    vec![
+                        Event::PeerDown { id },
+                        Event::PeerUp {
+                            id,
+                            away_ms: away(since),
+                        },
+                    ],
+                )
             }
+            (PeerSeen::Up { .. }, Some(czxid)) => (PeerSeen::Up { czxid, at: now, heard }, vec![]),
+            (PeerSeen::Up { at, .. }, None) => (
+                PeerSeen::Down {
+                    since: last_sign(*at, heard),
+                },
+                vec![Event::PeerDown { id }],
+            ),
+            (PeerSeen::Unknown, None) => (PeerSeen::Down { since: now }, vec![Event::PeerDown { id }]),
             (PeerSeen::Down { since }, None) => (PeerSeen::Down { since: *since }, vec![]),
         };
         *self = next;
@@ -280,6 +313,7 @@ pub(crate) async fn watch_peer(
     path: String,
     events: Events,
     is_stopping: impl Fn() -> bool,
+    last_heard: impl Fn() -> Option<Instant>,
 ) {
     let mut generation = zk.generation();
     let mut seen = PeerSeen::Unknown;
@@ -294,7 +328,7 @@ pub(crate) async fn watch_peer(
         let watcher = match looked {
             Ok((stat, w)) => {
                 if !is_stopping() {
-                    for event in seen.observe(peer, stat.map(|s| s.czxid)) {
+                    for event in seen.observe(peer, stat.map(|s| s.czxid), last_heard()) {
                         events.fire(event);
                     }
                 }
@@ -316,11 +350,14 @@ mod tests {
     #[test]
     fn peer_transitions() {
         let mut s = PeerSeen::Unknown;
-        assert_eq!(s.observe(2, Some(7)), vec![Event::PeerUp { id: 2, away_ms: None }]);
-        assert_eq!(s.observe(2, Some(7)), vec![]);
-        assert_eq!(s.observe(2, None), vec![Event::PeerDown { id: 2 }]);
-        assert_eq!(s.observe(2, None), vec![]);
-        let up = s.observe(2, Some(9));
+        assert_eq!(
+            s.observe(2, Some(7), None),
+            vec![Event::PeerUp { id: 2, away_ms: None }]
+        );
+        assert_eq!(s.observe(2, Some(7), None), vec![]);
+        assert_eq!(s.observe(2, None, None), vec![Event::PeerDown { id: 2 }]);
+        assert_eq!(s.observe(2, None, None), vec![]);
+        let up = s.observe(2, Some(9), None);
         assert!(matches!(
             up.as_slice(),
             [Event::PeerUp {
@@ -329,7 +366,7 @@ mod tests {
             }]
         ));
         // Re-registered between two looks: down and up.
-        let again = s.observe(2, Some(11));
+        let again = s.observe(2, Some(11), None);
         assert!(matches!(
             again.as_slice(),
             [
@@ -341,7 +378,33 @@ mod tests {
             ]
         ));
         let mut first_down = PeerSeen::Unknown;
-        assert_eq!(first_down.observe(1, None), vec![Event::PeerDown { id: 1 }]);
+        assert_eq!(first_down.observe(1, None, None), vec![Event::PeerDown { id: 1 }]);
+    }
+
+    /// The time away is dated from the last message exchanged with the
+    /// peer, not from the znode: a quick restart replaces the znode within
+    /// milliseconds of its delete, and that was reported as the time away.
+    #[test]
+    fn away_is_dated_from_the_last_message_not_the_znode() {
+        let ago = |ms| Instant::now() - Duration::from_millis(ms);
+        let away = |events: Vec<Event>| match events.last() {
+            Some(Event::PeerUp { away_ms: Some(ms), .. }) => *ms,
+            other => panic!("no PeerUp with a time away: {other:?}"),
+        };
+        // Crash 300 ms ago; the restart deletes the stale znode and creates
+        // its own moments apart.
+        let mut s = PeerSeen::Unknown;
+        s.observe(2, Some(7), Some(ago(1000)));
+        s.observe(2, Some(7), Some(ago(300)));
+        assert_eq!(s.observe(2, None, Some(ago(300))), vec![Event::PeerDown { id: 2 }]);
+        let ms = away(s.observe(2, Some(9), Some(ago(300))));
+        assert!((300..2000).contains(&ms), "away {ms} ms, not ~300");
+        // The delete and create fall between two looks: the last message
+        // known at the previous look dates it, whatever was heard since
+        // (the new incarnation already talking).
+        s.observe(2, Some(9), Some(ago(250)));
+        let ms = away(s.observe(2, Some(12), Some(Instant::now())));
+        assert!((250..2000).contains(&ms), "away {ms} ms, not ~250");
     }
 
     #[test]

@@ -240,6 +240,7 @@ async fn events_and_app_commands_across_hand_over_and_rebirth() -> Result<()> {
     let (old, mut survivor) = if li == 0 { (n0, n1) } else { (n1, n0) };
     let mark = survivor.seen.len();
     let old_seen = old.stop().await;
+    let stopped = tokio::time::Instant::now();
     survivor
         .event_after(
             mark,
@@ -267,6 +268,7 @@ async fn events_and_app_commands_across_hand_over_and_rebirth() -> Result<()> {
     let snap2 = snap2.context("a second snapshot")?;
     assert!(uploaded && snap2 > snap);
     let mark = survivor.seen.len();
+    let away_at_least_ms = stopped.elapsed().as_millis() as u64;
     let mut reborn = Running::start(l, &zk_addr, &cluster, &data(l)).await?;
     let installed = reborn
         .event("SnapshotInstalled", |e| matches!(e, Event::SnapshotInstalled { .. }))
@@ -290,9 +292,10 @@ async fn events_and_app_commands_across_hand_over_and_rebirth() -> Result<()> {
             |e| matches!(e, Event::PeerUp { id, .. } if *id == l),
         )
         .await?;
+    // It had been away at least from its stop to its rebirth's start.
     assert!(
-        matches!(back, Event::PeerUp { away_ms: Some(ms), .. } if ms > 0),
-        "{back:?}"
+        matches!(back, Event::PeerUp { away_ms: Some(ms), .. } if ms >= away_at_least_ms),
+        "{back:?}: away at least {away_at_least_ms} ms"
     );
     let (_, r) = survivor.node.propose(cmd(1000)).await?;
     assert_eq!(total_of(&r), 1115);

@@ -59,6 +59,9 @@ pub struct Peers {
     token: Option<String>,
     directory: Arc<Directory>,
     http: reqwest::Client,
+    /// When a Raft message last went between the nodes (either way): the
+    /// peer's last sign of life, which dates `Event::PeerUp`'s `away_ms`.
+    heard: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Peers {
@@ -68,7 +71,18 @@ impl Peers {
             token,
             directory,
             http,
+            heard: Arc::new(std::sync::Mutex::new(None)),
         }
+    }
+
+    /// Notes a Raft message from the peer, or its answer to ours, now.
+    pub fn note_heard(&self) {
+        *self.heard.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// When a Raft message last went between the nodes (see `note_heard`).
+    pub fn last_heard(&self) -> Option<std::time::Instant> {
+        *self.heard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Node `id`'s address (cached; read from ZooKeeper when not).

@@ -104,6 +104,7 @@ impl PeerClient {
             )));
         }
         let bytes = res.bytes().await.map_err(|e| SendError::Network(e.to_string()))?;
+        self.peers.note_heard();
         bincode::deserialize(&bytes)
             .map_err(|e| SendError::Network(format!("undecodable reply from node {}: {e}", self.target)))
     }

@@ -258,6 +258,7 @@ impl Node {
         self: &Arc<Self>,
         req: openraft::raft::AppendEntriesRequest<crate::types::TypeConfig>,
     ) -> FromLeader {
+        self.peers.note_heard();
         let Some(raft) = self.raft() else {
             return FromLeader::Restarting;
         };
@@ -293,6 +294,7 @@ impl Node {
         &self,
         req: openraft::raft::VoteRequest<NodeId>,
     ) -> Option<Result<openraft::raft::VoteResponse<NodeId>, openraft::error::RaftError<NodeId>>> {
+        self.peers.note_heard();
         let res = self.raft()?.vote(req).await;
         if res.as_ref().is_ok_and(|r| r.vote_granted) {
             self.note_contact();
@@ -313,6 +315,7 @@ impl Node {
     ) -> Result<Option<Result<Option<openraft::raft::SnapshotResponse<NodeId>>, openraft::error::Fatal<NodeId>>>, String>
     {
         use tokio::io::AsyncWriteExt;
+        self.peers.note_heard();
         if self.raft().is_none() {
             return Ok(None);
         }
@@ -623,7 +626,11 @@ impl Node {
                     peer,
                     self.witness.paths().member(peer),
                     self.events.clone(),
-                    move || node.is_stopping(),
+                    {
+                        let node = Arc::clone(&node);
+                        move || node.is_stopping()
+                    },
+                    move || node.peers.last_heard(),
                 )
             }),
         ];
