@@ -54,7 +54,9 @@ struct SmInner {
     snapshot_meta: Mutex<Option<SnapshotMeta>>,
     /// The embedder's state machine, fed `Request::App` commands. Locked
     /// after `content` whenever both are held.
-    app: Option<Mutex<Box<dyn Application>>>,
+    /// A read-write lock: queries, validation and `read_app` share it and
+    /// wait only while a batch applies (or a snapshot freezes the state).
+    app: Option<RwLock<Box<dyn Application>>>,
     /// Snapshots installed (from the leader or W) since open.
     installs: std::sync::atomic::AtomicU64,
     /// Test-only fault hooks (`fault.rs`): a stalled disk holds up snapshot writes.
@@ -354,7 +356,7 @@ impl StateMachine {
             snapshot_path,
             content: RwLock::new(content),
             snapshot_meta: Mutex::new(meta),
-            app: app.map(Mutex::new),
+            app: app.map(RwLock::new),
             installs: std::sync::atomic::AtomicU64::new(0),
             faults: Faults::from_env(),
         };
@@ -403,9 +405,10 @@ impl StateMachine {
         self.inner.app.is_some()
     }
 
-    /// Runs `f` on the application, if there is one (applying waits meanwhile).
+    /// Runs `f` on the application, if there is one (applying waits
+    /// meanwhile; other readers do not).
     pub fn with_app<R>(&self, f: impl FnOnce(&dyn Application) -> R) -> Option<R> {
-        let app = self.inner.app.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
+        let app = self.inner.app.as_ref()?.read().unwrap_or_else(|e| e.into_inner());
         Some(f(&**app))
     }
 
@@ -618,7 +621,7 @@ fn install_staged(inner: &SmInner, meta: &SnapshotMeta, staged: &Path) -> Result
     // between.
     let mut c = inner.content.write().unwrap_or_else(|e| e.into_inner());
     if let (Some(app), Some(part)) = (&inner.app, app_part) {
-        let mut app = app.lock().unwrap_or_else(|e| e.into_inner());
+        let mut app = app.write().unwrap_or_else(|e| e.into_inner());
         restore_app(&mut **app, staged, part)?;
     }
     inner.promote(staged)?;
@@ -700,7 +703,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .inner
             .app
             .as_ref()
-            .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()));
+            .map(|a| a.write().unwrap_or_else(|e| e.into_inner()));
         let mut replies = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;
