@@ -438,8 +438,8 @@ settings! {
         "A whole request, body included, is answered within this (408 else); above write_timeout_ms.";
     body_read_timeout_ms: u64 = Some(10_000), "WALSHIP_BODY_READ_TIMEOUT_MS",
         "A request's body must have arrived within this of its head (408 else).";
-    max_snapshot_bytes: u64 = Some(1 << 30), "WALSHIP_MAX_SNAPSHOT_BYTES",
-        "Largest snapshot accepted from the other node (413 above); must stay above the state's size.";
+    max_snapshot_bytes: u64 = Some(1 << 36), "WALSHIP_MAX_SNAPSHOT_BYTES",
+        "Largest snapshot accepted from the other node (413 above): it streams to disk, so this bounds disk, not memory; must stay above the state's size.";
     rebuild_from_witness: bool = Some(false), "WALSHIP_REBUILD_FROM_WITNESS",
         "If the local log, state file or snapshot is unreadable (corrupt), move raft/ and snapshot/ into `<data_dir>/discarded-<unix_ms>/` and rebuild this node from ZooKeeper instead of refusing to start; meant for one start after such an error.";
 }

@@ -240,7 +240,7 @@ pub fn example_binary_beside_this_one(name: &str) -> std::result::Result<PathBuf
         }
     }
     Err(format!(
-        "no example {name} beside {}: build it first (cargo build --example {name}, or cargo test --all-targets)",
+        "no example {name} beside {}: build it first (cargo build --workspace --examples)",
         me.display()
     ))
 }
