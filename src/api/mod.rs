@@ -514,16 +514,19 @@ async fn get_key(
 
 /// Waits until this node may answer a linearizable read: it leads, a quorum
 /// (ZooKeeper included) confirmed that just now, and it has applied up to
-/// that point. A follower sends the read to the leader instead.
+/// that point. A follower sends the read to the leader instead, as
+/// `on_leader` does for every request that needs the leader.
 async fn linearize(node: &Arc<Node>, headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
-    match node.proposer().linearize().await {
-        Ok(()) => Ok(()),
-        Err(ProposeError::NotLeader(Some(l))) if l != node.cfg().id => {
-            Err(forward(node, l, headers, Method::GET, &key_path("/v1/kv/", key), Bytes::new()).await)
-        }
-        Err(ProposeError::NotLeader(_)) => Err(ApiError::unavailable("no leader at the moment")),
-        Err(e) => Err(ApiError::unavailable(e.to_string())),
-    }
+    let path = key_path("/v1/kv/", key);
+    on_leader(
+        node,
+        headers,
+        Method::GET,
+        &path,
+        Bytes::new(),
+        node.proposer().linearize(),
+    )
+    .await
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
