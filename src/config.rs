@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub max_inflight_batches: usize,
     /// Group commit: payload bytes per batch (one Raft entry).
     pub max_batch_bytes: usize,
+    /// Appends to ZooKeeper pipelined (several checked multis in flight).
+    pub witness_pipeline: bool,
     /// When a local log append counts as done (storage/flusher.rs).
     pub log_sync: crate::storage::LogSync,
     /// Access control (see `crate::auth`): the cluster's shared secret
@@ -218,6 +220,9 @@ builder_setters! {
     max_inflight_batches: usize;
     /// Group commit: payload bytes per batch (default 256 KiB, 1 KiB..=768 KiB).
     max_batch_bytes: usize;
+    /// Send the leader's entries to ZooKeeper as it appends them, several
+    /// checked multis in flight (default true).
+    witness_pipeline: bool;
     /// Most entries in one AppendEntries, and so in one ZooKeeper multi
     /// (default 2048).
     max_payload_entries: u64;
@@ -408,6 +413,8 @@ settings! {
         "Group commit: client-request batches (Raft entries) in flight at once.";
     max_batch_bytes: usize = Some(256 * 1024), "WALSHIP_MAX_BATCH_BYTES",
         "Group commit: payload bytes per batch, 1024..=786432 (under ZooKeeper's 1 MiB request limit).";
+    witness_pipeline: bool = Some(true), "WALSHIP_WITNESS_PIPELINE",
+        "Send the leader's entries to ZooKeeper as it appends them, several checked multis in flight on one session, instead of one append per round trip.";
     log_sync: String = Some("background".to_string()), "WALSHIP_LOG_SYNC",
         "When a local log append counts as done: background (after the write, a thread fdatasyncs right behind; ZooKeeper's WAL holds every acknowledged write) or per-append (after its fdatasync too).";
     secret_file: PathBuf = None, "WALSHIP_SECRET_FILE",
@@ -830,6 +837,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         write_timeout_ms: write_timeout,
         max_inflight_batches: inflight,
         max_batch_bytes: batch_bytes,
+        witness_pipeline: m.witness_pipeline.expect("default"),
         log_sync,
         secret_file: m.secret_file.clone(),
         api_token_file: m.api_token_file.clone(),
@@ -869,6 +877,7 @@ pub fn to_toml(c: &NodeConfig) -> String {
             "write_timeout_ms" => c.write_timeout_ms.to_string(),
             "max_inflight_batches" => c.max_inflight_batches.to_string(),
             "max_batch_bytes" => c.max_batch_bytes.to_string(),
+            "witness_pipeline" => c.witness_pipeline.to_string(),
             "log_sync" => toml_string(match c.log_sync {
                 crate::storage::LogSync::Background => "background",
                 crate::storage::LogSync::PerAppend => "per-append",

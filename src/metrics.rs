@@ -83,6 +83,10 @@ pub struct Metrics {
     pub lease_withheld: IntCounter,
     /// Client sessions in the replicated session table.
     pub client_sessions: IntGauge,
+    /// `witness_appends_total`, `witness_entries_total` and
+    /// `witness_inflight_multis`: checked multis that appended entries to
+    /// ZooKeeper, the entries, and the multis in flight at each send.
+    pub witness: walship_witness::WitnessMetrics,
     /// The local storage's counters (torn log tails cut, rebuilds), handed
     /// to the store when the node opens it.
     pub storage: StorageMetrics,
@@ -194,9 +198,29 @@ impl Metrics {
             "client sessions in the replicated table of exactly-once requests (at most 4096)",
         )
         .expect("metric");
+        let witness = walship_witness::WitnessMetrics {
+            appends: IntCounter::new(
+                "witness_appends_total",
+                "checked multis that appended entries to W's WAL in ZooKeeper",
+            )
+            .expect("metric"),
+            entries: IntCounter::new("witness_entries_total", "Raft entries appended to W's WAL in ZooKeeper")
+                .expect("metric"),
+            inflight_multis: Histogram::with_opts(
+                HistogramOpts::new(
+                    "witness_inflight_multis",
+                    "pipelined multis to W in flight when one is sent, itself included",
+                )
+                .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
+            )
+            .expect("metric"),
+        };
         let storage = StorageMetrics::new();
         for c in storage.collectors().into_iter().chain([
-            Box::new(client_sessions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(witness.appends.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(witness.entries.clone()),
+            Box::new(witness.inflight_multis.clone()),
+            Box::new(client_sessions.clone()),
             Box::new(leadership_forgotten.clone()),
             Box::new(lease_withheld.clone()),
             Box::new(role.clone()),
@@ -239,6 +263,7 @@ impl Metrics {
             leadership_forgotten,
             lease_withheld,
             client_sessions,
+            witness,
             storage,
         }
     }

@@ -102,6 +102,7 @@ fn print_config_round_trips_through_a_file() {
         "write_timeout_ms",
         "max_inflight_batches",
         "max_batch_bytes",
+        "witness_pipeline",
         "log_sync",
         "rebuild_from_witness",
         "max_connections",

@@ -296,6 +296,19 @@ pub struct NodeArgs {
     /// ZooKeeper's 1 MiB request limit). Default 262144.
     #[arg(long, env = "WALSHIP_MAX_BATCH_BYTES")]
     pub max_batch_bytes: Option<usize>,
+    /// Send the leader's entries to ZooKeeper as it appends them, several
+    /// checked multis in flight on one session (default true; false: one
+    /// append per ZooKeeper round trip, as openraft asks).
+    #[arg(
+        long,
+        env = "WALSHIP_WITNESS_PIPELINE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub witness_pipeline: Option<bool>,
     /// When a local log append counts as done: `background` (after the
     /// write; a thread fdatasyncs right behind, and ZooKeeper's WAL holds
     /// every acknowledged write) or `per-append` (after its fdatasync too).
@@ -408,6 +421,7 @@ fn args_layer(a: &NodeArgs) -> FileConfig {
         write_timeout_ms: a.write_timeout_ms,
         max_inflight_batches: a.max_inflight_batches,
         max_batch_bytes: a.max_batch_bytes,
+        witness_pipeline: a.witness_pipeline,
         log_sync: a.log_sync.clone(),
         secret_file: a.secret_file.clone(),
         api_token_file: a.api_token_file.clone(),

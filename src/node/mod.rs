@@ -177,6 +177,25 @@ pub struct Node {
     events: crate::events::Events,
 }
 
+/// Sends this node's own entries on to W as openraft appends them locally
+/// (`Witness::feed`, the pipeline): W's round trip starts before openraft's
+/// replication asks for it. Entries another leader made are a follower's
+/// and not W's business here. The task ends with the log store.
+fn feed_witness(log: &storage::LogStore, witness: &Arc<Witness>, id: NodeId) {
+    let (to_feeder, mut feeds) = tokio::sync::mpsc::unbounded_channel::<Vec<walship_types::Entry>>();
+    log.on_append(Box::new(move |entries| {
+        if entries.first().is_some_and(|e| e.log_id.leader_id.node_id == id) {
+            let _ = to_feeder.send(entries.to_vec());
+        }
+    }));
+    let witness = Arc::clone(witness);
+    tokio::spawn(async move {
+        while let Some(entries) = feeds.recv().await {
+            witness.feed(entries).await;
+        }
+    });
+}
+
 impl Node {
     /// The `host:port` the other node and clients reach this node by
     /// (`advertise`, else `listen`).
@@ -479,7 +498,9 @@ impl Node {
         .map_err(WitnessError::from)?;
         let witness = Arc::new(
             Witness::new(Arc::clone(&zk), &cfg.cluster)
-                .counting_log_id_conflicts(metrics.log_id_conflicts.with_label_values(&["witness"])),
+                .counting_log_id_conflicts(metrics.log_id_conflicts.with_label_values(&["witness"]))
+                .with_metrics(metrics.witness.clone())
+                .pipelining(cfg.witness_pipeline),
         );
         let record = witness.bootstrap().await?;
         match meta {
@@ -533,6 +554,9 @@ impl Node {
             .map_err(|e| StartError::Config(e.to_string()))?,
         );
 
+        if cfg.witness_pipeline {
+            feed_witness(&log, &witness, cfg.id);
+        }
         let node = Arc::new(Node {
             cfg,
             zk,

@@ -45,6 +45,7 @@ pub use application::SnapshotWriter;
 pub use error::StoreError;
 pub use error::REBUILD_HINT;
 pub use error::WIPE_HINT;
+pub use log_store::AppendHook;
 pub use log_store::LogStore;
 pub use log_store::LogSync;
 pub use log_store::SEGMENT_MAX_BYTES_DEFAULT;

@@ -55,7 +55,14 @@ struct Inner {
     /// it is written at most once per `COMMITTED_FLUSH_INTERVAL` and with
     /// every other state write.
     committed: Mutex<(Option<LogId>, std::time::Instant)>,
+    /// Told of every batch openraft appends, before it is written: the node
+    /// sends its own entries on to ZooKeeper from here, so W's round trip
+    /// overlaps the local write and openraft's turn-taking.
+    on_append: std::sync::OnceLock<AppendHook>,
 }
+
+/// See [`LogStore::on_append`].
+pub type AppendHook = Box<dyn Fn(&[Entry]) + Send + Sync>;
 
 const COMMITTED_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -151,8 +158,15 @@ impl LogStore {
                 disk: Mutex::new(disk),
                 mem: RwLock::new(mem),
                 committed: Mutex::new((None, std::time::Instant::now())),
+                on_append: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Calls `hook` with every batch of entries openraft appends, before
+    /// the write (so it must not block). Set once; later calls are ignored.
+    pub fn on_append(&self, hook: AppendHook) {
+        let _ = self.inner.on_append.set(hook);
     }
 
     fn mem(&self) -> RwLockReadGuard<'_, Mem> {
@@ -333,6 +347,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(hook) = self.inner.on_append.get() {
+            hook(&entries);
+        }
         let res = self
             .run(move |disk, lock| {
                 check_consecutive(&entries)?;

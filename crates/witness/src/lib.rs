@@ -12,6 +12,7 @@
 //! `wal/<first index>`, `snapshots/<id>/<chunk>`, `members/<id>`, `leader`.
 
 pub mod inspect;
+mod pipeline;
 pub mod record;
 pub mod rules;
 pub mod voter;
@@ -91,6 +92,10 @@ pub enum WitnessError {
     /// W refused a snapshot: it has promised a higher vote.
     #[error("ZooKeeper refused the snapshot: W holds the vote {0}, which the uploader's does not reach (it no longer leads)")]
     SnapshotRefused(Vote),
+    /// A pipelined append did not land (or its outcome is unknown); W is
+    /// re-read and the request decided again.
+    #[error("{0}")]
+    Pipeline(String),
 }
 
 impl WitnessError {
@@ -153,11 +158,24 @@ pub enum SnapshotUpload {
 
 /// What this node last knew of W: its record, the record's znode version and
 /// the WAL segments (first index -> entry ids, loaded lazily).
-#[derive(Clone, Debug)]
+///
+/// With appends in flight on the pipeline, the view is W as it will be once
+/// they land (each is checked against the version the previous one
+/// produces); a failure among them makes the view worthless, and the next
+/// change drops it and re-reads W.
 struct View {
     version: i32,
     record: WitnessRecord,
     segments: BTreeMap<u64, Option<Vec<EntryId>>>,
+    /// W's epoch as this node's own last checked write left it: `Some` only
+    /// after such a write, and only then may appends be pipelined. A view
+    /// read from ZooKeeper has none (`crate::pipeline` says why).
+    epoch: Option<i32>,
+    /// Appends sent ahead on the pipeline (from this view's epoch).
+    pipe: Option<pipeline::Pipe>,
+    /// The highest commit a leader's append told this view: what entries
+    /// fed to the pipeline carry as `leader_commit`.
+    leader_commit: Option<LogId>,
 }
 
 impl View {
@@ -226,6 +244,14 @@ pub struct SegmentReport {
 macro_rules! with_view {
     ($self:ident, $what:expr, |$view:ident| $body:block) => {{
         let mut guard = $self.view.lock().await;
+        // A change other than a pipelined append waits for the pipeline to
+        // land; if any of it failed, W is re-read.
+        if let Some(pipe) = guard.as_mut().and_then(|v| v.pipe.take()) {
+            if let Err(e) = pipe.drain().await {
+                tracing::debug!(error = %e, "pipelined append failed; re-reading W");
+                *guard = None;
+            }
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -281,6 +307,42 @@ pub struct Witness {
     reuse_logged: Mutex<Option<(u64, std::time::Instant)>>,
     /// Requests refused for reusing a log id (`walship_log_id_conflicts_total{where="witness"}`).
     log_id_conflicts: prometheus::IntCounter,
+    /// Appends to W and the pipeline's depth (`walship_witness_*`).
+    metrics: WitnessMetrics,
+    /// Whether appends may be pipelined (`pipeline`); off, each is one
+    /// checked multi after the previous one's answer.
+    pipelining: bool,
+}
+
+/// What W's appends report: checked multis that appended entries, the
+/// entries, and how many multis were in flight when each was sent.
+#[derive(Clone)]
+pub struct WitnessMetrics {
+    pub appends: prometheus::IntCounter,
+    pub entries: prometheus::IntCounter,
+    pub inflight_multis: prometheus::Histogram,
+}
+
+impl Default for WitnessMetrics {
+    /// Counted nowhere (a node hands in registered ones).
+    fn default() -> WitnessMetrics {
+        WitnessMetrics {
+            appends: prometheus::IntCounter::new("witness_appends_total", "unregistered").expect("metric"),
+            entries: prometheus::IntCounter::new("witness_entries_total", "unregistered").expect("metric"),
+            inflight_multis: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
+                "witness_inflight_multis",
+                "unregistered",
+            ))
+            .expect("metric"),
+        }
+    }
+}
+
+impl WitnessMetrics {
+    fn appended(&self, entries: u64) {
+        self.appends.inc();
+        self.entries.inc_by(entries);
+    }
 }
 
 /// How often the same refused log id reuse is logged again at ERROR.
@@ -298,7 +360,28 @@ impl Witness {
             reuse_logged: Mutex::new(None),
             // Counted nowhere until a node hands in its metric.
             log_id_conflicts: prometheus::IntCounter::new("log_id_conflicts", "unregistered").expect("metric"),
+            metrics: WitnessMetrics::default(),
+            pipelining: true,
         }
+    }
+
+    /// Turns pipelined appends on or off (on by default).
+    pub fn pipelining(mut self, on: bool) -> Witness {
+        self.pipelining = on;
+        self
+    }
+
+    /// Reports appends and the pipeline's depth into `metrics`.
+    pub fn with_metrics(mut self, metrics: WitnessMetrics) -> Witness {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The op every checked write to W's record carries unless it is a
+    /// pipelined append: it bumps W's epoch (see `pipeline`). It goes just
+    /// before the record's `setData`, which stays last.
+    fn epoch_bump(&self) -> Op {
+        Op::Set(self.paths.epoch(), Vec::new())
     }
 
     /// Counts requests refused for reusing a log id into `counter`.
@@ -533,6 +616,9 @@ impl Witness {
             version,
             record,
             segments,
+            epoch: None,
+            pipe: None,
+            leader_commit: None,
         })
     }
 
@@ -674,10 +760,14 @@ impl Witness {
             .multi(
                 what,
                 Some(view.version),
-                vec![Op::Set(self.paths.witness(), record::encode_record(&record))],
+                vec![
+                    self.epoch_bump(),
+                    Op::Set(self.paths.witness(), record::encode_record(&record)),
+                ],
             )
             .await?;
         view.version = set_version(&res)?;
+        view.epoch = Some(epoch_version(&res)?);
         view.record = record;
         Ok(())
     }
@@ -700,6 +790,12 @@ impl Witness {
         &self,
         req: AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<u64>, WitnessError> {
+        if let Some(landing) = self.pipelined(pipeline::Source::Rpc(&req)).await {
+            match landing.wait().await {
+                Ok(()) => return Ok(AppendEntriesResponse::Success),
+                Err(e) => tracing::debug!(error = %e, "deciding the append again on W as it is"),
+            }
+        }
         let w = self;
         let req = &req;
         // The overlap W must compare, for loading it in one go.
@@ -826,7 +922,38 @@ impl Witness {
             }
         }
 
-        // Pack entries into segments no bigger than one multi.
+        let batches = self.pack_segments(&append, ops, ops_bytes, &record);
+        let n = batches.len();
+        for (i, (mut ops, new_segs, last)) in batches.into_iter().enumerate() {
+            let mut rec = record.clone();
+            if i + 1 < n {
+                rec.last_log_id = Some(last);
+                rec.committed = std::cmp::min(rec.committed, Some(last));
+            }
+            ops.push(self.epoch_bump());
+            ops.push(Op::Set(self.paths.witness(), record::encode_record(&rec)));
+            let bytes: u64 = ops.iter().map(|op| op.payload_len() as u64).sum();
+            let entries = new_segs.iter().map(|(_, ids)| ids.len() as u64).sum();
+            let res = self.multi("witness append", Some(view.version), ops).await?;
+            self.wal_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.appended(entries);
+            view.version = set_version(&res)?;
+            view.epoch = Some(epoch_version(&res)?);
+            view.record = rec;
+            for (first, ids) in new_segs {
+                view.segments.insert(first, Some(ids));
+            }
+        }
+        Ok(())
+    }
+
+    /// Packs `append` into new WAL segments, after `ops` (of `ops_bytes`)
+    /// in the first multi: each multi stays under `MAX_MULTI_BYTES`, and
+    /// each but the last ends at its own last entry (W a valid prefix of
+    /// the leader's log after every one); the last ends at `record`'s.
+    fn pack_segments(&self, append: &[Entry], ops: Vec<Op>, ops_bytes: usize, record: &WitnessRecord) -> Vec<Batch> {
+        let mut ops = ops;
+        let mut ops_bytes = ops_bytes;
         let mut batches: Vec<Batch> = Vec::new();
         let mut seg_bytes = record::encode_segment([]);
         let mut seg_ids: Vec<EntryId> = Vec::new();
@@ -844,7 +971,7 @@ impl Witness {
                 new_segs.push((first, std::mem::take(seg_ids)));
             }
         };
-        for e in &append {
+        for e in append {
             let bytes = record::entry_bytes(e);
             if ops_bytes + seg_bytes.len() + bytes.len() > MAX_MULTI_BYTES && !seg_ids.is_empty() {
                 flush_segment(&mut ops, &mut seg_bytes, &mut seg_ids, &mut new_segs);
@@ -862,24 +989,7 @@ impl Witness {
         let final_last = record.last_log_id.expect("an accepted append leaves W a last log id");
         batches.push((ops, new_segs, final_last));
 
-        let n = batches.len();
-        for (i, (mut ops, new_segs, last)) in batches.into_iter().enumerate() {
-            let mut rec = record.clone();
-            if i + 1 < n {
-                rec.last_log_id = Some(last);
-                rec.committed = std::cmp::min(rec.committed, Some(last));
-            }
-            ops.push(Op::Set(self.paths.witness(), record::encode_record(&rec)));
-            let bytes: u64 = ops.iter().map(|op| op.payload_len() as u64).sum();
-            let res = self.multi("witness append", Some(view.version), ops).await?;
-            self.wal_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-            view.version = set_version(&res)?;
-            view.record = rec;
-            for (first, ids) in new_segs {
-                view.segments.insert(first, Some(ids));
-            }
-        }
-        Ok(())
+        batches
     }
 
     /// Stores a snapshot as W's (from the leader's shipper or openraft's
@@ -1091,9 +1201,11 @@ impl Witness {
                 }
                 leftover.push(w.paths.snapshot_dir(&old.meta.snapshot_id));
             }
+            ops.push(w.epoch_bump());
             ops.push(Op::Set(w.paths.witness(), record::encode_record(&next)));
             let res = w.multi("witness snapshot", Some(view.version), ops).await?;
             view.version = set_version(&res)?;
+            view.epoch = Some(epoch_version(&res)?);
             view.record = next;
             for first in doomed {
                 view.segments.remove(&first);
@@ -1370,6 +1482,17 @@ impl Witness {
 
 fn sref_id(record: &WitnessRecord) -> &str {
     record.snapshot.as_ref().map_or("", |s| s.meta.snapshot_id.as_str())
+}
+
+/// The epoch a multi ending in `[epoch_bump, set witness]` left.
+fn epoch_version(results: &[zk::MultiWriteResult]) -> Result<i32, WitnessError> {
+    match results.len().checked_sub(2).map(|i| &results[i]) {
+        Some(zk::MultiWriteResult::SetData { stat }) => Ok(stat.version),
+        other => Err(WitnessError::UnexpectedReply {
+            what: "a multi bumping W's epoch before it sets the witness".into(),
+            reply: format!("{other:?}"),
+        }),
+    }
 }
 
 fn set_version(results: &[zk::MultiWriteResult]) -> Result<i32, WitnessError> {

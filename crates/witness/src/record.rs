@@ -3,7 +3,13 @@
 //! mismatch is an error naming the znode, never a silent skip.
 //!
 //! Formats (little endian):
-//! - record:   "WSW1" crc32(payload) payload=bincode(WitnessRecord)
+//! - record:   "WSW2" crc32(payload) payload=bincode(WitnessRecord); "WSW1"
+//!   (the same payload) is still read. The magic says which writers may
+//!   touch W: a "WSW2" writer bumps W's epoch on every write it does not
+//!   pipeline (`crate::pipeline`), and a writer that does not know the epoch
+//!   must not write W at all, so binaries older than the pipeline, which
+//!   only know "WSW1", refuse such a record instead of breaking the
+//!   pipeline's chain of checks.
 //! - segment:  "WSG1" then per entry: len:u32 crc32(payload):u32 payload=bincode(Entry)
 //! - chunk:    "WSC1" crc32(payload) payload=raw snapshot bytes
 
@@ -20,7 +26,9 @@ use walship_types::LogId;
 use walship_types::SnapshotMeta;
 use walship_types::Vote;
 
-const RECORD_MAGIC: &[u8; 4] = b"WSW1";
+const RECORD_MAGIC: &[u8; 4] = b"WSW2";
+/// The record before W's epoch existed: read, never written.
+const RECORD_MAGIC_V1: &[u8; 4] = b"WSW1";
 const SEGMENT_MAGIC: &[u8; 4] = b"WSG1";
 const CHUNK_MAGIC: &[u8; 4] = b"WSC1";
 
@@ -87,7 +95,8 @@ pub fn encode_record(r: &WitnessRecord) -> Vec<u8> {
 }
 
 pub fn decode_record(bytes: &[u8], path: &str) -> Result<WitnessRecord, WitnessError> {
-    let payload = crc_unframe(RECORD_MAGIC, bytes, path)?;
+    let magic = if bytes.starts_with(RECORD_MAGIC_V1) { RECORD_MAGIC_V1 } else { RECORD_MAGIC };
+    let payload = crc_unframe(magic, bytes, path)?;
     bincode::deserialize(payload).map_err(|e| WitnessError::corrupt(path, format!("undecodable record: {e}")))
 }
 
@@ -195,6 +204,12 @@ impl Paths {
     }
     pub fn wal_dir(&self) -> String {
         format!("{}/wal", self.root)
+    }
+    /// W's epoch is the data version of the WAL directory: every write to
+    /// W's record that is not a pipelined append bumps it in the same multi,
+    /// and every pipelined append checks it (`crate::pipeline`).
+    pub fn epoch(&self) -> String {
+        self.wal_dir()
     }
     /// Zero-padded so ZooKeeper's lexical child order is index order.
     pub fn segment(&self, first_index: u64) -> String {
