@@ -53,6 +53,9 @@ pub enum CutMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LinkState {
     Open,
+    /// `hold`: nothing is forwarded, nothing is closed; on `heal` what
+    /// waited is delivered, in order (a long delay, not a loss).
+    Held,
     Cut(CutMode),
     /// The proxy was dropped: everything closes.
     Closed,
@@ -163,7 +166,17 @@ impl FaultProxy {
         self.shared.state.send_replace(LinkState::Cut(mode));
     }
 
-    /// Forwards new connections again and closes those frozen by a blackhole.
+    /// Delays the link without breaking it: open connections stay open and
+    /// new ones are accepted, but no byte is forwarded either way until
+    /// `heal`, which delivers everything that waited, in order. What a
+    /// stalled switch or a paused VM does to a TCP stream: requests sent
+    /// meanwhile arrive late, after other clients' requests.
+    pub fn hold(&self) {
+        self.shared.state.send_replace(LinkState::Held);
+    }
+
+    /// Forwards new connections again and closes those frozen by a
+    /// blackhole; a `hold` ends and what it delayed is delivered.
     pub fn heal(&self) {
         self.shared.state.send_replace(LinkState::Open);
     }
@@ -172,7 +185,7 @@ impl FaultProxy {
     pub fn cut_mode(&self) -> Option<CutMode> {
         match *self.shared.state.borrow() {
             LinkState::Cut(mode) => Some(mode),
-            LinkState::Open | LinkState::Closed => None,
+            LinkState::Open | LinkState::Held | LinkState::Closed => None,
         }
     }
 
@@ -217,7 +230,7 @@ async fn handle(client: TcpStream, shared: Arc<Shared>) {
     let mut state = shared.state.subscribe();
     let now = *state.borrow_and_update();
     match now {
-        LinkState::Open => {}
+        LinkState::Open | LinkState::Held => {}
         LinkState::Cut(mode) => {
             shared.counters.cut_connections.fetch_add(1, Ordering::Relaxed);
             if mode == CutMode::Blackhole {
@@ -273,6 +286,10 @@ async fn pipe(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, state: &watch::Send
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if *state.borrow() == LinkState::Held {
+                    let mut held = state.subscribe();
+                    let _ = held.wait_for(|s| *s != LinkState::Held).await;
+                }
                 if *state.borrow() != LinkState::Open {
                     return std::future::pending().await;
                 }
@@ -286,9 +303,13 @@ async fn pipe(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>, state: &watch::Send
     let _ = to.shutdown().await;
 }
 
-/// Resolves with the new state as soon as the link is no longer open.
+/// Resolves with the new state as soon as the link is cut or closed (a
+/// hold only delays it).
 async fn wait_not_open(state: &mut watch::Receiver<LinkState>) -> LinkState {
-    match state.wait_for(|s| *s != LinkState::Open).await {
+    match state
+        .wait_for(|s| !matches!(s, LinkState::Open | LinkState::Held))
+        .await
+    {
         Ok(s) => *s,
         Err(_) => LinkState::Closed,
     }

@@ -123,7 +123,9 @@ impl Landing {
                 return if p.landed_below > seq && p.failed.as_ref().is_none_or(|(at, _)| *at > seq) {
                     Ok(())
                 } else {
-                    Err(WitnessError::Pipeline("the pipeline stopped before this append landed".into()))
+                    Err(WitnessError::Pipeline(
+                        "the pipeline stopped before this append landed".into(),
+                    ))
                 };
             }
         }

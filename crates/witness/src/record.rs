@@ -95,7 +95,11 @@ pub fn encode_record(r: &WitnessRecord) -> Vec<u8> {
 }
 
 pub fn decode_record(bytes: &[u8], path: &str) -> Result<WitnessRecord, WitnessError> {
-    let magic = if bytes.starts_with(RECORD_MAGIC_V1) { RECORD_MAGIC_V1 } else { RECORD_MAGIC };
+    let magic = if bytes.starts_with(RECORD_MAGIC_V1) {
+        RECORD_MAGIC_V1
+    } else {
+        RECORD_MAGIC
+    };
     let payload = crc_unframe(magic, bytes, path)?;
     bincode::deserialize(payload).map_err(|e| WitnessError::corrupt(path, format!("undecodable record: {e}")))
 }
