@@ -1,7 +1,8 @@
 //! `walship bench --smoke` (one throughput point of ~2 s against walship and
 //! ZooKeeper-direct, a short footprint run, 2 kill -9 and 2 SIGTERM
-//! failovers and one blackhole failover, a 1000-key rebirth; etcd left out)
-//! must complete and write the JSON report with every expected field, and
+//! failovers and one blackhole failover, a 1000-key rebirth; etcd left out;
+//! the throughput point again against a 3-server ZooKeeper ensemble) must
+//! complete and write the JSON report with every expected field, and
 //! the SVG plots. Bad flags are
 //! one line on stderr and exit 2. Needs Java and ZooKeeper, like the other
 //! integration tests (`zk/zk.sh install`).
@@ -51,6 +52,7 @@ fn smoke_run_writes_the_report() {
     let o = Command::new(WALSHIP)
         .arg("--smoke")
         .arg("--skip-etcd")
+        .args(["--zk-shapes", "single,ensemble"])
         .arg("--out")
         .arg(&out)
         .arg("--plots-dir")
@@ -116,6 +118,23 @@ fn smoke_run_writes_the_report() {
         assert!(num(p, "growth.window_s") > 0.0, "{p}");
     }
     assert!(points.iter().all(|p| p["system"] != "etcd"));
+    for system in ["walship", "zk-direct"] {
+        let p = points
+            .iter()
+            .find(|p| p["system"] == system && p["op"] == "write" && p["zk"] == "ensemble")
+            .unwrap_or_else(|| panic!("no {system} write against the ensemble in {points:?}"));
+        assert!(
+            num(p, "ops_per_sec") > 0.0 && num(p, "growth.zk_requests_per_sec") > 0.0,
+            "{p}"
+        );
+    }
+    let ratios = report["ratios"].as_array().expect("ratios");
+    for zk in ["single", "ensemble"] {
+        assert!(
+            ratios.iter().any(|r| r["zk"] == zk && r["baseline"] == "zk-direct"),
+            "no {zk} ratio in {ratios:?}"
+        );
+    }
     assert!(report["ratios"].as_array().is_some_and(|r| !r.is_empty()));
 
     let failover = report["failover"].as_array().expect("failover");
