@@ -6,12 +6,13 @@
 //! latency at each value size and concurrency for every system; ZooKeeper's
 //! footprint over a long write run; failover after kill -9 and after
 //! SIGTERM of the leader, and after its machine vanishes (`blackhole`, in a
-//! cluster of its own whose links run through fault proxies); rebirth of an empty-disk node alone; and, only
-//! with `--only snapshot`, snapshot and rebirth times and each process's
-//! peak RSS against the state's size (`--state-mb`). With `--zk-shapes
-//! single,ensemble` the throughput part runs walship and zk-direct again
-//! against a cluster of its own with a 3-server ZooKeeper ensemble. It prints a
-//! table, writes the JSON report (`--out`) and SVG plots (`--plots-dir`).
+//! cluster of its own whose links run through fault proxies); rebirth of an
+//! empty-disk node alone; and, only with `--only snapshot`, snapshot and
+//! rebirth times and each process's peak RSS against the state's size
+//! (`--state-mb`). With `--zk-shapes single,ensemble` the throughput part
+//! runs walship and zk-direct again against a cluster of its own with a
+//! 3-server ZooKeeper ensemble. It prints a table, writes the JSON report
+//! (`--out`) and SVG plots (`--plots-dir`).
 //!
 //! This file is the orchestration; each role has its own file: `args`
 //! (flags and plan), `env` (machine, versions, settings), `start_cluster`
@@ -267,6 +268,9 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     }
     if plan.has(Part::Failover) {
         for &kill in &plan.failover_kinds {
+            // A cluster of its own: its proxies run in this process, and
+            // in the main cluster they would carry (and tax) the Raft and
+            // ZooKeeper traffic of every other measurement.
             let f = if kill == Kill::Blackhole {
                 println!(
                     "\n== failover: the leader's machine vanishes (peer and ZooKeeper links blackholed), {} times, in a cluster with proxied links (the first cluster idles)",
