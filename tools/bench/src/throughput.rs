@@ -510,6 +510,30 @@ mod tests {
     }
 
     #[test]
+    fn growth_from_witness_metrics() {
+        let t = Instant::now();
+        let r = |at: Instant, appends: f64, entries: f64, sum: f64, count: f64| Reading {
+            at,
+            zk_packets: Some(appends),
+            appends: Some(appends),
+            entries: Some(entries),
+            inflight_sum: Some(sum),
+            inflight_count: Some(count),
+        };
+        let a = r(t, 100.0, 1000.0, 10.0, 100.0);
+        let b = r(t + Duration::from_secs(2), 300.0, 3000.0, 410.0, 300.0);
+        let g = Growth::between(&a, &b, 1000.0);
+        assert_eq!(g.w_appends_per_sec, Some(100.0));
+        assert_eq!(g.writes_per_w_append, Some(10.0));
+        assert_eq!(g.entries_per_w_append, Some(10.0));
+        assert_eq!(g.multis_in_flight_mean, Some(2.0));
+        assert_eq!(
+            growth_line(&g),
+            "ZK 100 req/s, W 100 appends/s, 10.0 writes/append, 2.00 multis in flight"
+        );
+    }
+
+    #[test]
     fn growth_without_witness_metrics_is_dashes() {
         let t = Instant::now();
         let r = |at: Instant, packets: f64| Reading {
