@@ -8,6 +8,8 @@ use clap::Args;
 
 use walship_soak::parse_duration;
 
+use super::failover::Kill;
+
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Measured time of each throughput point, after its warm-up (e.g. 10s, 500ms).
@@ -25,9 +27,17 @@ pub struct BenchArgs {
     /// Distinct keys each throughput point writes (overwritten round-robin), so state stays bounded.
     #[arg(long, value_parser = parse_positive)]
     pub keyspace: Option<u64>,
-    /// Leader kills for the failover measurement (each of kill -9 and SIGTERM).
+    /// Leader kills for the failover measurement (each kind in --failover-kinds).
     #[arg(long, value_parser = parse_positive)]
     pub kills: Option<u64>,
+    /// Failover kinds, comma-separated: sigkill (kill -9), sigterm (hand-over),
+    /// blackhole (the leader's machine vanishes: its peer and ZooKeeper links drop everything).
+    #[arg(long, value_delimiter = ',', value_parser = Kill::parse)]
+    pub failover_kinds: Option<Vec<Kill>>,
+    /// ZooKeeper shapes the throughput part runs walship and zk-direct against,
+    /// comma-separated: single (one server), ensemble (3 servers on loopback).
+    #[arg(long, value_delimiter = ',', value_parser = ZkShape::parse)]
+    pub zk_shapes: Option<Vec<ZkShape>>,
     /// Key counts for the rebirth measurement, comma-separated (ascending; keys accumulate).
     #[arg(long, value_delimiter = ',', value_parser = parse_positive)]
     pub rebirth_keys: Option<Vec<u64>>,
@@ -37,10 +47,10 @@ pub struct BenchArgs {
     /// Length of the ZooKeeper footprint write run, in seconds.
     #[arg(long, value_parser = parse_positive)]
     pub footprint_secs: Option<u64>,
-    /// Short smoke run: a few seconds per point, 5 kills, 10k keys rebirth only.
+    /// Short smoke run: a few seconds per point, 5 kills of each kind, 10k keys rebirth only.
     #[arg(long, conflicts_with = "smoke")]
     pub quick: bool,
-    /// Lightest run (for tests): one point of ~2 s, 2 kills, 1000 keys rebirth, 4 s footprint.
+    /// Lightest run (for tests): one point of ~2 s, 2 kills (1 blackhole), 1000 keys rebirth, 4 s footprint.
     #[arg(long)]
     pub smoke: bool,
     /// Only these parts, comma-separated: throughput, failover, rebirth, footprint, snapshot (never run unless named).
@@ -94,6 +104,42 @@ impl Part {
     }
 }
 
+/// The ZooKeeper walship's witness and zk-direct run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZkShape {
+    /// One server: the cluster every other part uses too.
+    Single,
+    /// Three servers on loopback, production's shape: every write is also
+    /// a quorum round between JVMs on the same two cores.
+    Ensemble,
+}
+
+impl ZkShape {
+    /// Servers in the shape.
+    pub fn servers(self) -> u32 {
+        match self {
+            ZkShape::Single => 1,
+            ZkShape::Ensemble => 3,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ZkShape::Single => "single",
+            ZkShape::Ensemble => "ensemble",
+        }
+    }
+
+    fn parse(s: &str) -> Result<ZkShape, String> {
+        match s.trim() {
+            "single" => Ok(ZkShape::Single),
+            "ensemble" => Ok(ZkShape::Ensemble),
+            other => Err(format!("unknown ZooKeeper shape '{other}' (single, ensemble)")),
+        }
+    }
+}
+
 /// What the run will do, every default filled in.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Plan {
@@ -106,6 +152,11 @@ pub struct Plan {
     pub value_sizes: Vec<usize>,
     pub keyspace: u64,
     pub kills: u64,
+    /// Kills of the blackhole kind: each waits out a failure detector, so
+    /// the smoke run does one.
+    pub blackhole_kills: u64,
+    pub failover_kinds: Vec<Kill>,
+    pub zk_shapes: Vec<ZkShape>,
     pub rebirth_keys: Vec<u64>,
     pub footprint_secs: u64,
     pub state_mb: Vec<u64>,
@@ -156,7 +207,7 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
             "quick",
             Duration::from_secs(3),
             Duration::from_secs(1),
-            vec![1, 16, 64],
+            vec![1, 16, 64, 256],
             vec![100, 4096],
             5,
             vec![10_000],
@@ -167,7 +218,7 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
             "full",
             Duration::from_secs(10),
             Duration::from_secs(2),
-            vec![1, 16, 64],
+            vec![1, 16, 64, 256],
             vec![100, 4096],
             50,
             vec![10_000, 100_000, 1_000_000],
@@ -188,6 +239,17 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
     let mut value_sizes = args.value_sizes.unwrap_or(sizes);
     value_sizes.sort_unstable();
     value_sizes.dedup();
+    let mut failover_kinds = args.failover_kinds.unwrap_or_else(|| Kill::ALL.to_vec());
+    failover_kinds.sort_unstable();
+    failover_kinds.dedup();
+    let mut zk_shapes = args.zk_shapes.unwrap_or_else(|| vec![ZkShape::Single]);
+    zk_shapes.sort_unstable();
+    zk_shapes.dedup();
+    let kills = args.kills.unwrap_or(kills);
+    let blackhole_kills = match (args.smoke, args.kills) {
+        (true, None) => 1,
+        _ => kills,
+    };
     let mut parts = args.only.unwrap_or_else(|| Part::ALL.to_vec());
     parts.sort_unstable();
     parts.dedup();
@@ -206,7 +268,10 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
         clients,
         value_sizes,
         keyspace: args.keyspace.unwrap_or(1000),
-        kills: args.kills.unwrap_or(kills),
+        kills,
+        blackhole_kills,
+        failover_kinds,
+        zk_shapes,
         rebirth_keys,
         footprint_secs: args.footprint_secs.unwrap_or(footprint),
         state_mb,

@@ -5,10 +5,14 @@
 //! for the baseline. Then: write and linearizable-read throughput and
 //! latency at each value size and concurrency for every system; ZooKeeper's
 //! footprint over a long write run; failover after kill -9 and after
-//! SIGTERM of the leader; rebirth of an empty-disk node alone; and, only
-//! with `--only snapshot`, snapshot and rebirth times and each process's
-//! peak RSS against the state's size (`--state-mb`). It prints a
-//! table, writes the JSON report (`--out`) and SVG plots (`--plots-dir`).
+//! SIGTERM of the leader, and after its machine vanishes (`blackhole`, in a
+//! cluster of its own whose links run through fault proxies); rebirth of an
+//! empty-disk node alone; and, only with `--only snapshot`, snapshot and
+//! rebirth times and each process's peak RSS against the state's size
+//! (`--state-mb`). With `--zk-shapes single,ensemble` the throughput part
+//! runs walship and zk-direct again against a cluster of its own with a
+//! 3-server ZooKeeper ensemble. It prints a table, writes the JSON report
+//! (`--out`) and SVG plots (`--plots-dir`).
 //!
 //! This file is the orchestration; each role has its own file: `args`
 //! (flags and plan), `env` (machine, versions, settings), `start_cluster`
@@ -48,6 +52,7 @@ use anyhow::Result;
 pub use self::args::BenchArgs;
 use self::args::Part;
 use self::args::Plan;
+use self::args::ZkShape;
 use self::etcd::EtcdServer;
 use self::failover::Kill;
 use self::report::Report;
@@ -58,13 +63,15 @@ use walship_testkit::Polling;
 #[derive(Default)]
 struct State {
     cluster: Option<Cluster>,
+    /// A cluster of one part only (the ensemble shape, blackhole failover).
+    side: Option<Cluster>,
     etcd: Option<EtcdServer>,
     report: Report,
 }
 
 pub async fn run(args: BenchArgs) -> ExitCode {
     let plan = match args::plan(args).and_then(|p| {
-        walship_testkit::prepare_run_dir(&p.run_dir, &["zk", "node1", "node2", "etcd"])
+        walship_testkit::prepare_run_dir(&p.run_dir, &["zk", "node1", "node2", "etcd", "ensemble", "blackhole"])
             .map(|d| Plan { run_dir: d, ..p })
     }) {
         Ok(p) => p,
@@ -94,7 +101,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         r = drive(&plan, &mut state) => Ok(r),
         sig = walship_testkit::process::wait_for_signal() => Err(sig),
     };
-    if let Some(mut c) = state.cluster.take() {
+    for mut c in [state.side.take(), state.cluster.take()].into_iter().flatten() {
         c.stop_all().await;
     }
     if let Some(mut e) = state.etcd.take() {
@@ -135,7 +142,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         Err(e) => eprintln!("walship bench: {e:#}"),
     }
     println!(
-        "logs: {}/node1.log, node2.log, zk/zk.log, etcd/etcd.log",
+        "logs: {}/node1.log, node2.log, zk/zk.log, etcd/etcd.log (ensemble/ and blackhole/: their clusters' own)",
         plan.run_dir.display()
     );
     code
@@ -179,7 +186,7 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     let name = format!("bench-{}", std::process::id());
     let cluster = state
         .cluster
-        .insert(start_cluster(&plan.run_dir, &plan.bin, &name).await?);
+        .insert(start_cluster(&plan.run_dir, &plan.bin, &name, |s| s).await?);
     if let Ok(srvr) = walship_testkit::zk::four_letter(cluster.zk_addr(), "srvr").await {
         state.report.versions.zookeeper = env::zk_version(&srvr);
     }
@@ -189,7 +196,7 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
         state.report.versions.zookeeper
     );
 
-    if plan.has(Part::Throughput) {
+    if plan.has(Part::Throughput) && plan.zk_shapes.contains(&ZkShape::Single) {
         println!("\n== throughput and latency");
         let report = &mut state.report;
         let setup = throughput::Setup {
@@ -200,6 +207,7 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
             warmup: plan.warmup,
             window: plan.duration,
             keyspace: plan.keyspace,
+            zk_shape: ZkShape::Single,
         };
         let r = throughput::run(setup, &plan.value_sizes, &plan.clients, |p| {
             report.throughput.push(p.clone())
@@ -211,6 +219,46 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
     if let Some(mut e) = state.etcd.take() {
         e.stop().await;
     }
+    if plan.has(Part::Throughput) && plan.zk_shapes.contains(&ZkShape::Ensemble) {
+        println!(
+            "\n== throughput and latency against a {}-server ZooKeeper ensemble (walship and zk-direct; the first cluster idles)",
+            ZkShape::Ensemble.servers()
+        );
+        let dir = plan.run_dir.join("ensemble");
+        std::fs::create_dir_all(&dir)?;
+        let side = state.side.insert(
+            start_cluster(&dir, &plan.bin, &format!("{name}-ensemble"), |s| {
+                s.zk_ensemble(ZkShape::Ensemble.servers())
+            })
+            .await?,
+        );
+        println!("ZooKeeper ensemble {}; a leader is ready", side.zk_addr());
+        let report = &mut state.report;
+        let setup = throughput::Setup {
+            cluster: side,
+            etcd: None,
+            etcd_pid: None,
+            zk_direct: plan.zk_direct,
+            warmup: plan.warmup,
+            window: plan.duration,
+            keyspace: plan.keyspace,
+            zk_shape: ZkShape::Ensemble,
+        };
+        let r = throughput::run(setup, &plan.value_sizes, &plan.clients, |p| {
+            report.throughput.push(p.clone())
+        })
+        .await;
+        if let Err(e) = r {
+            let msg = format!("throughput (ensemble) stopped: {e:#}");
+            eprintln!("walship bench: {msg}");
+            state.report.notes.push(msg.clone());
+            failures.push(msg);
+        }
+        if let Some(mut c) = state.side.take() {
+            c.stop_all().await;
+        }
+    }
+    let cluster = state.cluster.as_mut().expect("started above");
     if plan.has(Part::Footprint) {
         println!("\n== ZooKeeper footprint over {} s of writes", plan.footprint_secs);
         let r = footprint::run(cluster, plan.footprint_secs).await;
@@ -219,10 +267,35 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
         }
     }
     if plan.has(Part::Failover) {
-        for kill in [Kill::Sigkill, Kill::Sigterm] {
-            println!("\n== failover: {} of the leader, {} times", kill.name(), plan.kills);
-            let r = failover::run(cluster, kill, plan.kills).await;
-            let Some(f) = part_done(cluster, &mut state.report, &mut failures, kill.name(), r).await? else {
+        for &kill in &plan.failover_kinds {
+            // A cluster of its own: its proxies run in this process, and
+            // in the main cluster they would carry (and tax) the Raft and
+            // ZooKeeper traffic of every other measurement.
+            let f = if kill == Kill::Blackhole {
+                println!(
+                    "\n== failover: the leader's machine vanishes (peer and ZooKeeper links blackholed), {} times, in a cluster with proxied links (the first cluster idles)",
+                    plan.blackhole_kills
+                );
+                let dir = plan.run_dir.join("blackhole");
+                std::fs::create_dir_all(&dir)?;
+                let side = state.side.insert(
+                    start_cluster(&dir, &plan.bin, &format!("{name}-blackhole"), |s| {
+                        s.partitionable().zk_cuttable()
+                    })
+                    .await?,
+                );
+                let r = failover::run(side, kill, plan.blackhole_kills).await;
+                let f = part_done(side, &mut state.report, &mut failures, kill.name(), r).await;
+                if let Some(mut c) = state.side.take() {
+                    c.stop_all().await;
+                }
+                f?
+            } else {
+                println!("\n== failover: {} of the leader, {} times", kill.name(), plan.kills);
+                let r = failover::run(cluster, kill, plan.kills).await;
+                part_done(cluster, &mut state.report, &mut failures, kill.name(), r).await?
+            };
+            let Some(f) = f else {
                 continue;
             };
             println!(
@@ -301,12 +374,18 @@ async fn part_done<T>(
 /// port with its own data dir) and nodes 1 and 2 started from `bin` with
 /// default node settings (no flags besides identity and addresses); returns
 /// once a leader is ready.
-async fn start_cluster(run_dir: &Path, bin: &Path, name: &str) -> Result<Cluster> {
+/// `shape` adds to the setup (an ensemble, proxied links).
+async fn start_cluster(
+    run_dir: &Path,
+    bin: &Path,
+    name: &str,
+    shape: impl FnOnce(walship_testkit::Setup) -> walship_testkit::Setup,
+) -> Result<Cluster> {
     let polling = Polling {
         every: Duration::from_millis(20),
         request_timeout: Duration::from_millis(500),
     };
-    walship_testkit::Setup::run_dir(run_dir, name)
+    shape(walship_testkit::Setup::run_dir(run_dir, name))
         .bin(bin)
         .polling(polling)
         .start()

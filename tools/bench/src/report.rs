@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::args::Plan;
+use super::args::ZkShape;
 use super::failover::Failover;
 use super::failover::Kill;
 use super::footprint::Footprint;
@@ -48,6 +49,8 @@ pub struct Settings {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratio {
+    /// The ZooKeeper walship (and zk-direct) ran against.
+    pub zk: ZkShape,
     pub op: Op,
     pub value_bytes: usize,
     pub clients: usize,
@@ -86,20 +89,32 @@ pub struct Report {
 }
 
 impl Report {
+    /// A point of the first ZooKeeper shape measured (single, unless only
+    /// the ensemble ran): the one the targets and plots show. etcd's
+    /// points count as single-shape.
     pub fn point(&self, system: System, op: Op, size: usize, clients: usize) -> Option<&Point> {
-        self.throughput
-            .iter()
-            .find(|p| p.system == system && p.op == op && p.value_bytes == size && p.clients == clients)
+        let shape = self.throughput.first().map_or(ZkShape::Single, |p| p.zk);
+        self.point_in(shape, system, op, size, clients)
+            .or_else(|| self.point_in(ZkShape::Single, system, op, size, clients))
     }
 
-    /// walship / baseline ops/s for every point both measured.
+    pub fn point_in(&self, zk: ZkShape, system: System, op: Op, size: usize, clients: usize) -> Option<&Point> {
+        self.throughput
+            .iter()
+            .find(|p| p.zk == zk && p.system == system && p.op == op && p.value_bytes == size && p.clients == clients)
+    }
+
+    /// walship / baseline ops/s for every point both measured, per
+    /// ZooKeeper shape (etcd, with its own store, is compared with walship
+    /// on the single server only).
     pub fn compute_ratios(&mut self) {
         let mut out = Vec::new();
         for p in self.throughput.iter().filter(|p| p.system == System::Walship) {
             for b in [System::ZkDirect, System::Etcd] {
-                if let Some(q) = self.point(b, p.op, p.value_bytes, p.clients) {
+                if let Some(q) = self.point_in(p.zk, b, p.op, p.value_bytes, p.clients) {
                     if q.ops_per_sec > 0.0 {
                         out.push(Ratio {
+                            zk: p.zk,
                             op: p.op,
                             value_bytes: p.value_bytes,
                             clients: p.clients,
@@ -164,6 +179,8 @@ impl Report {
                     measured: format!("{:.0} ms over {} SIGTERMs", s.p99_ms, s.count),
                     met: s.count > 0 && s.p99_ms < 200.0,
                 }),
+                // Issue 4 set no target for a vanished machine.
+                Kill::Blackhole => {}
             }
         }
         for r in &self.rebirth {
@@ -194,6 +211,52 @@ impl Report {
         }
         let text = serde_json::to_string_pretty(self).expect("report serializes");
         std::fs::write(path, text + "\n")
+    }
+
+    /// How the work grew with clients, per ZooKeeper shape and value size:
+    /// walship's writes against ZooKeeper's requests and W's appends, and
+    /// zk-direct's writes against ZooKeeper's requests ("-": not measured,
+    /// or the metric is not in this build).
+    fn render_growth(&self, o: &mut String) {
+        let writes: Vec<&Point> = self
+            .throughput
+            .iter()
+            .filter(|p| p.op == Op::Write && p.growth.is_some())
+            .collect();
+        if writes.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "\ngrowth with clients (writes; ZK req/s = mntr zk_packets_received per second, all servers; W from the leader's /metrics)"
+        );
+        let _ = writeln!(
+            o,
+            "{:<8} {:>6} {:>7} {:>11} {:>12} {:>10} {:>10} {:>11} {:>12}",
+            "ZK", "VALUE", "CLIENTS", "WALSHIP W/S", "ZK REQ/S", "WRITES/APP", "MULTIS IN", "ZKDIRECT/S", "ZK REQ/S"
+        );
+        let f = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+        let mut keys: Vec<(ZkShape, usize, usize)> = writes.iter().map(|p| (p.zk, p.value_bytes, p.clients)).collect();
+        keys.dedup();
+        for (zk, size, clients) in keys {
+            let w = self.point_in(zk, System::Walship, Op::Write, size, clients);
+            let z = self.point_in(zk, System::ZkDirect, Op::Write, size, clients);
+            let wg = w.and_then(|p| p.growth.as_ref());
+            let zg = z.and_then(|p| p.growth.as_ref());
+            let _ = writeln!(
+                o,
+                "{:<8} {:>6} {:>7} {:>11} {:>12} {:>10} {:>10} {:>11} {:>12}",
+                zk.name(),
+                size,
+                clients,
+                f(w.map(|p| p.ops_per_sec), 0),
+                f(wg.and_then(|g| g.zk_requests_per_sec), 0),
+                f(wg.and_then(|g| g.writes_per_w_append), 1),
+                f(wg.and_then(|g| g.multis_in_flight_mean), 2),
+                f(z.map(|p| p.ops_per_sec), 0),
+                f(zg.and_then(|g| g.zk_requests_per_sec), 0),
+            );
+        }
     }
 
     /// The whole report as text tables.
@@ -238,14 +301,15 @@ impl Report {
         if !self.throughput.is_empty() {
             let _ = writeln!(
                 o,
-                "\n{:<10} {:<5} {:>6} {:>7} {:>10} {:>9} {:>9} {:>9} {:>7}",
-                "SYSTEM", "OP", "VALUE", "CLIENTS", "OPS/S", "P50 MS", "P99 MS", "MAX MS", "ERRORS"
+                "\n{:<10} {:<8} {:<5} {:>6} {:>7} {:>10} {:>9} {:>9} {:>9} {:>7}",
+                "SYSTEM", "ZK", "OP", "VALUE", "CLIENTS", "OPS/S", "P50 MS", "P99 MS", "MAX MS", "ERRORS"
             );
             for p in &self.throughput {
                 let _ = writeln!(
                     o,
-                    "{:<10} {:<5} {:>6} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+                    "{:<10} {:<8} {:<5} {:>6} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
                     p.system.name(),
+                    p.zk.name(),
                     if p.op == Op::Write { "write" } else { "read" },
                     p.value_bytes,
                     p.clients,
@@ -266,8 +330,9 @@ impl Report {
             for p in &self.throughput {
                 let _ = writeln!(
                     o,
-                    "{:<10} {:<5} {:>6} {:>4}c  {}",
+                    "{:<10} {:<8} {:<5} {:>6} {:>4}c  {}",
                     p.system.name(),
+                    p.zk.name(),
                     if p.op == Op::Write { "write" } else { "read" },
                     p.value_bytes,
                     p.clients,
@@ -279,13 +344,14 @@ impl Report {
             let _ = writeln!(o, "\nwalship / baseline (ops/s ratio)");
             let _ = writeln!(
                 o,
-                "{:<5} {:>6} {:>7} {:>10} {:>10}",
-                "OP", "VALUE", "CLIENTS", "BASELINE", "RATIO"
+                "{:<8} {:<5} {:>6} {:>7} {:>10} {:>10}",
+                "ZK", "OP", "VALUE", "CLIENTS", "BASELINE", "RATIO"
             );
             for r in &self.ratios {
                 let _ = writeln!(
                     o,
-                    "{:<5} {:>6} {:>7} {:>10} {:>9.2}x",
+                    "{:<8} {:<5} {:>6} {:>7} {:>10} {:>9.2}x",
+                    r.zk.name(),
                     if r.op == Op::Write { "write" } else { "read" },
                     r.value_bytes,
                     r.clients,
@@ -294,21 +360,22 @@ impl Report {
                 );
             }
         }
+        self.render_growth(&mut o);
         if !self.failover.is_empty() {
             let _ = writeln!(
                 o,
-                "\nfailover (signal to the next acknowledged write through the survivor)"
+                "\nfailover (signal, or blackhole cut, to the next acknowledged write through the survivor)"
             );
             let _ = writeln!(
                 o,
-                "{:<8} {:>6} {:>8} {:>8} {:>8} {:>8}",
+                "{:<10} {:>6} {:>8} {:>8} {:>8} {:>8}",
                 "SIGNAL", "COUNT", "MIN MS", "P50 MS", "P99 MS", "MAX MS"
             );
             for f in &self.failover {
                 let s = &f.spread;
                 let _ = writeln!(
                     o,
-                    "{:<8} {:>6} {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
+                    "{:<10} {:>6} {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
                     f.kill.name(),
                     s.count,
                     s.min_ms,

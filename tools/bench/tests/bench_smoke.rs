@@ -1,7 +1,10 @@
 //! `walship bench --smoke` (one throughput point of ~2 s against walship and
 //! ZooKeeper-direct, a short footprint run, 2 kill -9 and 2 SIGTERM
-//! failovers, a 1000-key rebirth; etcd left out) must complete and write the
-//! JSON report with every expected field, and the SVG plots. Bad flags are
+//! failovers and one blackhole failover, a 1000-key rebirth; etcd left out)
+//! must complete and write the JSON report with every expected field, and
+//! the SVG plots; so must its throughput point against a 3-server ZooKeeper
+//! ensemble (a test of its own, so that cargo runs the two side by side:
+//! 28 s in debug, against 45 s as one run). Bad flags are
 //! one line on stderr and exit 2. Needs Java and ZooKeeper, like the other
 //! integration tests (`zk/zk.sh install`).
 
@@ -102,16 +105,27 @@ fn smoke_run_writes_the_report() {
             num(p, "latency.max_ms"),
         );
         assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{p}");
+        assert_eq!(p["zk"], "single");
+    }
+    // Writes record how ZooKeeper's load grew with them (the witness's own
+    // metrics may not exist in this build: null then).
+    for system in ["walship", "zk-direct"] {
+        let p = points
+            .iter()
+            .find(|p| p["system"] == system && p["op"] == "write")
+            .expect("write point");
+        assert!(num(p, "growth.zk_requests_per_sec") > 0.0, "{p}");
+        assert!(num(p, "growth.window_s") > 0.0, "{p}");
     }
     assert!(points.iter().all(|p| p["system"] != "etcd"));
     assert!(report["ratios"].as_array().is_some_and(|r| !r.is_empty()));
-
     let failover = report["failover"].as_array().expect("failover");
-    assert_eq!(failover.len(), 2);
-    for (f, kill) in failover.iter().zip(["sigkill", "sigterm"]) {
+    assert_eq!(failover.len(), 3);
+    for (f, (kill, count)) in failover.iter().zip([("sigkill", 2), ("sigterm", 2), ("blackhole", 1)]) {
         assert_eq!(f["kill"], kill);
-        assert_eq!(num(f, "count"), 2.0);
-        assert_eq!(f["samples_ms"].as_array().map(Vec::len), Some(2));
+        assert_eq!(num(f, "count"), f64::from(count));
+        assert_eq!(f["samples_ms"].as_array().map(Vec::len), Some(count as usize));
+        assert_eq!(f["at_unix_ms"].as_array().map(Vec::len), Some(count as usize));
         assert!(num(f, "min_ms") > 0.0 && num(f, "min_ms") <= num(f, "max_ms"));
     }
 
@@ -146,7 +160,65 @@ fn smoke_run_writes_the_report() {
         assert!(svg.starts_with("<svg"), "{}", p.display());
     }
     assert!(stdout.contains("targets (issue 4)"), "{stdout}");
+    assert!(stdout.contains("growth with clients"), "{stdout}");
     // Everything it started is gone: no node or ZooKeeper of this run left.
+    assert_no_process_mentions(&d.join("run"));
+}
+
+#[test]
+fn smoke_run_against_an_ensemble() {
+    let dir = run_dir();
+    let d = dir.path();
+    let out = d.join("bench.json");
+    let o = Command::new(WALSHIP)
+        .args([
+            "--smoke",
+            "--skip-etcd",
+            "--only",
+            "throughput",
+            "--zk-shapes",
+            "ensemble",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .arg("--plots-dir")
+        .arg(d.join("plots"))
+        .arg("--run-dir")
+        .arg(d.join("run"))
+        .output()
+        .expect("run walship bench");
+    if !o.status.success() {
+        let kept = dir.keep();
+        panic!(
+            "walship bench --smoke --zk-shapes ensemble failed ({}); run dir kept at {}\nstdout:\n{}\nstderr:\n{}",
+            o.status,
+            kept.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(&out).expect("bench.json written")).expect("JSON");
+    assert!(report["incomplete"].is_null(), "{}", report["incomplete"]);
+    let points = report["throughput"].as_array().expect("throughput");
+    assert!(points.iter().all(|p| p["zk"] == "ensemble"), "{points:?}");
+    for system in ["walship", "zk-direct"] {
+        let p = points
+            .iter()
+            .find(|p| p["system"] == system && p["op"] == "write")
+            .unwrap_or_else(|| panic!("no {system} write against the ensemble in {points:?}"));
+        assert!(
+            num(p, "ops_per_sec") > 0.0 && num(p, "growth.zk_requests_per_sec") > 0.0,
+            "{p}"
+        );
+    }
+    let ratios = report["ratios"].as_array().expect("ratios");
+    assert!(
+        ratios
+            .iter()
+            .any(|r| r["zk"] == "ensemble" && r["baseline"] == "zk-direct"),
+        "no ensemble ratio in {ratios:?}"
+    );
+
     assert_no_process_mentions(&d.join("run"));
 }
 
@@ -173,6 +245,8 @@ fn bad_flags_are_one_line_and_exit_2() {
         &["--only", "everything"],
         &["--value-sizes", "10M"],
         &["--duration", "3x"],
+        &["--failover-kinds", "sigkill,unplug"],
+        &["--zk-shapes", "triple"],
     ] {
         let o = Command::new(WALSHIP).args(args).output().expect("run");
         let stderr = String::from_utf8_lossy(&o.stderr);
