@@ -90,8 +90,11 @@ impl Node {
             if !handed_over && last_attempt.is_some_and(|t| t.elapsed() < election_timeout) {
                 continue;
             }
-            let gone = handed_over || self.leader_process_gone(m.current_leader).await;
+            // The rules first: once they say lost, the probe is moot, and
+            // against a vanished host (nothing answers, nothing refuses)
+            // each probe waits out its whole timeout.
             let mut why = self.leader_lost();
+            let gone = handed_over || (why.is_none() && self.leader_process_gone(m.current_leader).await);
             if !gone && why.is_none() {
                 continue;
             }
