@@ -15,6 +15,8 @@ use std::task::Poll;
 use serde::Deserialize;
 use serde::Serialize;
 
+pub mod stages;
+
 /// Node ids of the two real nodes are 1 and 2; ZooKeeper, the passive third
 /// voter, is node 3 (see witness-protocol.md, "W").
 pub type NodeId = u64;
