@@ -9,6 +9,7 @@ use openraft::ServerState;
 use prometheus::Encoder;
 use prometheus::Histogram;
 use prometheus::HistogramOpts;
+use prometheus::HistogramVec;
 use prometheus::IntCounter;
 use prometheus::IntCounterVec;
 use prometheus::IntGauge;
@@ -17,6 +18,8 @@ use prometheus::Opts;
 use prometheus::Registry;
 
 use crate::storage::StorageMetrics;
+use crate::types::stages;
+use crate::types::stages::Stage;
 use crate::types::NodeId;
 use crate::types::WITNESS_ID;
 
@@ -36,6 +39,45 @@ pub struct AtScrape {
 /// Latency buckets from 0.25 ms to ~4 s.
 fn latency_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.000_25, 2.0, 15).expect("valid buckets")
+}
+
+/// Stage buckets from 10 µs to 100 ms, four per octave-ish (10, 12.5, 15,
+/// 20, 25, 30, 40, 50, 60, 80 per decade): fine enough to read a p50 of a
+/// sub-millisecond stage from them.
+fn stage_buckets_seconds() -> Vec<f64> {
+    const STEPS: [f64; 10] = [1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0];
+    let mut out: Vec<f64> = (0..4)
+        .flat_map(|decade| STEPS.iter().map(move |s| s * 1e-5 * 10f64.powi(decade)))
+        .collect();
+    out.push(0.1);
+    out
+}
+
+/// `write_stage_seconds{stage}`: the write path's stages
+/// (`walship::types::stages`). One per process, as the stage clock is, and
+/// registered in every node's registry.
+fn write_stage_seconds() -> &'static (HistogramVec, Vec<Histogram>) {
+    static STAGES: std::sync::OnceLock<(HistogramVec, Vec<Histogram>)> = std::sync::OnceLock::new();
+    STAGES.get_or_init(|| {
+        let vec = HistogramVec::new(
+            HistogramOpts::new(
+                "write_stage_seconds",
+                "time a client write spends in each stage of its path (the serial stages add up to the handler's time; local_flush and peer_append run beside it); per process",
+            )
+            .buckets(stage_buckets_seconds()),
+            &["stage"],
+        )
+        .expect("metric");
+        // One child per stage, looked up once: the sink is on the write path.
+        let children = Stage::ALL.iter().map(|s| vec.with_label_values(&[s.name()])).collect();
+        (vec, children)
+    })
+}
+
+fn observe_stage(stage: Stage, d: Duration) {
+    if let Some(h) = write_stage_seconds().1.get(stage as usize) {
+        h.observe(d.as_secs_f64());
+    }
 }
 
 /// A node's Prometheus metrics (served at `/metrics`, names prefixed
@@ -87,6 +129,9 @@ pub struct Metrics {
     /// `witness_inflight_multis`: checked multis that appended entries to
     /// ZooKeeper, the entries, and the multis in flight at each send.
     pub witness: walship_witness::WitnessMetrics,
+    /// `write_stage_incomplete_total`: writes answered whose stages were
+    /// not reported (their entry's marks missing); per process.
+    pub write_stage_incomplete: IntCounter,
     /// The local storage's counters (torn log tails cut, rebuilds), handed
     /// to the store when the node opens it.
     pub storage: StorageMetrics,
@@ -215,6 +260,12 @@ impl Metrics {
             )
             .expect("metric"),
         };
+        let write_stage_incomplete = IntCounter::new(
+            "write_stage_incomplete_total",
+            "writes answered whose stages went unreported in write_stage_seconds (their entry's marks were missing); per process",
+        )
+        .expect("metric");
+        stages::set_sink(observe_stage);
         let storage = StorageMetrics::new();
         for c in storage.collectors().into_iter().chain([
             Box::new(witness.appends.clone()) as Box<dyn prometheus::core::Collector>,
@@ -239,6 +290,8 @@ impl Metrics {
             Box::new(snapshots.clone()),
             Box::new(snapshot_bytes.clone()),
             Box::new(log_id_conflicts.clone()),
+            Box::new(write_stage_seconds().0.clone()),
+            Box::new(write_stage_incomplete.clone()),
         ]) {
             registry.register(c).expect("unique metric names");
         }
@@ -264,6 +317,7 @@ impl Metrics {
             lease_withheld,
             client_sessions,
             witness,
+            write_stage_incomplete,
             storage,
         }
     }
@@ -279,6 +333,9 @@ impl Metrics {
     /// renders everything.
     pub fn render(&self, now: &AtScrape) -> String {
         self.client_sessions.set(now.client_sessions as i64);
+        let incomplete = stages::incomplete();
+        self.write_stage_incomplete
+            .inc_by(incomplete.saturating_sub(self.write_stage_incomplete.get()));
         if let Some(m) = &now.raft {
             for (state, name) in [
                 (ServerState::Leader, "leader"),

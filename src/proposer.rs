@@ -260,7 +260,7 @@ async fn propose(node: &impl Consensus, limits: Limits, batch: Batch) -> Result<
     }
     let n = batch.ops.len();
     let timeout = Duration::from_millis(limits.write_timeout_ms);
-    match tokio::time::timeout(timeout, raft.client_write(batch)).await {
+    match tokio::time::timeout(timeout, crate::types::stages::timed_write(raft.client_write(batch))).await {
         Err(_) => Err(ProposeError::Unknown(format!(
             "not confirmed within {} ms; the write may or may not be applied",
             timeout.as_millis()

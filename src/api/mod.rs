@@ -33,6 +33,7 @@ use serde_json::json;
 pub(crate) use self::error::ApiError;
 use crate::node::Node;
 use crate::proposer::ProposeError;
+use crate::types::stages::RequestClock;
 use crate::types::Request;
 
 pub use crate::types::MAX_KEY_BYTES;
@@ -184,6 +185,7 @@ fn check_value(v: &[u8]) -> Result<(), ApiError> {
 
 async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let _timer = node.metrics().write_seconds.start_timer();
+    let clock = RequestClock::start();
     let res = async {
         check_key(&key)?;
         check_value(&body)?;
@@ -191,6 +193,7 @@ async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
             key: key.clone(),
             value: body.to_vec(),
         };
+        clock.handed();
         write(
             &node,
             req,
@@ -202,15 +205,18 @@ async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
         .await
     };
     res.await
+        .inspect(|(index, _)| clock.replied(*index))
         .map(|(index, _)| Json(json!({ "index": index })).into_response())
         .unwrap_or_else(|e| e.into_response())
 }
 
 async fn delete_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap) -> Response {
     let _timer = node.metrics().write_seconds.start_timer();
+    let clock = RequestClock::start();
     let res = async {
         check_key(&key)?;
         let req = Request::Delete { key: key.clone() };
+        clock.handed();
         write(
             &node,
             req,
@@ -222,6 +228,7 @@ async fn delete_key(State(node): State<Arc<Node>>, Path(key): Path<String>, head
         .await
     };
     res.await
+        .inspect(|(index, _)| clock.replied(*index))
         .map(|(index, _)| Json(json!({ "index": index })).into_response())
         .unwrap_or_else(|e| e.into_response())
 }
@@ -252,6 +259,7 @@ fn parse_cas(body: &[u8]) -> Result<(Expect, Option<Vec<u8>>), ApiError> {
 
 async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let _timer = node.metrics().write_seconds.start_timer();
+    let clock = RequestClock::start();
     let res = async {
         check_key(&key)?;
         let (expect, value) = parse_cas(&body)?;
@@ -263,6 +271,7 @@ async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
             expect,
             value,
         };
+        clock.handed();
         write(
             &node,
             req,
@@ -273,7 +282,7 @@ async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
         )
         .await
     };
-    match res.await {
+    match res.await.inspect(|(index, _)| clock.replied(*index)) {
         Ok((_, Some(resp))) => {
             let current = resp.current.map(|c| String::from_utf8_lossy(&c).into_owned());
             Json(json!({ "ok": resp.ok, "current": current })).into_response()
@@ -374,9 +383,11 @@ async fn open_session(State(node): State<Arc<Node>>, headers: HeaderMap) -> Resp
 /// `validate`: nothing was written; in `apply`: committed, nothing changed).
 async fn app_command(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
     let _timer = node.metrics().write_seconds.start_timer();
+    let clock = RequestClock::start();
     let res = async {
         let session = session_tag(&headers)?;
         let path = "/v1/app/command";
+        clock.handed();
         on_leader(
             &node,
             &headers,
@@ -387,7 +398,7 @@ async fn app_command(State(node): State<Arc<Node>>, headers: HeaderMap, body: By
         )
         .await
     };
-    match res.await {
+    match res.await.inspect(|(index, _)| clock.replied(*index)) {
         Ok((index, result)) => ([(INDEX, index.to_string())], result).into_response(),
         Err(e) => e.into_response(),
     }

@@ -20,6 +20,8 @@ use serde::Serialize;
 use super::RpcError;
 use super::SnapshotChunk;
 use super::SNAPSHOT_CHUNK_BYTES;
+use crate::types::stages::Mark;
+use crate::types::stages::Span;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
@@ -133,7 +135,10 @@ impl PeerClient {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
         let bytes = bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        match self.call_bytes("append", bytes, option.hard_ttl()).await {
+        let span = Span::marking(&rpc.entries, Mark::PeerSent);
+        let res = self.call_bytes("append", bytes, option.hard_ttl()).await;
+        span.mark_if(matches!(res, Ok(Ok(_))), Mark::PeerDone);
+        match res {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
             Err(e) => Err(self.rpc_error(e)),

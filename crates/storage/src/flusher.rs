@@ -119,6 +119,8 @@ fn run(weak: Weak<Flusher>) {
     let mut last_sync = std::time::Instant::now() - MIN_SYNC_INTERVAL;
     loop {
         let Some(f) = weak.upgrade() else { return };
+        // Read before the job is taken: every append written by now is in it.
+        let through = walship_types::stages::written_through();
         let job = {
             let mut s = f.lock();
             // Pace, unless a barrier waits: wake at the interval's end or on
@@ -158,7 +160,10 @@ fn run(weak: Weak<Flusher>) {
             };
             let mut s = f.lock();
             match res {
-                Ok(()) => s.synced_seq = s.synced_seq.max(seq),
+                Ok(()) => {
+                    s.synced_seq = s.synced_seq.max(seq);
+                    walship_types::stages::flushed_through(through);
+                }
                 Err(e) => s.failed = Some(format!("fdatasync {}: {e}", path.display())),
             }
             f.changed.notify_all();

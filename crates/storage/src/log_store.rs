@@ -19,6 +19,8 @@ use openraft::ErrorSubject;
 use openraft::ErrorVerb;
 use openraft::LogState;
 use openraft::RaftLogReader;
+use walship_types::stages::Mark;
+use walship_types::stages::Span;
 use walship_types::Entry;
 use walship_types::LogId;
 use walship_types::StorageError;
@@ -347,6 +349,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut entries: Vec<Entry> = entries.into_iter().collect();
+        let span = Span::marking(&entries, Mark::Appended);
         if let Some(hook) = self.inner.on_append.get() {
             hook(&entries);
         }
@@ -382,6 +385,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await;
         match res {
             Ok(()) => {
+                span.mark(Mark::Written);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

@@ -707,6 +707,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut replies = Vec::new();
         for entry in entries {
             let log_id = entry.log_id;
+            walship_types::stages::mark(log_id.index, walship_types::stages::Mark::ApplyStart);
             let reply = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(batch) => {
@@ -728,6 +729,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Only once the whole entry is applied: a failed apply leaves
             // the entry unapplied (and the node stops; see `apply_app`).
             c.applied = Some(log_id);
+            walship_types::stages::mark(log_id.index, walship_types::stages::Mark::ApplyEnd);
             replies.push(reply);
         }
         Ok(replies)

@@ -22,6 +22,8 @@ use super::rules::Accepted;
 use super::SnapshotUpload;
 use super::Witness;
 use super::WitnessError;
+use walship_types::stages::Mark;
+use walship_types::stages::Span;
 use walship_types::NodeId;
 use walship_types::RpcError;
 use walship_types::TypeConfig;
@@ -87,7 +89,9 @@ impl WitnessClient {
         // Spawned, so openraft's RPC timeout abandons the wait, not the change.
         let w = Arc::clone(&self.witness);
         let entries = rpc.entries.len();
+        let span = Span::marking(&rpc.entries, Mark::WSent);
         let res = joined(tokio::spawn(async move { w.append_entries(rpc).await }).await);
+        span.mark_if(matches!(res, Ok(AppendEntriesResponse::Success)), Mark::WDone);
         self.accepted = match &res {
             Ok(AppendEntriesResponse::Success) => Some(Accepted {
                 sent_at: started,
