@@ -448,6 +448,47 @@ mod tests {
         assert_eq!(s.at_ns[Mark::WSent as usize], 0);
     }
 
+    /// What the clock costs a write: every mark one single-request entry
+    /// gets, on one thread (no contention). Run with
+    /// `cargo test --release -p walship-types -- --ignored --nocapture cost`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_per_write() {
+        const WRITES: u64 = 200_000;
+        let start = Instant::now();
+        for i in 0..WRITES {
+            let index = 1_000_000 + i;
+            let clock = RequestClock::start();
+            clock.handed();
+            mark_at(index, Mark::Proposed, now_ns());
+            for m in [
+                Mark::Appended,
+                Mark::Written,
+                Mark::WSent,
+                Mark::PeerSent,
+                Mark::WDone,
+                Mark::PeerDone,
+                Mark::ApplyStart,
+                Mark::ApplyEnd,
+                Mark::Returned,
+            ] {
+                mark(index, m);
+            }
+            flushed_through(index);
+            clock.replied(index);
+        }
+        let per_write = start.elapsed() / WRITES as u32;
+        // The part each further request of a batched entry adds.
+        let start = Instant::now();
+        for i in 0..WRITES {
+            let clock = RequestClock::start();
+            clock.handed();
+            clock.replied(1_000_000 + WRITES - 1 - i % 1000);
+        }
+        let per_request = start.elapsed() / WRITES as u32;
+        println!("stage clock, sink not installed: {per_write:?} per single-write entry, {per_request:?} per request");
+    }
+
     #[test]
     fn a_request_whose_entry_is_not_in_the_ring_is_incomplete() {
         let before = incomplete();
