@@ -85,6 +85,8 @@ pub enum Part {
     Footprint,
     /// Snapshot build and rebirth of a big state with peak RSS (`snapshot.rs`).
     Snapshot,
+    /// Where a write's time goes, stage by stage (`stages.rs`).
+    Stages,
 }
 
 impl Part {
@@ -97,8 +99,9 @@ impl Part {
             "rebirth" => Ok(Part::Rebirth),
             "footprint" => Ok(Part::Footprint),
             "snapshot" => Ok(Part::Snapshot),
+            "stages" => Ok(Part::Stages),
             other => Err(format!(
-                "unknown part '{other}' (throughput, failover, rebirth, footprint, snapshot)"
+                "unknown part '{other}' (throughput, failover, rebirth, footprint, snapshot, stages)"
             )),
         }
     }
@@ -149,6 +152,8 @@ pub struct Plan {
     #[serde(serialize_with = "secs")]
     pub warmup: Duration,
     pub clients: Vec<usize>,
+    /// Client counts of the stages part: `--clients`, else 1 and 64 (1 in smoke mode).
+    pub stage_clients: Vec<usize>,
     pub value_sizes: Vec<usize>,
     pub keyspace: u64,
     pub kills: u64,
@@ -233,6 +238,12 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
         .unwrap_or_else(|| if args.smoke { vec![16] } else { vec![64, 256] });
     state_mb.sort_unstable();
     state_mb.dedup();
+    let mut stage_clients = args
+        .clients
+        .clone()
+        .unwrap_or_else(|| if args.smoke { vec![1] } else { vec![1, 64] });
+    stage_clients.sort_unstable();
+    stage_clients.dedup();
     let mut clients = args.clients.unwrap_or(clients);
     clients.sort_unstable();
     clients.dedup();
@@ -266,6 +277,7 @@ pub fn plan(args: BenchArgs) -> Result<Plan, String> {
         duration: args.duration.unwrap_or(duration),
         warmup: args.warmup.unwrap_or(warmup),
         clients,
+        stage_clients,
         value_sizes,
         keyspace: args.keyspace.unwrap_or(1000),
         kills,

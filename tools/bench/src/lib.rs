@@ -9,8 +9,9 @@
 //! cluster of its own whose links run through fault proxies); rebirth of an
 //! empty-disk node alone; and, only with `--only snapshot`, snapshot and
 //! rebirth times and each process's peak RSS against the state's size
-//! (`--state-mb`). With `--zk-shapes single,ensemble` the throughput part
-//! runs walship and zk-direct again against a cluster of its own with a
+//! (`--state-mb`); only with `--only stages`, where a single write's time
+//! goes, stage by stage. With `--zk-shapes single,ensemble` the throughput
+//! part runs walship and zk-direct again against a cluster of its own with a
 //! 3-server ZooKeeper ensemble. It prints a table, writes the JSON report
 //! (`--out`) and SVG plots (`--plots-dir`).
 //!
@@ -18,7 +19,7 @@
 //! (flags and plan), `env` (machine, versions, settings), `start_cluster`
 //! below (the processes under test: `walship_testkit::Cluster`), `cpu` (who used the CPU during a point), `load` (the closed-loop load generator and
 //! percentiles), `walship`, `zkdirect`, `etcd` (the three targets),
-//! `throughput`, `footprint`, `failover`, `rebirth` (the measurements),
+//! `throughput`, `footprint`, `failover`, `rebirth`, `stages` (the measurements),
 //! `report` (JSON, targets, table), `plot` (SVGs).
 //!
 //! Exit status: 0 the run completed (targets missed are reported, not
@@ -38,6 +39,7 @@ mod plot;
 mod rebirth;
 mod report;
 mod snapshot;
+mod stages;
 mod target;
 mod throughput;
 mod zkdirect;
@@ -314,6 +316,15 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
         let report = &mut state.report;
         let r = rebirth::run(cluster, &plan.rebirth_keys, |r| report.rebirth.push(r.clone())).await;
         part_done(cluster, &mut state.report, &mut failures, "rebirth", r).await?;
+    }
+    if plan.has(Part::Stages) {
+        println!("\n== stages of a write (the leader's stage clock)");
+        let report = &mut state.report;
+        let r = stages::run(cluster, &plan.stage_clients, plan.warmup, plan.duration, |p| {
+            report.stages.push(p.clone())
+        })
+        .await;
+        part_done(cluster, &mut state.report, &mut failures, "stages", r).await?;
     }
     if plan.has(Part::Snapshot) {
         println!(

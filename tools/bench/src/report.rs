@@ -15,6 +15,7 @@ use super::failover::Kill;
 use super::footprint::Footprint;
 use super::rebirth::Rebirth;
 use super::snapshot::SnapshotPoint;
+use super::stages::StagesPoint;
 use super::throughput::Op;
 use super::throughput::Point;
 use super::throughput::System;
@@ -81,6 +82,8 @@ pub struct Report {
     pub failover: Vec<Failover>,
     pub rebirth: Vec<Rebirth>,
     pub snapshot: Vec<SnapshotPoint>,
+    /// `--only stages`: where a write's time goes.
+    pub stages: Vec<StagesPoint>,
     pub footprint: Option<Footprint>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
@@ -339,6 +342,9 @@ impl Report {
                     super::throughput::cpu_line(&p.cpu)
                 );
             }
+        }
+        for p in &self.stages {
+            o.push_str(&super::stages::table(p));
         }
         if !self.ratios.is_empty() {
             let _ = writeln!(o, "\nwalship / baseline (ops/s ratio)");

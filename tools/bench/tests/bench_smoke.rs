@@ -255,3 +255,75 @@ fn bad_flags_are_one_line_and_exit_2() {
         assert!(stderr.starts_with("walship bench: "), "{stderr}");
     }
 }
+
+/// `--only stages` in smoke mode: one client writes for ~2 s and the table
+/// accounts for the write: every stage timed every write, and the stages on
+/// the path add up to the handler's time, most of what the client waited.
+#[test]
+fn stages_table_accounts_for_the_write() {
+    let dir = run_dir();
+    let d = dir.path();
+    let out = d.join("bench.json");
+    let o = Command::new(WALSHIP)
+        .args(["--smoke", "--skip-etcd", "--only", "stages", "--out"])
+        .arg(&out)
+        .arg("--plots-dir")
+        .arg(d.join("plots"))
+        .arg("--run-dir")
+        .arg(d.join("run"))
+        .output()
+        .expect("run walship bench");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        let kept = dir.keep();
+        panic!(
+            "walship bench --only stages failed ({}); run dir kept at {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            o.status,
+            kept.display()
+        );
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(&out).expect("bench.json written")).expect("JSON");
+    let points = report["stages"].as_array().expect("stages");
+    assert_eq!(points.len(), 1, "{points:?}");
+    let p = &points[0];
+    assert_eq!(num(p, "clients"), 1.0);
+    let ops = num(p, "ops");
+    assert!(ops > 0.0 && num(p, "errors") == 0.0, "{p}");
+    let rows = p["stages"].as_array().expect("stage rows");
+    for name in [
+        "http_to_proposer",
+        "batch_wait",
+        "propose_to_append",
+        "local_append",
+        "append_to_w_send",
+        "w_multi",
+        "w_done_to_apply",
+        "apply",
+        "apply_to_reply",
+        "reply_to_http",
+        "local_flush",
+        "peer_append",
+    ] {
+        let r = rows
+            .iter()
+            .find(|r| r["stage"] == name)
+            .unwrap_or_else(|| panic!("no stage {name}: {p}"));
+        assert!(num(r, "count") > 0.0, "{name} timed nothing: {p}");
+        if r["serial"] == true {
+            // Every write answered in the window, warm-up excluded; the
+            // scrapes also see the writes that straddle the window's ends.
+            assert!(num(r, "count") >= ops, "{name}: {} of {ops} writes", num(r, "count"));
+        }
+    }
+    assert_eq!(num(p, "incomplete"), 0.0, "writes without stages: {p}");
+    // The path's stages add up to most of the client's wait; the rest is
+    // the client, the loopback and hyper, outside the handler.
+    let (sum, e2e) = (num(p, "serial_sum_mean_us"), num(p, "latency.mean_ms") * 1000.0);
+    assert!(
+        sum <= e2e && sum >= 0.6 * e2e,
+        "stages add up to {sum:.0} µs of a {e2e:.0} µs write\n{stdout}"
+    );
+    assert!(stdout.contains("= handler total"), "{stdout}");
+    assert_no_process_mentions(&d.join("run"));
+}
