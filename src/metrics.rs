@@ -62,7 +62,7 @@ fn write_stage_seconds() -> &'static (HistogramVec, Vec<Histogram>) {
         let vec = HistogramVec::new(
             HistogramOpts::new(
                 "write_stage_seconds",
-                "time a client write spends in each stage of its path (the serial stages add up to the handler's time; local_flush and peer_append run beside it); per process",
+                "time a client write spends in each stage of its path (the serial stages add up to the handler's time; local_flush, peer_append and w_pipelined run beside it); per process",
             )
             .buckets(stage_buckets_seconds()),
             &["stage"],

@@ -8,7 +8,8 @@
 //! consecutive moments (the serial [`Stage`]s) to the sink the node installed
 //! ([`set_sink`]: a Prometheus histogram). The serial stages telescope: they
 //! add up to the handler's time for the request. Work beside the path (the
-//! background fdatasync, the append to the peer) is reported as it completes.
+//! background fdatasync, the append to the peer, the pipelined multi to W)
+//! is reported as it completes.
 //!
 //! Cost: one clock read and one uncontended slot lock per mark, about ten
 //! marks per entry and one slot read per request. Memory is bounded: a ring
@@ -56,9 +57,14 @@ pub enum Mark {
     PeerSent,
     /// The peer answered it.
     PeerDone,
+    /// Handed to W's pipeline as the leader appended it (beside the path:
+    /// openraft's own append to W then waits for that multi, `WSent` to `WDone`).
+    WFed,
+    /// ZooKeeper answered the pipelined multi carrying it.
+    WLanded,
 }
 
-const MARKS: usize = 11;
+const MARKS: usize = 13;
 
 /// An interval of a write, between two consecutive moments. The serial
 /// stages, in order, add up to the HTTP handler's time for the request.
@@ -76,7 +82,9 @@ pub enum Stage {
     /// Local append done to the AppendEntries to W: openraft's core loop and
     /// replication scheduling.
     AppendToWSend,
-    /// W's append: the ZooKeeper multi's round trip.
+    /// openraft's append to W until W holds the entries: the ZooKeeper
+    /// multi's round trip, or with pipelining what is left of the pipelined
+    /// multi's (`WPipelined`) when openraft asks.
     WMulti,
     /// W accepted to apply started: commit bookkeeping, apply scheduling.
     WDoneToApply,
@@ -92,11 +100,14 @@ pub enum Stage {
     LocalFlush,
     /// Beside the path: the peer node's append, sent to answered.
     PeerAppend,
+    /// Beside the path: the pipelined multi to W, handed to the pipeline
+    /// (as the leader appends locally) to ZooKeeper's answer.
+    WPipelined,
 }
 
 impl Stage {
     /// Every stage, the serial ones first in path order.
-    pub const ALL: [Stage; 12] = [
+    pub const ALL: [Stage; 13] = [
         Stage::HttpToProposer,
         Stage::BatchWait,
         Stage::ProposeToAppend,
@@ -109,6 +120,7 @@ impl Stage {
         Stage::ReplyToHttp,
         Stage::LocalFlush,
         Stage::PeerAppend,
+        Stage::WPipelined,
     ];
     /// How many of [`Stage::ALL`] (the first ones) are on the path.
     pub const SERIAL: usize = 10;
@@ -128,12 +140,13 @@ impl Stage {
             Stage::ReplyToHttp => "reply_to_http",
             Stage::LocalFlush => "local_flush",
             Stage::PeerAppend => "peer_append",
+            Stage::WPipelined => "w_pipelined",
         }
     }
 
     /// Whether the stage is on the write's path (it adds to the latency).
     pub fn is_serial(self) -> bool {
-        !matches!(self, Stage::LocalFlush | Stage::PeerAppend)
+        !matches!(self, Stage::LocalFlush | Stage::PeerAppend | Stage::WPipelined)
     }
 }
 
@@ -236,6 +249,7 @@ fn mark_at(index: u64, m: Mark, at_ns: u64) {
     let beside = match m {
         Mark::Flushed => Some((Mark::Written, Stage::LocalFlush)),
         Mark::PeerDone => Some((Mark::PeerSent, Stage::PeerAppend)),
+        Mark::WLanded => Some((Mark::WFed, Stage::WPipelined)),
         _ => None,
     };
     if let Some((from, stage)) = beside {
@@ -268,6 +282,17 @@ impl Span {
         };
         span.mark(m);
         span
+    }
+
+    /// The `count` entries ending at `last` (none if `last` is `None`).
+    pub fn ending_at(last: Option<u64>, count: u64) -> Span {
+        match last {
+            Some(last) if count > 0 => Span {
+                first: (last + 1).saturating_sub(count),
+                last,
+            },
+            _ => Span { first: 1, last: 0 },
+        }
     }
 
     /// Marks the span's entries as having reached `m`, if `reached`.

@@ -39,6 +39,8 @@ use futures::StreamExt;
 use openraft::raft::AppendEntriesRequest;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
+use walship_types::stages::Mark;
+use walship_types::stages::Span;
 use walship_types::Entry;
 use walship_types::TypeConfig;
 use walship_zk::ZkSession;
@@ -87,6 +89,7 @@ struct Outgoing {
     /// The record version the multi leaves (`None` when it writes nothing).
     leaves: Option<i32>,
     entries: u64,
+    holds_through: Option<u64>,
 }
 
 /// Where a pipelined request stands: wait on it for W's answer.
@@ -198,6 +201,7 @@ impl Witness {
         if entries.is_empty() {
             return;
         }
+        Span::marking(&entries, Mark::WFed);
         if let Some(landing) = self.pipelined(Source::Feed(entries)).await {
             // Nobody waits on a feed: openraft's append for the same entries
             // waits on the same multis and sees any failure.
@@ -325,6 +329,7 @@ impl Witness {
             ops,
             leaves,
             entries,
+            holds_through,
         });
         Landing::Pending {
             seq,
@@ -418,6 +423,7 @@ async fn drive(
                         } else {
                             if out.entries > 0 {
                                 metrics.appended(out.entries);
+                                Span::ending_at(out.holds_through, out.entries).mark(Mark::WLanded);
                             }
                             report.send_modify(|p| p.landed_below = out.seq + 1);
                         }

@@ -304,6 +304,7 @@ fn stages_table_accounts_for_the_write() {
         "reply_to_http",
         "local_flush",
         "peer_append",
+        "w_pipelined",
     ] {
         let r = rows
             .iter()
