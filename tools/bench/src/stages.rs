@@ -66,8 +66,8 @@ pub struct StagesPoint {
     /// Writes the leader answered without reporting their stages.
     pub incomplete: u64,
     /// The leader's ZooKeeper calls in the window (`zookeeper_op_seconds`,
-    /// timed inside walship-zk): mostly W multis, so their mean against
-    /// `w_multi` shows what the W append adds around ZooKeeper's answer.
+    /// timed inside walship-zk): W's unpipelined multis, leadership checks,
+    /// lease renewals; the pipelined multis are not among them (`w_pipelined`).
     pub zookeeper_ops: u64,
     pub zookeeper_op_mean_us: f64,
     /// CPU used by each process during the window.
@@ -88,8 +88,8 @@ struct Scraped {
 struct Page {
     stages: BTreeMap<String, Scraped>,
     incomplete: u64,
-    /// `walship_zookeeper_op_seconds`: every ZooKeeper call, the W multis
-    /// among them; the reference for what `w_multi` adds around the call.
+    /// `walship_zookeeper_op_seconds`: the ZooKeeper calls made through
+    /// walship-zk (not the pipelined multis).
     zk_sum_seconds: f64,
     zk_count: u64,
 }
@@ -378,7 +378,7 @@ pub fn table(p: &StagesPoint) -> String {
     }
     let _ = writeln!(
         o,
-        "ZooKeeper calls (inside walship-zk): {}, mean {:.1} µs; writes without stages: {}",
+        "other ZooKeeper calls (walship-zk's, not the pipelined multis): {}, mean {:.1} µs; writes without stages: {}",
         p.zookeeper_ops, p.zookeeper_op_mean_us, p.incomplete
     );
     let _ = writeln!(o, "cpu % of a core: {}", super::throughput::cpu_line(&p.cpu));
