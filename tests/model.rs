@@ -1686,6 +1686,17 @@ const DEEP_PIPE: Bounds = Bounds {
     max_strays: 1,
 };
 
+/// Pipelining with snapshots to W and a third term; one write, one crash;
+/// behind WALSHIP_MODEL_DEEP=1 too.
+const DEEP_PIPE_SNAP: Bounds = Bounds {
+    max_term: 3,
+    max_writes: 1,
+    max_crashes: 1,
+    max_snapshots: 1,
+    max_queue: 2,
+    max_strays: 1,
+};
+
 /// Without the restart rule: searches breadth first (one thread, so in
 /// order: the traces are shortest) until both the acknowledged-write and
 /// the log-id properties have a counterexample, and prints them.
@@ -1781,11 +1792,14 @@ fn model_finds_adoption_refusal_with_the_old_snapshot_rule() {
 #[test]
 fn model_holds_with_the_fix_deep() {
     if std::env::var_os("WALSHIP_MODEL_DEEP").is_none() {
-        println!("skipped: set WALSHIP_MODEL_DEEP=1 (in a release build) to check bounds {DEEP:?} and {DEEP_PIPE:?}");
+        println!(
+            "skipped: set WALSHIP_MODEL_DEEP=1 (in a release build) to check bounds {DEEP:?}, {DEEP_PIPE:?} and {DEEP_PIPE_SNAP:?}"
+        );
         return;
     }
     check_holds(DEEP, true, true);
     check_holds(DEEP_PIPE, true, true);
+    check_holds(DEEP_PIPE_SNAP, true, true);
 }
 
 /// Pipelining with one of its two checks taken out: searches breadth first
