@@ -13,6 +13,15 @@
 //! leadership per leader id": a leader id (term, node) is taken up once, by
 //! one incarnation of one node.
 //!
+//! Pipelined appends to W (crates/witness/src/pipeline.rs) are messages: a
+//! leader whose pipeline its own checked write armed sends multis that
+//! check W's record version and epoch onto a per-node FIFO queue; ZooKeeper
+//! runs the head of a queue at any time; a lost connection or replaced
+//! session turns a queued multi into a stray that may run at any time, out
+//! of order. Every other write to W checks the version it read (atomic
+//! here) and bumps both counters. `model_finds_pipeline_bug_without_*`
+//! show that each of the two checks is needed.
+//!
 //! `cargo test --test model` checks the small bounds;
 //! `WALSHIP_MODEL_DEEP=1 cargo test --release --test model -- --nocapture`
 //! adds the deep ones.
@@ -131,6 +140,18 @@ impl<const N: usize> PartialEq for Seq<N> {
 
 impl<const N: usize> Eq for Seq<N> {}
 
+impl<const N: usize> PartialOrd for Seq<N> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<const N: usize> Ord for Seq<N> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.len, self.bytes()).cmp(&(other.len, other.bytes()))
+    }
+}
+
 impl<const N: usize> Seq<N> {
     fn new() -> Self {
         Seq {
@@ -223,6 +244,117 @@ struct NodeS {
     /// `Node::failover` has read W (and adopted if it had to) and has not
     /// yet stood for election: W may change in between.
     armed: bool,
+    /// The pipeline to W (`View.epoch` is `Some`): armed by this node's own
+    /// checked write, dropped by a failure or a lost session.
+    pipe: Option<Pipe>,
+    /// Pipelined appends sent on this node's ZooKeeper session, in the
+    /// order ZooKeeper runs them.
+    queue: Msgs<QUEUE_CAP>,
+}
+
+/// A node's view of W while it may pipeline (`View` with `epoch: Some`):
+/// the record version its next multi checks, the epoch, the vote the record
+/// holds, and the last log id W holds once everything sent has landed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+struct Pipe {
+    ver: u8,
+    epoch: u8,
+    vote: Vote,
+    last: Lid,
+}
+
+/// One pipelined multi: `check(witness, ver), check(epoch, epoch), create
+/// segments, set(witness)`; the record it sets holds `vote` and ends at its
+/// last entry.
+#[derive(Clone, Copy, Hash, PartialEq, Eq, PartialOrd, Ord)]
+struct Msg {
+    ver: u8,
+    epoch: u8,
+    vote: Vote,
+    entries: Seq<MSG_CAP>,
+}
+
+impl fmt::Debug for Msg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "v{} e{} {:?} {:?}",
+            self.ver,
+            self.epoch,
+            self.vote,
+            &self.entries[..]
+        )
+    }
+}
+
+/// Entries one pipelined multi carries, at most.
+const MSG_CAP: usize = 3;
+/// Capacity of a node's queue and of the stray set (the bounds may be lower).
+const QUEUE_CAP: usize = 3;
+const STRAY_CAP: usize = 2;
+
+/// At most N messages, inline.
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
+struct Msgs<const N: usize> {
+    len: u8,
+    m: [Option<Msg>; N],
+}
+
+impl<const N: usize> Msgs<N> {
+    fn new() -> Self {
+        Msgs { len: 0, m: [None; N] }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Msg> {
+        self.m[..self.len as usize]
+            .iter()
+            .map(|m| m.as_ref().expect("slot below len"))
+    }
+
+    fn get(&self, i: usize) -> Msg {
+        self.m[..self.len as usize][i].expect("slot below len")
+    }
+
+    fn push(&mut self, x: Msg) {
+        assert!((self.len as usize) < N, "message capacity {N} exceeded: raise it");
+        self.m[self.len as usize] = Some(x);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, i: usize) -> Msg {
+        let x = self.get(i);
+        let mut v: Vec<Msg> = self.iter().copied().collect();
+        v.remove(i);
+        *self = Msgs::new();
+        for y in v {
+            self.push(y);
+        }
+        x
+    }
+
+    fn retain_map(&mut self, f: impl Fn(Msg) -> Option<Msg>) {
+        let v: Vec<Msg> = self.iter().copied().filter_map(f).collect();
+        *self = Msgs::new();
+        for y in v {
+            self.push(y);
+        }
+    }
+
+    /// Sorted: the stray set is unordered.
+    fn sort(&mut self) {
+        let mut v: Vec<Msg> = self.iter().copied().collect();
+        v.sort();
+        *self = Msgs::new();
+        for y in v {
+            self.push(y);
+        }
+    }
+}
+
+impl<const N: usize> fmt::Debug for Msgs<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// W, ZooKeeper: one record changed only by compare-and-set (vote, last log
@@ -235,6 +367,11 @@ struct WState {
     log: Seq<LOG_CAP>,
     purged: u8,
     snap_sm: Entry,
+    /// The record's znode version: every write moves it by one.
+    ver: u8,
+    /// The epoch (the WAL directory's data version): every write to the
+    /// record that is not a pipelined append bumps it.
+    epoch: u8,
 }
 
 // Ghost flags: what a transition saw.
@@ -245,6 +382,7 @@ const PURGE_UNCOVERED: u8 = 8; // W dropped an entry its snapshot does not hold
 const ADOPT_REFUSED: u8 = 16; // adoption refused (a hole, or a committed entry rewritten)
 const TAIL_LOST: u8 = 32; // (coverage) a power loss took entries
 const REBORN_EMPTY: u8 = 64; // (coverage) a node started with an empty disk
+const W_BROKEN: u8 = 128; // W's log got a hole or W's vote went backwards
 
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
 struct State {
@@ -260,6 +398,12 @@ struct State {
     crashes: u8,
     snapshots: u8,
     flags: u8,
+    /// Pipelined multis of lost connections and replaced sessions: each may
+    /// still be run by ZooKeeper, at any time, in any order (sorted).
+    strays: Msgs<STRAY_CAP>,
+    /// (coverage) a pipelined append landed behind another in flight; a
+    /// leader committed through the pipeline.
+    pipe_seen: u8,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -288,6 +432,17 @@ enum Action {
     /// Leader n ships its state machine to W as a snapshot; W purges its
     /// WAL behind it.
     SnapshotW(u8),
+    /// Leader n, its pipeline armed, sends its entries after its view's
+    /// last up to index `upto` as one more pipelined multi, without waiting.
+    SendW(u8, u8),
+    /// ZooKeeper runs the head of node n's queue; n hears the outcome.
+    DeliverW(u8),
+    /// ZooKeeper runs stray multi i; nobody hears of it.
+    DeliverStray(u8),
+    /// Node n's connection is lost or its session replaced: its queue's
+    /// outcomes are unknown; message `keep` of it (none if out of range)
+    /// becomes a stray, the rest never runs. The pipeline is dropped.
+    LoseSession(u8, u8),
 }
 
 // ---------------------------------------------------------------------------
@@ -307,6 +462,8 @@ impl NodeS {
             snap_sm: GENESIS,
             pending: Seq::new(),
             armed: false,
+            pipe: None,
+            queue: Msgs::new(),
         }
     }
 
@@ -390,6 +547,23 @@ impl WState {
         (self.purged > 0).then(|| self.log[self.purged as usize].lid())
     }
 
+    /// What a write to the record does to the counters besides its own
+    /// change: version + 1, and a fresh epoch (`Witness::epoch_bump`).
+    fn bump(&mut self) {
+        self.ver += 1;
+        self.epoch += 1;
+    }
+
+    /// The view a node's own checked write leaves it (`View.epoch` set).
+    fn view(&self) -> Pipe {
+        Pipe {
+            ver: self.ver,
+            epoch: self.epoch,
+            vote: self.vote,
+            last: self.last_lid(),
+        }
+    }
+
     /// `rules::Slot` at index i against a log id: a purged index matches
     /// anything; otherwise the log id must be the same.
     fn holds(&self, i: u8, lid: Lid) -> bool {
@@ -416,6 +590,10 @@ struct Bounds {
     max_crashes: u8,
     /// Snapshots shipped to W, in all.
     max_snapshots: u8,
+    /// Pipelined multis a node may have in flight (0: no pipelining).
+    max_queue: u8,
+    /// Stray multis (of lost sessions) at once.
+    max_strays: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -443,6 +621,11 @@ struct Walship {
     exact_failover: bool,
     /// See `takes_snapshot` (false: the code as it is).
     snapshot_when_missing: bool,
+    /// A pipelined multi checks W's epoch (the code: true). false only in
+    /// the test that shows the check is needed.
+    pipe_checks_epoch: bool,
+    /// A pipelined multi checks the record's version (the code: true).
+    pipe_checks_version: bool,
     bounds: Bounds,
 }
 
@@ -462,6 +645,8 @@ impl Walship {
                 log: Seq::from(&[GENESIS]),
                 purged: 0,
                 snap_sm: GENESIS,
+                ver: 1,
+                epoch: 1,
             },
             acked: Seq::new(),
             led: Seq::new(),
@@ -469,6 +654,8 @@ impl Walship {
             crashes: 0,
             snapshots: 0,
             flags: 0,
+            strays: Msgs::new(),
+            pipe_seen: 0,
         }
     }
 
@@ -681,6 +868,100 @@ impl Walship {
         s.led = led;
     }
 
+    /// ZooKeeper runs pipelined multi `m`: it lands iff its checks hold
+    /// (`pipeline::drive`'s multi). Landing, it sets the record it carries
+    /// (its vote, its last entry as W's last) and creates its segments.
+    fn land(&self, s: &mut State, m: &Msg) -> bool {
+        let w = &mut s.w;
+        if (self.pipe_checks_version && m.ver != w.ver) || (self.pipe_checks_epoch && m.epoch != w.epoch) {
+            return false;
+        }
+        let first = m.entries[0].index;
+        if m.vote < w.vote || first > w.log.len || first <= w.purged {
+            // A vote going backwards, or a record whose last log id leaves
+            // a hole after W's WAL (or ends inside W's snapshot). The
+            // state is not followed further.
+            s.flags |= W_BROKEN;
+            w.vote = m.vote;
+            w.ver += 1;
+            return true;
+        }
+        w.vote = m.vote;
+        w.log.truncate(first as usize);
+        w.log.extend(&m.entries);
+        w.ver += 1;
+        true
+    }
+
+    /// Forgets what cannot matter any more, so that states differing only
+    /// in it are one (only with both checks on, where a multi that fails
+    /// once fails for ever): a multi or a view whose epoch is not W's, or
+    /// whose version is below W's, can never land; a view a node cannot
+    /// pipeline from (not its leader vote) is never used again. What lives
+    /// is renumbered from W's version and epoch, both made 1: only equality
+    /// and the steps of one matter.
+    fn normalize(&self, s: &mut State) {
+        if self.bounds.max_queue == 0 {
+            for node in &mut s.nodes {
+                node.pipe = None;
+            }
+        }
+        if !(self.pipe_checks_epoch && self.pipe_checks_version) {
+            return;
+        }
+        let (v0, e0) = (s.w.ver, s.w.epoch);
+        let live = |ver: u8, epoch: u8| epoch == e0 && ver >= v0;
+        let shift = |mut m: Msg| {
+            if !live(m.ver, m.epoch) {
+                return None;
+            }
+            m.ver = m.ver - v0 + 1;
+            m.epoch = 1;
+            Some(m)
+        };
+        for n in [1u8, 2] {
+            let node = &mut s.nodes[idx(n)];
+            let dead_msg = node.queue.iter().any(|m| !live(m.ver, m.epoch));
+            node.queue.retain_map(shift);
+            node.pipe = match node.pipe {
+                Some(p)
+                    if !dead_msg
+                        && node.is_leader(n)
+                        && node.vote == p.vote
+                        && node.lid_at(p.last.index) == Some(p.last)
+                        && live(p.ver, p.epoch) =>
+                {
+                    Some(Pipe {
+                        ver: p.ver - v0 + 1,
+                        epoch: 1,
+                        ..p
+                    })
+                }
+                _ => None,
+            };
+        }
+        s.strays.retain_map(shift);
+        s.strays.sort();
+        s.w.ver = 1;
+        s.w.epoch = 1;
+    }
+
+    /// What follows every step: a node that became leader (elected, or,
+    /// without the fix, resumed by openraft's start-up rule after a restart
+    /// or an adoption) is checked; W's vote must not go backwards.
+    fn finish(&self, last: &State, mut next: State) -> Option<State> {
+        for n in [1u8, 2] {
+            if next.nodes[idx(n)].is_leader(n) && !last.nodes[idx(n)].is_leader(n) {
+                Self::take_leadership(&mut next, n);
+            }
+        }
+        if next.w.vote < last.w.vote {
+            next.flags |= W_BROKEN;
+        }
+        self.normalize(&mut next);
+        (next != *last).then_some(next)
+    }
+
     fn step(&self, s: &State, a: Action) -> State {
         let mut s = *s;
         match a {
@@ -752,6 +1033,7 @@ impl Walship {
                 f.commit_to(upto, &mut s.acked);
             }
             Action::ReplicateW(n, upto) => {
+                let before = s.w;
                 let l = &mut s.nodes[idx(n)];
                 let w = &mut s.w;
                 // rules::decide_append
@@ -773,6 +1055,14 @@ impl Walship {
                 // W plus the leader itself is a quorum of [{1,2,W},{W}]: the
                 // leader commits what W accepted if it is of its own leader
                 // id (`try_commit_quorum_accepted`), and applies it.
+                // Witness::apply_append: one multi checked against the
+                // version the view read (atomic here: it holds), with the
+                // epoch bump; it arms the pipeline. A request that changes
+                // nothing writes nothing.
+                if *w != before {
+                    w.bump();
+                    l.pipe = Some(w.view());
+                }
                 let e = l.log[upto as usize];
                 if (e.term, e.node) == (l.vote.term, l.vote.node) {
                     l.commit_to(upto, &mut s.acked);
@@ -805,6 +1095,12 @@ impl Walship {
                 // rules::decide_vote
                 if req >= s.w.vote && node.last_lid() >= Some(s.w.last_lid()) {
                     s.w.vote = req;
+                    // Witness::write_record: checked, bumps the epoch. The
+                    // record's vote is the uncommitted request, so this view
+                    // never pipelines (`pipelined` wants the leader's
+                    // committed vote): its first append is a normal one.
+                    s.w.bump();
+                    node.pipe = Some(s.w.view());
                     node.vote.committed = true;
                     let e = Entry {
                         term: req.term,
@@ -836,6 +1132,10 @@ impl Walship {
                 node.commit = node.commit.min(keep.saturating_sub(1));
                 node.pending = Seq::new();
                 node.armed = false;
+                // What it had in flight never runs (a late run is a lost
+                // session first: LoseSession, then Crash).
+                node.pipe = None;
+                node.queue = Msgs::new();
                 node.sm = GENESIS; // rebuilt at start
             }
             Action::CrashDisk(n) => {
@@ -891,7 +1191,58 @@ impl Walship {
                 w.log = log;
                 w.purged = a;
                 w.snap_sm = l.sm;
+                // Checked, with the epoch bump; it arms the pipeline.
+                w.bump();
+                s.nodes[idx(n)].pipe = Some(s.w.view());
                 s.snapshots += 1;
+            }
+            Action::SendW(n, upto) => {
+                // Witness::pipelined → Witness::send: the multi checks the
+                // view's version and epoch; the view moves to W as it will
+                // be once it lands.
+                let node = &mut s.nodes[idx(n)];
+                let p = node.pipe.as_mut().expect("armed");
+                let from = p.last.index + 1;
+                let m = Msg {
+                    ver: p.ver,
+                    epoch: p.epoch,
+                    vote: p.vote,
+                    entries: Seq::from(&node.log[from as usize..=upto as usize]),
+                };
+                p.ver += 1;
+                p.last = node.log[upto as usize].lid();
+                node.queue.push(m);
+            }
+            Action::DeliverW(n) => {
+                let m = s.nodes[idx(n)].queue.remove(0);
+                // pipeline::drive: the outcome comes back in order.
+                if self.land(&mut s, &m) {
+                    let l = &mut s.nodes[idx(n)];
+                    let last = m.entries[m.entries.len() - 1];
+                    // openraft hears W accepted it: commit as ReplicateW does.
+                    if l.is_leader(n) && l.vote == m.vote && (last.term, last.node) == (l.vote.term, l.vote.node) {
+                        l.commit_to(last.index, &mut s.acked);
+                        s.pipe_seen |= 2;
+                    }
+                } else {
+                    // A failed check fails it; the view is dropped and the
+                    // next change re-reads W (`with_view!`).
+                    s.nodes[idx(n)].pipe = None;
+                }
+            }
+            Action::DeliverStray(i) => {
+                let m = s.strays.remove(i as usize);
+                self.land(&mut s, &m);
+            }
+            Action::LoseSession(n, keep) => {
+                let node = &mut s.nodes[idx(n)];
+                let q = node.queue;
+                node.queue = Msgs::new();
+                node.pipe = None;
+                if (keep as usize) < q.len as usize {
+                    s.strays.push(q.get(keep as usize));
+                    s.strays.sort();
+                }
             }
         }
         s
@@ -928,6 +1279,9 @@ impl Model for Walship {
                 actions.push(Action::Restart(n));
                 continue;
             }
+            // Every other request to W goes behind the pipelined ones on
+            // the session (`with_view!` drains the pipeline first).
+            let drained = node.queue.len == 0;
             if node.is_leader(n) {
                 if s.writes < self.bounds.max_writes {
                     actions.push(Action::Write(n));
@@ -935,11 +1289,28 @@ impl Model for Walship {
                 if s.nodes[idx(3 - n)].alive {
                     actions.push(Action::ReplicatePeer(n));
                 }
-                for upto in Self::w_match(node, &s.w)..node.len() {
-                    actions.push(Action::ReplicateW(n, upto));
+                if drained {
+                    for upto in Self::w_match(node, &s.w)..node.len() {
+                        actions.push(Action::ReplicateW(n, upto));
+                    }
+                }
+                if let Some(p) = node.pipe {
+                    // Witness::pipelined: the leader's committed vote is the
+                    // view's, and W's rule takes the entries as an append
+                    // after the view's last (no truncation).
+                    if node.vote == p.vote
+                        && node.queue.len < self.bounds.max_queue
+                        && node.lid_at(p.last.index) == Some(p.last)
+                    {
+                        let top = (node.len() - 1).min(p.last.index + MSG_CAP as u8);
+                        for upto in p.last.index + 1..=top {
+                            actions.push(Action::SendW(n, upto));
+                        }
+                    }
                 }
                 let a = node.commit;
                 if a > node.purged
+                    && drained
                     && s.snapshots < self.bounds.max_snapshots
                     && node.vote >= s.w.vote
                     && s.w.purged_lid().is_none_or(|p| p < node.log[a as usize].lid())
@@ -950,9 +1321,10 @@ impl Model for Walship {
                 // Leader-loss detection, "any time": adopt, then elect.
                 let wl = Self::read_witness_log(node, &s.w);
                 let needs = self.needs_adoption(node, &wl);
-                let elect = node.vote.term < self.bounds.max_term;
+                let elect = drained && node.vote.term < self.bounds.max_term;
+                let needs = drained && needs;
                 if self.exact_failover {
-                    if !node.armed || needs {
+                    if drained && (!node.armed || needs) {
                         actions.push(Action::Adopt(n));
                     }
                     if node.armed && elect {
@@ -967,6 +1339,17 @@ impl Model for Walship {
                     }
                 }
             }
+            if !drained {
+                actions.push(Action::DeliverW(n));
+            }
+            if node.pipe.is_some() || !drained {
+                actions.push(Action::LoseSession(n, u8::MAX));
+                if s.strays.len < self.bounds.max_strays {
+                    for k in 0..node.queue.len {
+                        actions.push(Action::LoseSession(n, k));
+                    }
+                }
+            }
             if s.crashes < self.bounds.max_crashes {
                 for keep in node.synced.max(1)..=node.len() {
                     actions.push(Action::Crash(n, keep));
@@ -974,18 +1357,23 @@ impl Model for Walship {
                 actions.push(Action::CrashDisk(n));
             }
         }
+        for i in 0..s.strays.len {
+            actions.push(Action::DeliverStray(i));
+        }
     }
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
-        let mut next = self.step(last, action);
-        // A node that became leader: elected, or (without the fix) resumed
-        // by openraft's start-up rule after a restart or an adoption.
-        for n in [1u8, 2] {
-            if next.nodes[idx(n)].is_leader(n) && !last.nodes[idx(n)].is_leader(n) {
-                Self::take_leadership(&mut next, n);
+        if let Action::DeliverW(n) = action {
+            // Coverage: a multi lands with another in flight behind it.
+            let mut next = self.step(last, action);
+            let q = &next.nodes[idx(n)].queue;
+            if q.len > 0 && next.w.ver != last.w.ver {
+                next.pipe_seen |= 1;
             }
+            return self.finish(last, next);
         }
-        (next != *last).then_some(next)
+        let next = self.step(last, action);
+        self.finish(last, next)
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
@@ -998,6 +1386,7 @@ impl Model for Walship {
             Property::always(P_READS, |_, s: &State| Walship::read_ok(s, 1) && Walship::read_ok(s, 2)),
             Property::always(P_PURGE, |_, s: &State| s.flags & PURGE_UNCOVERED == 0),
             Property::always(P_ADOPT, |_, s: &State| s.flags & ADOPT_REFUSED == 0),
+            Property::always(P_W_WHOLE, |_, s: &State| s.flags & W_BROKEN == 0),
             Property::sometimes(S_ACKED, |_, s: &State| !s.acked.is_empty()),
             Property::sometimes(S_REBORN, |_, s: &State| {
                 s.flags & REBORN_EMPTY != 0 && !s.acked.is_empty()
@@ -1016,6 +1405,11 @@ impl Model for Walship {
             Property::sometimes(S_ADOPTED_SNAP, |_, s: &State| {
                 s.nodes.iter().any(|n| n.purged > 0 && n.alive)
             }),
+            Property::sometimes(S_PIPE_BEHIND, |_, s: &State| s.pipe_seen & 1 != 0),
+            Property::sometimes(S_PIPE_COMMIT, |_, s: &State| {
+                s.pipe_seen & 2 != 0 && !s.acked.is_empty()
+            }),
+            Property::sometimes(S_STRAY, |_, s: &State| s.strays.len > 0 && s.w.log.len > 2),
         ]
     }
 }
@@ -1035,6 +1429,10 @@ const S_ACK_TERM2: &str = "~ack2";
 const S_READ: &str = "~read";
 const S_W_SNAP: &str = "~wsnap";
 const S_ADOPTED_SNAP: &str = "~nsnap";
+const P_W_WHOLE: &str = "w whole";
+const S_PIPE_BEHIND: &str = "~pipe2";
+const S_PIPE_COMMIT: &str = "~pipeack";
+const S_STRAY: &str = "~stray";
 
 fn describe(name: &str) -> &'static str {
     match name {
@@ -1052,12 +1450,24 @@ fn describe(name: &str) -> &'static str {
         S_READ => "a leader can serve a read after an acknowledged write",
         S_W_SNAP => "W holds a snapshot and purged its WAL behind it",
         S_ADOPTED_SNAP => "a live node's log starts at a snapshot",
+        P_W_WHOLE => "W's log has no hole and W's vote never goes backwards",
+        S_PIPE_BEHIND => "a pipelined append lands with another in flight behind it",
+        S_PIPE_COMMIT => "a leader commits through the pipeline, and a write is acknowledged",
+        S_STRAY => "a stray multi of a lost session is pending while W holds entries",
         _ => "?",
     }
 }
 
-const ALWAYS: [&str; 6] = [P_ONE_LEADERSHIP, P_LOG_ID, P_ACKED, P_READS, P_PURGE, P_ADOPT];
-const SOMETIMES: [&str; 8] = [
+const ALWAYS: [&str; 7] = [
+    P_ONE_LEADERSHIP,
+    P_LOG_ID,
+    P_ACKED,
+    P_READS,
+    P_PURGE,
+    P_ADOPT,
+    P_W_WHOLE,
+];
+const SOMETIMES: [&str; 11] = [
     S_ACKED,
     S_REBORN,
     S_TAIL,
@@ -1066,6 +1476,9 @@ const SOMETIMES: [&str; 8] = [
     S_READ,
     S_W_SNAP,
     S_ADOPTED_SNAP,
+    S_PIPE_BEHIND,
+    S_PIPE_COMMIT,
+    S_STRAY,
 ];
 
 // ---------------------------------------------------------------------------
@@ -1092,12 +1505,22 @@ fn show_state(s: &State) -> String {
         );
     }
     out += &format!(
-        "      W  vote {:?}, log {:?}, purged {}\n      acked {:?}\n",
+        "      W  vote {:?}, log {:?}, purged {}, version {}, epoch {}\n      acked {:?}\n",
         s.w.vote,
         &s.w.log[..],
         s.w.purged,
+        s.w.ver,
+        s.w.epoch,
         &s.acked[..]
     );
+    for (i, n) in s.nodes.iter().enumerate() {
+        if n.pipe.is_some() || n.queue.len > 0 {
+            out += &format!("      n{} pipeline {:?}, in flight {:?}\n", i + 1, n.pipe, n.queue);
+        }
+    }
+    if s.strays.len > 0 {
+        out += &format!("      strays {:?}\n", s.strays);
+    }
     out
 }
 
@@ -1133,6 +1556,8 @@ fn check_holds(bounds: Bounds, snapshot_when_missing: bool, dfs: bool) {
         defence: true,
         exact_failover: false,
         snapshot_when_missing,
+        pipe_checks_epoch: true,
+        pipe_checks_version: true,
         bounds,
     };
     let started = Instant::now();
@@ -1163,6 +1588,10 @@ fn check_holds(bounds: Bounds, snapshot_when_missing: bool, dfs: bool) {
     let expected: Vec<&str> = SOMETIMES
         .into_iter()
         .filter(|n| bounds.max_snapshots > 0 || ![S_W_SNAP, S_ADOPTED_SNAP].contains(n))
+        .filter(|n| bounds.max_crashes > 0 || ![S_REBORN, S_TAIL].contains(n))
+        .filter(|n| bounds.max_queue > 1 || ![S_PIPE_BEHIND].contains(n))
+        .filter(|n| bounds.max_queue > 0 || ![S_PIPE_COMMIT].contains(n))
+        .filter(|n| bounds.max_strays > 0 || ![S_STRAY].contains(n))
         .collect();
     for name in &expected {
         println!("  reached: {}: {}", describe(name), discoveries.contains_key(name));
@@ -1194,21 +1623,46 @@ fn check_holds(bounds: Bounds, snapshot_when_missing: bool, dfs: bool) {
 }
 
 /// Two nodes that both may die (any mix of kill -9, power loss and disk
-/// loss), two writes, terms up to 2; no snapshots.
+/// loss), two writes, terms up to 2; no snapshots, no pipelining.
 const CORE: Bounds = Bounds {
     max_term: 2,
     max_writes: 2,
     max_crashes: 2,
     max_snapshots: 0,
+    max_queue: 0,
+    max_strays: 0,
 };
 
 /// Snapshots to W, adoption from them, and a third term; one write, one
-/// crash.
+/// crash; no pipelining.
 const SNAP: Bounds = Bounds {
     max_term: 3,
     max_writes: 1,
     max_crashes: 1,
     max_snapshots: 1,
+    max_queue: 0,
+    max_strays: 0,
+};
+
+/// Pipelined appends to W: two multis in flight per node, one stray of a
+/// lost session at a time; one write, one crash, terms up to 2.
+const PIPE: Bounds = Bounds {
+    max_term: 2,
+    max_writes: 1,
+    max_crashes: 1,
+    max_snapshots: 0,
+    max_queue: 2,
+    max_strays: 1,
+};
+
+/// Pipelining with two writes, and no crash.
+const PIPE_WRITES: Bounds = Bounds {
+    max_term: 2,
+    max_writes: 2,
+    max_crashes: 0,
+    max_snapshots: 0,
+    max_queue: 2,
+    max_strays: 1,
 };
 
 /// Behind WALSHIP_MODEL_DEEP=1, in a release build.
@@ -1217,6 +1671,30 @@ const DEEP: Bounds = Bounds {
     max_writes: 2,
     max_crashes: 2,
     max_snapshots: 1,
+    max_queue: 0,
+    max_strays: 0,
+};
+
+/// Pipelining, deeper: two writes and two crashes; behind
+/// WALSHIP_MODEL_DEEP=1 too.
+const DEEP_PIPE: Bounds = Bounds {
+    max_term: 2,
+    max_writes: 2,
+    max_crashes: 2,
+    max_snapshots: 0,
+    max_queue: 2,
+    max_strays: 1,
+};
+
+/// Pipelining with snapshots to W and a third term; one write, one crash;
+/// behind WALSHIP_MODEL_DEEP=1 too.
+const DEEP_PIPE_SNAP: Bounds = Bounds {
+    max_term: 3,
+    max_writes: 1,
+    max_crashes: 1,
+    max_snapshots: 1,
+    max_queue: 2,
+    max_strays: 1,
 };
 
 /// Without the restart rule: searches breadth first (one thread, so in
@@ -1228,6 +1706,8 @@ fn find_bug(defence: bool) {
         defence,
         exact_failover: true,
         snapshot_when_missing: false,
+        pipe_checks_epoch: true,
+        pipe_checks_version: true,
         bounds: CORE,
     };
     let started = Instant::now();
@@ -1276,6 +1756,8 @@ fn model_finds_reborn_leader_bug_without_the_fix() {
 fn model_holds_with_the_fix() {
     check_holds(CORE, true, false);
     check_holds(SNAP, true, false);
+    check_holds(PIPE, true, false);
+    check_holds(PIPE_WRITES, true, false);
 }
 
 /// The liveness fault the model found in adoption's old snapshot rule (a
@@ -1288,6 +1770,8 @@ fn model_finds_adoption_refusal_with_the_old_snapshot_rule() {
         defence: true,
         exact_failover: false,
         snapshot_when_missing: false,
+        pipe_checks_epoch: true,
+        pipe_checks_version: true,
         bounds: SNAP,
     };
     let checker = model
@@ -1308,8 +1792,78 @@ fn model_finds_adoption_refusal_with_the_old_snapshot_rule() {
 #[test]
 fn model_holds_with_the_fix_deep() {
     if std::env::var_os("WALSHIP_MODEL_DEEP").is_none() {
-        println!("skipped: set WALSHIP_MODEL_DEEP=1 (in a release build) to check bounds {DEEP:?}");
+        println!(
+            "skipped: set WALSHIP_MODEL_DEEP=1 (in a release build) to check bounds {DEEP:?}, {DEEP_PIPE:?} and {DEEP_PIPE_SNAP:?}"
+        );
         return;
     }
     check_holds(DEEP, true, true);
+    check_holds(DEEP_PIPE, true, true);
+    check_holds(DEEP_PIPE_SNAP, true, true);
+}
+
+/// Pipelining with one of its two checks taken out: searches breadth first
+/// (one thread: the trace is a shortest) until a safety property fails, and
+/// returns the failed property and its trace.
+fn find_pipeline_bug(checks_epoch: bool, checks_version: bool) -> Option<(&'static str, Path<State, Action>)> {
+    let model = Walship {
+        fix: true,
+        defence: true,
+        exact_failover: true,
+        snapshot_when_missing: true,
+        pipe_checks_epoch: checks_epoch,
+        pipe_checks_version: checks_version,
+        bounds: PIPE_BUG,
+    };
+    let started = Instant::now();
+    let checker = model
+        .checker()
+        .threads(1)
+        .target_state_count(STATE_CAP)
+        .finish_when(HasDiscoveries::AnyOf(ALWAYS.into_iter().collect()))
+        .spawn_bfs()
+        .join();
+    let discoveries = checker.discoveries();
+    println!(
+        "pipelined multis checking {}, bounds {PIPE_BUG:?}: stopped after {} unique states, {:.1} s",
+        match (checks_epoch, checks_version) {
+            (true, true) => "version and epoch",
+            (true, false) => "the epoch only, not the record version",
+            (false, true) => "the record version only, not the epoch",
+            (false, false) => "nothing",
+        },
+        checker.unique_state_count(),
+        started.elapsed().as_secs_f64(),
+    );
+    let name = ALWAYS.into_iter().find(|n| discoveries.contains_key(n))?;
+    let path = discoveries.get(name).cloned()?;
+    print_trace(name, path.clone());
+    Some((name, path))
+}
+
+/// The bounds the pipelining counterexamples are searched in: no crash or
+/// snapshot, pipelining as in the small runs.
+const PIPE_BUG: Bounds = Bounds {
+    max_term: 2,
+    max_writes: 2,
+    max_crashes: 0,
+    max_snapshots: 0,
+    max_queue: 2,
+    max_strays: 1,
+};
+
+/// The epoch check is needed: without it a multi of a leader's pipeline
+/// passes its version check behind another node's write.
+#[test]
+fn model_finds_pipeline_bug_without_the_epoch_check() {
+    let found = find_pipeline_bug(false, true);
+    assert!(found.is_some(), "no counterexample without the epoch check");
+}
+
+/// So is the version check: without it a stray multi of a lost session
+/// lands without the one before it.
+#[test]
+fn model_finds_pipeline_bug_without_the_version_check() {
+    let found = find_pipeline_bug(true, false);
+    assert!(found.is_some(), "no counterexample without the version check");
 }
