@@ -252,3 +252,39 @@ async fn a_lost_connection_with_multis_in_flight_is_decided_again() -> Result<()
     ensure!(w_log(&n2).await?.1.len() == 11);
     Ok(())
 }
+
+/// Closing the session after pipelined appends closes it in ZooKeeper at
+/// once: the pipeline holds no client of its own between multis. (It did:
+/// a SIGTERM'd leader's `leader` and `members` znodes then outlived its
+/// stop, and the hand-over waited for the other node to notice instead.)
+#[tokio::test]
+async fn closing_the_session_after_pipelined_appends_drops_its_ephemerals() -> Result<()> {
+    let f = fixture("wp-close").await?;
+    let m = metrics();
+    let (n1, n2) = leader_with_open_pipeline(&f, &m).await?;
+    let member = n1.paths().member(1);
+    n1.session()
+        .register_ephemeral(&member, b"n1".to_vec(), walship_zk::Claim::Replace)
+        .await?;
+    n1.feed(entries(1, 1, 3, 4)).await;
+    let r = n1
+        .append_entries(append(
+            Vote::new_committed(1, 1),
+            Some(lid(1, 1, 2)),
+            entries(1, 1, 3, 4),
+        ))
+        .await?;
+    ensure!(r == AppendEntriesResponse::Success);
+    n1.session().close().await;
+    // Well inside the 4 s session timeout: only a closed session is this quick.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
+    let raw = n2.session().client()?;
+    while raw.check_stat(&member).await?.is_some() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "node 1's ephemeral outlived its closed session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

@@ -11,6 +11,11 @@ use openraft::ServerState;
 
 use super::*;
 
+/// The probe of a leader the rules already found lost: long enough for a
+/// refused connection to come back over a LAN, short against a host that
+/// no longer answers at all.
+const LOST_PROBE_MS: u64 = 20;
+
 impl Node {
     /// The failover step: adopt W's log (restarting Raft over the changed
     /// store, since openraft reads its storage only at start), then elect.
@@ -90,11 +95,18 @@ impl Node {
             if !handed_over && last_attempt.is_some_and(|t| t.elapsed() < election_timeout) {
                 continue;
             }
-            // The rules first: once they say lost, the probe is moot, and
-            // against a vanished host (nothing answers, nothing refuses)
-            // each probe waits out its whole timeout.
+            // The rules first. Once they say lost, the probe only decides
+            // whether to skip the duel wait below, so it gets a short
+            // timeout: a refusal comes back within a round trip, and
+            // against a vanished host (nothing answers, nothing refuses) a
+            // full probe would add its whole timeout to the failover.
             let mut why = self.leader_lost();
-            let gone = handed_over || (why.is_none() && self.leader_process_gone(m.current_leader).await);
+            let probe_ms = if why.is_some() {
+                LOST_PROBE_MS
+            } else {
+                self.cfg.heartbeat_interval_ms.max(20)
+            };
+            let gone = handed_over || self.leader_process_gone(m.current_leader, probe_ms).await;
             if !gone && why.is_none() {
                 continue;
             }
@@ -182,7 +194,7 @@ impl Node {
     /// host is gone, so there is no point in waiting out the election timeout.
     /// Electing while the leader is in fact alive would still be safe (W
     /// fences it); this only decides how soon we try.
-    pub(super) async fn leader_process_gone(&self, leader: Option<NodeId>) -> bool {
+    pub(super) async fn leader_process_gone(&self, leader: Option<NodeId>, probe_ms: u64) -> bool {
         let Some(leader) = leader.filter(|l| *l != self.cfg.id) else {
             return false;
         };
@@ -200,7 +212,6 @@ impl Node {
         let Ok(Some(addr)) = self.peers.addr(leader).await else {
             return false;
         };
-        let probe_ms = self.cfg.heartbeat_interval_ms.max(20);
         let probe = Duration::from_millis(probe_ms);
         // A name that no longer resolves is gone as surely as a refused
         // port: a container engine drops a dead container's name at once

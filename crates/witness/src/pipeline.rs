@@ -355,14 +355,6 @@ async fn drive(
             }
         })
     };
-    let client = match zk.client() {
-        Ok(c) => c,
-        Err(e) => {
-            fail(0, format!("pipelined append: {e}"));
-            while from_pipe.recv().await.is_some() {}
-            return;
-        }
-    };
     // A new session means the old one's requests have an unknown outcome.
     let mut generation = zk.generation();
     generation.borrow_and_update();
@@ -370,7 +362,12 @@ async fn drive(
     let witness = paths.witness();
     let epoch_path = paths.epoch();
     let opts = zk::CreateMode::Persistent.with_acls(zk.acls());
-    let mut inflight = FuturesOrdered::new();
+    type Outcome = (
+        Result<Result<Result<Vec<zk::MultiWriteResult>, zk::MultiWriteError>, tokio::time::error::Elapsed>, zk::Error>,
+        Outgoing,
+    );
+    type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+    let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut open = true;
     let mut watching = true;
     loop {
@@ -386,31 +383,55 @@ async fn drive(
                 if report.borrow().failed.is_some() {
                     continue;
                 }
-                let mut w = client.new_multi_writer();
-                let built: Result<(), zk::Error> = (|| {
-                    w.add_check_version(&witness, out.version)?;
-                    w.add_check_version(&epoch_path, out.epoch)?;
-                    for op in &out.ops {
-                        match op {
-                            Op::Create(p, d) => w.add_create(p, d, &opts)?,
-                            Op::Set(p, d) => w.add_set_data(p, d, None)?,
-                            Op::Delete(p) => w.add_delete(p, None)?,
-                            Op::Check(p, v) => w.add_check_version(p, *v)?,
-                        }
+                // The client is taken per multi and lives only in its
+                // future: a clone kept here would keep the session open
+                // after `ZkSession::close` (it closes when the last goes).
+                let client = match zk.client() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        fail(out.seq, format!("pipelined append: {e}"));
+                        continue;
                     }
-                    Ok(())
-                })();
-                if let Err(e) = built {
-                    fail(out.seq, format!("pipelined append: building the multi: {e}"));
-                    continue;
+                };
+                let (witness, epoch_path, opts) = (witness.clone(), epoch_path.clone(), opts.clone());
+                let mut call = Box::pin(async move {
+                    let mut w = client.new_multi_writer();
+                    let built: Result<(), zk::Error> = (|| {
+                        w.add_check_version(&witness, out.version)?;
+                        w.add_check_version(&epoch_path, out.epoch)?;
+                        for op in &out.ops {
+                            match op {
+                                Op::Create(p, d) => w.add_create(p, d, &opts)?,
+                                Op::Set(p, d) => w.add_set_data(p, d, None)?,
+                                Op::Delete(p) => w.add_delete(p, None)?,
+                                Op::Check(p, v) => w.add_check_version(p, *v)?,
+                            }
+                        }
+                        Ok(())
+                    })();
+                    let r = match built {
+                        Ok(()) => Ok(tokio::time::timeout(timeout, w.commit()).await),
+                        Err(e) => Err(e),
+                    };
+                    (r, out)
+                });
+                // Polled once here: `commit` queues the request on its first
+                // poll, so the order of these polls is the order ZooKeeper
+                // runs the multis in.
+                match futures::poll!(call.as_mut()) {
+                    std::task::Poll::Ready(done) => inflight.push_back(Box::pin(async move { done }) as Pending),
+                    std::task::Poll::Pending => inflight.push_back(call as Pending),
                 }
-                // `commit` queues the request now: the order of calls is the
-                // order ZooKeeper runs them in.
-                let call = w.commit();
-                inflight.push_back(async move { (tokio::time::timeout(timeout, call).await, out) });
             }
             Some((r, out)) = inflight.next(), if !inflight.is_empty() => {
                 let failed_before = report.borrow().failed.as_ref().is_some_and(|(at, _)| *at <= out.seq);
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        fail(out.seq, format!("pipelined append: building the multi: {e}"));
+                        continue;
+                    }
+                };
                 match r {
                     _ if failed_before => {}
                     Ok(Ok(results)) => {
