@@ -6,6 +6,12 @@ use clap::Parser;
 use walship::cli::Cli;
 use walship::cli::Command;
 
+/// glibc's malloc took ~20 % of a busy leader's CPU (`perf`: `_int_malloc`,
+/// `malloc_consolidate`, `unlink_chunk`, `_int_free`): every request and
+/// batch allocates and frees across threads. BENCHMARKS.md has the A/B.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|e| exit_on_bad_flags(e));
