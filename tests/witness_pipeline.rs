@@ -53,6 +53,13 @@ fn append(vote: Vote, prev: Option<LogId>, entries: Vec<Entry>) -> AppendEntries
     }
 }
 
+/// Node 1's (openraft's) append of `entries` after `prev` under its term-1
+/// vote, answered within 10 s or an error.
+async fn leader_append(n1: &Witness, prev: LogId, entries: Vec<Entry>) -> Result<AppendEntriesResponse<u64>> {
+    let req = append(Vote::new_committed(1, 1), Some(prev), entries);
+    Ok(tokio::time::timeout(Duration::from_secs(10), n1.append_entries(req)).await??)
+}
+
 struct Fixture {
     zk: common::ZkServer,
     _dir: common::TestDir,
@@ -141,11 +148,7 @@ async fn appends_are_in_flight_together_and_land_in_order() -> Result<()> {
     );
     f.proxy.heal();
     let all = entries(1, 1, 3, 12);
-    let r = tokio::time::timeout(
-        Duration::from_secs(10),
-        n1.append_entries(append(Vote::new_committed(1, 1), Some(lid(1, 1, 2)), all)),
-    )
-    .await??;
+    let r = leader_append(&n1, lid(1, 1, 2), all).await?;
     ensure!(r == AppendEntriesResponse::Success, "append: {r:?}");
     ensure!(
         m.appends.get() - before == 5,
@@ -178,15 +181,7 @@ async fn a_write_between_pipelined_multis_fails_everything_behind_it() -> Result
     ensure!(r.vote_granted, "node 2 wins W: {r:?}");
     f.proxy.heal();
 
-    let r = tokio::time::timeout(
-        Duration::from_secs(10),
-        n1.append_entries(append(
-            Vote::new_committed(1, 1),
-            Some(lid(1, 1, 2)),
-            entries(1, 1, 3, 5),
-        )),
-    )
-    .await??;
+    let r = leader_append(&n1, lid(1, 1, 2), entries(1, 1, 3, 5)).await?;
     ensure!(
         r == AppendEntriesResponse::HigherVote(Vote::new(2, 2)),
         "node 1 must learn of the higher vote: {r:?}"
@@ -239,15 +234,7 @@ async fn a_lost_connection_with_multis_in_flight_is_decided_again() -> Result<()
     n1.feed(entries(1, 1, 9, 9)).await;
     n1.feed(entries(1, 1, 10, 10)).await;
     f.proxy.heal();
-    let r = tokio::time::timeout(
-        Duration::from_secs(10),
-        n1.append_entries(append(
-            Vote::new_committed(1, 1),
-            Some(lid(1, 1, 8)),
-            entries(1, 1, 9, 10),
-        )),
-    )
-    .await??;
+    let r = leader_append(&n1, lid(1, 1, 8), entries(1, 1, 9, 10)).await?;
     ensure!(r == AppendEntriesResponse::Success);
     ensure!(w_log(&n2).await?.1.len() == 11);
     Ok(())

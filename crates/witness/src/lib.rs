@@ -121,8 +121,8 @@ impl WitnessError {
 type EntryId = (LogId, u32);
 
 /// One multi of an append: its ops, the segments it creates (first index,
-/// entry ids) and the last log id it leaves W with.
-type Batch = (Vec<Op>, Vec<(u64, Vec<EntryId>)>, LogId);
+/// entry ids) and the record it leaves W with.
+type Batch = (Vec<Op>, Vec<(u64, Vec<EntryId>)>, WitnessRecord);
 
 /// One write op inside a multi.
 enum Op {
@@ -922,14 +922,7 @@ impl Witness {
             }
         }
 
-        let batches = self.pack_segments(&append, ops, ops_bytes, &record);
-        let n = batches.len();
-        for (i, (mut ops, new_segs, last)) in batches.into_iter().enumerate() {
-            let mut rec = record.clone();
-            if i + 1 < n {
-                rec.last_log_id = Some(last);
-                rec.committed = std::cmp::min(rec.committed, Some(last));
-            }
+        for (mut ops, new_segs, rec) in self.pack_segments(&append, ops, ops_bytes, &record) {
             ops.push(self.epoch_bump());
             ops.push(Op::Set(self.paths.witness(), record::encode_record(&rec)));
             let bytes: u64 = ops.iter().map(|op| op.payload_len() as u64).sum();
@@ -949,8 +942,8 @@ impl Witness {
 
     /// Packs `append` into new WAL segments, after `ops` (of `ops_bytes`)
     /// in the first multi: each multi stays under `MAX_MULTI_BYTES`, and
-    /// each but the last ends at its own last entry (W a valid prefix of
-    /// the leader's log after every one); the last ends at `record`'s.
+    /// each but the last leaves W's record at its own last entry (W a valid
+    /// prefix of the leader's log after every one); the last leaves `record`.
     fn pack_segments(&self, append: &[Entry], ops: Vec<Op>, ops_bytes: usize, record: &WitnessRecord) -> Vec<Batch> {
         let mut ops = ops;
         let mut ops_bytes = ops_bytes;
@@ -979,15 +972,17 @@ impl Witness {
                     .last()
                     .and_then(|(_, ids)| ids.last().map(|(l, _)| *l))
                     .expect("segment not empty");
-                batches.push((std::mem::take(&mut ops), std::mem::take(&mut new_segs), last));
+                let mut rec = record.clone();
+                rec.last_log_id = Some(last);
+                rec.committed = std::cmp::min(rec.committed, Some(last));
+                batches.push((std::mem::take(&mut ops), std::mem::take(&mut new_segs), rec));
                 ops_bytes = 0;
             }
             seg_bytes.extend_from_slice(&bytes);
             seg_ids.push((e.log_id, record::framed_digest(&bytes)));
         }
         flush_segment(&mut ops, &mut seg_bytes, &mut seg_ids, &mut new_segs);
-        let final_last = record.last_log_id.expect("an accepted append leaves W a last log id");
-        batches.push((ops, new_segs, final_last));
+        batches.push((ops, new_segs, record.clone()));
 
         batches
     }

@@ -202,11 +202,9 @@ impl Witness {
             return;
         }
         Span::marking(&entries, Mark::WFed);
-        if let Some(landing) = self.pipelined(Source::Feed(entries)).await {
-            // Nobody waits on a feed: openraft's append for the same entries
-            // waits on the same multis and sees any failure.
-            drop(landing);
-        }
+        // Nobody waits on a feed: openraft's append for the same entries
+        // waits on the same multis and sees any failure.
+        let _ = self.pipelined(Source::Feed(entries)).await;
     }
 
     /// Sends `source` on the pipeline if it can go there: the view is this
@@ -272,17 +270,11 @@ impl Witness {
                 None => Some(self.send(view, epoch, Vec::new(), None, 0, None)),
             };
         }
-        let batches = self.pack_segments(&append, Vec::new(), 0, &record);
-        let n = batches.len();
         let mut landing = None;
-        for (i, (ops, new_segs, last)) in batches.into_iter().enumerate() {
-            let mut rec = record.clone();
-            if i + 1 < n {
-                rec.last_log_id = Some(last);
-                rec.committed = std::cmp::min(rec.committed, Some(last));
-            }
+        for (ops, new_segs, rec) in self.pack_segments(&append, Vec::new(), 0, &record) {
             let entries = new_segs.iter().map(|(_, ids)| ids.len() as u64).sum();
-            landing = Some(self.send(view, epoch, ops, Some(rec), entries, Some(last.index)));
+            let holds_through = rec.last_log_id.map(|l| l.index);
+            landing = Some(self.send(view, epoch, ops, Some(rec), entries, holds_through));
             for (first, ids) in new_segs {
                 view.segments.insert(first, Some(ids));
             }
