@@ -108,7 +108,7 @@ impl Landing {
             return Ok(());
         };
         loop {
-            let gone = {
+            {
                 let p = progress.borrow_and_update();
                 if let Some((at, why)) = &p.failed {
                     if *at <= seq {
@@ -118,18 +118,13 @@ impl Landing {
                 if p.landed_below > seq {
                     return Ok(());
                 }
-                false
-            };
-            if gone || progress.changed().await.is_err() {
-                // The driver ended without a word on this multi.
-                let p = progress.borrow();
-                return if p.landed_below > seq && p.failed.as_ref().is_none_or(|(at, _)| *at > seq) {
-                    Ok(())
-                } else {
-                    Err(WitnessError::Pipeline(
-                        "the pipeline stopped before this append landed".into(),
-                    ))
-                };
+            }
+            // `changed` reports a value not yet seen before it reports the
+            // driver gone, so the checks above saw its last word.
+            if progress.changed().await.is_err() {
+                return Err(WitnessError::Pipeline(
+                    "the pipeline stopped before this append landed".into(),
+                ));
             }
         }
     }
