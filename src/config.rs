@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub max_inflight_batches: usize,
     /// Group commit: payload bytes per batch (one Raft entry).
     pub max_batch_bytes: usize,
+    /// Group commit: the longest a batch waits for the rest of its group, µs.
+    pub max_group_wait_us: u64,
     /// Appends to ZooKeeper pipelined (several checked multis in flight).
     pub witness_pipeline: bool,
     /// When a local log append counts as done (storage/flusher.rs).
@@ -220,6 +222,10 @@ builder_setters! {
     max_inflight_batches: usize;
     /// Group commit: payload bytes per batch (default 256 KiB, 1 KiB..=768 KiB).
     max_batch_bytes: usize;
+    /// Group commit: the longest a batch waits for as many writes as recent
+    /// batches held, µs, and never more than a recent commit round
+    /// (default 2000; 0: never waits).
+    max_group_wait_us: u64;
     /// Send the leader's entries to ZooKeeper as it appends them, several
     /// checked multis in flight (default true).
     witness_pipeline: bool;
@@ -413,6 +419,8 @@ settings! {
         "Group commit: client-request batches (Raft entries) in flight at once.";
     max_batch_bytes: usize = Some(256 * 1024), "WALSHIP_MAX_BATCH_BYTES",
         "Group commit: payload bytes per batch, 1024..=786432 (under ZooKeeper's 1 MiB request limit).";
+    max_group_wait_us: u64 = Some(2000), "WALSHIP_MAX_GROUP_WAIT_US",
+        "Group commit: the longest a batch waits for as many writes as recent batches held (clients that wait for their answers come back together), never more than a recent commit round; 0: a batch takes what has arrived.";
     witness_pipeline: bool = Some(true), "WALSHIP_WITNESS_PIPELINE",
         "Send the leader's entries to ZooKeeper as it appends them, several checked multis in flight on one session, instead of one append per round trip.";
     log_sync: String = Some("background".to_string()), "WALSHIP_LOG_SYNC",
@@ -739,6 +747,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     let write_timeout = get(m.write_timeout_ms);
     let inflight = m.max_inflight_batches.expect("default");
     let batch_bytes = m.max_batch_bytes.expect("default");
+    let group_wait = get(m.max_group_wait_us);
 
     check_range(l, "heartbeat_interval_ms", heartbeat, 1, MAX_MS)?;
     check_range(l, "election_timeout_ms", election, 1, MAX_MS)?;
@@ -764,6 +773,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     check_range(l, "write_timeout_ms", write_timeout, 1, MAX_MS)?;
     check_range(l, "max_inflight_batches", inflight as u64, 1, 1024)?;
     check_range(l, "max_batch_bytes", batch_bytes as u64, 1024, 768 * 1024)?;
+    check_range(l, "max_group_wait_us", group_wait, 0, 1_000_000)?;
     let max_connections = m.max_connections.expect("default");
     check_range(l, "max_connections", max_connections as u64, 0, 1 << 20)?;
     let header_read_timeout = get(m.header_read_timeout_ms);
@@ -837,6 +847,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         write_timeout_ms: write_timeout,
         max_inflight_batches: inflight,
         max_batch_bytes: batch_bytes,
+        max_group_wait_us: group_wait,
         witness_pipeline: m.witness_pipeline.expect("default"),
         log_sync,
         secret_file: m.secret_file.clone(),
@@ -877,6 +888,7 @@ pub fn to_toml(c: &NodeConfig) -> String {
             "write_timeout_ms" => c.write_timeout_ms.to_string(),
             "max_inflight_batches" => c.max_inflight_batches.to_string(),
             "max_batch_bytes" => c.max_batch_bytes.to_string(),
+            "max_group_wait_us" => c.max_group_wait_us.to_string(),
             "witness_pipeline" => c.witness_pipeline.to_string(),
             "log_sync" => toml_string(match c.log_sync {
                 crate::storage::LogSync::Background => "background",

@@ -27,6 +27,10 @@ use crate::types::Request;
 use crate::types::Response;
 
 const MAX_BATCH_OPS: usize = 4096;
+/// How fast the group a batch waits for shrinks when fewer writes come,
+/// per batch (`Grouping`). Measured at 16 clients: 0.9 let one straggler
+/// split the group (11 writes per entry), 0.98 kept it (14.8).
+const GROUP_DECAY: f64 = 0.98;
 /// Pause between leadership rounds that missed a quorum.
 const CONFIRM_RETRY_PAUSE: Duration = Duration::from_millis(20);
 
@@ -91,6 +95,62 @@ pub struct Limits {
     /// How long a write or a leadership round may take before its outcome
     /// is reported unknown (writes) or unavailable (reads).
     pub write_timeout_ms: u64,
+    /// The longest a batch waits for the rest of its group (`Grouping`);
+    /// 0: never, each batch takes what has arrived.
+    pub max_group_wait_us: u64,
+}
+
+/// Which writes a batch waits for before it is proposed.
+///
+/// A client that waits for its answer before sending again (most do) comes
+/// back with the others of its batch. Taking only what has arrived when the
+/// slot frees splits such clients into two groups that take turns: a write
+/// waits two commit rounds, and each entry carries half the clients
+/// (measured: 8.0 writes per entry at 16 clients, 31 at 64, 118 at 256). So
+/// a batch waits for as many writes as the largest recent batch held, for
+/// at most one recent commit round (and `max_group_wait_us`): a lone
+/// client never waits (its group is itself), and a load that halves halves
+/// the group within ~35 batches (a batch cut short by the wait lowers it
+/// only slightly, so one straggler does not split the group again). The
+/// cost falls on clients that do not wait for answers: a batch may wait up
+/// to a round for writes that do not come.
+struct Grouping {
+    /// Writes to wait for: the largest recent batch, decaying.
+    group: f64,
+    max_wait: Duration,
+    /// Recent commit round, µs (an average kept by `commit_batch`).
+    round_us: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Grouping {
+    fn new(max_wait_us: u64) -> Grouping {
+        Grouping {
+            group: 1.0,
+            max_wait: Duration::from_micros(max_wait_us),
+            round_us: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// How many writes the next batch waits for, and for how long at most.
+    fn next(&self) -> (usize, Duration) {
+        let round = Duration::from_micros(self.round_us.load(std::sync::atomic::Ordering::Relaxed));
+        (self.group.round() as usize, std::cmp::min(self.max_wait, round))
+    }
+
+    /// A batch of `len` writes was proposed.
+    fn formed(&mut self, len: usize) {
+        self.group = f64::max(len as f64, self.group * GROUP_DECAY).max(1.0);
+    }
+
+    /// Folds one commit round into the average (1/8 weight).
+    fn observe_round(round_us: &std::sync::atomic::AtomicU64, took: Duration) {
+        let took_us = took.as_micros().min(u64::MAX as u128) as u64;
+        let _ = round_us.fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |old| Some(if old == 0 { took_us } else { old - old / 8 + took_us / 8 }),
+        );
+    }
 }
 
 type Reply = oneshot::Sender<Result<(u64, Response), ProposeError>>;
@@ -201,6 +261,7 @@ async fn write_loop<C: Consensus>(
     limits: Limits,
 ) {
     let max_batch_bytes = limits.max_batch_bytes;
+    let mut grouping = Grouping::new(limits.max_group_wait_us);
     while let Some(first) = rx.recv().await {
         if closed.load(std::sync::atomic::Ordering::Relaxed) {
             let _ = first.reply.send(Err(ProposeError::Unavailable(
@@ -224,10 +285,27 @@ async fn write_loop<C: Consensus>(
                 Err(_) => break,
             }
         }
+        let (group, max_wait) = grouping.next();
+        if batch.len() < group && !max_wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + max_wait;
+            while bytes < max_batch_bytes && batch.len() < group.min(MAX_BATCH_OPS) {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => {
+                        bytes += p.bytes;
+                        batch.push(p);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        grouping.formed(batch.len());
         let Some(node) = node.upgrade() else { return };
+        let round_us = Arc::clone(&grouping.round_us);
         tokio::spawn(async move {
             let _permit = permit;
+            let started = tokio::time::Instant::now();
             commit_batch(&*node, limits, batch).await;
+            Grouping::observe_round(&round_us, started.elapsed());
         });
     }
 }
@@ -318,5 +396,82 @@ async fn confirm(node: &impl Consensus, limits: Limits) -> Result<(), ProposeErr
             return Err(ProposeError::Unavailable(format!("cannot confirm leadership: {err}")));
         }
         tokio::time::sleep(CONFIRM_RETRY_PAUSE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grouping(max_wait_us: u64, round_us: u64) -> Grouping {
+        let g = Grouping::new(max_wait_us);
+        g.round_us.store(round_us, std::sync::atomic::Ordering::Relaxed);
+        g
+    }
+
+    #[test]
+    fn a_lone_client_never_waits() {
+        let mut g = grouping(2000, 600);
+        for _ in 0..100 {
+            let (group, _) = g.next();
+            assert_eq!(group, 1, "a batch of the one write that came waits for nobody");
+            g.formed(1);
+        }
+    }
+
+    #[test]
+    fn clients_taking_turns_become_one_group() {
+        // Greedy batching left 16 clients as two groups of 1 and 15.
+        let mut g = grouping(2000, 600);
+        g.formed(1);
+        g.formed(15);
+        // The slot frees with the lone client's write pending: wait for 15.
+        assert_eq!(g.next().0, 15);
+        g.formed(16);
+        assert_eq!(g.next().0, 16);
+        // A batch cut short by the wait (a straggler) barely lowers the group.
+        g.formed(12);
+        assert_eq!(g.next().0, 16);
+    }
+
+    #[test]
+    fn a_shrinking_load_lowers_the_group() {
+        let mut g = grouping(2000, 600);
+        g.formed(64);
+        let mut batches = 0;
+        while g.next().0 > 32 {
+            g.formed(32);
+            batches += 1;
+            assert!(
+                batches < 50,
+                "the group stays at {} after {batches} batches of 32",
+                g.next().0
+            );
+        }
+        assert!(batches >= 10, "one short batch must not drop the group: {batches}");
+    }
+
+    #[test]
+    fn the_wait_is_bounded_by_a_round_and_the_setting() {
+        assert_eq!(grouping(2000, 600).next().1, Duration::from_micros(600));
+        assert_eq!(grouping(2000, 9000).next().1, Duration::from_micros(2000));
+        assert_eq!(grouping(0, 600).next().1, Duration::ZERO, "0 turns the wait off");
+        assert_eq!(
+            grouping(2000, 0).next().1,
+            Duration::ZERO,
+            "no round measured yet: nothing to bound the wait by"
+        );
+    }
+
+    #[test]
+    fn the_round_is_a_running_average() {
+        let round_us = std::sync::atomic::AtomicU64::new(0);
+        Grouping::observe_round(&round_us, Duration::from_micros(800));
+        assert_eq!(round_us.load(std::sync::atomic::Ordering::Relaxed), 800);
+        for _ in 0..100 {
+            Grouping::observe_round(&round_us, Duration::from_micros(400));
+        }
+        let now = round_us.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((400..=410).contains(&now), "{now}");
     }
 }

@@ -102,6 +102,7 @@ fn print_config_round_trips_through_a_file() {
         "write_timeout_ms",
         "max_inflight_batches",
         "max_batch_bytes",
+        "max_group_wait_us",
         "witness_pipeline",
         "log_sync",
         "rebuild_from_witness",

@@ -296,6 +296,12 @@ pub struct NodeArgs {
     /// ZooKeeper's 1 MiB request limit). Default 262144.
     #[arg(long, env = "WALSHIP_MAX_BATCH_BYTES")]
     pub max_batch_bytes: Option<usize>,
+    /// Group commit: the longest a batch waits, µs, for as many writes as
+    /// recent batches held (clients that wait for their answers come back
+    /// together); never more than a recent commit round. Default 2000; 0: a
+    /// batch takes what has arrived.
+    #[arg(long, env = "WALSHIP_MAX_GROUP_WAIT_US")]
+    pub max_group_wait_us: Option<u64>,
     /// Send the leader's entries to ZooKeeper as it appends them, several
     /// checked multis in flight on one session (default true; false: one
     /// append per ZooKeeper round trip, as openraft asks).
@@ -421,6 +427,7 @@ fn args_layer(a: &NodeArgs) -> FileConfig {
         write_timeout_ms: a.write_timeout_ms,
         max_inflight_batches: a.max_inflight_batches,
         max_batch_bytes: a.max_batch_bytes,
+        max_group_wait_us: a.max_group_wait_us,
         witness_pipeline: a.witness_pipeline,
         log_sync: a.log_sync.clone(),
         secret_file: a.secret_file.clone(),

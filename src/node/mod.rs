@@ -588,6 +588,7 @@ impl Node {
             max_inflight_batches: node.cfg.max_inflight_batches,
             max_batch_bytes: node.cfg.max_batch_bytes,
             write_timeout_ms: node.cfg.write_timeout_ms,
+            max_group_wait_us: node.cfg.max_group_wait_us,
         };
         let _ = node
             .proposer
