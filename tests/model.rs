@@ -1655,7 +1655,8 @@ const PIPE: Bounds = Bounds {
     max_strays: 1,
 };
 
-/// Pipelining with two writes, and no crash.
+/// Pipelining with two writes, and no crash; also the bounds the pipelining
+/// counterexamples are searched in.
 const PIPE_WRITES: Bounds = Bounds {
     max_term: 2,
     max_writes: 2,
@@ -1813,7 +1814,7 @@ fn find_pipeline_bug(checks_epoch: bool, checks_version: bool) -> Option<(&'stat
         snapshot_when_missing: true,
         pipe_checks_epoch: checks_epoch,
         pipe_checks_version: checks_version,
-        bounds: PIPE_BUG,
+        bounds: PIPE_WRITES,
     };
     let started = Instant::now();
     let checker = model
@@ -1825,7 +1826,7 @@ fn find_pipeline_bug(checks_epoch: bool, checks_version: bool) -> Option<(&'stat
         .join();
     let discoveries = checker.discoveries();
     println!(
-        "pipelined multis checking {}, bounds {PIPE_BUG:?}: stopped after {} unique states, {:.1} s",
+        "pipelined multis checking {}, bounds {PIPE_WRITES:?}: stopped after {} unique states, {:.1} s",
         match (checks_epoch, checks_version) {
             (true, true) => "version and epoch",
             (true, false) => "the epoch only, not the record version",
@@ -1840,17 +1841,6 @@ fn find_pipeline_bug(checks_epoch: bool, checks_version: bool) -> Option<(&'stat
     print_trace(name, path.clone());
     Some((name, path))
 }
-
-/// The bounds the pipelining counterexamples are searched in: no crash or
-/// snapshot, pipelining as in the small runs.
-const PIPE_BUG: Bounds = Bounds {
-    max_term: 2,
-    max_writes: 2,
-    max_crashes: 0,
-    max_snapshots: 0,
-    max_queue: 2,
-    max_strays: 1,
-};
 
 /// The epoch check is needed: without it a multi of a leader's pipeline
 /// passes its version check behind another node's write.

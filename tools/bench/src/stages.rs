@@ -339,16 +339,19 @@ pub fn table(p: &StagesPoint) -> String {
             format!("{us:.1}")
         }
     };
-    for r in p.stages.iter().filter(|r| r.serial) {
-        row(
-            &mut o,
-            &r.stage,
-            r.count.to_string(),
-            r.mean_us,
-            p50(r.p50_us),
-            r.share_of_end_to_end,
-        );
-    }
+    let stage_rows = |o: &mut String, serial: bool| {
+        for r in p.stages.iter().filter(|r| r.serial == serial) {
+            row(
+                o,
+                &r.stage,
+                r.count.to_string(),
+                r.mean_us,
+                p50(r.p50_us),
+                r.share_of_end_to_end,
+            );
+        }
+    };
+    stage_rows(&mut o, true);
     row(
         &mut o,
         "= handler total",
@@ -366,16 +369,7 @@ pub fn table(p: &StagesPoint) -> String {
         share(p.outside_handler_mean_us),
     );
     let _ = writeln!(o, "beside the path:");
-    for r in p.stages.iter().filter(|r| !r.serial) {
-        row(
-            &mut o,
-            &r.stage,
-            r.count.to_string(),
-            r.mean_us,
-            p50(r.p50_us),
-            r.share_of_end_to_end,
-        );
-    }
+    stage_rows(&mut o, false);
     let _ = writeln!(
         o,
         "other ZooKeeper calls (walship-zk's, not the pipelined multis): {}, mean {:.1} µs; writes without stages: {}",

