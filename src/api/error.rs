@@ -75,7 +75,8 @@ impl IntoResponse for ApiError {
 /// every `/v1` error is JSON. Other headers (`Allow` on a 405) are kept.
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let v1 = req.uri().path() == "/v1" || req.uri().path().starts_with("/v1/");
-    let what = format!("{} {}", req.method(), req.uri().path());
+    // Kept cheaply (reference-counted), formatted only for an error.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let resp = next.run(req).await;
     let is_json = resp
         .headers()
@@ -86,6 +87,7 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     }
     let (mut parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let what = format!("{method} {}", uri.path());
     let msg = match parts.status {
         _ if !text.is_empty() => String::from_utf8_lossy(&text).into_owned(),
         StatusCode::NOT_FOUND => format!("no such route: {what}"),

@@ -153,6 +153,34 @@ fn key_path(prefix: &str, key: &str) -> String {
     format!("{prefix}{}", crate::client::encode_key(key))
 }
 
+/// `{"index":N}`, as `Json` writes it, without building a JSON value for it
+/// on every write.
+fn index_reply(index: u64) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        format!("{{\"index\":{index}}}"),
+    )
+        .into_response()
+}
+
+/// The path a request is forwarded to the leader on, built only if it is
+/// (encoding the key on every request cost the leader for nothing).
+#[derive(Clone, Copy)]
+enum ForwardPath<'a> {
+    Fixed(&'static str),
+    /// A key route: its prefix and the key, encoded by [`key_path`].
+    Key(&'static str, &'a str),
+}
+
+impl ForwardPath<'_> {
+    fn render(self) -> String {
+        match self {
+            ForwardPath::Fixed(p) => p.to_string(),
+            ForwardPath::Key(prefix, key) => key_path(prefix, key),
+        }
+    }
+}
+
 fn check_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(ApiError::bad_request("empty key"));
@@ -199,14 +227,14 @@ async fn put_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
             req,
             &headers,
             Method::PUT,
-            &key_path("/v1/kv/", &key),
+            ForwardPath::Key("/v1/kv/", &key),
             body.clone(),
         )
         .await
     };
     res.await
         .inspect(|(index, _)| clock.replied(*index))
-        .map(|(index, _)| Json(json!({ "index": index })).into_response())
+        .map(|(index, _)| index_reply(index))
         .unwrap_or_else(|e| e.into_response())
 }
 
@@ -222,14 +250,14 @@ async fn delete_key(State(node): State<Arc<Node>>, Path(key): Path<String>, head
             req,
             &headers,
             Method::DELETE,
-            &key_path("/v1/kv/", &key),
+            ForwardPath::Key("/v1/kv/", &key),
             Bytes::new(),
         )
         .await
     };
     res.await
         .inspect(|(index, _)| clock.replied(*index))
-        .map(|(index, _)| Json(json!({ "index": index })).into_response())
+        .map(|(index, _)| index_reply(index))
         .unwrap_or_else(|e| e.into_response())
 }
 
@@ -277,7 +305,7 @@ async fn cas_key(State(node): State<Arc<Node>>, Path(key): Path<String>, headers
             req,
             &headers,
             Method::POST,
-            &key_path("/v1/cas/", &key),
+            ForwardPath::Key("/v1/cas/", &key),
             body.clone(),
         )
         .await
@@ -301,7 +329,7 @@ async fn write(
     req: Request,
     headers: &HeaderMap,
     method: Method,
-    path: &str,
+    path: ForwardPath<'_>,
     body: Bytes,
 ) -> Result<(u64, Option<crate::types::Response>), ApiError> {
     let session = session_tag(headers)?;
@@ -316,14 +344,14 @@ async fn on_leader<T>(
     node: &Arc<Node>,
     headers: &HeaderMap,
     method: Method,
-    path: &str,
+    path: ForwardPath<'_>,
     body: Bytes,
     work: impl std::future::Future<Output = Result<T, ProposeError>>,
 ) -> Result<T, ApiError> {
     match work.await {
         Ok(v) => Ok(v),
         Err(ProposeError::NotLeader(Some(l))) if l != node.cfg().id => {
-            Err(forward(node, l, headers, method, path, body).await)
+            Err(forward(node, l, headers, method, &path.render(), body).await)
         }
         Err(e) => Err(ApiError::from_propose(e)),
     }
@@ -366,7 +394,7 @@ async fn open_session(State(node): State<Arc<Node>>, headers: HeaderMap) -> Resp
         &node,
         &headers,
         Method::POST,
-        "/v1/session",
+        ForwardPath::Fixed("/v1/session"),
         Bytes::new(),
         node.open_session(),
     )
@@ -386,13 +414,12 @@ async fn app_command(State(node): State<Arc<Node>>, headers: HeaderMap, body: By
     let clock = RequestClock::start();
     let res = async {
         let session = session_tag(&headers)?;
-        let path = "/v1/app/command";
         clock.handed();
         on_leader(
             &node,
             &headers,
             Method::POST,
-            path,
+            ForwardPath::Fixed("/v1/app/command"),
             body.clone(),
             node.propose_in(session, body.to_vec()),
         )
@@ -422,7 +449,7 @@ async fn app_query(
             &node,
             &headers,
             Method::POST,
-            "/v1/app/query",
+            ForwardPath::Fixed("/v1/app/query"),
             body.clone(),
             node.query(&body, true),
         )
@@ -528,12 +555,11 @@ async fn get_key(
 /// that point. A follower sends the read to the leader instead, as
 /// `on_leader` does for every request that needs the leader.
 async fn linearize(node: &Arc<Node>, headers: &HeaderMap, key: &str) -> Result<(), ApiError> {
-    let path = key_path("/v1/kv/", key);
     on_leader(
         node,
         headers,
         Method::GET,
-        &path,
+        ForwardPath::Key("/v1/kv/", key),
         Bytes::new(),
         node.proposer().linearize(),
     )
