@@ -172,3 +172,75 @@ async fn a_damaged_snapshot_chunk_in_zookeeper_is_an_error_naming_it() -> Result
     assert!(stdout.contains(&damaged), "inspect must name {damaged}:\n{stdout}");
     Ok(())
 }
+
+/// The bytes of W's WAL now: the segment znodes' data, summed.
+async fn wal_bytes(zk: &zookeeper_client::Client, wal_dir: &str) -> Result<u64> {
+    let mut total = 0u64;
+    for name in zk.list_children(wal_dir).await? {
+        // A segment compacted away between the listing and its stat.
+        if let Some(stat) = zk.check_stat(&format!("{wal_dir}/{name}")).await? {
+            total += stat.data_length as u64;
+        }
+    }
+    Ok(total)
+}
+
+/// `snapshot_every_wal_bytes` bounds W's WAL (ZooKeeper's memory) under a
+/// steady writer: the next snapshot is asked for as soon as the previous
+/// one is in W, not at a fixed pace. With a 5 s pace W's WAL grew to 238
+/// MB against a 64 MiB bound at 50 MB/s (BENCHMARKS.md); here, at ~4 MiB/s
+/// against a 1 MiB bound, it reached 20 MB (1.6 MB now).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_in_zookeeper_stays_near_its_bound_under_a_steady_writer() -> Result<()> {
+    const BOUND_BYTES: u64 = 1 << 20;
+    const VALUE_BYTES: usize = 64 * 1024;
+    let bound = BOUND_BYTES.to_string();
+    let mut c = Cluster::start_with(
+        "bigsnap-walbound",
+        &[
+            "--snapshot-every-wal-bytes",
+            &bound,
+            "--snapshot-every-entries",
+            "1000000",
+        ],
+    )
+    .await?;
+    let leader = c.wait_for_leader(TIMEOUT).await?;
+    let api = c.client(leader);
+    let zk = zookeeper_client::Client::connect(&c.zk().addr()).await?;
+    let wal_dir = format!("/walship/{}/wal", c.name);
+
+    // Two writers, each a 64 KiB value every 32 ms (~4 MiB/s together), over
+    // 16 keys, so the state (and each snapshot) stays 1 MiB; 8 s of it.
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut pace = tokio::time::interval(Duration::from_millis(32));
+                for i in 0..250usize {
+                    pace.tick().await;
+                    let key = format!("k{}", (i * 2 + w) % 16);
+                    api.put(&key, vec![b'a' + (i % 26) as u8; VALUE_BYTES])
+                        .await
+                        .into_result()
+                        .with_context(|| format!("put {key}"))?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let mut most = 0u64;
+    while !writers.iter().all(|w| w.is_finished()) {
+        most = most.max(wal_bytes(&zk, &wal_dir).await?);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for w in writers {
+        w.await?.in_cluster(&c)?;
+    }
+    println!("W's WAL peaked at {most} bytes (bound {BOUND_BYTES})");
+    assert!(
+        most < 10 * BOUND_BYTES,
+        "W's WAL reached {most} bytes against a bound of {BOUND_BYTES}"
+    );
+    Ok(())
+}

@@ -10,6 +10,10 @@ use openraft::ServerState;
 
 use super::*;
 
+/// A snapshot asked for because W's WAL grew large is asked again after
+/// this even if it never reached W (a failed build or upload).
+const WAL_SNAPSHOT_RETRY: Duration = Duration::from_secs(5);
+
 impl Node {
     /// While leader: hold the `leader` znode and ship new snapshots to W.
     pub(super) async fn leader_duties_loop(self: Arc<Self>) {
@@ -18,7 +22,9 @@ impl Node {
         let shipped: Arc<Mutex<Option<crate::types::LogId>>> = Arc::new(Mutex::new(None));
         let mut shipping: Option<tokio::task::JoinHandle<()>> = None;
         let (mut seen_leader, mut seen_snapshot) = (None, None);
-        let mut last_wal_snapshot: Option<Instant> = None;
+        // The last snapshot asked for because W's WAL grew large: what was
+        // applied then (the snapshot covers at least that), and when.
+        let mut wal_snapshot_asked: Option<(Option<crate::types::LogId>, Instant)> = None;
         let mut last_claim: Option<Instant> = None;
         let mut withholding = false;
         // The claim itself is a fresh lease; the first proof comes within a
@@ -105,11 +111,18 @@ impl Node {
                 tokio::select! {
                     r = metrics.changed() => if r.is_err() { break },
                     _ = lease_ticker.tick() => {
+                        // Asked again once the previous one is in W (its
+                        // WAL compacted), not at a fixed pace: at 50 MB/s a
+                        // 5 s pace let W's WAL reach 238 MB against a 64 MiB
+                        // bound, and ZooKeeper's heap and pauses with it.
+                        let previous_done = wal_snapshot_asked.is_none_or(|(applied, at): (Option<crate::types::LogId>, Instant)| {
+                            *shipped.lock().expect("shipped lock") >= applied || at.elapsed() > WAL_SNAPSHOT_RETRY
+                        });
                         if m.state == ServerState::Leader
                             && self.witness.wal_bytes_since_snapshot() > self.cfg.snapshot_every_wal_bytes
-                            && last_wal_snapshot.is_none_or(|t: Instant| t.elapsed() > Duration::from_secs(5))
+                            && previous_done
                         {
-                            last_wal_snapshot = Some(Instant::now());
+                            wal_snapshot_asked = Some((m.last_applied, Instant::now()));
                             tracing::info!(wal_bytes = self.witness.wal_bytes_since_snapshot(), "WAL in ZooKeeper is large: snapshotting");
                             let _ = raft.trigger().snapshot().await;
                         }
