@@ -111,7 +111,9 @@ pub struct Limits {
 /// at most one recent commit round (and `max_group_wait_us`): a lone
 /// client never waits (its group is itself), and a load that halves halves
 /// the group within ~35 batches (a batch cut short by the wait lowers it
-/// only slightly, so one straggler does not split the group again). The
+/// only slightly, so one straggler does not split the group again; one of
+/// a quarter of the group or less halves it, so the end of a burst is
+/// followed within a few batches). The
 /// cost falls on clients that do not wait for answers: a batch may wait up
 /// to a round for writes that do not come.
 struct Grouping {
@@ -139,7 +141,15 @@ impl Grouping {
 
     /// A batch of `len` writes was proposed.
     fn formed(&mut self, len: usize) {
-        self.group = f64::max(len as f64, self.group * GROUP_DECAY).max(1.0);
+        // A quarter of the group or less did not come within a round: the
+        // load fell (a burst ended), not a straggler; follow it at once
+        // rather than over hundreds of waiting batches.
+        let decay = if (len as f64) <= self.group / 4.0 {
+            0.5
+        } else {
+            GROUP_DECAY
+        };
+        self.group = f64::max(len as f64, self.group * decay).max(1.0);
     }
 
     /// Folds one commit round into the average (1/8 weight).
@@ -449,6 +459,30 @@ mod tests {
             );
         }
         assert!(batches >= 10, "one short batch must not drop the group: {batches}");
+    }
+
+    /// From a burst of 256 to one writer: halved while a quarter or less
+    /// comes, then the slow decay (which keeps 2-4 clients, one of them a
+    /// straggler, from settling into turns of one).
+    #[test]
+    fn a_burst_that_ends_stops_delaying_the_lone_writer_soon() {
+        let mut g = grouping(2000, 600);
+        g.formed(256);
+        let mut waited = 0;
+        while g.next().0 > 4 {
+            g.formed(1);
+            waited += 1;
+        }
+        assert!(waited <= 8, "{waited} batches to get from 256 to 4");
+        while g.next().0 > 1 {
+            g.formed(1);
+            waited += 1;
+        }
+        assert!(waited <= 80, "{waited} batches to get from 256 to 1");
+        let mut two = grouping(2000, 600);
+        two.formed(2);
+        two.formed(1);
+        assert_eq!(two.next().0, 2, "two clients, one late: still a group of two");
     }
 
     #[test]

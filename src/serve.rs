@@ -315,27 +315,35 @@ pub fn limited<S>(route: axum::routing::MethodRouter<S>, max_bytes: usize) -> ax
 where
     S: Clone + Send + Sync + 'static,
 {
-    use axum::response::IntoResponse;
     route
         .layer(axum::extract::DefaultBodyLimit::max(max_bytes))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let declared = req
-                    .headers()
-                    .get(axum::http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let refused = declared_too_large(req.headers(), max_bytes);
                 async move {
-                    match declared {
-                        Some(n) if n > max_bytes as u64 => (
-                            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                            // The body stays unread: the connection cannot be reused.
-                            [(axum::http::header::CONNECTION, "close")],
-                            format!("a body of {n} bytes; this route takes at most {max_bytes}"),
-                        )
-                            .into_response(),
-                        _ => next.run(req).await,
+                    match refused {
+                        Some(resp) => resp,
+                        None => next.run(req).await,
                     }
                 }
             },
         ))
+}
+
+/// A 413 for a request whose Content-Length is over `max_bytes`, before
+/// anything of its body is read (the connection is closed after it).
+pub fn declared_too_large(headers: &axum::http::HeaderMap, max_bytes: usize) -> Option<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())?;
+    (declared > max_bytes as u64).then(|| {
+        (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            // The body stays unread: the connection cannot be reused.
+            [(axum::http::header::CONNECTION, "close")],
+            format!("a body of {declared} bytes; this route takes at most {max_bytes}"),
+        )
+            .into_response()
+    })
 }

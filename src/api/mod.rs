@@ -63,20 +63,14 @@ pub fn router(node: Arc<Node>) -> Router {
 pub(crate) fn routes(node: Arc<Node>) -> Router {
     // Client routes that need the API token when one is configured; status,
     // health and metrics stay open for probes, scrapers and operators.
-    // Larger than any valid value, so oversize values get our JSON 413.
-    let max_body_bytes = 4 * MAX_VALUE_BYTES;
+    // The body limit of these routes is checked with the token, in one
+    // layer (`require_client_token`), and the router's `DefaultBodyLimit`.
     let guarded = Router::new()
-        .route(
-            "/v1/kv/*key",
-            crate::serve::limited(get(get_key).put(put_key).delete(delete_key), max_body_bytes),
-        )
-        .route("/v1/cas/*key", crate::serve::limited(post(cas_key), max_body_bytes))
+        .route("/v1/kv/*key", get(get_key).put(put_key).delete(delete_key))
+        .route("/v1/cas/*key", post(cas_key))
         .route("/v1/session", post(open_session))
-        .route(
-            "/v1/app/command",
-            crate::serve::limited(post(app_command), max_body_bytes),
-        )
-        .route("/v1/app/query", crate::serve::limited(post(app_query), max_body_bytes))
+        .route("/v1/app/command", post(app_command))
+        .route("/v1/app/query", post(app_query))
         .route("/admin/leave", post(admin_leave))
         .route("/admin/snapshot", post(admin_snapshot))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -90,12 +84,18 @@ pub(crate) fn routes(node: Arc<Node>) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(peer::routes(Arc::clone(&node)))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(MAX_CLIENT_BODY_BYTES))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(node)
 }
 
+/// The body a client route takes: larger than any valid value, so an
+/// oversize value gets our JSON 413.
+const MAX_CLIENT_BODY_BYTES: usize = 4 * MAX_VALUE_BYTES;
+
 /// 401 without a token, 403 with a wrong one; nothing is read or changed.
+/// Then 413 for a declared body over `MAX_CLIENT_BODY_BYTES`, before any of
+/// it is read (a layer of its own cost every request a boxed service clone).
 /// With `tls_client_auth`, the connection's certificate must also be a
 /// client's of this cluster, or a node's (a follower forwarding a client's
 /// request, whose certificate it checked; a node can change anything
@@ -134,7 +134,10 @@ async fn require_client_token(
             .check_client(header(axum::http::header::AUTHORIZATION.as_str()))
     };
     match verdict {
-        Ok(()) => next.run(req).await,
+        Ok(()) => match crate::serve::declared_too_large(req.headers(), MAX_CLIENT_BODY_BYTES) {
+            Some(refused) => refused,
+            None => next.run(req).await,
+        },
         Err(crate::auth::Refusal::Missing) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "this API needs `Authorization: Bearer <token>`",
