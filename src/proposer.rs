@@ -284,29 +284,25 @@ async fn write_loop<C: Consensus>(
         let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
             return;
         };
+        // Everything queued now joins; then, while the batch is short of
+        // its group, what arrives before the deadline (`Grouping`).
+        let (group, max_wait) = grouping.next();
+        let deadline = tokio::time::Instant::now() + max_wait;
         let mut bytes = first.bytes;
         let mut batch = vec![first];
         while bytes < max_batch_bytes && batch.len() < MAX_BATCH_OPS {
-            match rx.try_recv() {
-                Ok(p) => {
-                    bytes += p.bytes;
-                    batch.push(p);
+            let p = match rx.try_recv() {
+                Ok(p) => p,
+                Err(_) if batch.len() < group && !max_wait.is_zero() => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(p)) => p,
+                        Ok(None) | Err(_) => break,
+                    }
                 }
                 Err(_) => break,
-            }
-        }
-        let (group, max_wait) = grouping.next();
-        if batch.len() < group && !max_wait.is_zero() {
-            let deadline = tokio::time::Instant::now() + max_wait;
-            while bytes < max_batch_bytes && batch.len() < group.min(MAX_BATCH_OPS) {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => {
-                        bytes += p.bytes;
-                        batch.push(p);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            };
+            bytes += p.bytes;
+            batch.push(p);
         }
         grouping.formed(batch.len());
         let Some(node) = node.upgrade() else { return };
@@ -444,20 +440,27 @@ mod tests {
         assert_eq!(g.next().0, 16);
     }
 
+    /// Batches of `len` until the group is at most `to`; panics after 1000.
+    fn batches_until_group(g: &mut Grouping, len: usize, to: usize) -> usize {
+        let mut batches = 0;
+        while g.next().0 > to {
+            g.formed(len);
+            batches += 1;
+            assert!(
+                batches < 1000,
+                "the group stays at {} after {batches} batches of {len}",
+                g.next().0
+            );
+        }
+        batches
+    }
+
     #[test]
     fn a_shrinking_load_lowers_the_group() {
         let mut g = grouping(2000, 600);
         g.formed(64);
-        let mut batches = 0;
-        while g.next().0 > 32 {
-            g.formed(32);
-            batches += 1;
-            assert!(
-                batches < 50,
-                "the group stays at {} after {batches} batches of 32",
-                g.next().0
-            );
-        }
+        let batches = batches_until_group(&mut g, 32, 32);
+        assert!(batches < 50, "the group took {batches} batches of 32 to follow");
         assert!(batches >= 10, "one short batch must not drop the group: {batches}");
     }
 
@@ -468,16 +471,9 @@ mod tests {
     fn a_burst_that_ends_stops_delaying_the_lone_writer_soon() {
         let mut g = grouping(2000, 600);
         g.formed(256);
-        let mut waited = 0;
-        while g.next().0 > 4 {
-            g.formed(1);
-            waited += 1;
-        }
+        let mut waited = batches_until_group(&mut g, 1, 4);
         assert!(waited <= 8, "{waited} batches to get from 256 to 4");
-        while g.next().0 > 1 {
-            g.formed(1);
-            waited += 1;
-        }
+        waited += batches_until_group(&mut g, 1, 1);
         assert!(waited <= 80, "{waited} batches to get from 256 to 1");
         let mut two = grouping(2000, 600);
         two.formed(2);

@@ -115,12 +115,11 @@ impl Node {
                         // WAL compacted), not at a fixed pace: at 50 MB/s a
                         // 5 s pace let W's WAL reach 238 MB against a 64 MiB
                         // bound, and ZooKeeper's heap and pauses with it.
-                        let previous_done = wal_snapshot_asked.is_none_or(|(applied, at): (Option<crate::types::LogId>, Instant)| {
-                            *shipped.lock().expect("shipped lock") >= applied || at.elapsed() > WAL_SNAPSHOT_RETRY
-                        });
                         if m.state == ServerState::Leader
                             && self.witness.wal_bytes_since_snapshot() > self.cfg.snapshot_every_wal_bytes
-                            && previous_done
+                            && wal_snapshot_asked.is_none_or(|(applied, at)| {
+                                *shipped.lock().expect("shipped lock") >= applied || at.elapsed() > WAL_SNAPSHOT_RETRY
+                            })
                         {
                             wal_snapshot_asked = Some((m.last_applied, Instant::now()));
                             tracing::info!(wal_bytes = self.witness.wal_bytes_since_snapshot(), "WAL in ZooKeeper is large: snapshotting");
