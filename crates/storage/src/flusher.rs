@@ -36,6 +36,10 @@ struct State {
     written_len_bytes: u64,
     /// Barriers waiting: the pacing below does not apply to them.
     waiting: usize,
+    /// The thread waits for a write (not for its pacing interval to end):
+    /// only then does a write need to wake it. Waking it on every append
+    /// cost each node two context switches per write.
+    idle: bool,
     /// Set when an fdatasync failed: the kernel may have dropped the dirty
     /// pages, so the store stops taking writes (see `Disk::poisoned`).
     failed: Option<String>,
@@ -81,7 +85,9 @@ impl Flusher {
         }
         s.written_seq += 1;
         s.written_len_bytes = len_bytes;
-        self.changed.notify_all();
+        if s.idle {
+            self.changed.notify_all();
+        }
         Ok(())
     }
 
@@ -129,12 +135,14 @@ fn run(weak: Weak<Flusher>) {
                 let left = MIN_SYNC_INTERVAL.saturating_sub(last_sync.elapsed());
                 s = f.changed.wait_timeout(s, left).unwrap_or_else(|e| e.into_inner()).0;
             }
-            let (s, _) = f
+            s.idle = true;
+            let (mut s, _) = f
                 .changed
                 .wait_timeout_while(s, Duration::from_millis(200), |s| {
                     s.written_seq == s.synced_seq || s.failed.is_some()
                 })
                 .unwrap_or_else(|e| e.into_inner());
+            s.idle = false;
             match &s.file {
                 Some((file, path)) if s.written_seq > s.synced_seq && s.failed.is_none() => {
                     Some((Arc::clone(file), path.clone(), s.written_seq, s.written_len_bytes))
@@ -194,6 +202,26 @@ mod tests {
         assert_eq!(s.written_seq, 50);
         assert!(s.synced_seq >= 50, "barrier returned before the sync: {}", s.synced_seq);
         assert!(s.failed.is_none());
+    }
+
+    #[test]
+    fn a_write_to_an_idle_flusher_is_synced_without_a_barrier() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seg");
+        let mut file = File::create(&path).expect("create");
+        let f = Flusher::start(None);
+        // Writes wake the thread only while it waits for one: wait until it does.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f.lock().idle {
+            assert!(std::time::Instant::now() < deadline, "the flusher never went idle");
+            std::thread::yield_now();
+        }
+        file.write_all(b"x").expect("write");
+        f.written(&file, &path, true, 1).expect("written");
+        while f.lock().synced_seq < 1 {
+            assert!(std::time::Instant::now() < deadline, "the write was never synced");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]

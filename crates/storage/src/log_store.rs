@@ -100,6 +100,37 @@ pub(super) fn write(lock: &MemLock) -> RwLockWriteGuard<'_, Mem> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Appends a batch openraft hands over: it must continue the log, except
+/// for entries already purged into the snapshot.
+fn append_entries(disk: &mut Disk, lock: &MemLock, mut entries: Vec<Entry>) -> Result<()> {
+    check_consecutive(&entries)?;
+    let (last, purged) = {
+        let mem = read(lock);
+        (mem.last_log_id(), mem.hard.purged)
+    };
+    // Entries at or below the purged id are already in the snapshot;
+    // openraft's suite appends such entries, and keeping them would put the
+    // log behind its own purged id.
+    let skip = purged.map_or(0, |p| entries.iter().take_while(|e| e.log_id.index <= p.index).count());
+    let entries = entries.split_off(skip);
+    let Some(first) = entries.first() else {
+        return Ok(());
+    };
+    // An empty, never-purged log may start anywhere (openraft's suite
+    // does); otherwise the batch must continue the log.
+    if last.is_some_and(|l| first.log_id.index != l.index + 1) {
+        return Err(StoreError::Invariant(format!(
+            "append of {} does not continue the log, whose last id is {last:?}",
+            first.log_id
+        )));
+    }
+    disk.append(&entries)?;
+    write(lock)
+        .entries
+        .extend(entries.into_iter().map(|e| (e.log_id.index, e)));
+    Ok(())
+}
+
 pub(super) fn check_consecutive(entries: &[Entry]) -> Result<()> {
     for w in entries.windows(2) {
         if w[1].log_id.index != w[0].log_id.index + 1 {
@@ -353,36 +384,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(hook) = self.inner.on_append.get() {
             hook(&entries);
         }
-        let res = self
-            .run(move |disk, lock| {
-                check_consecutive(&entries)?;
-                let (last, purged) = {
-                    let mem = read(lock);
-                    (mem.last_log_id(), mem.hard.purged)
-                };
-                // Entries at or below the purged id are already in the
-                // snapshot; openraft's suite appends such entries, and keeping
-                // them would put the log behind its own purged id.
-                let skip = purged.map_or(0, |p| entries.iter().take_while(|e| e.log_id.index <= p.index).count());
-                let entries = entries.split_off(skip);
-                let Some(first) = entries.first() else {
-                    return Ok(());
-                };
-                // An empty, never-purged log may start anywhere (openraft's
-                // suite does); otherwise the batch must continue the log.
-                if last.is_some_and(|l| first.log_id.index != l.index + 1) {
-                    return Err(StoreError::Invariant(format!(
-                        "append of {} does not continue the log, whose last id is {last:?}",
-                        first.log_id
-                    )));
-                }
-                disk.append(&entries)?;
-                write(lock)
-                    .entries
-                    .extend(entries.into_iter().map(|e| (e.log_id.index, e)));
-                Ok(())
-            })
-            .await;
+        // The common case, a batch continuing the active segment with the
+        // fdatasync left to the flusher, is one buffered write: done here
+        // rather than on the blocking pool, whose hand-off each way cost
+        // more than the write (two thread wake-ups per batch). Anything
+        // that may sync or wait (a new segment, the per-append sync, fault
+        // hooks, the disk lock held) still goes to the blocking pool.
+        let first_index = entries.first().map(|e| e.log_id.index);
+        let inline = match (self.inner.disk.try_lock(), first_index) {
+            (Ok(mut disk), Some(first)) if disk.appends_without_blocking(first) => {
+                Some(append_entries(&mut disk, &self.inner.mem, std::mem::take(&mut entries)))
+            }
+            _ => None,
+        };
+        let res = match inline {
+            Some(res) => res,
+            None => self.run(move |disk, lock| append_entries(disk, lock, entries)).await,
+        };
         match res {
             Ok(()) => {
                 span.mark(Mark::Written);

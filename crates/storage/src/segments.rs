@@ -311,6 +311,21 @@ impl Disk {
         synced
     }
 
+    /// Whether appending a batch that starts at `first_index` is one
+    /// buffered write and nothing else: the active segment is open, has
+    /// room and continues at `first_index`, the flusher syncs behind, and
+    /// no fault hook may stall it.
+    pub fn appends_without_blocking(&self, first_index: u64) -> bool {
+        self.flusher.is_some()
+            && self.faults.is_none()
+            && self.poisoned.is_none()
+            && self.active.is_some()
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.len_bytes < self.segment_max_bytes && s.next_index() == first_index)
+    }
+
     /// Returns once every append so far is on disk (a no-op per append).
     pub fn sync_barrier(&self) -> Result<()> {
         match &self.flusher {
