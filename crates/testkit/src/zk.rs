@@ -403,8 +403,13 @@ impl ZkServer {
         self.log_offset = file_len(&self.log_path());
         let max_heap = self.options.max_heap.as_deref().unwrap_or(DEFAULT_MAX_HEAP);
         let mut cmd = Command::new(std::env::var("JAVA").unwrap_or_else(|_| "java".into()));
-        cmd.args(JVM_FLAGS)
-            .arg(format!("-Xmx{max_heap}"))
+        // `ZK_JVM_FLAGS` (as in zk/zk.sh) replaces the flags; after -Xmx, so it can set that too.
+        let jvm_flags: Vec<String> = match std::env::var("ZK_JVM_FLAGS") {
+            Ok(flags) if !flags.trim().is_empty() => flags.split_whitespace().map(str::to_string).collect(),
+            _ => JVM_FLAGS.iter().map(|f| f.to_string()).collect(),
+        };
+        cmd.arg(format!("-Xmx{max_heap}"))
+            .args(&jvm_flags)
             .arg(format!("-Dzookeeper.log.dir={}", self.dir.display()))
             .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
             .args(
