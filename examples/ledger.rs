@@ -281,16 +281,8 @@ async fn main() -> anyhow::Result<()> {
     // Binds --listen and serves the HTTP API (application commands and
     // queries included) and the peer RPC, as `walship node` does.
     let events = walship::events::Events::new();
-    let running = walship::start(cfg, Some(Box::new(Ledger::default())), events).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        // The node failed (a panic in `apply`, say) and stopped serving.
-        _ = running.stop_requested() => {}
-    }
-    match running.shutdown().await {
-        Some(why) => Err(anyhow::anyhow!("{why}")),
-        None => Ok(()),
-    }
+    walship::start(cfg, Some(Box::new(Ledger::default())), events)
+        .await?
+        .run_until_signal()
+        .await
 }

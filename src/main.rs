@@ -102,17 +102,10 @@ fn exit_on_bad_flags(e: clap::Error) -> ! {
 }
 
 async fn run_node(cfg: walship::config::NodeConfig) -> anyhow::Result<()> {
-    let running = walship::start(cfg, None, walship::events::Events::new()).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = running.stop_requested() => {}
-    }
-    match running.shutdown().await {
-        Some(why) => Err(anyhow::anyhow!("{why}")),
-        None => Ok(()),
-    }
+    walship::start(cfg, None, walship::events::Events::new())
+        .await?
+        .run_until_signal()
+        .await
 }
 
 /// Puts `node=<id>` at the start of every log line, including those of

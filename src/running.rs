@@ -96,6 +96,23 @@ impl RunningNode {
         self.node.stop_requested().await
     }
 
+    /// Serves until SIGTERM, Ctrl-C or the node's own stop request (a panic
+    /// in `apply`, say), then shuts down (see [`RunningNode::shutdown`]):
+    /// what `walship node` and a program embedding walship do with a node.
+    /// An error says why the node had failed.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.stop_requested() => {}
+        }
+        match self.shutdown().await {
+            Some(why) => Err(anyhow::anyhow!("{why}")),
+            None => Ok(()),
+        }
+    }
+
     /// Stops serving (the listener closes, requests in flight finish), then
     /// shuts the node down: hands over if it leads, closes its ZooKeeper
     /// session and its log. Returns why the node had failed, if it had.
