@@ -12,9 +12,10 @@
 //!   truncation, segment removal, state-file write (`raft/state`), snapshot
 //!   file write and every fdatasync/fsync of a log segment blocks *before* it
 //!   touches the disk, polling every 10 ms: a frozen disk (`fsfreeze`). The
-//!   appends block on tokio's blocking pool under the store's disk mutex,
-//!   which is what openraft awaits, so the Raft core waits as it would on a
-//!   frozen disk. Logged at WARN once when a stall begins and once when it ends.
+//!   appends block where they run (a tokio worker for one that continues
+//!   the active segment, the blocking pool for the rest, see
+//!   `LogStore::append`) under the store's disk mutex, which is what
+//!   openraft awaits, so the Raft core waits as it would on a frozen disk. Logged at WARN once when a stall begins and once when it ends.
 //! - `nosync`: while this file exists, the log's fdatasyncs (background
 //!   sync thread, `log_sync = per-append`, a segment roll, a truncation's)
 //!   are skipped but reported done: a volatile disk write cache that lies.

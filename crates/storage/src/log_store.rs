@@ -387,12 +387,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The common case, a batch continuing the active segment with the
         // fdatasync left to the flusher, is one buffered write: done here
         // rather than on the blocking pool, whose hand-off each way cost
-        // more than the write (two thread wake-ups per batch). Anything
-        // that may sync or wait (a new segment, the per-append sync, fault
-        // hooks, the disk lock held) still goes to the blocking pool.
+        // more than the write (two thread wake-ups per batch). A segment
+        // roll or the per-append sync (fsyncs), or the disk lock held by
+        // another write, still go to the blocking pool. A frozen disk then
+        // blocks this worker thread instead of a pooled one; openraft waits
+        // for the append either way (tests/gray_failure.rs: the stalled
+        // leader's writes still move to the other node).
         let first_index = entries.first().map(|e| e.log_id.index);
         let inline = match (self.inner.disk.try_lock(), first_index) {
-            (Ok(mut disk), Some(first)) if disk.appends_without_blocking(first) => {
+            (Ok(mut disk), Some(first)) if disk.appends_in_place(first) => {
                 Some(append_entries(&mut disk, &self.inner.mem, std::mem::take(&mut entries)))
             }
             _ => None,

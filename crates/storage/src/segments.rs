@@ -313,11 +313,10 @@ impl Disk {
 
     /// Whether appending a batch that starts at `first_index` is one
     /// buffered write and nothing else: the active segment is open, has
-    /// room and continues at `first_index`, the flusher syncs behind, and
-    /// no fault hook may stall it.
-    pub fn appends_without_blocking(&self, first_index: u64) -> bool {
+    /// room and continues at `first_index`, and the flusher syncs behind
+    /// (no segment roll, no fsync in the call).
+    pub fn appends_in_place(&self, first_index: u64) -> bool {
         self.flusher.is_some()
-            && self.faults.is_none()
             && self.poisoned.is_none()
             && self.active.is_some()
             && self
