@@ -15,7 +15,8 @@
 //!   appends block where they run (a tokio worker for one that continues
 //!   the active segment, the blocking pool for the rest, see
 //!   `LogStore::append`) under the store's disk mutex, which is what
-//!   openraft awaits, so the Raft core waits as it would on a frozen disk. Logged at WARN once when a stall begins and once when it ends.
+//!   openraft awaits, so the Raft core waits as it would on a frozen disk.
+//!   Logged at WARN once when a stall begins and once when it ends.
 //! - `nosync`: while this file exists, the log's fdatasyncs (background
 //!   sync thread, `log_sync = per-append`, a segment roll, a truncation's)
 //!   are skipped but reported done: a volatile disk write cache that lies.
