@@ -53,7 +53,7 @@ pub struct BenchArgs {
     /// Lightest run (for tests): one point of ~2 s, 2 kills (1 blackhole), 1000 keys rebirth, 4 s footprint.
     #[arg(long)]
     pub smoke: bool,
-    /// Only these parts, comma-separated: throughput, failover, rebirth, footprint, snapshot (never run unless named).
+    /// Only these parts, comma-separated: throughput, failover, rebirth, footprint, snapshot, stages, zk-floor (the last three never run unless named).
     #[arg(long, value_delimiter = ',', value_parser = Part::parse)]
     pub only: Option<Vec<Part>>,
     /// Leave etcd out (it is also left out, with a note, when it cannot be installed).
@@ -87,6 +87,8 @@ pub enum Part {
     Snapshot,
     /// Where a write's time goes, stage by stage (`stages.rs`).
     Stages,
+    /// ZooKeeper alone, one write at a time: the floor under a walship write (`zkfloor.rs`).
+    ZkFloor,
 }
 
 impl Part {
@@ -100,8 +102,9 @@ impl Part {
             "footprint" => Ok(Part::Footprint),
             "snapshot" => Ok(Part::Snapshot),
             "stages" => Ok(Part::Stages),
+            "zk-floor" => Ok(Part::ZkFloor),
             other => Err(format!(
-                "unknown part '{other}' (throughput, failover, rebirth, footprint, snapshot, stages)"
+                "unknown part '{other}' (throughput, failover, rebirth, footprint, snapshot, stages, zk-floor)"
             )),
         }
     }

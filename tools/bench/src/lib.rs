@@ -43,6 +43,7 @@ mod stages;
 mod target;
 mod throughput;
 mod zkdirect;
+mod zkfloor;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -325,6 +326,13 @@ async fn drive(plan: &Plan, state: &mut State) -> Result<()> {
         })
         .await;
         part_done(cluster, &mut state.report, &mut failures, "stages", r).await?;
+    }
+    if plan.has(Part::ZkFloor) {
+        println!("\n== ZooKeeper alone, one write at a time (the floor under a walship write; the nodes idle)");
+        zkfloor::print_header();
+        let report = &mut state.report;
+        let r = zkfloor::run(cluster, plan.warmup, plan.duration, |p| report.zk_floor.push(p.clone())).await;
+        part_done(cluster, &mut state.report, &mut failures, "zk-floor", r).await?;
     }
     if plan.has(Part::Snapshot) {
         println!(

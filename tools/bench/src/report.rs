@@ -84,6 +84,8 @@ pub struct Report {
     pub snapshot: Vec<SnapshotPoint>,
     /// `--only stages`: where a write's time goes.
     pub stages: Vec<StagesPoint>,
+    /// `--only zk-floor`: ZooKeeper alone, one write at a time.
+    pub zk_floor: Vec<super::zkfloor::FloorPoint>,
     pub footprint: Option<Footprint>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
@@ -346,6 +348,7 @@ impl Report {
         for p in &self.stages {
             o.push_str(&super::stages::table(p));
         }
+        o.push_str(&super::zkfloor::table(&self.zk_floor));
         if !self.ratios.is_empty() {
             let _ = writeln!(o, "\nwalship / baseline (ops/s ratio)");
             let _ = writeln!(

@@ -276,3 +276,37 @@ fn stages_table_accounts_for_the_write() {
     assert!(stdout.contains("= handler total"), "{stdout}");
     assert_no_process_mentions(&d.join("run"));
 }
+
+/// `--only zk-floor` in smoke mode: every shape was measured one operation
+/// at a time, without errors, with ordered quantiles and ZooKeeper's CPU.
+#[test]
+fn zk_floor_measures_every_shape() {
+    let (dir, report, stdout) = run_smoke(run_dir(), &["--only", "zk-floor"]);
+    let points = report["zk_floor"].as_array().expect("zk_floor");
+    let shapes: Vec<(String, f64)> = points
+        .iter()
+        .map(|p| (p["shape"].as_str().unwrap_or("?").to_string(), num(p, "bytes")))
+        .collect();
+    let expected: Vec<(String, f64)> = [
+        ("set_data", 100.0),
+        ("multi", 200.0),
+        ("multi", 16384.0),
+        ("multi", 65536.0),
+        ("multi", 245760.0),
+    ]
+    .iter()
+    .map(|(s, b)| (s.to_string(), *b))
+    .collect();
+    assert_eq!(shapes, expected);
+    for p in points {
+        assert!(num(p, "ops") > 0.0 && num(p, "errors") == 0.0, "{p}");
+        let q: Vec<f64> = ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"]
+            .iter()
+            .map(|k| num(p, k))
+            .collect();
+        assert!(q[0] > 0.0 && q.windows(2).all(|w| w[0] <= w[1]), "{p}");
+        assert!(num(p, "zookeeper_cpu_us_per_op") > 0.0, "{p}");
+    }
+    assert!(stdout.contains("ZooKeeper alone, one operation at a time"), "{stdout}");
+    assert_no_process_mentions(&dir.path().join("run"));
+}
