@@ -119,6 +119,9 @@ pub struct Metrics {
     /// Entries found sharing a log id with another entry, by where: the
     /// witness refused them, adoption replaced them, catch-up refused them.
     pub log_id_conflicts: IntCounterVec,
+    /// `peer_appends_total{outcome}`: Raft appends to the other node, sent
+    /// or (`piggybacked`) a commit carrier answered without a round trip.
+    pub peer_appends: IntCounterVec,
     /// Restarts over a committed vote of this node's own (the restart rule).
     pub leadership_forgotten: IntCounter,
     /// Lease renewals a leader skipped because it could not prove it commits.
@@ -228,6 +231,17 @@ impl Metrics {
         for w in ["witness", "adoption", "catch_up"] {
             log_id_conflicts.with_label_values(&[w]);
         }
+        let peer_appends = IntCounterVec::new(
+            Opts::new(
+                "peer_appends_total",
+                "Raft appends to the other node: sent, or piggybacked (an entry-less append that only carried the commit index, answered without a round trip)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        for o in ["sent", "piggybacked"] {
+            peer_appends.with_label_values(&[o]);
+        }
         let leadership_forgotten = IntCounter::new(
             "leadership_forgotten_total",
             "starts of Raft over this node's own committed vote, un-committed so it leads again only after a new election",
@@ -290,6 +304,7 @@ impl Metrics {
             Box::new(snapshots.clone()),
             Box::new(snapshot_bytes.clone()),
             Box::new(log_id_conflicts.clone()),
+            Box::new(peer_appends.clone()),
             Box::new(write_stage_seconds().0.clone()),
             Box::new(write_stage_incomplete.clone()),
         ]) {
@@ -313,6 +328,7 @@ impl Metrics {
             snapshots,
             snapshot_bytes,
             log_id_conflicts,
+            peer_appends,
             leadership_forgotten,
             lease_withheld,
             client_sessions,

@@ -62,6 +62,9 @@ pub struct Peers {
     /// When a Raft message last went between the nodes (either way): the
     /// peer's last sign of life, which dates `Event::PeerUp`'s `away_ms`.
     heard: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// `peer_appends_total{outcome}`: appends sent, and commit carriers
+    /// answered without a round trip ([`peer::PeerClient`]).
+    appends: Option<prometheus::IntCounterVec>,
 }
 
 impl Peers {
@@ -72,6 +75,20 @@ impl Peers {
             directory,
             http,
             heard: Arc::new(std::sync::Mutex::new(None)),
+            appends: None,
+        }
+    }
+
+    /// Counts each append to the peer in `appends` (`peer_appends_total`).
+    pub fn with_append_counter(mut self, appends: prometheus::IntCounterVec) -> Peers {
+        self.appends = Some(appends);
+        self
+    }
+
+    fn count_append(&self, piggybacked: bool) {
+        if let Some(c) = &self.appends {
+            c.with_label_values(&[if piggybacked { "piggybacked" } else { "sent" }])
+                .inc();
         }
     }
 
@@ -121,9 +138,10 @@ impl Peers {
 pub struct NetworkFactory {
     pub peers: Peers,
     pub witness: Arc<Witness>,
-    /// See [`crate::witness::voter::WitnessClient`]: how long after an append W accepted
-    /// an entry-less append on the same stream is answered without ZooKeeper.
-    pub witness_piggyback: std::time::Duration,
+    /// How long after an append W or the peer accepted an entry-less append
+    /// on the same stream is answered without a round trip
+    /// (`witness::rules::piggybacks`; [`peer::PeerClient`], [`crate::witness::voter::WitnessClient`]).
+    pub piggyback: std::time::Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -133,12 +151,14 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         if target == WITNESS_ID {
             Client::Witness(crate::witness::voter::WitnessClient::new(
                 Arc::clone(&self.witness),
-                self.witness_piggyback,
+                self.piggyback,
             ))
         } else {
             Client::Peer(peer::PeerClient {
                 peers: self.peers.clone(),
                 target,
+                piggyback: self.piggyback,
+                accepted: None,
             })
         }
     }

@@ -25,6 +25,8 @@ use crate::types::stages::Span;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
+use crate::witness::rules;
+use crate::witness::rules::Accepted;
 
 /// The largest AppendEntries body sent to the peer; more entries are split
 /// over several RPCs. It must arrive, be decoded and written within one
@@ -34,9 +36,22 @@ use crate::types::Vote;
 /// twice this.
 pub const MAX_APPEND_BODY_BYTES: usize = 1 << 20;
 
+/// One openraft client of the other node: one per replication stream (it
+/// lives for the leader's term), a fresh one per leadership check and vote.
+///
+/// Commit piggybacking, as for W (`witness::rules::piggybacks`, the
+/// argument in brainstorm.md): an entry-less append right after one the
+/// peer accepted on this stream only carries the new commit index, and is
+/// answered Success here. Under load every other round trip to the peer
+/// was one of those, each costing both nodes an HTTP request on the two
+/// cores the W round trip needs.
 pub struct PeerClient {
     pub peers: super::Peers,
     pub target: NodeId,
+    /// How long after an accepted append a commit carrier is answered here.
+    pub piggyback: std::time::Duration,
+    /// The last append the peer accepted through this client.
+    pub accepted: Option<Accepted>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +149,25 @@ impl PeerClient {
             let hint = (n * MAX_APPEND_BODY_BYTES as u64 / size).clamp(1, n - 1);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
+        let started = std::time::Instant::now();
+        if rules::piggybacks(&rpc, self.accepted.as_ref(), started, self.piggyback) {
+            self.peers.count_append(true);
+            return Ok(AppendEntriesResponse::Success);
+        }
+        let (vote, ends_at) = (rpc.vote, rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id));
         let bytes = bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let span = Span::marking(&rpc.entries, Mark::PeerSent);
+        self.peers.count_append(false);
         let res = self.call_bytes("append", bytes, option.hard_ttl()).await;
         span.mark_if(matches!(res, Ok(Ok(_))), Mark::PeerDone);
+        self.accepted = match &res {
+            Ok(Ok(AppendEntriesResponse::Success)) => Some(Accepted {
+                sent_at: started,
+                vote,
+                ends_at,
+            }),
+            _ => None,
+        };
         match res {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),

@@ -530,11 +530,12 @@ impl Node {
         }
         let http = http.build().map_err(|e| StartError::Config(e.to_string()))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let peers = crate::network::Peers::new(scheme, auth.peer_token().map(str::to_string), directory, http);
+        let peers = crate::network::Peers::new(scheme, auth.peer_token().map(str::to_string), directory, http)
+            .with_append_counter(metrics.peer_appends.clone());
         let network = NetworkFactory {
             peers: peers.clone(),
             witness: Arc::clone(&witness),
-            witness_piggyback: Duration::from_millis(cfg.heartbeat_interval_ms / 2),
+            piggyback: Duration::from_millis(cfg.heartbeat_interval_ms / 2),
         };
         let raft_config = Arc::new(
             openraft::Config {
