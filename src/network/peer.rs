@@ -138,6 +138,11 @@ impl PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let started = std::time::Instant::now();
+        if rules::piggybacks(&rpc, self.accepted.as_ref(), started, self.piggyback) {
+            self.peers.count_append(true);
+            return Ok(AppendEntriesResponse::Success);
+        }
         // A follower far behind gets up to max_payload_entries at once, and
         // an entry is a whole batch of writes: ask openraft for fewer
         // entries rather than send a body the peer refuses (or that cannot
@@ -148,11 +153,6 @@ impl PeerClient {
             let n = rpc.entries.len() as u64;
             let hint = (n * MAX_APPEND_BODY_BYTES as u64 / size).clamp(1, n - 1);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
-        }
-        let started = std::time::Instant::now();
-        if rules::piggybacks(&rpc, self.accepted.as_ref(), started, self.piggyback) {
-            self.peers.count_append(true);
-            return Ok(AppendEntriesResponse::Success);
         }
         let (vote, ends_at) = (rpc.vote, rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id));
         let bytes = bincode::serialize(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

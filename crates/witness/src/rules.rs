@@ -284,7 +284,9 @@ pub struct Accepted {
 /// is acknowledged on it: a commit needs W's acceptance of the entries,
 /// which was real. Leadership checks come on fresh streams (no `last`), so
 /// they always reach ZooKeeper, and an idle leader's heartbeats (one per
-/// heartbeat interval, longer than `window`) do too.
+/// heartbeat interval, longer than `window`) do too. walship's client of
+/// the other node applies the same rule (`network::peer::PeerClient`): the
+/// follower then learns the commit index from its next append or heartbeat.
 pub fn piggybacks(
     req: &AppendEntriesRequest<TypeConfig>,
     last: Option<&Accepted>,
