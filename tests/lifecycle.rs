@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use anyhow::Result;
 use common::cluster::ClusterContext;
+use common::metric;
 use common::Cluster;
 use common::Deadline;
 use common::Reply;
@@ -271,20 +272,6 @@ async fn wal_bytes_trigger_a_snapshot_in_zookeeper() -> Result<()> {
     Ok(())
 }
 
-/// `name`'s sample (with its labels) in node `id`'s /metrics; 0 if absent.
-async fn metric(c: &Cluster, id: u64, name: &str) -> Result<f64> {
-    let text = match c.client(id).raw(Method::GET, "/metrics", None).await {
-        Reply::Success { value: (200, body), .. } => String::from_utf8_lossy(&body).into_owned(),
-        other => anyhow::bail!("GET /metrics on node {id}: {other}"),
-    };
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')) {
-            return v.trim().parse().with_context(|| format!("metric line {line:?}"));
-        }
-    }
-    Ok(0.0)
-}
-
 /// After each append the follower accepts, openraft sends it an entry-less
 /// append only to carry the new commit index; the leader answers those
 /// itself (`network::peer::PeerClient`, the argument in brainstorm.md), so
@@ -298,14 +285,15 @@ async fn commit_carriers_to_the_follower_are_piggybacked_and_it_still_applies() 
     let follower = if leader == 1 { 2 } else { 1 };
     const SENT: &str = "walship_peer_appends_total{outcome=\"sent\"}";
     const PIGGYBACKED: &str = "walship_peer_appends_total{outcome=\"piggybacked\"}";
-    let (sent0, piggybacked0) = (metric(&c, leader, SENT).await?, metric(&c, leader, PIGGYBACKED).await?);
+    let api = c.client(leader);
+    let (sent0, piggybacked0) = (metric(&api, SENT).await?, metric(&api, PIGGYBACKED).await?);
     const WRITES: u64 = 40;
     let mut last = 0;
     for i in 0..WRITES {
-        last = c.client(leader).put("carried", format!("v{i}")).await.into_result()?;
+        last = api.put("carried", format!("v{i}")).await.into_result()?;
     }
-    let sent = metric(&c, leader, SENT).await? - sent0;
-    let piggybacked = metric(&c, leader, PIGGYBACKED).await? - piggybacked0;
+    let sent = metric(&api, SENT).await? - sent0;
+    let piggybacked = metric(&api, PIGGYBACKED).await? - piggybacked0;
     // One commit carrier follows each write's append within milliseconds;
     // half of them is a floor a slow debug build on a busy box still makes.
     assert!(

@@ -11,11 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use common::cluster::ClusterContext;
 use common::writer::{Op, Outcome};
-use common::{Cluster, Deadline, NodeClient, Reply, Setup, WriterLog};
-use walship::client::Method;
+use common::{metric, Cluster, Deadline, NodeClient, Reply, Setup, WriterLog};
 use walship_testkit::faultproxy::CutMode;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -24,23 +23,6 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// cap) can miss it on a busy 2-core box, so a 9 MiB backlog has taken 5 to
 /// 16 s to catch up, through timed-out and retried RPCs.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// One sample of `/metrics` (`name` with its labels, e.g.
-/// `walship_snapshots_total{event="uploaded"}`); 0 when the series is absent.
-async fn metric(api: &NodeClient, name: &str) -> Result<f64> {
-    let text = match api.raw(Method::GET, "/metrics", None).await {
-        Reply::Success { value: (200, body), .. } => String::from_utf8_lossy(&body).into_owned(),
-        other => bail!("GET /metrics on {}: {other:?}", api.base_url()),
-    };
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix(name) {
-            if let Some(v) = rest.strip_prefix(' ') {
-                return v.trim().parse().with_context(|| format!("metric line {line:?}"));
-            }
-        }
-    }
-    Ok(0.0)
-}
 
 /// How many WAL segment znodes ZooKeeper holds for the cluster.
 async fn wal_segments(zk: &zookeeper_client::Client, cluster: &str) -> Result<usize> {

@@ -64,31 +64,36 @@ pub struct Peers {
     heard: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// `peer_appends_total{outcome}`: appends sent, and commit carriers
     /// answered without a round trip ([`peer::PeerClient`]).
-    appends: Option<prometheus::IntCounterVec>,
+    appends_sent: prometheus::IntCounter,
+    appends_piggybacked: prometheus::IntCounter,
 }
 
 impl Peers {
-    pub fn new(scheme: &'static str, token: Option<String>, directory: Arc<Directory>, http: reqwest::Client) -> Peers {
+    /// `appends`: `peer_appends_total{outcome}`, where each append to the
+    /// peer is counted.
+    pub fn new(
+        scheme: &'static str,
+        token: Option<String>,
+        directory: Arc<Directory>,
+        http: reqwest::Client,
+        appends: &prometheus::IntCounterVec,
+    ) -> Peers {
         Peers {
             scheme,
             token,
             directory,
             http,
             heard: Arc::new(std::sync::Mutex::new(None)),
-            appends: None,
+            appends_sent: appends.with_label_values(&["sent"]),
+            appends_piggybacked: appends.with_label_values(&["piggybacked"]),
         }
     }
 
-    /// Counts each append to the peer in `appends` (`peer_appends_total`).
-    pub fn with_append_counter(mut self, appends: prometheus::IntCounterVec) -> Peers {
-        self.appends = Some(appends);
-        self
-    }
-
     fn count_append(&self, piggybacked: bool) {
-        if let Some(c) = &self.appends {
-            c.with_label_values(&[if piggybacked { "piggybacked" } else { "sent" }])
-                .inc();
+        if piggybacked {
+            self.appends_piggybacked.inc()
+        } else {
+            self.appends_sent.inc()
         }
     }
 

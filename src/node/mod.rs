@@ -530,8 +530,13 @@ impl Node {
         }
         let http = http.build().map_err(|e| StartError::Config(e.to_string()))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let peers = crate::network::Peers::new(scheme, auth.peer_token().map(str::to_string), directory, http)
-            .with_append_counter(metrics.peer_appends.clone());
+        let peers = crate::network::Peers::new(
+            scheme,
+            auth.peer_token().map(str::to_string),
+            directory,
+            http,
+            &metrics.peer_appends,
+        );
         let network = NetworkFactory {
             peers: peers.clone(),
             witness: Arc::clone(&witness),

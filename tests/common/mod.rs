@@ -21,3 +21,19 @@ pub use walship_testkit::*;
 /// The binary under test, built by cargo for the integration tests (the one
 /// the harness starts nodes from).
 pub const WALSHIP_BIN: &str = env!("CARGO_BIN_EXE_walship");
+
+/// One sample of node `api`'s `/metrics` (`name` with its labels, e.g.
+/// `walship_snapshots_total{event="uploaded"}`); 0 when the series is absent.
+pub async fn metric(api: &NodeClient, name: &str) -> anyhow::Result<f64> {
+    use anyhow::Context as _;
+    let text = match api.raw(walship::client::Method::GET, "/metrics", None).await {
+        Reply::Success { value: (200, body), .. } => String::from_utf8_lossy(&body).into_owned(),
+        other => anyhow::bail!("GET /metrics on {}: {other:?}", api.base_url()),
+    };
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')) {
+            return v.trim().parse().with_context(|| format!("metric line {line:?}"));
+        }
+    }
+    Ok(0.0)
+}

@@ -15,6 +15,16 @@ use zookeeper_client as zk;
 /// Root of the baseline's znodes (walship's own live under /walship).
 pub const ROOT: &str = "/bench-zk";
 
+/// A session of the bench's own on `addr` (zk-direct, `zkfloor`).
+pub async fn connect(addr: &str) -> Result<zk::Client> {
+    zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(6))
+        .with_connection_timeout(Duration::from_secs(4))
+        .connect(addr)
+        .await
+        .with_context(|| format!("connect to ZooKeeper at {addr}"))
+}
+
 #[derive(Clone)]
 pub struct ZkDirect {
     client: zk::Client,
@@ -24,12 +34,7 @@ pub struct ZkDirect {
 impl ZkDirect {
     /// Connects and creates `keyspace` znodes under `/bench-zk/<point>` holding `value`.
     pub async fn prepare(addr: &str, point: &str, keyspace: u64, value: &[u8]) -> Result<ZkDirect> {
-        let client = zk::Client::connector()
-            .with_session_timeout(Duration::from_secs(6))
-            .with_connection_timeout(Duration::from_secs(4))
-            .connect(addr)
-            .await
-            .with_context(|| format!("connect to ZooKeeper at {addr}"))?;
+        let client = connect(addr).await?;
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         for p in [ROOT.to_string(), format!("{ROOT}/{point}")] {
             match client.create(&p, &[], &opts).await {

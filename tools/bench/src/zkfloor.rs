@@ -69,12 +69,7 @@ pub async fn run(
     mut each: impl FnMut(&FloorPoint),
 ) -> Result<()> {
     let addr = cluster.zk_addr().to_string();
-    let client = zk::Client::connector()
-        .with_session_timeout(Duration::from_secs(6))
-        .with_connection_timeout(Duration::from_secs(4))
-        .connect(&addr)
-        .await
-        .with_context(|| format!("connect to ZooKeeper at {addr}"))?;
+    let client = super::zkdirect::connect(&addr).await?;
     let root = format!("/bench-zk-floor-{}", std::process::id());
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     client
