@@ -273,6 +273,11 @@ impl Metrics {
                 .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]),
             )
             .expect("metric"),
+            evictions: IntCounter::new(
+                "witness_zk_evictions_total",
+                "empty writes to the cluster's root znode that push W's big multis out of ZooKeeper's in-memory history of its last 500 transactions",
+            )
+            .expect("metric"),
         };
         let write_stage_incomplete = IntCounter::new(
             "write_stage_incomplete_total",
@@ -285,6 +290,7 @@ impl Metrics {
             Box::new(witness.appends.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(witness.entries.clone()),
             Box::new(witness.inflight_multis.clone()),
+            Box::new(witness.evictions.clone()),
             Box::new(client_sessions.clone()),
             Box::new(leadership_forgotten.clone()),
             Box::new(lease_withheld.clone()),

@@ -26,6 +26,7 @@ use walship::witness::Witness;
 use walship::witness::WitnessMetrics;
 use walship_testkit::faultproxy::CutMode;
 use walship_testkit::faultproxy::FaultProxy;
+use walship_testkit::wait::Deadline;
 use walship_zk::ZkSession;
 
 fn lid(term: u64, node: u64, index: u64) -> LogId {
@@ -33,12 +34,16 @@ fn lid(term: u64, node: u64, index: u64) -> LogId {
 }
 
 fn entries(term: u64, node: u64, from: u64, to: u64) -> Vec<Entry> {
+    entries_of(100, term, node, from, to)
+}
+
+fn entries_of(value_bytes: usize, term: u64, node: u64, from: u64, to: u64) -> Vec<Entry> {
     (from..=to)
         .map(|i| Entry {
             log_id: lid(term, node, i),
             payload: EntryPayload::Normal(walship::types::Batch::one(Request::Set {
                 key: format!("k{i}"),
-                value: vec![b'v'; 100],
+                value: vec![b'v'; value_bytes],
             })),
         })
         .collect()
@@ -88,6 +93,7 @@ fn metrics() -> WitnessMetrics {
             prometheus::HistogramOpts::new("inflight", "test").buckets(vec![1.0, 2.0, 3.0, 4.0, 5.0, 8.0]),
         )
         .expect("metric"),
+        evictions: prometheus::IntCounter::new("evictions", "test").expect("metric"),
     }
 }
 
@@ -273,5 +279,75 @@ async fn closing_the_session_after_pipelined_appends_drops_its_ephemerals() -> R
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
+}
+
+/// The data version of the cluster's root znode, read on node 2's session.
+async fn root_version(n2: &Witness, cluster: &str) -> Result<i32> {
+    let root = format!("/walship/{cluster}");
+    let stat = n2
+        .session()
+        .run("stat root", |c| async move { c.check_stat(&root).await })
+        .await?;
+    Ok(stat.map(|s| s.version).unwrap_or(-1))
+}
+
+/// Polls the root's data version until it is `want` (the writes are not
+/// waited for by the append that sends them).
+async fn root_reaches(n2: &Witness, cluster: &str, want: i32) -> Result<()> {
+    let deadline = Deadline::after(Duration::from_secs(10), format!("the root's data version {want}"));
+    loop {
+        let v = root_version(n2, cluster).await?;
+        if v == want {
+            return Ok(());
+        }
+        deadline.tick(&format!("version {v}")).await?;
+    }
+}
+
+/// W's big multis are followed by empty writes to the cluster's root, one
+/// per full 64 KiB they carried, that push them out of ZooKeeper's in-memory
+/// history of its last 500 transactions (`witness::evict`); multis of small
+/// writes by none. Both ways W writes entries: the first, checked append
+/// (`Witness::multi`) and the pipelined ones.
+#[tokio::test]
+async fn big_multis_are_pushed_out_of_zookeepers_history() -> Result<()> {
+    let f = fixture("wp-evict").await?;
+    let m = metrics();
+    let (n1, n2) = leader_with_open_pipeline(&f, &m).await?;
+    ensure!(m.evictions.get() == 0, "100 B entries evicted: {}", m.evictions.get());
+    let v0 = root_version(&n2, &f.cluster).await?;
+
+    // Three entries of 100 KiB: one multi of ~300 KiB, four full 64 KiB.
+    let big = entries_of(100 * 1024, 1, 1, 3, 5);
+    n1.feed(big.clone()).await;
+    let r = leader_append(&n1, lid(1, 1, 2), big).await?;
+    ensure!(r == AppendEntriesResponse::Success, "pipelined append: {r:?}");
+    ensure!(
+        m.evictions.get() == 4,
+        "evictions after a ~300 KiB multi: {}",
+        m.evictions.get()
+    );
+    root_reaches(&n2, &f.cluster, v0 + 4).await?;
+
+    // The same through the checked path, on a node without a pipeline.
+    let s3 = ZkSession::connect(&f.zk.addr(), 4000, 1000, 10_000, |_| None).await?;
+    let n3 = Witness::new(s3, &f.cluster).pipelining(false).with_metrics(m.clone());
+    let r = n3
+        .append_entries(append(
+            Vote::new_committed(1, 1),
+            Some(lid(1, 1, 5)),
+            entries_of(70 * 1024, 1, 1, 6, 6),
+        ))
+        .await?;
+    ensure!(r == AppendEntriesResponse::Success, "checked append: {r:?}");
+    ensure!(
+        m.evictions.get() == 5,
+        "evictions after a ~70 KiB multi: {}",
+        m.evictions.get()
+    );
+    root_reaches(&n2, &f.cluster, v0 + 5).await?;
+    let (_, ids) = w_log(&n2).await?;
+    ensure!(ids.len() == 7, "W holds 0..=6: {ids:?}");
     Ok(())
 }

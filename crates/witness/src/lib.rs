@@ -11,6 +11,7 @@
 //! Layout under `/walship/<cluster>` (see [`record::Paths`]): `witness`,
 //! `wal/<first index>`, `snapshots/<id>/<chunk>`, `members/<id>`, `leader`.
 
+mod evict;
 pub mod inspect;
 mod pipeline;
 pub mod record;
@@ -321,6 +322,9 @@ pub struct WitnessMetrics {
     pub appends: prometheus::IntCounter,
     pub entries: prometheus::IntCounter,
     pub inflight_multis: prometheus::Histogram,
+    /// Empty writes that push W's big multis out of ZooKeeper's history
+    /// (`evict`).
+    pub evictions: prometheus::IntCounter,
 }
 
 impl Default for WitnessMetrics {
@@ -334,6 +338,7 @@ impl Default for WitnessMetrics {
                 "unregistered",
             ))
             .expect("metric"),
+            evictions: prometheus::IntCounter::new("witness_zk_evictions_total", "unregistered").expect("metric"),
         }
     }
 }
@@ -726,6 +731,7 @@ impl Witness {
     ) -> Result<Vec<zk::MultiWriteResult>, WitnessError> {
         let witness = self.paths.witness();
         let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
+        let bytes: usize = ops.iter().map(Op::payload_len).sum();
         let res = self
             .zk
             .run(what, |c| async move {
@@ -751,6 +757,9 @@ impl Witness {
                 }
             })
             .await?;
+        if res.is_ok() {
+            evict::after_multi(&self.zk, &self.paths.root, bytes, &self.metrics.evictions);
+        }
         res.map_err(|()| WitnessError::VersionMismatch)
     }
 

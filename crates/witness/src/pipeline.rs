@@ -46,6 +46,7 @@ use walship_types::TypeConfig;
 use walship_zk::ZkSession;
 use zookeeper_client as zk;
 
+use super::evict;
 use super::record;
 use super::record::Paths;
 use super::record::WitnessRecord;
@@ -429,6 +430,8 @@ async fn drive(
                         if out.leaves.is_some() && left != out.leaves {
                             fail(out.seq, format!("pipelined append left the record at version {left:?}, not {:?}", out.leaves));
                         } else {
+                            let bytes = out.ops.iter().map(Op::payload_len).sum();
+                            evict::after_multi(&zk, &paths.root, bytes, &metrics.evictions);
                             if out.entries > 0 {
                                 metrics.appended(out.entries);
                                 Span::ending_at(out.holds_through, out.entries).mark(Mark::WLanded);
