@@ -35,6 +35,11 @@ pub struct SoakArgs {
     /// Size of the key space; small, so writes, CAS and reads contend.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub keys: u32,
+    /// Pad every value the kv clients write to this many bytes (at least its tag, e.g.
+    /// `c3-17`): with enough clients W's appends become multis of 64 KiB and more, the
+    /// shape of big values (ZooKeeper's history evictions, multi-chunk snapshots).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=262_144))]
+    pub value_bytes: u32,
     /// Seed of the fault sequence and the workload (printed at start; default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,

@@ -86,6 +86,7 @@ struct Plan {
     duration: Option<Duration>,
     clients: u32,
     keys: u32,
+    value_bytes: u32,
     seed: u64,
     run_dir: PathBuf,
     history: PathBuf,
@@ -142,6 +143,10 @@ pub async fn run(args: SoakArgs) -> ExitCode {
             l.accounts,
             l.retries.name(),
             l.bin.display()
+        ),
+        None if plan.value_bytes > 0 => format!(
+            "{} clients over {} keys, values of {} bytes",
+            plan.clients, plan.keys, plan.value_bytes
         ),
         None => format!("{} clients over {} keys", plan.clients, plan.keys),
     };
@@ -323,6 +328,7 @@ fn plan(args: SoakArgs) -> Result<Plan, String> {
         duration: args.duration,
         clients: args.clients,
         keys: args.keys,
+        value_bytes: args.value_bytes,
         seed,
         run_dir,
         history,
@@ -357,6 +363,22 @@ async fn zk_reachable(zk: &str) -> Result<(), String> {
     }
 }
 
+/// The data version of the cluster's root znode: the count of the nodes'
+/// evictions from ZooKeeper's history (`witness::evict`); `None` if it
+/// cannot be read.
+async fn root_version(zk: &str, cluster: &str) -> Option<i32> {
+    let root = walship::witness::record::Paths::new(cluster).root;
+    let read = async {
+        let c = zookeeper_client::Client::connector()
+            .with_session_timeout(Duration::from_secs(4))
+            .connect(zk)
+            .await
+            .ok()?;
+        c.check_stat(&root).await.ok().flatten().map(|s| s.version)
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.ok().flatten()
+}
+
 /// The soak proper; everything it starts goes into `state`.
 async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     let cluster_name = format!("soak-{}-{}", plan.seed, std::process::id());
@@ -388,6 +410,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
     let wcfg = WorkloadConfig {
         clients: plan.clients,
         keys: plan.keys,
+        value_bytes: plan.value_bytes as usize,
         seed: plan.seed,
     };
     let wl = match &plan.ledger {
@@ -564,6 +587,7 @@ async fn drive(plan: &Plan, state: &mut State, started: Instant) -> Result<()> {
             .push(format!("walship wal verify could not check ZooKeeper: {zk_text}")),
     }
     state.summary.durability_violations = violations;
+    state.summary.zk_evictions = root_version(cluster.zk_addr(), &cluster.name).await;
     if let (Some(l), Some(log)) = (&plan.ledger, state.ledger_log.take()) {
         let records = std::mem::take(&mut *log.lock().expect("ledger log lock"));
         state.summary.ledger = Some(check_ledger(cluster, &records, l).await?);

@@ -41,6 +41,9 @@ pub struct Summary {
     pub interrupted: Option<&'static str>,
     /// What writes saw while ZooKeeper had no quorum (zk-quorum-loss).
     pub quorum_loss: QuorumLossTally,
+    /// Empty writes the nodes sent to push W's big multis out of
+    /// ZooKeeper's in-memory history (the cluster root's data version).
+    pub zk_evictions: Option<i32>,
     /// `--workload ledger`: the exactly-once check, once it ran.
     pub ledger: Option<LedgerVerdict>,
     /// `--workload ledger`: set from the start, so a soak stopped before
@@ -119,6 +122,12 @@ impl Summary {
                 s,
                 "  reads         {} linearizable reads: {} answered, {} failed or unanswered",
                 w.reads, w.reads_ok, w.reads_bad
+            );
+        }
+        if let Some(n) = self.zk_evictions {
+            let _ = writeln!(
+                s,
+                "  zk history    {n} empty writes pushed W's multis of 64 KiB and more out of ZooKeeper's history"
             );
         }
         let mut ms: Vec<u64> = self.cycles.iter().map(|c| c.failover_ms).collect();

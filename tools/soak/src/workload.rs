@@ -67,7 +67,18 @@ pub struct Workload {
 pub struct WorkloadConfig {
     pub clients: u32,
     pub keys: u32,
+    /// Values are padded to this many bytes (0: just the tag).
+    pub value_bytes: usize,
     pub seed: u64,
+}
+
+/// A client's value: its unique tag, padded with `~` to `value_bytes`.
+pub fn value_of(tag: String, value_bytes: usize) -> String {
+    let mut v = tag;
+    if v.len() < value_bytes {
+        v.extend(std::iter::repeat_n('~', value_bytes - v.len()));
+    }
+    v
 }
 
 /// Key `i` of the key space.
@@ -87,6 +98,7 @@ impl Workload {
                 let c = ClientLoop {
                     client,
                     keys: cfg.keys as u64,
+                    value_bytes: cfg.value_bytes,
                     rng: Rng::fork(cfg.seed, 1 + client as u64),
                     nodes: Arc::clone(&nodes),
                     recorder: recorder.clone(),
@@ -195,6 +207,7 @@ impl Workload {
 struct ClientLoop {
     client: u32,
     keys: u64,
+    value_bytes: usize,
     rng: Rng,
     nodes: Arc<Vec<NodeClient>>,
     recorder: Recorder,
@@ -218,7 +231,7 @@ impl ClientLoop {
             seq += 1;
             let key = key_name(self.rng.below(self.keys));
             let node = &self.nodes[self.rng.below(self.nodes.len() as u64) as usize];
-            let value = format!("c{}-{seq}", self.client);
+            let value = value_of(format!("c{}-{seq}", self.client), self.value_bytes);
             let roll = self.rng.below(100);
             let mut op = OpRecord {
                 op: OpKind::Get,

@@ -3,7 +3,9 @@
 //! kinds exercised (among them a cut between one node and ZooKeeper, power
 //! loss, a disk stall, and faults combined two at once) and no violation;
 //! a short one against a 3-server ensemble (`--ensemble`) must pass with
-//! the ZooKeeper leader killed and frozen and the quorum lost;
+//! the ZooKeeper leader killed and frozen and the quorum lost; one with
+//! values big enough that W's appends are evicted from ZooKeeper's history
+//! must pass under kills, a wipe and power loss;
 //! bad flags and an unreachable ZooKeeper are rejected with one line and
 //! exit 2; an interrupted soak stops everything it started and prints what
 //! it has.
@@ -154,6 +156,47 @@ fn twelve_cycles_with_zk_link_cuts_power_loss_stall_and_combined_faults_no_viola
         "the soak took {:.0?}",
         started.elapsed()
     );
+}
+
+/// Values of 8 KiB from 16 clients: W's appends are multis of 64 KiB and
+/// more, so the nodes send evictions from ZooKeeper's history
+/// (`witness::evict`) and snapshots span several chunks, while leaders are
+/// killed, wiped and lose power: nothing lost, every key linearizable, and
+/// the evictions happened.
+#[test]
+fn big_values_soak_evicts_from_zookeepers_history_and_loses_nothing() {
+    let dir = run_dir("soak-big");
+    let (_dir, stdout) = soak_passing(
+        "walship soak --value-bytes 8192",
+        dir,
+        &[
+            "--cycles",
+            "4",
+            "--seed",
+            "41",
+            "--clients",
+            "16",
+            "--value-bytes",
+            "8192",
+            "--kinds",
+            "kill-leader,kill-leader-wipe,power-loss-leader,zk-cut-leader+kill-both+wipe",
+        ],
+    );
+    println!("{stdout}");
+    assert!(
+        stdout.contains("16 clients over 32 keys, values of 8192 bytes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verdict       PASS"), "{stdout}");
+    assert!(stdout.contains("; 0 violations, 0 undecided)"), "{stdout}");
+    assert!(stdout.contains("ZooKeeper alone (wal verify): ok"), "{stdout}");
+    let evictions: i64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("zk history"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no zk history line:\n{stdout}"));
+    assert!(evictions > 0, "no evictions with 8 KiB values:\n{stdout}");
 }
 
 /// The production shape: ZooKeeper as a 3-server ensemble (`--ensemble`),
