@@ -284,7 +284,7 @@ async fn closing_the_session_after_pipelined_appends_drops_its_ephemerals() -> R
 
 /// The data version of the cluster's root znode, read on node 2's session.
 async fn root_version(n2: &Witness, cluster: &str) -> Result<i32> {
-    let root = format!("/walship/{cluster}");
+    let root = walship::witness::record::Paths::new(cluster).root;
     let stat = n2
         .session()
         .run("stat root", |c| async move { c.check_stat(&root).await })

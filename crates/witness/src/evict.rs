@@ -23,16 +23,16 @@ use walship_zk::ZkSession;
 /// One empty write per this many bytes of data in a multi: W's bytes stay
 /// at most ~1/4 of ZooKeeper's history for the largest multis, and small
 /// writes (under 64 KiB a multi) cost nothing extra.
-pub const EVICT_EVERY_BYTES: usize = 64 * 1024;
+pub const EVICT_EVERY_BYTES: u64 = 64 * 1024;
 
 /// Sends the empty writes a landed multi that carried `bytes` of data
 /// calls for, without waiting.
-pub(crate) fn after_multi(zk: &Arc<ZkSession>, root: &str, bytes: usize, sent: &prometheus::IntCounter) {
+pub(crate) fn after_multi(zk: &Arc<ZkSession>, root: &str, bytes: u64, sent: &prometheus::IntCounter) {
     let count = bytes / EVICT_EVERY_BYTES;
     if count == 0 {
         return;
     }
-    sent.inc_by(count as u64);
+    sent.inc_by(count);
     let (zk, root) = (Arc::clone(zk), root.to_string());
     tokio::spawn(async move {
         let what = format!("set {root} (evicting W's multi from ZooKeeper's history)");

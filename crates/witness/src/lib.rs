@@ -731,7 +731,7 @@ impl Witness {
     ) -> Result<Vec<zk::MultiWriteResult>, WitnessError> {
         let witness = self.paths.witness();
         let opts = zk::CreateMode::Persistent.with_acls(self.zk.acls());
-        let bytes: usize = ops.iter().map(Op::payload_len).sum();
+        let bytes: u64 = ops.iter().map(|op| op.payload_len() as u64).sum();
         let res = self
             .zk
             .run(what, |c| async move {

@@ -91,6 +91,8 @@ struct Outgoing {
     leaves: Option<i32>,
     entries: u64,
     holds_through: Option<u64>,
+    /// The data its ops write (W's WAL bytes; `evict` on landing).
+    data_bytes: u64,
 }
 
 /// Where a pipelined request stands: wait on it for W's answer.
@@ -318,6 +320,7 @@ impl Witness {
             leaves,
             entries,
             holds_through,
+            data_bytes: bytes,
         });
         Landing::Pending {
             seq,
@@ -430,8 +433,7 @@ async fn drive(
                         if out.leaves.is_some() && left != out.leaves {
                             fail(out.seq, format!("pipelined append left the record at version {left:?}, not {:?}", out.leaves));
                         } else {
-                            let bytes = out.ops.iter().map(Op::payload_len).sum();
-                            evict::after_multi(&zk, &paths.root, bytes, &metrics.evictions);
+                            evict::after_multi(&zk, &paths.root, out.data_bytes, &metrics.evictions);
                             if out.entries > 0 {
                                 metrics.appended(out.entries);
                                 Span::ending_at(out.holds_through, out.entries).mark(Mark::WLanded);

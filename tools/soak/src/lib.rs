@@ -350,10 +350,7 @@ async fn zk_reachable(zk: &str) -> Result<(), String> {
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("TCP connect timed out".into()),
     }
-    let connect = zookeeper_client::Client::connector()
-        .with_session_timeout(Duration::from_secs(4))
-        .connect(zk);
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+    match tokio::time::timeout(Duration::from_secs(5), zk_session(zk)).await {
         Ok(Ok(client)) => {
             drop(client);
             Ok(())
@@ -363,17 +360,21 @@ async fn zk_reachable(zk: &str) -> Result<(), String> {
     }
 }
 
+/// A ZooKeeper session of the soak's own (not bounded: callers time it).
+async fn zk_session(zk: &str) -> Result<zookeeper_client::Client, zookeeper_client::Error> {
+    zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(4))
+        .connect(zk)
+        .await
+}
+
 /// The data version of the cluster's root znode: the count of the nodes'
 /// evictions from ZooKeeper's history (`witness::evict`); `None` if it
 /// cannot be read.
 async fn root_version(zk: &str, cluster: &str) -> Option<i32> {
     let root = walship::witness::record::Paths::new(cluster).root;
     let read = async {
-        let c = zookeeper_client::Client::connector()
-            .with_session_timeout(Duration::from_secs(4))
-            .connect(zk)
-            .await
-            .ok()?;
+        let c = zk_session(zk).await.ok()?;
         c.check_stat(&root).await.ok().flatten().map(|s| s.version)
     };
     tokio::time::timeout(Duration::from_secs(10), read).await.ok().flatten()

@@ -82,6 +82,15 @@ fn soak_passing(what: &str, dir: tempfile::TempDir, args: &[&str]) -> (tempfile:
     (dir, stdout)
 }
 
+/// The kv soak's verdict: PASS, no violation and nothing undecided in the
+/// linearizability check, and ZooKeeper alone holds every acknowledged write.
+fn assert_clean_pass(stdout: &str) {
+    assert!(stdout.contains("verdict       PASS"), "{stdout}");
+    assert!(stdout.contains("; 0 violations, 0 undecided)"), "{stdout}");
+    assert!(!stdout.contains("VIOLATION"), "{stdout}");
+    assert!(stdout.contains("ZooKeeper alone (wal verify): ok"), "{stdout}");
+}
+
 /// The count after `<kind> ` on the summary's "cycles" line.
 fn cycles_of(summary: &str, kind: &str) -> Option<u64> {
     let line = summary.lines().find(|l| l.trim_start().starts_with("cycles "))?;
@@ -141,11 +150,8 @@ fn twelve_cycles_with_zk_link_cuts_power_loss_stall_and_combined_faults_no_viola
     // The power losses lost log records (what was written in the unsynced
     // window), so they tested something.
     assert!(stdout.contains("log records lost"), "{stdout}");
-    assert!(stdout.contains("verdict       PASS"), "{stdout}");
-    assert!(stdout.contains("; 0 violations, 0 undecided)"), "{stdout}");
+    assert_clean_pass(&stdout);
     assert!(stdout.contains("linearizable  "), "{stdout}");
-    assert!(!stdout.contains("VIOLATION"), "{stdout}");
-    assert!(stdout.contains("ZooKeeper alone (wal verify): ok"), "{stdout}");
     let history = std::fs::read_to_string(path.join("history.jsonl")).expect("history file");
     let lines = history.lines().count();
     assert!(lines > 500, "only {lines} operations in the history");
@@ -187,9 +193,7 @@ fn big_values_soak_evicts_from_zookeepers_history_and_loses_nothing() {
         stdout.contains("16 clients over 32 keys, values of 8192 bytes"),
         "{stdout}"
     );
-    assert!(stdout.contains("verdict       PASS"), "{stdout}");
-    assert!(stdout.contains("; 0 violations, 0 undecided)"), "{stdout}");
-    assert!(stdout.contains("ZooKeeper alone (wal verify): ok"), "{stdout}");
+    assert_clean_pass(&stdout);
     let evictions: i64 = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("zk history"))
@@ -242,10 +246,7 @@ fn ensemble_soak_zk_leader_kill_and_quorum_loss_lose_nothing() {
         stdout.contains("quorum loss   1 windows") && stdout.contains(": 0 acknowledged (must be 0)"),
         "{stdout}"
     );
-    assert!(stdout.contains("verdict       PASS"), "{stdout}");
-    assert!(stdout.contains("; 0 violations, 0 undecided)"), "{stdout}");
-    assert!(!stdout.contains("VIOLATION"), "{stdout}");
-    assert!(stdout.contains("ZooKeeper alone (wal verify): ok"), "{stdout}");
+    assert_clean_pass(&stdout);
     for id in 1..=3 {
         assert!(path.join(format!("zk{id}/data/myid")).is_file(), "zk{id} has no myid");
     }
