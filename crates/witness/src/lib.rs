@@ -49,6 +49,9 @@ pub const MAX_MULTI_BYTES: usize = 900 * 1024;
 /// The payload of one snapshot chunk znode: under a multi's budget (so
 /// under ZooKeeper's 1 MiB jute.maxbuffer with room for the framing).
 pub const SNAPSHOT_CHUNK_BYTES: usize = MAX_MULTI_BYTES - 1024;
+/// Chunk reads kept in flight while a snapshot streams out of W (a rebirth):
+/// enough to hide most of the round trip, and memory stays this many chunks.
+const SNAPSHOT_READS_IN_FLIGHT: usize = 4;
 /// A WAL deletion op costs well under 100 bytes; this many fit in any multi.
 const MAX_DELETES_PER_MULTI: usize = 2000;
 
@@ -1388,8 +1391,8 @@ impl Witness {
         Err(WitnessError::Busy)
     }
 
-    /// Streams W's snapshot `sref` into `out` chunk by chunk (memory: one
-    /// chunk), checking each chunk's crc32 (an error names the chunk's
+    /// Streams W's snapshot `sref` into `out` chunk by chunk (memory:
+    /// [`SNAPSHOT_READS_IN_FLIGHT`] chunks), checking each chunk's crc32 (an error names the chunk's
     /// znode), then the size and the crc32 of the whole against W's record
     /// (an error names the snapshot's directory). A chunk gone (`NoNode`)
     /// means W replaced the snapshot meanwhile: read W's log again. On
@@ -1399,16 +1402,27 @@ impl Witness {
         sref: &SnapshotRef,
         out: &mut W,
     ) -> Result<(), WitnessError> {
+        use futures::StreamExt;
         use tokio::io::AsyncWriteExt;
         let mut crc = crc32fast::Hasher::new();
         let mut size_bytes = 0u64;
-        for i in 0..sref.chunk_count {
-            let path = self.paths.chunk(&sref.meta.snapshot_id, i);
-            let p = path.clone();
-            let (bytes, _) = self
-                .zk
-                .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
-                .await?;
+        // A few reads in flight, taken in order: a rebirth waits for the
+        // round trips one after another otherwise.
+        let mut reads = futures::stream::iter(0..sref.chunk_count)
+            .map(|i| {
+                let path = self.paths.chunk(&sref.meta.snapshot_id, i);
+                async move {
+                    let p = path.clone();
+                    let got = self
+                        .zk
+                        .run(&format!("get {path}"), |c| async move { c.get_data(&p).await })
+                        .await;
+                    (path, got)
+                }
+            })
+            .buffered(SNAPSHOT_READS_IN_FLIGHT);
+        while let Some((path, got)) = reads.next().await {
+            let (bytes, _) = got?;
             let payload = record::decode_chunk(&bytes, &path)?;
             crc.update(payload);
             size_bytes += payload.len() as u64;
