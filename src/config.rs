@@ -83,6 +83,9 @@ pub struct NodeConfig {
     pub witness_pipeline: bool,
     /// When a local log append counts as done (storage/flusher.rs).
     pub log_sync: crate::storage::LogSync,
+    /// Bytes of the newest log entries kept in memory; older ones are read
+    /// back from the log files when asked for.
+    pub log_cache_max_bytes: u64,
     /// Access control (see `crate::auth`): the cluster's shared secret
     /// (ZooKeeper ACLs, node-to-node RPC token); None: off.
     pub secret_file: Option<PathBuf>,
@@ -232,6 +235,9 @@ builder_setters! {
     /// Most entries in one AppendEntries, and so in one ZooKeeper multi
     /// (default 2048).
     max_payload_entries: u64;
+    /// Bytes of the newest log entries kept in memory (default 16 MiB,
+    /// 0..=1 TiB); older ones are read back from the log files.
+    log_cache_max_bytes: u64;
     /// File holding the cluster's shared secret: ZooKeeper ACLs and the
     /// token on node-to-node RPC (default: none, no access control). Read
     /// by `build`, which fails if it is missing or empty.
@@ -423,6 +429,8 @@ settings! {
         "Group commit: the longest a batch waits for as many writes as recent batches held (clients that wait for their answers come back together), never more than a recent commit round; 0: a batch takes what has arrived.";
     witness_pipeline: bool = Some(true), "WALSHIP_WITNESS_PIPELINE",
         "Send the leader's entries to ZooKeeper as it appends them, several checked multis in flight on one session, instead of one append per round trip.";
+    log_cache_max_bytes: u64 = Some(16 << 20), "WALSHIP_LOG_CACHE_MAX_BYTES",
+        "Bytes of the newest log entries kept in memory (replication and apply read those); older ones, until a snapshot purges them, are read back from the log files when a follower far behind asks.";
     log_sync: String = Some("background".to_string()), "WALSHIP_LOG_SYNC",
         "When a local log append counts as done: background (after the write, a thread fdatasyncs right behind; ZooKeeper's WAL holds every acknowledged write) or per-append (after its fdatasync too).";
     secret_file: PathBuf = None, "WALSHIP_SECRET_FILE",
@@ -748,6 +756,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     let inflight = m.max_inflight_batches.expect("default");
     let batch_bytes = m.max_batch_bytes.expect("default");
     let group_wait = get(m.max_group_wait_us);
+    let log_cache_max_bytes = get(m.log_cache_max_bytes);
 
     check_range(l, "heartbeat_interval_ms", heartbeat, 1, MAX_MS)?;
     check_range(l, "election_timeout_ms", election, 1, MAX_MS)?;
@@ -774,6 +783,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
     check_range(l, "max_inflight_batches", inflight as u64, 1, 1024)?;
     check_range(l, "max_batch_bytes", batch_bytes as u64, 1024, 768 * 1024)?;
     check_range(l, "max_group_wait_us", group_wait, 0, 1_000_000)?;
+    check_range(l, "log_cache_max_bytes", log_cache_max_bytes, 0, 1 << 40)?;
     let max_connections = m.max_connections.expect("default");
     check_range(l, "max_connections", max_connections as u64, 0, 1 << 20)?;
     let header_read_timeout = get(m.header_read_timeout_ms);
@@ -850,6 +860,7 @@ pub fn check(l: &Layered) -> Result<NodeConfig, ConfigError> {
         max_group_wait_us: group_wait,
         witness_pipeline: m.witness_pipeline.expect("default"),
         log_sync,
+        log_cache_max_bytes,
         secret_file: m.secret_file.clone(),
         api_token_file: m.api_token_file.clone(),
         max_connections,
@@ -894,6 +905,7 @@ pub fn to_toml(c: &NodeConfig) -> String {
                 crate::storage::LogSync::Background => "background",
                 crate::storage::LogSync::PerAppend => "per-append",
             }),
+            "log_cache_max_bytes" => c.log_cache_max_bytes.to_string(),
             "rebuild_from_witness" => c.rebuild_from_witness.to_string(),
             "max_connections" => c.max_connections.to_string(),
             "header_read_timeout_ms" => c.header_read_timeout_ms.to_string(),

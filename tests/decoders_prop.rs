@@ -690,7 +690,7 @@ async fn reopen_and_check(dir: &Path, w: &Written, damaged: &Path) -> Option<usi
         .collect();
     let log_len = match LogStore::open_with_segment_max_bytes(dir, SEGMENT_BYTES).await {
         Ok(log) => {
-            let got = log.entries(..);
+            let got = log.entries(..).expect("read the log");
             assert!(got.len() <= w.entries.len(), "more entries than written");
             assert_eq!(got[..], w.entries[..got.len()], "the log came back different");
             assert_eq!(log.vote(), Some(w.vote), "the vote came back different");

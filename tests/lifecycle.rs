@@ -310,6 +310,57 @@ async fn commit_carriers_to_the_follower_are_piggybacked_and_it_still_applies() 
     Ok(())
 }
 
+/// The leader keeps only its newest entries in memory
+/// (`--log-cache-max-bytes`; here nothing but the last one): a follower that
+/// fell behind is sent the older ones read back from the leader's log files
+/// (CRC-checked), and ends up with every write. The follower is frozen for
+/// less than its election timeout and ZooKeeper session, so it catches up
+/// from the leader rather than by a failover's adoption from W.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_cache_gets_entries_read_back_from_the_leaders_files() -> Result<()> {
+    let mut c = Cluster::start_with(
+        "log-read-back",
+        &[
+            "--log-cache-max-bytes",
+            "0",
+            "--election-timeout-ms",
+            "20000",
+            "--zk-session-timeout-ms",
+            "6000",
+        ],
+    )
+    .await?;
+    let leader = c.wait_caught_up(TIMEOUT).await?;
+    let follower = Cluster::other(leader);
+    const READ_BACK: &str = "walship_log_entries_read_back_total";
+    let api = c.client(leader);
+    let read_back0 = metric(&api, READ_BACK).await?;
+    c.node_mut(follower).sigstop()?;
+    const WRITES: usize = 30;
+    for i in 0..WRITES {
+        api.put(&format!("behind-{i}"), format!("v{i}")).await.into_result()?;
+    }
+    c.node_mut(follower).sigcont()?;
+    let deadline = Deadline::after(TIMEOUT, "the follower to catch up");
+    let stale = c.client(follower);
+    loop {
+        let last = stale.get_stale(&format!("behind-{}", WRITES - 1)).await;
+        if matches!(&last, Reply::Success { value: Some(v), .. } if *v == format!("v{}", WRITES - 1)) {
+            break;
+        }
+        deadline.tick(&format!("{last}")).await?;
+    }
+    for i in 0..WRITES {
+        let v = stale.get_stale(&format!("behind-{i}")).await.into_result()?;
+        assert_eq!(v, Some(format!("v{i}")), "behind-{i} on the follower");
+    }
+    let read_back = metric(&api, READ_BACK).await? - read_back0;
+    assert!(read_back >= 1.0, "the leader read no entry back from its files");
+    let status = c.status_of(leader).await.into_result()?;
+    assert_eq!(status.leader, Some(leader), "no failover happened meanwhile");
+    Ok(())
+}
+
 /// The operator's endpoints: /metrics reports Raft's state, POST
 /// /admin/snapshot builds a snapshot and stores it in ZooKeeper, and POST
 /// /admin/leave on the leader hands over and stops the process cleanly.

@@ -144,7 +144,10 @@ async fn adoption_replaces_a_local_entry_with_w_s_log_id_but_not_its_bytes() -> 
             .await?;
     }
     let (node, _addr, server) = start_node(&world, &data_dir).await?;
-    assert_eq!(node.log().entries(1..), vec![put(1, "a"), put(2, "W")]);
+    assert_eq!(
+        node.log().entries(1..).expect("read the log"),
+        vec![put(1, "a"), put(2, "W")]
+    );
     // The node's own metrics (a registry per node): this adoption, once.
     assert_eq!(conflicts(&node, "adoption"), 1);
     node.shutdown().await;
@@ -206,7 +209,10 @@ async fn catch_up_refuses_a_reused_log_id_and_repairs_the_log() -> Result<()> {
         post(&http, &addr, &append(2, vec![put(3, "L3"), put(4, "L4")], 2)).await?,
         (200, Some(AppendEntriesResponse::Success))
     );
-    assert_eq!(node.log().entries(3..), vec![put(3, "L3"), put(4, "L4")]);
+    assert_eq!(
+        node.log().entries(3..).expect("read the log"),
+        vec![put(3, "L3"), put(4, "L4")]
+    );
 
     // The leader restarts having forgotten them, leads term 1 again (what
     // the restart rule now forbids), and W takes its new (1,3).
@@ -220,7 +226,10 @@ async fn catch_up_refuses_a_reused_log_id_and_repairs_the_log() -> Result<()> {
     let req = append(2, vec![put(3, "W3"), put(4, "W4")], 2);
     let refused = until_accepted(&http, &addr, &req).await?;
     assert!(refused >= 1, "the reused id went straight to openraft");
-    assert_eq!(node.log().entries(3..), vec![put(3, "W3"), put(4, "W4")]);
+    assert_eq!(
+        node.log().entries(3..).expect("read the log"),
+        vec![put(3, "W3"), put(4, "W4")]
+    );
     assert!(conflicts(&node, "catch_up") > catch_up);
     assert!(conflicts(&node, "adoption") > adoption, "the repair adopts W's entry");
 
@@ -229,7 +238,10 @@ async fn catch_up_refuses_a_reused_log_id_and_repairs_the_log() -> Result<()> {
     let req = append(3, vec![put(4, "X4")], 2);
     let refused = until_accepted(&http, &addr, &req).await?;
     assert!(refused >= 1);
-    assert_eq!(node.log().entries(3..), vec![put(3, "W3"), put(4, "X4")]);
+    assert_eq!(
+        node.log().entries(3..).expect("read the log"),
+        vec![put(3, "W3"), put(4, "X4")]
+    );
 
     // C: W holds the node's (1,3) itself: a leader's other (1,3) is the
     // stray. It is refused every time and the node's log stays.
@@ -240,7 +252,7 @@ async fn catch_up_refuses_a_reused_log_id_and_repairs_the_log() -> Result<()> {
         assert!(status == 409 || status == 503, "the stray (1,3) was accepted: {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(node.log().entries(3..=3), vec![put(3, "W3")]);
+    assert_eq!(node.log().entries(3..=3).expect("read the log"), vec![put(3, "W3")]);
     let log = world.w.read_log(1).await.context("read W")?;
     assert_eq!(log.entries, vec![put(1, "a"), put(2, "b"), put(3, "W3")]);
 

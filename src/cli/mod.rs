@@ -321,6 +321,11 @@ pub struct NodeArgs {
     /// Default background.
     #[arg(long, env = "WALSHIP_LOG_SYNC")]
     pub log_sync: Option<String>,
+    /// Bytes of the newest log entries kept in memory (default 16 MiB);
+    /// older ones are read back from the log files when a follower far
+    /// behind asks for them.
+    #[arg(long, env = "WALSHIP_LOG_CACHE_MAX_BYTES")]
+    pub log_cache_max_bytes: Option<u64>,
     /// HTTP connections served at once; more are closed on accept. 0 (the
     /// default): half the process's descriptor limit, 64..=4096.
     #[arg(long, env = "WALSHIP_MAX_CONNECTIONS")]
@@ -430,6 +435,7 @@ fn args_layer(a: &NodeArgs) -> FileConfig {
         max_group_wait_us: a.max_group_wait_us,
         witness_pipeline: a.witness_pipeline,
         log_sync: a.log_sync.clone(),
+        log_cache_max_bytes: a.log_cache_max_bytes,
         secret_file: a.secret_file.clone(),
         api_token_file: a.api_token_file.clone(),
         zk_sasl: a.zk_sasl,

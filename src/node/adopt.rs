@@ -116,8 +116,10 @@ impl Node {
             e.log_id.index > self.log.purged().map(|p| p.index).unwrap_or(0)
                 && self.log.log_id_at(e.log_id.index) != Some(e.log_id)
         }) || (self.log.last_log_id().is_none() && !w.entries.is_empty())
-            // Same log id, other bytes: W's entry wins (node/repair.rs).
-            || self.log.first_reused(&w.entries).is_some()
+            // Same log id, other bytes: W's entry wins (node/repair.rs). A
+            // local log that cannot be read to compare: adoption reads it
+            // again and reports the error.
+            || !matches!(self.log.first_reused(&w.entries), Ok(None))
     }
 
     /// Makes the local log equal W's where they differ (Raft must not be running).

@@ -290,7 +290,12 @@ impl Node {
         if crate::witness::rules::vote_reaches(&req.vote, &ours) {
             self.note_contact();
         }
-        if let Some(reused) = self.log.first_reused(&req.entries) {
+        let reused = match self.log.first_reused(&req.entries) {
+            Ok(reused) => reused,
+            // Nothing is taken that was not compared; the leader retries.
+            Err(e) => return FromLeader::Refused(format!("cannot read this node's log to compare the entries: {e}")),
+        };
+        if let Some(reused) = reused {
             // The leader is alive and reaching us: no failover over this.
             self.note_contact();
             self.report_reused_in_catch_up(reused, req.vote);
@@ -479,6 +484,7 @@ impl Node {
             &metrics.storage,
         )
         .await?;
+        log.set_cache_max_bytes(cfg.log_cache_max_bytes);
         events.snapshot_known(sm.snapshot_last().map(|l| l.index));
 
         let auth = crate::auth::Auth::load(cfg.secret_file.as_deref(), cfg.api_token_file.as_deref())

@@ -179,7 +179,7 @@ impl Node {
         if raft.metrics().borrow().state == ServerState::Leader {
             return Ok(Repair::Deferred);
         }
-        let Some(local) = self.log.entries(index..=index).pop() else {
+        let Some(local) = self.log.entries(index..=index)?.pop() else {
             return Ok(Repair::Deferred); // gone meanwhile (purged or cut)
         };
         let w = self.witness.read_log(index).await?;

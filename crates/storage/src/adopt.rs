@@ -13,6 +13,7 @@ use super::error::Result;
 use super::error::StoreError;
 use super::log_store::check_consecutive;
 use super::log_store::read;
+use super::log_store::read_range;
 use super::log_store::write;
 use super::LogStore;
 use super::StateMachine;
@@ -62,19 +63,21 @@ impl LogStore {
     /// same log id but with other bytes. Entries outside the in-memory log
     /// (purged, or past its end) are not compared; a request past the end,
     /// the steady state of replication, costs one empty range lookup.
-    pub fn first_reused(&self, entries: &[Entry]) -> Option<ReusedLogId> {
-        let (first, last) = (entries.first()?.log_id.index, entries.last()?.log_id.index);
-        let local = self.entries(first..=last);
+    pub fn first_reused(&self, entries: &[Entry]) -> Result<Option<ReusedLogId>> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(None);
+        };
+        let (first, last) = (first.log_id.index, last.log_id.index);
+        let local = self.entries(first..=last)?;
         let reused = local.iter().find_map(|l| {
             let theirs = entries.get((l.log_id.index - first) as usize)?;
-            (theirs.log_id == l.log_id && theirs != l).then_some(theirs)
-        })?;
-        let mine = local.iter().find(|l| l.log_id == reused.log_id).expect("found above");
-        Some(ReusedLogId {
-            log_id: reused.log_id,
+            (theirs.log_id == l.log_id && theirs != l).then_some((l, theirs))
+        });
+        Ok(reused.map(|(mine, theirs)| ReusedLogId {
+            log_id: theirs.log_id,
             local_digest: entry_digest(mine),
-            other_digest: entry_digest(reused),
-        })
+            other_digest: entry_digest(theirs),
+        }))
     }
 
     /// Adoption (witness-protocol.md): makes this log equal to `entries` (W's,
@@ -106,8 +109,18 @@ impl LogStore {
             let (k, conflict, reused) = {
                 let mem = read(lock);
                 let purged = mem.hard.purged.map(|p| p.index);
+                // The local entries W's overlap, from memory or the files.
+                let (first, last) = match (entries.first(), entries.last()) {
+                    (Some(f), Some(l)) => (f.log_id.index, l.log_id.index),
+                    _ => return Ok(Adopted::default()),
+                };
+                let local_entries = read_range(disk, &mem, first..=last)?;
+                let local_at = |index: u64| {
+                    let front = local_entries.first()?.log_id.index;
+                    local_entries.get(usize::try_from(index.checked_sub(front)?).ok()?)
+                };
                 let fresh = entries.iter().position(|e| {
-                    purged.is_none_or(|p| e.log_id.index > p) && mem.entries.get(&e.log_id.index) != Some(e)
+                    purged.is_none_or(|p| e.log_id.index > p) && local_at(e.log_id.index) != Some(e)
                 });
                 let Some(k) = fresh else {
                     return Ok(Adopted::default());
@@ -119,7 +132,7 @@ impl LogStore {
                         "adopting from {at} would leave a hole after {last:?}"
                     )));
                 }
-                let local = mem.entries.get(&at.index);
+                let local = local_at(at.index);
                 let reused = local.filter(|l| l.log_id == at).map(|l| ReusedLogId {
                     log_id: at,
                     local_digest: entry_digest(l),
@@ -144,12 +157,10 @@ impl LogStore {
             let at = new[0].log_id.index;
             if conflict {
                 disk.truncate(at)?;
-                write(lock).entries.split_off(&at);
+                write(lock).truncate(at);
             }
             disk.append(new)?;
-            write(lock)
-                .entries
-                .extend(new.iter().map(|e| (e.log_id.index, e.clone())));
+            write(lock).push(new.iter().cloned());
             Ok(Adopted {
                 appended: new.len(),
                 replaced_from: conflict.then_some(at),
@@ -170,11 +181,11 @@ impl LogStore {
                     "cutting the log from index {index} would drop the committed {c}"
                 )));
             }
-            if read(lock).entries.range(index..).next().is_none() {
+            if read(lock).next_index() <= index {
                 return Ok(false);
             }
             disk.truncate(index)?;
-            write(lock).entries.split_off(&index);
+            write(lock).truncate(index);
             Ok(true)
         })
         .await
@@ -190,31 +201,28 @@ impl LogStore {
                 if mem.hard.purged.is_some_and(|p| p >= snapshot_last) {
                     return Ok(());
                 }
-                let diverged = mem
-                    .entries
-                    .get(&snapshot_last.index)
-                    .is_some_and(|e| e.log_id != snapshot_last);
-                (
-                    mem.entries.keys().next().copied().filter(|_| diverged),
-                    mem.hard.clone(),
-                )
+                let diverged = mem.log_id_at(snapshot_last.index).is_some_and(|l| l != snapshot_last);
+                (mem.first_index().filter(|_| diverged), mem.hard.clone())
             };
             if let Some(first) = diverged_from {
                 disk.truncate(first)?;
-                write(lock).entries.clear();
+                write(lock).clear();
             }
             hard.purged = Some(snapshot_last);
-            let last = read(lock)
-                .entries
-                .last_key_value()
-                .map_or(snapshot_last, |(_, e)| e.log_id.max(snapshot_last));
+            let last = {
+                let mem = read(lock);
+                match mem.is_empty() {
+                    true => snapshot_last,
+                    false => mem.last_log_id().map_or(snapshot_last, |l| l.max(snapshot_last)),
+                }
+            };
             // Everything in the snapshot is committed; a committed id beyond
             // the remaining log would make openraft re-apply missing entries.
             hard.committed = Some(hard.committed.map_or(snapshot_last, |c| c.max(snapshot_last)).min(last));
             disk.save_hard(hard.clone())?;
             disk.remove_purged_segments(snapshot_last.index)?;
             let mut mem = write(lock);
-            mem.entries = mem.entries.split_off(&(snapshot_last.index + 1));
+            mem.purge(snapshot_last.index);
             mem.hard = hard;
             Ok(())
         })

@@ -14,6 +14,8 @@ pub struct StorageMetrics {
     pub local_log_tail_repairs: IntCounter,
     /// Starts that moved unreadable local state aside (`--rebuild-from-witness`).
     pub local_rebuilds: IntCounter,
+    /// Log entries read back from the segment files (older than the cache).
+    pub log_entries_read_back: IntCounter,
 }
 
 impl StorageMetrics {
@@ -28,9 +30,15 @@ impl StorageMetrics {
             "starts that moved an unreadable local log, state file or snapshot aside and rebuilt from ZooKeeper (--rebuild-from-witness)",
         )
         .expect("metric");
+        let log_entries_read_back = IntCounter::new(
+            "log_entries_read_back_total",
+            "log entries read back from the local log files because they were older than the in-memory cache (log_cache_max_bytes): a follower far behind, an adoption",
+        )
+        .expect("metric");
         StorageMetrics {
             local_log_tail_repairs,
             local_rebuilds,
+            log_entries_read_back,
         }
     }
 
@@ -40,6 +48,7 @@ impl StorageMetrics {
         vec![
             Box::new(self.local_log_tail_repairs.clone()),
             Box::new(self.local_rebuilds.clone()),
+            Box::new(self.log_entries_read_back.clone()),
         ]
     }
 }

@@ -145,7 +145,10 @@ async fn adopt_replaces_an_entry_that_has_w_s_log_id_but_not_its_bytes() {
         let mut w = sets(1, 0..=3);
         w.push(other(4));
         w.extend(sets(1, 5..=5));
-        assert_eq!(log.first_reused(&w).map(|r| r.log_id), Some(lid(1, 4)));
+        assert_eq!(
+            log.first_reused(&w).expect("read the log").map(|r| r.log_id),
+            Some(lid(1, 4))
+        );
         let adopted = log.adopt_entries(w.clone()).await.expect("adopt");
         assert_eq!(adopted.replaced_from, Some(4));
         assert_eq!(adopted.appended, 2);
@@ -153,12 +156,12 @@ async fn adopt_replaces_an_entry_that_has_w_s_log_id_but_not_its_bytes() {
         assert_eq!(r.log_id, lid(1, 4));
         assert_eq!(r.local_digest, walship_types::entry_digest(&sets(1, 4..=4)[0]));
         assert_eq!(r.other_digest, walship_types::entry_digest(&other(4)));
-        assert_eq!(log.first_reused(&w), None);
+        assert_eq!(log.first_reused(&w).expect("read the log"), None);
     }
     // Durable: the local suffix past W's (1,6) is gone, W's (1,4) is there.
     let log = open_log(dir.path()).await;
     assert_eq!(log.last_log_id(), Some(lid(1, 5)));
-    assert_eq!(log.entries(4..=4), vec![other(4)]);
+    assert_eq!(log.entries(4..=4).expect("read the log"), vec![other(4)]);
 }
 
 /// The local committed hint names log ids, not bytes: a reused id below it
@@ -177,7 +180,11 @@ async fn adopt_replaces_a_reused_id_below_the_committed_hint_only_if_w_reaches_i
     short.push(other(3));
     let err = log.adopt_entries(short).await.expect_err("hint not reached");
     assert!(matches!(err, StoreError::Invariant(_)), "{err}");
-    assert_eq!(log.entries(3..=3), sets(1, 3..=3), "nothing changed");
+    assert_eq!(
+        log.entries(3..=3).expect("read the log"),
+        sets(1, 3..=3),
+        "nothing changed"
+    );
 
     let mut w = sets(1, 0..=2);
     w.push(other(3));
@@ -185,7 +192,7 @@ async fn adopt_replaces_a_reused_id_below_the_committed_hint_only_if_w_reaches_i
     let adopted = log.adopt_entries(w).await.expect("adopt");
     assert_eq!(adopted.reused.map(|r| r.log_id), Some(lid(1, 3)));
     assert_eq!(adopted.replaced_from, Some(3));
-    assert_eq!(log.entries(3..=3), vec![other(3)]);
+    assert_eq!(log.entries(3..=3).expect("read the log"), vec![other(3)]);
     assert_eq!(log.last_log_id(), Some(lid(1, 5)));
     assert_eq!(log.committed(), Some(lid(1, 5)));
 
@@ -202,15 +209,34 @@ async fn first_reused_compares_only_what_the_local_log_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open_log(dir.path()).await;
     append(&mut log, sets(1, 0..=4)).await;
-    assert_eq!(log.first_reused(&sets(1, 5..=9)), None, "past the end");
-    assert_eq!(log.first_reused(&sets(1, 2..=6)), None, "same bytes");
-    assert_eq!(log.first_reused(&sets(2, 3..=6)), None, "other ids are Raft's business");
+    assert_eq!(
+        log.first_reused(&sets(1, 5..=9)).expect("read the log"),
+        None,
+        "past the end"
+    );
+    assert_eq!(
+        log.first_reused(&sets(1, 2..=6)).expect("read the log"),
+        None,
+        "same bytes"
+    );
+    assert_eq!(
+        log.first_reused(&sets(2, 3..=6)).expect("read the log"),
+        None,
+        "other ids are Raft's business"
+    );
     let mut req = sets(1, 3..=3);
     req.push(other(4));
     req.extend(sets(1, 5..=6));
-    assert_eq!(log.first_reused(&req).map(|r| r.log_id), Some(lid(1, 4)));
+    assert_eq!(
+        log.first_reused(&req).expect("read the log").map(|r| r.log_id),
+        Some(lid(1, 4))
+    );
     log.purge(lid(1, 4)).await.expect("purge");
-    assert_eq!(log.first_reused(&req), None, "purged entries are not compared");
+    assert_eq!(
+        log.first_reused(&req).expect("read the log"),
+        None,
+        "purged entries are not compared"
+    );
 }
 
 #[tokio::test]

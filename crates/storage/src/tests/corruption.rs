@@ -359,3 +359,43 @@ async fn bad_snapshot_data_is_refused_and_changes_nothing() {
     assert_eq!(target.applied(), None);
     assert!(target.get_current_snapshot().await.expect("read").is_none());
 }
+
+/// Entries older than the in-memory cache are read back from the files: a
+/// byte flipped there after the open is an error naming the segment when
+/// they are asked for, never a silent skip or a shorter answer; the cache
+/// keeps to its budget and still answers the newest entries.
+#[tokio::test]
+async fn a_flipped_byte_in_an_entry_read_back_from_the_files_is_an_error_naming_the_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open_log(dir.path()).await;
+    let one = bincode::serialized_size(&sets(1, 0..=0)[0]).expect("size");
+    log.set_cache_max_bytes(3 * one);
+    for first in (0..12).step_by(3) {
+        append(&mut log, sets(1, first..=first + 2)).await;
+    }
+    assert!(
+        log.cached_bytes() <= 3 * one + 8,
+        "cache over its budget: {}",
+        log.cached_bytes()
+    );
+    assert_eq!(log_ids(&log), (0..12).map(|i| lid(1, i)).collect::<Vec<_>>());
+    assert_eq!(log.entries(2..=3).expect("read back"), sets(1, 2..=3));
+    assert_eq!(
+        log.log_id_at(1),
+        Some(lid(1, 1)),
+        "the ids of uncached entries stay known"
+    );
+
+    let first = &segment_files(dir.path())[0];
+    flip_byte(first, record_offset(first, 1) + 9);
+    let err = log.entries(0..=4).expect_err("entry 1 is damaged");
+    assert_names(err, first);
+    // Through openraft's reader too, as a storage error that names it.
+    let mut reader = log.get_log_reader().await;
+    let err = openraft::RaftLogReader::try_get_log_entries(&mut reader, 0..5)
+        .await
+        .expect_err("entry 1 is damaged");
+    assert!(err.to_string().contains(&first.display().to_string()), "{err}");
+    // The newest entries come from memory, untouched by the damage.
+    assert_eq!(log.entries(10..).expect("cached"), sets(1, 10..=11));
+}

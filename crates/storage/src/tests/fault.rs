@@ -20,9 +20,12 @@ use super::SMALL_SEGMENT_BYTES;
 
 async fn open_faulty(dir: &Path, faults: &Path, sync: LogSync) -> LogStore {
     let faults = Some(Arc::new(Faults::new(faults)));
-    LogStore::open_with_faults(dir, SMALL_SEGMENT_BYTES, sync, faults, &StorageMetrics::new())
+    let log = LogStore::open_with_faults(dir, SMALL_SEGMENT_BYTES, sync, faults, &StorageMetrics::new())
         .await
-        .expect("open log")
+        .expect("open log");
+    // Reads of all but the last entry go to the files (see `open_log`).
+    log.set_cache_max_bytes(0);
+    log
 }
 
 fn trace(faults: &Path) -> Option<(String, u64)> {

@@ -56,7 +56,7 @@ async fn node_state(dir: &Path) {
     }
     log.save_vote(&Vote::new(1, 1)).await.expect("vote");
     let mut sm = open_sm(dir).await;
-    sm.apply(log.entries(..=5)).await.expect("apply");
+    sm.apply(log.entries(..=5).expect("read the log")).await.expect("apply");
     sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
 }
 

@@ -31,9 +31,13 @@ async fn log_vote_committed_purged_and_snapshot_survive() {
         // save_committed writes at most once a second; a clean stop flushes.
         log.flush_committed().await.expect("flush committed");
 
-        sm.apply(log.entries(..=12)).await.expect("apply");
+        sm.apply(log.entries(..=12).expect("read the log"))
+            .await
+            .expect("apply");
         let snap = sm.get_snapshot_builder().await.build_snapshot().await.expect("build");
-        sm.apply(log.entries(13..=15)).await.expect("apply");
+        sm.apply(log.entries(13..=15).expect("read the log"))
+            .await
+            .expect("apply");
         let files_before = segment_files(dir.path()).len();
         log.purge(lid(2, 12)).await.expect("purge");
         assert!(
