@@ -429,7 +429,7 @@ settings! {
         "Group commit: the longest a batch waits for as many writes as recent batches held (clients that wait for their answers come back together), never more than a recent commit round; 0: a batch takes what has arrived.";
     witness_pipeline: bool = Some(true), "WALSHIP_WITNESS_PIPELINE",
         "Send the leader's entries to ZooKeeper as it appends them, several checked multis in flight on one session, instead of one append per round trip.";
-    log_cache_max_bytes: u64 = Some(16 << 20), "WALSHIP_LOG_CACHE_MAX_BYTES",
+    log_cache_max_bytes: u64 = Some(crate::storage::LOG_CACHE_MAX_BYTES_DEFAULT), "WALSHIP_LOG_CACHE_MAX_BYTES",
         "Bytes of the newest log entries kept in memory (replication and apply read those); older ones, until a snapshot purges them, are read back from the log files when a follower far behind asks.";
     log_sync: String = Some("background".to_string()), "WALSHIP_LOG_SYNC",
         "When a local log append counts as done: background (after the write, a thread fdatasyncs right behind; ZooKeeper's WAL holds every acknowledged write) or per-append (after its fdatasync too).";

@@ -48,6 +48,7 @@ pub use error::WIPE_HINT;
 pub use log_store::AppendHook;
 pub use log_store::LogStore;
 pub use log_store::LogSync;
+pub use log_store::LOG_CACHE_MAX_BYTES_DEFAULT;
 pub use log_store::SEGMENT_MAX_BYTES_DEFAULT;
 pub use meta::meta_path;
 pub use meta::open_or_init_meta;

@@ -100,17 +100,12 @@ pub(super) struct Mem {
 pub const LOG_CACHE_MAX_BYTES_DEFAULT: u64 = 16 << 20;
 
 impl Mem {
-    pub(super) fn new(entries: BTreeMap<u64, Entry>, hard: HardState) -> Mem {
-        let cached_bytes = entries.values().map(entry_bytes).sum();
-        let mut mem = Mem {
-            entries,
-            uncached: VecDeque::new(),
-            cached_bytes,
+    /// An empty log with the default cache budget.
+    fn default_budget() -> Mem {
+        Mem {
             cache_max_bytes: LOG_CACHE_MAX_BYTES_DEFAULT,
-            hard,
-        };
-        mem.evict();
-        mem
+            ..Mem::default()
+        }
     }
 
     pub(super) fn last_log_id(&self) -> Option<LogId> {
@@ -328,10 +323,17 @@ impl LogStore {
     ) -> Result<Self> {
         let raft_dir = data_dir.join("raft");
         let metrics = metrics.clone();
-        let (disk, entries) =
-            tokio::task::spawn_blocking(move || Disk::open(&raft_dir, segment_max_bytes, sync, faults, &metrics))
-                .await??;
-        let mem = Mem::new(entries, disk.hard().clone());
+        // Entries stream from the files into the cache, which keeps only the
+        // newest: a start never holds the whole log in memory.
+        let (disk, mem) = tokio::task::spawn_blocking(move || {
+            let mut mem = Mem::default_budget();
+            let disk = Disk::open(&raft_dir, segment_max_bytes, sync, faults, &metrics, |e| {
+                mem.push(std::iter::once(e))
+            })?;
+            mem.hard = disk.hard().clone();
+            Ok::<_, StoreError>((disk, mem))
+        })
+        .await??;
         Ok(LogStore {
             inner: Arc::new(Inner {
                 disk: Mutex::new(disk),

@@ -2,7 +2,6 @@
 //! of CRC'd entry records, and `raft/state` (vote, committed, purged). All
 //! blocking; the caller serializes access (the `LogStore`'s disk mutex).
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::fs::File;
 use std::fs::OpenOptions;
@@ -92,15 +91,18 @@ fn purged_index(hard: &HardState) -> Option<u64> {
 
 impl Disk {
     /// Opens (creating if needed) the log under `raft_dir`, verifying every
-    /// record; returns the non-purged entries. Only a torn tail of the last
-    /// segment is repaired (cut, with a warning); any other damage is an error.
+    /// record; hands each non-purged entry to `keep`, oldest first (so the
+    /// caller can keep only the newest in memory while the rest stream by).
+    /// Only a torn tail of the last segment is repaired (cut, with a
+    /// warning); any other damage is an error.
     pub fn open(
         raft_dir: &Path,
         segment_max_bytes: u64,
         sync: LogSync,
         faults: Option<Arc<Faults>>,
         metrics: &StorageMetrics,
-    ) -> Result<(Disk, BTreeMap<u64, Entry>)> {
+        keep: impl FnMut(Entry),
+    ) -> Result<Disk> {
         let log_dir = raft_dir.join("log");
         frame::create_dir_durable(raft_dir)?;
         frame::create_dir_durable(&log_dir)?;
@@ -132,15 +134,15 @@ impl Disk {
             faults,
             read_back: metrics.log_entries_read_back.clone(),
         };
-        let entries = disk.load_segments(metrics)?;
-        Ok((disk, entries))
+        disk.load_segments(metrics, keep)?;
+        Ok(disk)
     }
 
     pub fn hard(&self) -> &HardState {
         &self.hard
     }
 
-    fn load_segments(&mut self, metrics: &StorageMetrics) -> Result<BTreeMap<u64, Entry>> {
+    fn load_segments(&mut self, metrics: &StorageMetrics, mut keep: impl FnMut(Entry)) -> Result<()> {
         let purged = purged_index(&self.hard);
         let mut found = Vec::new();
         let dir_entries = fs::read_dir(&self.log_dir).map_err(|e| StoreError::io("list", &self.log_dir, e))?;
@@ -163,7 +165,8 @@ impl Disk {
         }
         found.sort();
 
-        let mut entries = BTreeMap::new();
+        // The first kept entry's index (for the continuity check).
+        let mut first_kept: Option<u64> = None;
         let count = found.len();
         for (i, (first_index, path)) in found.into_iter().enumerate() {
             let is_last = i + 1 == count;
@@ -179,7 +182,8 @@ impl Disk {
                 }
                 offsets.push(offset);
                 if purged.is_none_or(|p| want > p) {
-                    entries.insert(want, entry);
+                    first_kept.get_or_insert(want);
+                    keep(entry);
                 }
                 Ok(())
             })?;
@@ -228,7 +232,7 @@ impl Disk {
             }
             self.segments.push(seg);
         }
-        self.check_continuity(&entries)?;
+        self.check_continuity(first_kept)?;
 
         // Finish an interrupted purge, and drop segments left empty by a crash
         // right after their creation (or by a torn-tail cut).
@@ -245,12 +249,12 @@ impl Disk {
         if self.segments.len() != before {
             frame::sync_dir(&self.log_dir)?;
         }
-        Ok(entries)
+        Ok(())
     }
 
     /// The kept entries must be one run without holes, starting right after
     /// the purged id; segments holding kept entries must follow each other.
-    fn check_continuity(&self, entries: &BTreeMap<u64, Entry>) -> Result<()> {
+    fn check_continuity(&self, first_kept: Option<u64>) -> Result<()> {
         let purged = purged_index(&self.hard);
         let mut prev: Option<&Segment> = None;
         for seg in &self.segments {
@@ -270,7 +274,7 @@ impl Disk {
             }
             prev = Some(seg);
         }
-        if let (Some(p), Some((&first, _))) = (purged, entries.first_key_value()) {
+        if let (Some(p), Some(first)) = (purged, first_kept) {
             if first != p + 1 {
                 let reason = format!("first kept entry is {first}, but entries up to {p} were purged");
                 return Err(StoreError::corrupt(&self.state_path, 0, reason));

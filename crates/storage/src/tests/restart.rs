@@ -139,3 +139,29 @@ async fn a_log_is_opened_only_once() {
     let err = super::super::LogStore::open(dir.path()).await.expect_err("second open");
     assert!(matches!(err, super::super::StoreError::InUse { .. }), "{err}");
 }
+
+/// A start streams the log's entries from its files into the cache, which
+/// keeps only the newest `LOG_CACHE_MAX_BYTES_DEFAULT`: a log of ~24 MiB is
+/// not held whole in memory after the open, and every entry stays readable.
+#[tokio::test]
+async fn a_reopened_log_keeps_only_its_newest_entries_in_memory() {
+    use super::super::log_store::LOG_CACHE_MAX_BYTES_DEFAULT;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = |i: u64| super::set(1, i, &format!("k{i}"), &"x".repeat(1 << 20));
+    {
+        let mut log = super::super::LogStore::open(dir.path()).await.expect("open");
+        for i in 0..24 {
+            append(&mut log, vec![big(i)]).await;
+        }
+    }
+    let log = super::super::LogStore::open(dir.path()).await.expect("reopen");
+    assert!(
+        log.cached_bytes() <= LOG_CACHE_MAX_BYTES_DEFAULT,
+        "{} bytes cached after the open",
+        log.cached_bytes()
+    );
+    assert!(log.cached_bytes() >= 8 << 20, "the newest entries are cached");
+    assert_eq!(log_ids(&log), (0..24).map(|i| lid(1, i)).collect::<Vec<_>>());
+    assert_eq!(log.entries(0..=1).expect("read back"), vec![big(0), big(1)]);
+    assert_eq!(log.entries(23..).expect("cached"), vec![big(23)]);
+}
