@@ -34,6 +34,8 @@ pub struct AtScrape {
     pub witness_last_index: Option<u64>,
     /// Client sessions in the state machine's table.
     pub client_sessions: usize,
+    /// Bytes of the local log's newest entries held in memory.
+    pub log_cache_bytes: u64,
 }
 
 /// Latency buckets from 0.25 ms to ~4 s.
@@ -128,6 +130,8 @@ pub struct Metrics {
     pub lease_withheld: IntCounter,
     /// Client sessions in the replicated session table.
     pub client_sessions: IntGauge,
+    /// `log_cache_bytes`: the local log's entries held in memory.
+    pub log_cache_bytes: IntGauge,
     /// `witness_appends_total`, `witness_entries_total` and
     /// `witness_inflight_multis`: checked multis that appended entries to
     /// ZooKeeper, the entries, and the multis in flight at each send.
@@ -257,6 +261,11 @@ impl Metrics {
             "client sessions in the replicated table of exactly-once requests (at most 4096)",
         )
         .expect("metric");
+        let log_cache_bytes = IntGauge::new(
+            "log_cache_bytes",
+            "bytes of the local log's newest entries held in memory (at most log_cache_max_bytes, and the last entry); older ones are read back from the log files",
+        )
+        .expect("metric");
         let witness = walship_witness::WitnessMetrics {
             appends: IntCounter::new(
                 "witness_appends_total",
@@ -292,6 +301,7 @@ impl Metrics {
             Box::new(witness.inflight_multis.clone()),
             Box::new(witness.evictions.clone()),
             Box::new(client_sessions.clone()),
+            Box::new(log_cache_bytes.clone()),
             Box::new(leadership_forgotten.clone()),
             Box::new(lease_withheld.clone()),
             Box::new(role.clone()),
@@ -338,6 +348,7 @@ impl Metrics {
             leadership_forgotten,
             lease_withheld,
             client_sessions,
+            log_cache_bytes,
             witness,
             write_stage_incomplete,
             storage,
@@ -355,6 +366,7 @@ impl Metrics {
     /// renders everything.
     pub fn render(&self, now: &AtScrape) -> String {
         self.client_sessions.set(now.client_sessions as i64);
+        self.log_cache_bytes.set(i64::try_from(now.log_cache_bytes).unwrap_or(i64::MAX));
         let incomplete = stages::incomplete();
         self.write_stage_incomplete
             .inc_by(incomplete.saturating_sub(self.write_stage_incomplete.get()));

@@ -356,6 +356,9 @@ async fn a_follower_behind_the_cache_gets_entries_read_back_from_the_leaders_fil
     }
     let read_back = metric(&api, READ_BACK).await? - read_back0;
     assert!(read_back >= 1.0, "the leader read no entry back from its files");
+    // Nothing but the last entry (one write, well under 4 KiB) in memory.
+    let cached = metric(&api, "walship_log_cache_bytes").await?;
+    assert!(cached < 4096.0, "{cached} bytes of log in the leader's memory");
     let status = c.status_of(leader).await.into_result()?;
     assert_eq!(status.leader, Some(leader), "no failover happened meanwhile");
     Ok(())

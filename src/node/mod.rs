@@ -449,6 +449,7 @@ impl Node {
             committed_index: self.log.committed().map(|l| l.index),
             witness_last_index: self.witness.cached_last_log_id().map(|l| l.index),
             client_sessions: self.state_machine().sessions(),
+            log_cache_bytes: self.log.cached_bytes(),
         }
     }
 
