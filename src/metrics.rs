@@ -366,7 +366,8 @@ impl Metrics {
     /// renders everything.
     pub fn render(&self, now: &AtScrape) -> String {
         self.client_sessions.set(now.client_sessions as i64);
-        self.log_cache_bytes.set(i64::try_from(now.log_cache_bytes).unwrap_or(i64::MAX));
+        self.log_cache_bytes
+            .set(i64::try_from(now.log_cache_bytes).unwrap_or(i64::MAX));
         let incomplete = stages::incomplete();
         self.write_stage_incomplete
             .inc_by(incomplete.saturating_sub(self.write_stage_incomplete.get()));
